@@ -1,0 +1,1 @@
+//! The Tiqzy operator: reconciles each `Tenant` into its namespace, workloads and data stores.

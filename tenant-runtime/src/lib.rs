@@ -1,0 +1,1 @@
+//! The tenant runtime: one tenant's storefront, JSON API and Stripe webhooks.

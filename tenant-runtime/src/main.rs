@@ -1,0 +1,3 @@
+//! `tiqzy-runtime`: serves one tenant's storefront.
+
+fn main() {}

@@ -1,0 +1,293 @@
+//! The Go-based components, built once from pinned modules into a cache keyed by what went
+//! into them, so later runs start in seconds.
+//!
+//! | binary        | source                                                    |
+//! |---------------|-----------------------------------------------------------|
+//! | `kube`        | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl |
+//! | `etcd`        | `tests/e2e/go/etcd`: etcd server (etcdmain)               |
+//! | `kwok`        | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                  |
+//! | `stripe-mock` | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`       |
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+pub const KWOK_VERSION: &str = "v0.8.0";
+pub const STRIPE_MOCK_VERSION: &str = "v0.199.0";
+
+/// Paths of the built programs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// Multi-call binary: `kube <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl>`.
+    pub kube: PathBuf,
+    /// A link to `kube` named `kubectl`, which runs kubectl directly.
+    pub kubectl: PathBuf,
+    pub etcd: PathBuf,
+    pub kwok: PathBuf,
+    pub stripe_mock: PathBuf,
+    /// kwok's stage files (node initialise and heartbeat, pod ready and delete).
+    pub kwok_stages: Vec<PathBuf>,
+}
+
+/// Where built binaries are cached: `TIQZY_CACHE_DIR`, else `$XDG_CACHE_HOME/tiqzy`, else
+/// `~/.cache/tiqzy`. Outside the checkout, so a fresh clone reuses them.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TIQZY_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("tiqzy");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache/tiqzy")
+}
+
+fn go_sources() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("go")
+}
+
+/// Builds whatever is not cached yet. Safe to call from several processes at once: each
+/// build holds a lock file, and a finished binary is moved into place atomically.
+pub fn ensure_binaries() -> Result<Binaries> {
+    let go = go_version()?;
+    let bin = cache_dir().join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+
+    let kube = build_module(&bin, "kube", &go)?;
+    let kubectl = kube.with_file_name("kubectl");
+    if !kubectl.exists() {
+        let _ = std::os::unix::fs::symlink("kube", &kubectl);
+    }
+    let etcd = build_module(&bin, "etcd", &go)?;
+    let kwok = install_package(&bin, "kwok", "sigs.k8s.io/kwok/cmd/kwok", KWOK_VERSION, &go)?;
+    let stripe_mock = install_package(
+        &bin,
+        "stripe-mock",
+        "github.com/stripe/stripe-mock",
+        STRIPE_MOCK_VERSION,
+        &go,
+    )?;
+    Ok(Binaries {
+        kube,
+        kubectl,
+        etcd,
+        kwok,
+        stripe_mock,
+        kwok_stages: kwok_stages()?,
+    })
+}
+
+fn go_version() -> Result<String> {
+    let out = Command::new("go").arg("version").output().context(
+        "running `go version`: Go 1.26 or newer must be on PATH to build the control plane",
+    )?;
+    if !out.status.success() {
+        bail!(
+            "`go version` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `go build` of a module under `tests/e2e/go/<name>`, cached under a key of its files, the
+/// linker flags and the Go version.
+fn build_module(bin: &Path, name: &str, go: &str) -> Result<PathBuf> {
+    let dir = go_sources().join(name);
+    let ldflags = version_ldflags(&std::fs::read_to_string(dir.join("go.mod"))?);
+    let mut key = Fnv::new();
+    key.write(go.as_bytes());
+    key.write(ldflags.as_bytes());
+    for file in ["go.mod", "go.sum", "main.go"] {
+        let path = dir.join(file);
+        key.write(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let target = bin.join(format!("{name}-{:016x}", key.finish()));
+    cached_or_build(&target, name, |out| {
+        let mut cmd = Command::new("go");
+        cmd.args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
+            .arg(out.join(name))
+            .arg(".")
+            .current_dir(&dir);
+        cmd
+    })
+}
+
+/// Stamps the Kubernetes release a module requires into its version package, as the
+/// upstream build does, so `kubectl version` and `/version` report it.
+fn version_ldflags(go_mod: &str) -> String {
+    let Some(version) = go_mod.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let first = words.next()?;
+        let module = if first == "require" {
+            words.next()?
+        } else {
+            first
+        };
+        (module == "k8s.io/kubernetes")
+            .then(|| words.next())
+            .flatten()
+    }) else {
+        return String::new();
+    };
+    let minor = version.split('.').nth(1).unwrap_or_default();
+    [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ]
+    .iter()
+    .map(|pkg| {
+        format!(
+            "-X {pkg}.gitVersion={version} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor={minor} \
+                 -X {pkg}.gitTreeState=clean"
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// `go install <package>@<version>` into the cache.
+fn install_package(
+    bin: &Path,
+    name: &str,
+    package: &str,
+    version: &str,
+    go: &str,
+) -> Result<PathBuf> {
+    let mut key = Fnv::new();
+    key.write(go.as_bytes());
+    key.write(package.as_bytes());
+    let target = bin.join(format!("{name}-{version}-{:016x}", key.finish()));
+    cached_or_build(&target, name, |out| {
+        let mut cmd = Command::new("go");
+        cmd.args(["install", "-trimpath"])
+            .arg(format!("{package}@{version}"))
+            .env("GOBIN", out);
+        cmd
+    })
+}
+
+/// `<target>/<name>`, built by `command` into a scratch directory first and renamed into
+/// place, under a lock so concurrent runs build once.
+fn cached_or_build(
+    target: &Path,
+    name: &str,
+    command: impl FnOnce(&Path) -> Command,
+) -> Result<PathBuf> {
+    let program = target.join(name);
+    if program.exists() {
+        return Ok(program);
+    }
+    let lock_path = PathBuf::from(format!("{}.lock", target.display()));
+    let lock = File::create(&lock_path)?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if program.exists() {
+        return Ok(program);
+    }
+    let scratch = PathBuf::from(format!("{}.partial", target.display()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    eprintln!("tiqzy: building {name} (first run only; the control plane takes several minutes)");
+    let started = Instant::now();
+    let out = command(&scratch)
+        .output()
+        .with_context(|| format!("running go to build {name}"))?;
+    if !out.status.success() || !scratch.join(name).exists() {
+        bail!(
+            "building {name} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(target);
+    std::fs::rename(&scratch, target)?;
+    eprintln!("tiqzy: built {name} in {:.0?}", started.elapsed());
+    Ok(program)
+}
+
+/// The stage files shipped in kwok's module (downloaded into the Go module cache if needed).
+fn kwok_stages() -> Result<Vec<PathBuf>> {
+    let out = Command::new("go")
+        .args(["mod", "download", "-json"])
+        .arg(format!("sigs.k8s.io/kwok@{KWOK_VERSION}"))
+        .output()
+        .context("running go mod download for kwok's stage files")?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "reading go mod download output: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let dir = info["Dir"]
+        .as_str()
+        .context("go mod download gave no module directory for kwok")?;
+    let stage = Path::new(dir).join("kustomize/stage");
+    let files = [
+        "node/fast/node-initialize.yaml",
+        "node/heartbeat/node-heartbeat.yaml",
+        "pod/fast/pod-ready.yaml",
+        "pod/fast/pod-complete.yaml",
+        "pod/fast/pod-delete.yaml",
+    ];
+    files
+        .iter()
+        .map(|f| {
+            let path = stage.join(f);
+            if path.exists() {
+                Ok(path)
+            } else {
+                bail!("kwok stage file {} is missing", path.display())
+            }
+        })
+        .collect()
+}
+
+/// FNV-1a, enough to key a build cache on file contents.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubernetes_release_is_stamped_from_go_mod() {
+        let flags = version_ldflags("module x\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes v1.36.3\n");
+        assert!(
+            flags.contains("k8s.io/component-base/version.gitVersion=v1.36.3"),
+            "{flags}"
+        );
+        assert!(
+            flags.contains("k8s.io/component-base/version.gitMinor=36"),
+            "{flags}"
+        );
+        assert_eq!(version_ldflags("module x\n"), "");
+    }
+
+    #[test]
+    fn the_cache_key_changes_with_content() {
+        let mut a = Fnv::new();
+        a.write(b"go.mod v1");
+        let mut b = Fnv::new();
+        b.write(b"go.mod v2");
+        assert_ne!(a.finish(), b.finish());
+    }
+}

@@ -1,0 +1,329 @@
+//! A Kubernetes control plane from upstream code: etcd, kube-apiserver (TLS, token auth for
+//! the admin, RBAC, service-account signing keys, Pod Security admission),
+//! kube-controller-manager, kube-scheduler, and kwok playing the kubelet of fake nodes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::components::Binaries;
+use crate::pki::{Pki, random_secret};
+use crate::ports::{accepting, free_port};
+use crate::process::Service;
+
+/// The fake node every harness registers; kwok keeps it Ready and runs its pods.
+pub const NODE_NAME: &str = "kwok-node-0";
+
+/// A running control plane and how to reach it.
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// `https://127.0.0.1:<port>`
+    pub server: String,
+    /// PEM of the CA that signed the API server's certificate.
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+    /// Bearer token of `admin` (group `system:masters`).
+    pub admin_token: String,
+    /// kubeconfig for the admin.
+    pub kubeconfig: PathBuf,
+    /// kubectl built from the same Kubernetes release.
+    pub kubectl: PathBuf,
+    dir: PathBuf,
+    // Field order is drop order: clients of the API server first, etcd last.
+    kwok: Service,
+    scheduler: Service,
+    controller_manager: Service,
+    apiserver: Service,
+    etcd: Service,
+}
+
+impl ControlPlane {
+    pub async fn start(bins: &Binaries, run: &Path) -> Result<Self> {
+        let dir = run.join("kube");
+        let logs = run.join("logs");
+        std::fs::create_dir_all(&dir)?;
+        let pki = Pki::create(&dir.join("pki"))?;
+
+        let etcd_port = free_port()?;
+        let peer_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = Service::spawn(
+            "etcd",
+            &bins.etcd,
+            [
+                "--name=e2e".to_owned(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=e2e={peer_url}"),
+                "--unsafe-no-fsync=true".to_owned(),
+                "--log-level=warn".to_owned(),
+            ],
+            &logs,
+            None,
+        )?;
+        etcd.wait_ready(Duration::from_secs(30), || accepting(etcd_port))
+            .await?;
+
+        let admin_token = random_secret(40);
+        let tokens = dir.join("tokens.csv");
+        std::fs::write(
+            &tokens,
+            format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
+        )?;
+        let port = free_port()?;
+        let server = format!("https://127.0.0.1:{port}");
+        let mut apiserver = Service::spawn(
+            "kube-apiserver",
+            &bins.kube,
+            [
+                "kube-apiserver".to_owned(),
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                "--advertise-address=127.0.0.1".to_owned(),
+                format!("--secure-port={port}"),
+                format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+                format!("--tls-cert-file={}", pki.server_cert.display()),
+                format!("--tls-private-key-file={}", pki.server_key.display()),
+                format!("--token-auth-file={}", tokens.display()),
+                "--authorization-mode=RBAC".to_owned(),
+                "--enable-admission-plugins=PodSecurity".to_owned(),
+                "--allow-privileged=true".to_owned(),
+                "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
+                format!(
+                    "--service-account-key-file={}",
+                    pki.service_account_pub.display()
+                ),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    pki.service_account_key.display()
+                ),
+                "--profiling=false".to_owned(),
+                "--v=1".to_owned(),
+            ],
+            &logs,
+            None,
+        )?;
+
+        let kubeconfig = dir.join("admin.kubeconfig");
+        write_kubeconfig(&kubeconfig, &server, &pki.ca_cert, "admin", &admin_token)?;
+        let admin = client_from(&kubeconfig).await?;
+        apiserver
+            .wait_ready(Duration::from_secs(90), || readyz(&admin))
+            .await?;
+
+        let kubeconfig_flag = format!("--kubeconfig={}", kubeconfig.display());
+        let controller_manager = Service::spawn(
+            "kube-controller-manager",
+            &bins.kube,
+            [
+                "kube-controller-manager".to_owned(),
+                kubeconfig_flag.clone(),
+                "--leader-elect=false".to_owned(),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--secure-port={}", free_port()?),
+                format!("--cert-dir={}", dir.join("kcm-certs").display()),
+                format!(
+                    "--service-account-private-key-file={}",
+                    pki.service_account_key.display()
+                ),
+                format!("--root-ca-file={}", pki.ca_cert.display()),
+                "--use-service-account-credentials=false".to_owned(),
+                "--v=1".to_owned(),
+            ],
+            &logs,
+            None,
+        )?;
+        let scheduler = Service::spawn(
+            "kube-scheduler",
+            &bins.kube,
+            [
+                "kube-scheduler".to_owned(),
+                kubeconfig_flag.clone(),
+                "--leader-elect=false".to_owned(),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--secure-port={}", free_port()?),
+                format!("--cert-dir={}", dir.join("scheduler-certs").display()),
+                "--v=1".to_owned(),
+            ],
+            &logs,
+            None,
+        )?;
+        let stages = dir.join("kwok-stages.yaml");
+        let mut stage_text = String::new();
+        for file in &bins.kwok_stages {
+            stage_text.push_str("---\n");
+            stage_text.push_str(&std::fs::read_to_string(file)?);
+            stage_text.push('\n');
+        }
+        std::fs::write(&stages, stage_text)?;
+        let kwok = Service::spawn(
+            "kwok",
+            &bins.kwok,
+            [
+                kubeconfig_flag,
+                format!("--config={}", stages.display()),
+                "--manage-all-nodes=true".to_owned(),
+                format!("--server-address=127.0.0.1:{}", free_port()?),
+                "--cidr=10.244.0.0/16".to_owned(),
+                "--node-ip=127.0.0.1".to_owned(),
+            ],
+            &logs,
+            None,
+        )?;
+
+        let mut plane = Self {
+            server,
+            ca_pem: pki.ca_pem.clone(),
+            ca_file: pki.ca_cert.clone(),
+            admin_token,
+            kubeconfig,
+            kubectl: bins.kubectl.clone(),
+            dir,
+            kwok,
+            scheduler,
+            controller_manager,
+            apiserver,
+            etcd,
+        };
+        plane.register_node(&admin).await?;
+        Ok(plane)
+    }
+
+    /// A client authenticated as the cluster admin.
+    pub async fn client(&self) -> Result<kube::Client> {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// Writes a kubeconfig that authenticates with `token` (for instance a ServiceAccount
+    /// token from the TokenRequest API) and returns its path.
+    pub fn kubeconfig_for_token(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        write_kubeconfig(&path, &self.server, &self.ca_file, name, token)?;
+        Ok(path)
+    }
+
+    /// A client authenticated with `token`.
+    pub async fn client_for_token(&self, name: &str, token: &str) -> Result<kube::Client> {
+        client_from(&self.kubeconfig_for_token(name, token)?).await
+    }
+
+    /// `kubectl --kubeconfig <admin>`, ready for arguments.
+    pub fn kubectl(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.kubectl);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
+    }
+
+    /// Fails with the component's log tail if any control-plane process has died.
+    pub fn check_running(&mut self) -> Result<()> {
+        for service in [
+            &mut self.etcd,
+            &mut self.apiserver,
+            &mut self.controller_manager,
+            &mut self.scheduler,
+            &mut self.kwok,
+        ] {
+            service.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// Creates the fake node and waits until kwok reports it Ready.
+    async fn register_node(&mut self, client: &kube::Client) -> Result<()> {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": NODE_NAME,
+                "annotations": {
+                    "node.alpha.kubernetes.io/ttl": "0",
+                    "kwok.x-k8s.io/node": "fake",
+                },
+                "labels": {
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "status": {
+                "allocatable": { "cpu": "64", "memory": "256Gi", "pods": "2000" },
+                "capacity": { "cpu": "64", "memory": "256Gi", "pods": "2000" },
+            },
+        }))?;
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .context("registering the kwok node")?;
+        let kwok_ready = || async {
+            let node = nodes.get(NODE_NAME).await?;
+            let ready = node
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready {
+                Ok(())
+            } else {
+                bail!("node {NODE_NAME} is not Ready yet")
+            }
+        };
+        self.kwok
+            .wait_ready(Duration::from_secs(60), kwok_ready)
+            .await
+    }
+}
+
+async fn readyz(client: &kube::Client) -> Result<()> {
+    let request = http::Request::get("/readyz").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    if text.trim() == "ok" {
+        Ok(())
+    } else {
+        bail!("/readyz said {text}")
+    }
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<kube::Client> {
+    let config = Kubeconfig::read_from(kubeconfig)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn write_kubeconfig(path: &Path, server: &str, ca: &Path, user: &str, token: &str) -> Result<()> {
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: tiqzy-e2e
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: {user}
+  user:
+    token: {token}
+contexts:
+- name: {user}@tiqzy-e2e
+  context:
+    cluster: tiqzy-e2e
+    user: {user}
+current-context: {user}@tiqzy-e2e
+",
+        ca = ca.display()
+    );
+    std::fs::write(path, text)?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! PostgreSQL 15 and Redis 7 from Debian's packages, each started fresh for the run with an
+//! admin account whose credentials the tests receive.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::pki::random_secret;
+use crate::ports::{accepting, free_port};
+use crate::process::{RunAs, Service};
+use crate::system::{postgres_bin_dir, which};
+
+/// A fresh PostgreSQL server. The admin is a superuser with a password.
+#[derive(Debug)]
+pub struct Postgres {
+    pub host: String,
+    pub port: u16,
+    pub admin_user: String,
+    pub admin_password: String,
+    service: Service,
+}
+
+impl Postgres {
+    /// The server's log file.
+    pub fn log_path(&self) -> &Path {
+        self.service.log_path()
+    }
+
+    pub async fn start(run: &Path) -> Result<Self> {
+        let bin = postgres_bin_dir()?;
+        let dir = run.join("postgres");
+        let data = dir.join("data");
+        let sockets = dir.join("sockets");
+        std::fs::create_dir_all(&sockets)?;
+        // PostgreSQL refuses to run as root: run it as the package's `postgres` user.
+        let run_as = if nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name("postgres")?
+                .context("running as root needs the `postgres` user from the postgresql package")?;
+            for path in [&dir, &sockets] {
+                std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+            }
+            Some(RunAs { user: user.name })
+        } else {
+            None
+        };
+        let admin_password = random_secret(32);
+        let pwfile = dir.join("admin-password");
+        std::fs::write(&pwfile, &admin_password)?;
+        if let Some(run_as) = &run_as {
+            let user = nix::unistd::User::from_name(&run_as.user)?.context("postgres user")?;
+            std::os::unix::fs::chown(&pwfile, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+        }
+
+        let mut initdb = Command::new("setpriv");
+        if let Some(run_as) = &run_as {
+            initdb.args([
+                "--reuid",
+                &run_as.user,
+                "--regid",
+                &run_as.user,
+                "--init-groups",
+            ]);
+        }
+        let out = initdb
+            .arg("--")
+            .arg(bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .context("running initdb")?;
+        std::fs::remove_file(&pwfile)?;
+        if !out.status.success() {
+            bail!(
+                "postgres: initdb failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        let port = free_port()?;
+        let mut service = Service::spawn(
+            "postgres",
+            &bin.join("postgres"),
+            [
+                "-D".to_owned(),
+                data.display().to_string(),
+                "-p".to_owned(),
+                port.to_string(),
+                "-k".to_owned(),
+                sockets.display().to_string(),
+                "-c".to_owned(),
+                "listen_addresses=127.0.0.1".to_owned(),
+                "-c".to_owned(),
+                "fsync=off".to_owned(),
+                "-c".to_owned(),
+                "synchronous_commit=off".to_owned(),
+                "-c".to_owned(),
+                "full_page_writes=off".to_owned(),
+                "-c".to_owned(),
+                "max_connections=500".to_owned(),
+            ],
+            &run.join("logs"),
+            run_as.as_ref(),
+        )?;
+        let pg = |password: String| async move {
+            let (client, connection) = tokio_postgres::connect(
+                &format!(
+                    "host=127.0.0.1 port={port} user=postgres password={password} dbname=postgres"
+                ),
+                tokio_postgres::NoTls,
+            )
+            .await?;
+            tokio::spawn(connection);
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        };
+        service
+            .wait_ready(Duration::from_secs(30), || pg(admin_password.clone()))
+            .await?;
+        Ok(Self {
+            host: "127.0.0.1".to_owned(),
+            port,
+            admin_user: "postgres".to_owned(),
+            admin_password,
+            service,
+        })
+    }
+
+    /// `postgres://<admin>:<password>@127.0.0.1:<port>/<database>`
+    pub fn admin_url(&self, database: &str) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/{database}",
+            self.admin_user, self.admin_password, self.host, self.port
+        )
+    }
+
+    /// A key=value connection string for tokio-postgres.
+    pub fn admin_config(&self, database: &str) -> String {
+        format!(
+            "host={} port={} user={} password={} dbname={database}",
+            self.host, self.port, self.admin_user, self.admin_password
+        )
+    }
+}
+
+/// A fresh Redis server with the default user disabled and an `admin` ACL user.
+#[derive(Debug)]
+pub struct Redis {
+    pub host: String,
+    pub port: u16,
+    pub admin_user: String,
+    pub admin_password: String,
+    service: Service,
+}
+
+impl Redis {
+    /// The server's log file.
+    pub fn log_path(&self) -> &Path {
+        self.service.log_path()
+    }
+
+    pub async fn start(run: &Path) -> Result<Self> {
+        let program = which("redis-server").context("redis-server is not installed")?;
+        let dir: PathBuf = run.join("redis");
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port()?;
+        let admin_password = random_secret(32);
+        let config = dir.join("redis.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
+                 dir {dir}\nuser default off\nuser admin on >{admin_password} ~* &* +@all\n",
+                dir = dir.display()
+            ),
+        )?;
+        let mut service = Service::spawn("redis", &program, [&config], &run.join("logs"), None)?;
+        let url = format!("redis://admin:{admin_password}@127.0.0.1:{port}/");
+        let ping = || {
+            let url = url.clone();
+            async move {
+                accepting(port).await?;
+                let client = redis::Client::open(url)?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+                if pong == "PONG" {
+                    Ok(())
+                } else {
+                    bail!("PING answered {pong}")
+                }
+            }
+        };
+        service.wait_ready(Duration::from_secs(20), ping).await?;
+        Ok(Self {
+            host: "127.0.0.1".to_owned(),
+            port,
+            admin_user: "admin".to_owned(),
+            admin_password,
+            service,
+        })
+    }
+
+    /// `redis://admin:<password>@127.0.0.1:<port>/`
+    pub fn admin_url(&self) -> String {
+        format!(
+            "redis://{}:{}@{}:{}/",
+            self.admin_user, self.admin_password, self.host, self.port
+        )
+    }
+}

@@ -1,0 +1,128 @@
+//! The local platform Tiqzy is tested against: the real upstream programs, built or installed
+//! from package registries, started as processes on loopback with their data under `target/`.
+//!
+//! Tests call [`Harness::shared`] (one platform per test binary, stopped when the binary
+//! exits); `cargo xtask up` calls [`Harness::start`] and drops it on Ctrl-C.
+
+mod components;
+mod controlplane;
+mod datastores;
+mod pki;
+mod ports;
+mod process;
+mod stripe;
+mod system;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+
+pub use components::{Binaries, cache_dir, ensure_binaries};
+pub use controlplane::ControlPlane;
+pub use controlplane::NODE_NAME;
+pub use datastores::{Postgres, Redis};
+pub use process::Service;
+pub use stripe::StripeMock;
+pub use system::ensure_system_packages;
+
+/// A running local platform. Dropping it stops every process it started.
+#[derive(Debug)]
+pub struct Harness {
+    /// This run's directory: data, logs, certificates and the kubeconfig live here.
+    pub dir: PathBuf,
+    pub kube: ControlPlane,
+    pub postgres: Postgres,
+    pub redis: Redis,
+    pub stripe: StripeMock,
+}
+
+impl Harness {
+    /// Builds what is missing and starts every component, each on a free loopback port.
+    pub async fn start() -> Result<Self> {
+        ensure_system_packages()?;
+        let bins = tokio::task::spawn_blocking(ensure_binaries)
+            .await
+            .context("building the Go components")??;
+        let dir = new_run_dir()?;
+        let (kube, postgres, redis, stripe) = tokio::try_join!(
+            ControlPlane::start(&bins, &dir),
+            Postgres::start(&dir),
+            Redis::start(&dir),
+            StripeMock::start(&bins, &dir),
+        )?;
+        Ok(Self {
+            dir,
+            kube,
+            postgres,
+            redis,
+            stripe,
+        })
+    }
+
+    /// The platform shared by every test of this test binary, started on first use.
+    ///
+    /// Its processes are started from a thread that lives as long as the binary and are
+    /// marked to die with it, so nothing outlives the test run, also on panic or abort.
+    pub fn shared() -> &'static Harness {
+        static SHARED: OnceLock<Result<Harness, String>> = OnceLock::new();
+        let started = SHARED.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("tiqzy-harness".into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a tokio runtime for the harness");
+                    let started = runtime.block_on(Harness::start());
+                    let _ = tx.send(started);
+                    // Children die with the thread that spawned them (PR_SET_PDEATHSIG):
+                    // keep this one alive until the process exits.
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .expect("spawning the harness thread");
+            rx.recv()
+                .expect("the harness thread reports")
+                .map_err(|e| format!("{e:#}"))
+        });
+        match started {
+            Ok(harness) => harness,
+            Err(e) => panic!("the local platform did not start: {e}"),
+        }
+    }
+
+    /// Where this run's logs are.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+}
+
+/// The workspace's `target/` directory (or `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+    }
+}
+
+/// Creates `target/e2e/run-<pid>` after removing the directories of runs whose process is gone.
+fn new_run_dir() -> Result<PathBuf> {
+    let root = target_dir().join("e2e");
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    for entry in std::fs::read_dir(&root)?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = root.join(format!("run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("logs"))?;
+    Ok(std::fs::canonicalize(dir)?)
+}

@@ -1,0 +1,43 @@
+//! stripe-mock: Stripe's own API simulator, validating requests against Stripe's OpenAPI
+//! description and answering with fixtures.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::components::Binaries;
+use crate::ports::{accepting, free_port};
+use crate::process::Service;
+
+#[derive(Debug)]
+pub struct StripeMock {
+    /// `http://127.0.0.1:<port>`: give it to async-stripe's `ClientBuilder::url`.
+    pub url: String,
+    service: Service,
+}
+
+impl StripeMock {
+    /// The server's log file.
+    pub fn log_path(&self) -> &Path {
+        self.service.log_path()
+    }
+
+    pub async fn start(bins: &Binaries, run: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let mut service = Service::spawn(
+            "stripe-mock",
+            &bins.stripe_mock,
+            [format!("-http-addr=127.0.0.1:{port}")],
+            &run.join("logs"),
+            None,
+        )?;
+        service
+            .wait_ready(Duration::from_secs(30), || accepting(port))
+            .await?;
+        Ok(Self {
+            url: format!("http://127.0.0.1:{port}"),
+            service,
+        })
+    }
+}

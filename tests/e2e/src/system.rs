@@ -1,0 +1,75 @@
+//! System packages the harness needs from Debian: PostgreSQL 15, Redis 7 and `setpriv`.
+//! Installed with apt when running as root; otherwise the error says what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const PACKAGES: &[&str] = &["postgresql-15", "redis-server", "util-linux"];
+
+/// Installs the missing packages (as root) or explains how to.
+pub fn ensure_system_packages() -> Result<()> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "missing system packages; install them with:\n  sudo apt-get update && sudo apt-get install -y {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("tiqzy: installing {} with apt-get", missing.join(" "));
+    let update = Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    if !update.success() {
+        bail!("apt-get update failed");
+    }
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !install.success() {
+        bail!("apt-get install -y {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if postgres_bin_dir().is_err() {
+        missing.push(PACKAGES[0]);
+    }
+    if which("redis-server").is_none() {
+        missing.push(PACKAGES[1]);
+    }
+    if which("setpriv").is_none() {
+        missing.push(PACKAGES[2]);
+    }
+    missing
+}
+
+/// PostgreSQL 15's programs (`initdb`, `postgres`), as Debian installs them.
+pub fn postgres_bin_dir() -> Result<PathBuf> {
+    let dir = Path::new("/usr/lib/postgresql/15/bin");
+    if dir.join("postgres").exists() && dir.join("initdb").exists() {
+        return Ok(dir.to_owned());
+    }
+    bail!(
+        "PostgreSQL 15 is not installed (expected {})",
+        dir.display()
+    )
+}
+
+/// The first `program` on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}

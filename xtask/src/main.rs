@@ -1,0 +1,123 @@
+//! `cargo xtask`: the README's commands.
+//!
+//! - `up`: build what is missing, start the local platform, keep it running until Ctrl-C.
+//! - `test`: every check and test, unit to end-to-end (what `.ci/run` calls).
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tiqzy_e2e::Harness;
+
+#[derive(Debug, Parser)]
+#[command(about = "Tiqzy's development commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Start a complete local platform and keep it running until Ctrl-C.
+    Up,
+    /// Run every check and test: formatting, clippy, unit, integration and end-to-end.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Up => up(),
+        Task::Test { args } => test(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn prepare() -> Result<tiqzy_e2e::Binaries> {
+    tiqzy_e2e::ensure_system_packages()?;
+    tiqzy_e2e::ensure_binaries()
+}
+
+fn test(args: &[String]) -> Result<()> {
+    prepare()?;
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    let mut test = vec!["test", "--workspace", "--no-fail-fast"];
+    test.extend(args.iter().map(String::as_str));
+    cargo(&test)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args[0]))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn up() -> Result<()> {
+    prepare()?;
+    // A current-thread runtime on the main thread: the platform's processes are tied to the
+    // thread that started them and die with it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let started = std::time::Instant::now();
+        let harness = Harness::start().await?;
+        print_welcome(&harness, started.elapsed());
+        tokio::signal::ctrl_c().await?;
+        eprintln!("\nxtask: stopping the platform");
+        drop(harness);
+        Ok(())
+    })
+}
+
+fn print_welcome(h: &Harness, took: std::time::Duration) {
+    let kubectl = h.kube.kubectl.display();
+    let kubeconfig = h.kube.kubeconfig.display();
+    println!(
+        "Tiqzy local platform is up (started in {took:.1?}).
+
+  Kubernetes API   {server}
+  kubeconfig       {kubeconfig}
+  kubectl          {kubectl}
+  PostgreSQL       {pg}
+  Redis            {redis}
+  stripe-mock      {stripe}
+  logs             {logs}
+
+Try:
+  export KUBECONFIG={kubeconfig}
+  {kubectl} get nodes
+
+Ctrl-C stops everything.",
+        server = h.kube.server,
+        pg = h.postgres.admin_url("postgres"),
+        redis = h.redis.admin_url(),
+        stripe = h.stripe.url,
+        logs = h.log_dir().display(),
+    );
+}
