@@ -1,0 +1,1 @@
+//! A tenant's Redis ACL user, confined to its key prefix.
