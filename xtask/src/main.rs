@@ -26,6 +26,17 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Regenerate committed files from their sources.
+    Gen {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    /// `crds/*.yaml` from the Rust types in `crds/src`.
+    Crds,
 }
 
 fn main() -> ExitCode {
@@ -33,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Up => up(),
         Task::Test { args } => test(&args),
+        Task::Gen { what } => generate(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,6 +74,26 @@ fn test(args: &[String]) -> Result<()> {
     let mut test = vec!["test", "--workspace", "--no-fail-fast"];
     test.extend(args.iter().map(String::as_str));
     cargo(&test)
+}
+
+fn generate(what: Generated) -> Result<()> {
+    match what {
+        Generated::Crds => {
+            let dir = workspace_root().join("crds");
+            for (file, yaml) in tiqzy_crds::crd_files() {
+                std::fs::write(dir.join(&file), yaml)?;
+                eprintln!("xtask: wrote crds/{file}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
 }
 
 fn cargo(args: &[&str]) -> Result<()> {

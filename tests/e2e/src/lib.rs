@@ -6,6 +6,7 @@
 
 mod components;
 mod controlplane;
+mod crds;
 mod datastores;
 mod pki;
 mod ports;
@@ -21,6 +22,7 @@ use anyhow::{Context, Result};
 pub use components::{Binaries, cache_dir, ensure_binaries};
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
+pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{Postgres, Redis};
 pub use process::Service;
 pub use stripe::StripeMock;

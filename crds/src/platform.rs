@@ -1,0 +1,240 @@
+//! `Platform`: what every tenant shares. A singleton named `default`.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Settings shared by all tenants: the runtime image, the base domain, and the servers and
+/// accounts tenants get their share of. Exactly one exists, named `default`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tiqzy.io",
+    version = "v1alpha1",
+    kind = "Platform",
+    status = "PlatformStatus",
+    category = "tiqzy",
+    derive = "PartialEq",
+    doc = "Settings every Tiqzy tenant shares. A singleton named `default`.",
+    printcolumn(name = "Base Domain", type_ = "string", json_path = ".spec.baseDomain"),
+    printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name == 'default'")
+        .message("metadata.name: the Platform is a singleton and must be named 'default'")
+        .reason(Reason::FieldValueInvalid),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformSpec {
+    /// The tenant runtime image, pinned by digest (`registry/repo@sha256:<64 hex>`). Changing
+    /// it rolls tenants over a few at a time (see `rollout`).
+    #[schemars(
+        regex(pattern = r"^[a-z0-9][a-z0-9.:/_-]*@sha256:[a-f0-9]{64}$"),
+        length(max = 512)
+    )]
+    pub runtime_image: String,
+
+    /// Domain under which tenants without hosts of their own are served, as
+    /// `<tenant>.<baseDomain>`.
+    #[schemars(
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z]([-a-z0-9]*[a-z0-9])?$"),
+        length(max = 190)
+    )]
+    pub base_domain: String,
+
+    /// How storefronts are exposed.
+    #[serde(default)]
+    pub routing: Routing,
+
+    /// The PostgreSQL server tenant databases are created on. Without it, tenants report
+    /// `DatabaseReady=False, reason PlatformNotConfigured`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresServer>,
+
+    /// The Redis server tenant cache users are created on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisServer>,
+
+    /// The Azure Key Vault holding tenants' TLS certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vault: Option<KeyVault>,
+
+    /// The platform's Stripe account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<Stripe>,
+
+    /// Pace of storefront rollouts when the runtime image changes.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// How storefronts are exposed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Routing {
+    /// `Auto`: an OpenShift Route when `route.openshift.io/v1` is served, an Ingress otherwise.
+    /// `Route` or `Ingress` force one.
+    #[serde(default)]
+    pub mode: RoutingMode,
+    /// IngressClass for Ingresses; the cluster default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+}
+
+/// Which routing API the operator writes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RoutingMode {
+    #[default]
+    Auto,
+    Route,
+    Ingress,
+}
+
+/// A Secret holding credentials, in the operator's namespace or another one.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretRef {
+    /// Namespace of the Secret.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A PostgreSQL server and an admin role allowed to CREATE DATABASE and CREATE ROLE.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresServer {
+    /// Host name or IP address.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_pg_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// TLS towards the server: `disable`, `prefer`, `require` or `verify-full`.
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+    /// Secret with keys `username` and `password` of the admin role.
+    pub admin_secret_ref: SecretRef,
+}
+
+fn default_pg_port() -> i32 {
+    5432
+}
+
+/// libpq's sslmode values the operator supports.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    #[default]
+    Require,
+    VerifyFull,
+}
+
+/// A Redis server and an ACL user allowed to run ACL SETUSER and ACL DELUSER.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisServer {
+    /// `redis://host:port` or `rediss://host:port`, without credentials.
+    #[schemars(regex(pattern = r"^rediss?://[^@\s/]+(:[0-9]+)?/?$"))]
+    pub url: String,
+    /// Secret with keys `username` and `password` of the admin user.
+    pub admin_secret_ref: SecretRef,
+}
+
+/// An Azure Key Vault and how the operator signs in to it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.auth.method != 'ClientSecret' || has(self.auth.clientSecretRef)").message("auth.clientSecretRef is required when auth.method is ClientSecret"))]
+pub struct KeyVault {
+    /// The vault, e.g. `https://tiqzy-certs.vault.azure.net`.
+    #[schemars(regex(pattern = r"^https://[^\s/]+/?$"))]
+    pub vault_url: String,
+    /// Microsoft Entra ID authority; override for sovereign clouds or tests.
+    #[serde(default = "default_authority")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub authority_host: String,
+    /// How the operator obtains tokens.
+    pub auth: KeyVaultAuth,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com/".to_owned()
+}
+
+/// Entra ID credentials for Key Vault.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVaultAuth {
+    /// `WorkloadIdentity` (federated token file, as on Azure Red Hat OpenShift) or
+    /// `ClientSecret`.
+    pub method: KeyVaultAuthMethod,
+    /// Application (client) id.
+    #[schemars(length(min = 1, max = 64))]
+    pub client_id: String,
+    /// Directory (tenant) id.
+    #[schemars(length(min = 1, max = 64))]
+    pub tenant_id: String,
+    /// Projected service-account token exchanged for an Entra ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_token_file: Option<String>,
+    /// Secret with key `clientSecret`, for `ClientSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretRef>,
+}
+
+/// Sign-in methods for Key Vault.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyVaultAuthMethod {
+    WorkloadIdentity,
+    ClientSecret,
+}
+
+/// The platform's Stripe account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Stripe {
+    /// Secret with key `secretKey`: the platform's API key (prefer a restricted `rk_` key).
+    pub secret_key_ref: SecretRef,
+    /// Secret with key `webhookSecret`: the signing secret of the webhook endpoint.
+    pub webhook_secret_ref: SecretRef,
+    /// Application fee on primary sales, in basis points, for tenants that set none.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub default_application_fee_bps: i32,
+}
+
+/// Pace of rollouts across tenants.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// Most tenants whose storefront is rolling to a new runtime image at once (1 to 100).
+    #[serde(default = "default_max_rollouts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_concurrent_tenant_rollouts: i32,
+}
+
+fn default_max_rollouts() -> i32 {
+    5
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            max_concurrent_tenant_rollouts: default_max_rollouts(),
+        }
+    }
+}
+
+/// What the operator observed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Number of Tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<i32>,
+}
