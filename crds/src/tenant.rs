@@ -127,7 +127,7 @@ impl Default for Branding {
 }
 
 /// The storefront Deployment.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Storefront {
     /// Replica bounds for the HorizontalPodAutoscaler (CPU and memory).
@@ -139,16 +139,6 @@ pub struct Storefront {
     /// Scale the storefront to zero while keeping its data, hosts and configuration.
     #[serde(default)]
     pub suspended: bool,
-}
-
-impl Default for Storefront {
-    fn default() -> Self {
-        Self {
-            replicas: Replicas::default(),
-            resources: None,
-            suspended: false,
-        }
-    }
 }
 
 /// Replica bounds; the autoscaler moves between them.
