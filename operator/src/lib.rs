@@ -1,3 +1,12 @@
 //! The Tiqzy operator: reconciles each `Tenant` into its namespace, workloads and data stores.
 
+pub mod apply;
+pub mod build;
+pub mod context;
+pub mod controller;
+pub mod error;
 pub mod external;
+pub mod http;
+pub mod lease;
+pub mod metrics;
+pub mod reconcile;

@@ -1,12 +1,70 @@
-//! `tiqzy-operator`: parse flags, start the controller.
+//! `tiqzy-operator`: parse flags, init logging, take the lease, run the controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Parser;
+use tiqzy_operator::context::Settings;
+use tiqzy_operator::lease::{self, LeaseSettings};
+use tiqzy_operator::metrics::Metrics;
+use tiqzy_operator::{controller, http};
 
-/// Reconciles Tiqzy Tenants into running storefronts.
+/// Reconciles Tiqzy Tenants into running storefronts. The Kubernetes connection comes from
+/// the in-cluster ServiceAccount or KUBECONFIG.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TIQZY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Elect one active replica through a Lease (keep on when running more than one).
+    #[arg(long, env = "TIQZY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tiqzy-system")]
+    lease_namespace: String,
+    /// Seconds a leader's claim lasts without renewal.
+    #[arg(long, env = "TIQZY_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// This replica's identity in the Lease and in Events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds between looks at a converged tenant.
+    #[arg(long, env = "TIQZY_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Log format: json or text.
+    #[arg(long, env = "TIQZY_LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
 
-fn main() {
-    let _args = Args::parse();
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| format!("tiqzy-operator-{}", std::process::id()));
+    let client = kube::Client::try_default().await?;
+    let metrics = Metrics::default();
+    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(http::serve(args.metrics_addr, metrics.clone(), ready.clone()));
+    ready.store(true, Ordering::Relaxed);
+    if args.leader_elect {
+        let settings = LeaseSettings {
+            namespace: args.lease_namespace.clone(),
+            name: "tiqzy-operator".to_owned(),
+            identity: identity.clone(),
+            duration: Duration::from_secs(args.lease_seconds),
+        };
+        lease::acquire(client.clone(), settings).await?;
+    }
+    let settings = Settings { resync: Duration::from_secs(args.resync_seconds), instance: identity };
+    controller::run(client, metrics, settings).await;
+    Ok(())
 }

@@ -1,1 +1,365 @@
-//! A tenant's Redis ACL user, confined to its key prefix.
+//! A tenant's Redis ACL user, confined to keys and channels under its prefix `t:<tenant>:`.
+
+use std::fmt;
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
+    RedisConnectionInfo, ServerErrorKind, Value,
+};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// How long a server may take to accept and authenticate a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// ACL commands are in-memory and answer at once; anything slower is a stuck server.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// RFC 3986 unreserved characters stay as they are in URL user info.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// What a tenant may run, besides the key and channel limits: its own data and pub/sub, but
+/// nothing that reads the whole keyspace (`KEYS`, `SCAN`, `RANDOMKEY`, `DBSIZE`, `PUBSUB`),
+/// changes the server, leaves database 0, or runs scripts.
+const COMMAND_RULES: &[&str] = &[
+    "+@all",
+    "-@dangerous",
+    "-@admin",
+    "-@scripting",
+    "-keys",
+    "-scan",
+    "-randomkey",
+    "-dbsize",
+    "-pubsub",
+    "-flushall",
+    "-flushdb",
+    "-config",
+    "-acl",
+    "-debug",
+    "-shutdown",
+    "-monitor",
+    "-select",
+    "-swapdb",
+    "-migrate",
+    "-cluster",
+];
+
+/// The platform's Redis server, reached as a user allowed to `ACL SETUSER` and `ACL DELUSER`.
+#[derive(Clone)]
+pub struct RedisServer {
+    pub host: String,
+    pub port: u16,
+    pub admin_user: String,
+    pub admin_password: String,
+}
+
+impl fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("admin_user", &self.admin_user)
+            .field("admin_password", &format_args!("<redacted>"))
+            .finish()
+    }
+}
+
+/// How a storefront reaches its share of Redis: the entries of the tenant's Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TenantCache {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// Every key and channel the tenant uses starts with this.
+    pub key_prefix: String,
+}
+
+impl TenantCache {
+    /// The connection of `tenant`'s storefront, logging in with `password`.
+    pub fn new(server: &RedisServer, tenant: &str, password: &str) -> Result<Self, CacheError> {
+        Ok(Self {
+            host: server.host.clone(),
+            port: server.port,
+            user: acl_user(tenant)?,
+            password: password.to_owned(),
+            key_prefix: key_prefix(tenant)?,
+        })
+    }
+
+    /// `REDIS_URL`: `redis://<user>:<password>@<host>:<port>/`.
+    pub fn url(&self) -> String {
+        let encode = |part: &str| utf8_percent_encode(part, URL_COMPONENT).to_string();
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!(
+            "redis://{}:{}@{host}:{}/",
+            encode(&self.user),
+            encode(&self.password),
+            self.port
+        )
+    }
+}
+
+impl fmt::Debug for TenantCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantCache")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &format_args!("<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// Why a tenant's Redis user could not be ensured or removed. Messages never hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{0:?} is not a tenant name (a DNS label)")]
+    InvalidTenantName(String),
+    #[error("Redis at {endpoint} is unreachable: {detail}")]
+    Unreachable { endpoint: String, detail: String },
+    #[error("Redis refused the admin user {user:?}: {detail}")]
+    AdminAuthFailed { user: String, detail: String },
+    #[error("Redis could not {action} for {acl_user:?}: {detail}")]
+    Failed {
+        action: &'static str,
+        acl_user: String,
+        detail: String,
+    },
+}
+
+impl CacheError {
+    /// The CamelCase reason of the tenant's `CacheReady` condition.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidTenantName(_) => "InvalidTenantName",
+            Self::Unreachable { .. } => "CacheUnreachable",
+            Self::AdminAuthFailed { .. } => "AdminAuthFailed",
+            Self::Failed { .. } => "CacheFailed",
+        }
+    }
+}
+
+/// The ACL user of `tenant`: `tiqzy-<tenant>`.
+pub fn acl_user(tenant: &str) -> Result<String, CacheError> {
+    check_tenant_name(tenant)?;
+    Ok(format!("tiqzy-{tenant}"))
+}
+
+/// The prefix of every key and channel of `tenant`: `t:<tenant>:`.
+pub fn key_prefix(tenant: &str) -> Result<String, CacheError> {
+    check_tenant_name(tenant)?;
+    Ok(format!("t:{tenant}:"))
+}
+
+/// The key, channel and command rules of `tenant`'s user, without its password.
+///
+/// They start from `reset` so that applying them replaces whatever the user had before.
+pub fn permission_rules(tenant: &str) -> Result<Vec<String>, CacheError> {
+    // The prefix is a glob in the rules: a DNS label holds none of `*?[]\`, which the check
+    // below guarantees, so it needs no escaping.
+    let pattern = format!("{}*", key_prefix(tenant)?);
+    // `reset` leaves channels to `acl-pubsub-default`; `resetchannels` does not depend on it.
+    let mut rules = vec![
+        "reset".to_owned(),
+        "resetchannels".to_owned(),
+        format!("~{pattern}"),
+        format!("&{pattern}"),
+    ];
+    rules.extend(COMMAND_RULES.iter().map(|rule| (*rule).to_owned()));
+    Ok(rules)
+}
+
+/// Makes `tenant`'s ACL user exist with exactly its rules and `password`. Returns whether the
+/// user was new.
+///
+/// `ACL SETUSER` is applied even when nothing differs: it replaces the user atomically in
+/// memory, keeps its connections, and is simpler to trust than comparing with `ACL GETUSER`'s
+/// normalised, version-dependent output.
+pub async fn ensure_cache_user(
+    server: &RedisServer,
+    tenant: &str,
+    password: &str,
+) -> Result<bool, CacheError> {
+    let user = acl_user(tenant)?;
+    let rules = permission_rules(tenant)?;
+    let mut admin = connect(server).await?;
+    let existing: Value = ::redis::cmd("ACL")
+        .arg("GETUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .map_err(|e| classify(server, "read the user", &user, &e, None))?;
+    ::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg(&rules)
+        .arg("on")
+        .arg(format!(">{password}"))
+        .query_async::<()>(&mut admin)
+        .await
+        .map_err(|e| classify(server, "set up the user", &user, &e, Some(password)))?;
+    Ok(existing == Value::Nil)
+}
+
+/// Deletes `tenant`'s ACL user. Returns whether it existed.
+///
+/// Redis closes the connections authenticated as a user when it deletes it, so a storefront
+/// cannot keep using a removed user's session.
+pub async fn remove_cache_user(server: &RedisServer, tenant: &str) -> Result<bool, CacheError> {
+    let user = acl_user(tenant)?;
+    let mut admin = connect(server).await?;
+    let deleted: i64 = ::redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .map_err(|e| classify(server, "delete the user", &user, &e, None))?;
+    Ok(deleted > 0)
+}
+
+fn check_tenant_name(tenant: &str) -> Result<(), CacheError> {
+    let is_label = !tenant.is_empty()
+        && tenant.len() <= 63
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !tenant.starts_with('-')
+        && !tenant.ends_with('-');
+    if is_label {
+        Ok(())
+    } else {
+        Err(CacheError::InvalidTenantName(tenant.to_owned()))
+    }
+}
+
+async fn connect(server: &RedisServer) -> Result<MultiplexedConnection, CacheError> {
+    let connection = ConnectionAddr::Tcp(server.host.clone(), server.port)
+        .into_connection_info()
+        .map(|info| {
+            info.set_redis_settings(
+                RedisConnectionInfo::default()
+                    .set_username(&server.admin_user)
+                    .set_password(&server.admin_password),
+            )
+        })
+        .and_then(Client::open)
+        .map_err(|e| classify(server, "connect", &server.admin_user, &e, None))?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    connection
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| classify(server, "connect", &server.admin_user, &e, None))
+}
+
+/// Sorts a Redis error into the condition reasons; `secret` is cut out of the server's words
+/// in case an error echoes the rule that carried it.
+fn classify(
+    server: &RedisServer,
+    action: &'static str,
+    acl_user: &str,
+    error: &::redis::RedisError,
+    secret: Option<&str>,
+) -> CacheError {
+    let mut detail = error.to_string();
+    if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+        detail = detail.replace(secret, "<redacted>");
+    }
+    if error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+    {
+        CacheError::Unreachable {
+            endpoint: format!("{}:{}", server.host, server.port),
+            detail,
+        }
+    } else if matches!(
+        error.kind(),
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm)
+    ) {
+        CacheError::AdminAuthFailed {
+            user: server.admin_user.clone(),
+            detail,
+        }
+    } else {
+        CacheError::Failed {
+            action,
+            acl_user: acl_user.to_owned(),
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> RedisServer {
+        RedisServer {
+            host: "cache.example.net".to_owned(),
+            port: 6380,
+            admin_user: "platform".to_owned(),
+            admin_password: "admin-secret".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_tenant_gets_its_user_and_prefix() {
+        let cache = TenantCache::new(&server(), "jazz-club", "pw").expect("a tenant name");
+        assert_eq!(cache.user, "tiqzy-jazz-club");
+        assert_eq!(cache.key_prefix, "t:jazz-club:");
+    }
+
+    #[test]
+    fn rules_confine_keys_and_channels_to_the_prefix_and_replace_old_ones() {
+        let rules = permission_rules("jazz-club").expect("a tenant name");
+        assert_eq!(
+            rules[..4],
+            ["reset", "resetchannels", "~t:jazz-club:*", "&t:jazz-club:*"]
+        );
+        assert!(rules.iter().any(|r| r == "-@dangerous"));
+        assert!(
+            !rules.iter().any(|r| r.starts_with('>')),
+            "no password in the rules"
+        );
+    }
+
+    #[test]
+    fn names_that_could_widen_a_glob_are_refused() {
+        for bad in ["", "*", "a*", "a?", "[a]", "a\\b", "A", "a b", "-a"] {
+            let err = permission_rules(bad).expect_err("not a tenant name");
+            assert_eq!(err.reason(), "InvalidTenantName", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_url_encodes_the_password() {
+        let cache = TenantCache::new(&server(), "jazz-club", "p@ss:w/rd").expect("a tenant name");
+        assert_eq!(
+            cache.url(),
+            "redis://tiqzy-jazz-club:p%40ss%3Aw%2Frd@cache.example.net:6380/"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_passwords() {
+        let cache =
+            TenantCache::new(&server(), "jazz-club", "tenant-secret").expect("a tenant name");
+        let shown = format!("{cache:?} {:?}", server());
+        assert!(!shown.contains("tenant-secret"), "{shown}");
+        assert!(!shown.contains("admin-secret"), "{shown}");
+    }
+}

@@ -1,0 +1,154 @@
+//! The one writer: server-side apply with one field manager, owner reference and common
+//! labels added here, writes skipped when the live object already says what we want, and
+//! pruning of what is no longer desired.
+
+use std::fmt::Debug;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::{ClusterResourceScope, NamespaceResourceScope};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::build::{TENANT_LABEL, labels};
+use crate::error::Error;
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "tiqzy-operator";
+
+/// Applies objects on behalf of one tenant.
+#[derive(Clone)]
+pub struct Applier {
+    client: kube::Client,
+    owner: OwnerReference,
+    tenant: String,
+    /// Writes performed, for the no-writes-when-converged guarantee and its metric.
+    pub writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier").field("tenant", &self.tenant).finish_non_exhaustive()
+    }
+}
+
+impl Applier {
+    pub fn new(client: kube::Client, owner: OwnerReference, tenant: &str) -> Self {
+        Self { client, owner, tenant: tenant.to_owned(), writes: Default::default() }
+    }
+
+    fn decorate<K: Resource>(&self, object: &mut K) {
+        let meta = object.meta_mut();
+        meta.owner_references = Some(vec![self.owner.clone()]);
+        meta.labels.get_or_insert_with(Default::default).extend(labels(&self.tenant));
+    }
+
+    /// Applies a namespaced object unless the live one already matches.
+    pub async fn apply<K>(&self, mut object: K) -> Result<K, Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    {
+        self.decorate(&mut object);
+        let api: Api<K> = Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        self.apply_with(api, object).await
+    }
+
+    /// Applies a cluster-scoped object unless the live one already matches.
+    pub async fn apply_cluster<K>(&self, mut object: K) -> Result<K, Error>
+    where
+        K: Resource<Scope = ClusterResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    {
+        self.decorate(&mut object);
+        self.apply_with(Api::all(self.client.clone()), object).await
+    }
+
+    /// Applies an object of a kind known only at run time (OpenShift Routes).
+    pub async fn apply_dynamic(
+        &self,
+        mut object: kube::api::DynamicObject,
+        resource: &kube::api::ApiResource,
+    ) -> Result<kube::api::DynamicObject, Error> {
+        self.decorate(&mut object);
+        object.types = Some(kube::api::TypeMeta {
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+        });
+        let api = Api::namespaced_with(self.client.clone(), &object.namespace().unwrap_or_default(), resource);
+        self.apply_with(api, object).await
+    }
+
+    async fn apply_with<K>(&self, api: Api<K>, object: K) -> Result<K, Error>
+    where
+        K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+    {
+        let name = object.name_any();
+        let desired = serde_json::to_value(&object).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        if let Some(live) = api.get_opt(&name).await? {
+            let live_json = serde_json::to_value(&live).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+            if contains(&live_json, &desired) {
+                return Ok(live);
+            }
+        }
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        Ok(api.patch(&name, &params, &Patch::Apply(&object)).await?)
+    }
+
+    /// Deletes the tenant's objects of kind `K` in `namespace` whose names are not in `keep`.
+    pub async fn prune<K>(&self, api: Api<K>, keep: &[String]) -> Result<(), Error>
+    where
+        K: Resource + Clone + Debug + DeserializeOwned,
+    {
+        let selector = format!("{TENANT_LABEL}={}", self.tenant);
+        let existing = api.list_metadata(&ListParams::default().labels(&selector)).await?;
+        for object in existing.items {
+            let name = object.name_any();
+            if !keep.contains(&name) {
+                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match api.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `live` already holds every value of `desired` (fields the API server defaulted or
+/// others own are ignored).
+pub fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, desired) {
+        (Value::Object(live), Value::Object(desired)) => desired.iter().all(|(key, want)| match live.get(key) {
+            Some(have) => contains(have, want),
+            None => want.is_null(),
+        }),
+        (Value::Array(live), Value::Array(desired)) => {
+            live.len() == desired.len() && live.iter().zip(desired).all(|(have, want)| contains(have, want))
+        }
+        (live, desired) => live == desired,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_added_by_the_server_do_not_count_as_drift() {
+        let live = json!({ "spec": { "replicas": 1, "template": { "x": 1, "dnsPolicy": "ClusterFirst" } } });
+        assert!(contains(&live, &json!({ "spec": { "template": { "x": 1 } } })));
+    }
+
+    #[test]
+    fn a_changed_or_missing_value_is_drift() {
+        let live = json!({ "data": { "a": "1" }, "list": [1, 2] });
+        assert!(!contains(&live, &json!({ "data": { "a": "2" } })));
+        assert!(!contains(&live, &json!({ "data": { "b": "1" } })));
+        assert!(!contains(&live, &json!({ "list": [1] })));
+    }
+}

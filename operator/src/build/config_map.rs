@@ -1,0 +1,55 @@
+//! The storefront's non-secret settings: branding and runtime configuration, read by the
+//! runtime as environment variables.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use super::{HTTP_PORT, STOREFRONT, meta};
+use crate::reconcile::ValidatedTenant;
+
+pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
+    let spec = &tenant.spec;
+    let mut data = BTreeMap::from([
+        ("TIQZY_TENANT", tenant.name.clone()),
+        ("TIQZY_DISPLAY_NAME", spec.display_name.clone()),
+        ("TIQZY_CURRENCY", spec.currency.code().to_owned()),
+        ("TIQZY_LOCALE", spec.locale.clone()),
+        ("TIQZY_BRAND_PRIMARY_COLOR", spec.branding.primary_color.clone()),
+        ("TIQZY_BRAND_ACCENT_COLOR", spec.branding.accent_color.clone()),
+        ("TIQZY_RESALE_ENABLED", spec.resale.enabled.to_string()),
+        ("TIQZY_RESALE_PRICE_CAP_PERCENT", spec.resale.price_cap_percent.to_string()),
+        ("TIQZY_RESALE_SELLER_FEE_BPS", spec.resale.seller_fee_bps.to_string()),
+        ("TIQZY_PUBLIC_URL", tenant.url.clone()),
+        ("TIQZY_LISTEN_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+    ]);
+    if let Some(logo) = &spec.branding.logo_url {
+        data.insert("TIQZY_BRAND_LOGO_URL", logo.clone());
+    }
+    if let Some(email) = &spec.branding.support_email {
+        data.insert("TIQZY_SUPPORT_EMAIL", email.clone());
+    }
+    ConfigMap {
+        metadata: meta(tenant, STOREFRONT),
+        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixture;
+
+    #[test]
+    fn branding_and_currency_reach_the_runtime() {
+        let cm = config_map(&fixture::validated(&fixture::tenant("acme")));
+        let data = cm.data.expect("data");
+        assert_eq!(data["TIQZY_TENANT"], "acme");
+        assert_eq!(data["TIQZY_CURRENCY"], "EUR");
+        assert_eq!(data["TIQZY_BRAND_PRIMARY_COLOR"], "#112233");
+        assert_eq!(data["TIQZY_SUPPORT_EMAIL"], "help@acme.example");
+        assert_eq!(data["TIQZY_PUBLIC_URL"], "https://acme.apps.example.com");
+        assert!(!data.contains_key("TIQZY_BRAND_LOGO_URL"));
+    }
+}

@@ -1,0 +1,133 @@
+//! Pure builders: from a validated tenant to the full set of objects it should have. No
+//! client, no async; each child object has its own module and unit tests.
+
+mod config_map;
+mod deployment;
+mod hpa;
+mod namespace;
+mod network_policy;
+mod pdb;
+mod routing;
+mod secrets;
+mod service;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::reconcile::ValidatedTenant;
+pub use routing::{Route, route_api_resource};
+
+/// Name shared by the storefront's Deployment, Service, HPA, PDB, ServiceAccount, ConfigMap.
+pub const STOREFRONT: &str = "storefront";
+/// Port the runtime listens on inside the pod.
+pub const HTTP_PORT: i32 = 8080;
+pub const SIGNING_SECRET: &str = "storefront-signing";
+pub const DATABASE_SECRET: &str = "storefront-database";
+pub const CACHE_SECRET: &str = "storefront-cache";
+pub const TLS_SECRET: &str = "storefront-tls";
+
+/// How the storefront is exposed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exposure {
+    Route(Route),
+    Ingress(Ingress),
+}
+
+/// Every object a tenant should have, in the order they are applied. Adding a kind means
+/// adding a field here, and the applier's destructuring then refuses to compile until it is
+/// applied and pruned.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub namespace: Namespace,
+    pub secrets: Vec<Secret>,
+    pub service_account: ServiceAccount,
+    pub config_map: ConfigMap,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    pub pdb: PodDisruptionBudget,
+    pub network_policies: Vec<NetworkPolicy>,
+    pub exposure: Exposure,
+}
+
+/// Builds the desired objects of `tenant`.
+pub fn desired(tenant: &ValidatedTenant) -> Desired {
+    Desired {
+        namespace: namespace::namespace(tenant),
+        secrets: secrets::secrets(tenant),
+        service_account: service::service_account(tenant),
+        config_map: config_map::config_map(tenant),
+        deployment: deployment::deployment(tenant),
+        service: service::service(tenant),
+        hpa: hpa::hpa(tenant),
+        pdb: pdb::pdb(tenant),
+        network_policies: network_policy::network_policies(tenant),
+        exposure: routing::exposure(tenant),
+    }
+}
+
+/// Labels on every object of a tenant.
+pub fn labels(tenant: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "tiqzy-storefront".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), tenant.to_owned()),
+        ("app.kubernetes.io/managed-by".to_owned(), "tiqzy-operator".to_owned()),
+        ("app.kubernetes.io/part-of".to_owned(), "tiqzy".to_owned()),
+        (TENANT_LABEL.to_owned(), tenant.to_owned()),
+    ])
+}
+
+/// Label naming the owning tenant; the operator finds a tenant's objects by it.
+pub const TENANT_LABEL: &str = "tiqzy.io/tenant";
+
+/// The label selector of the storefront's pods.
+pub fn selector(tenant: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "tiqzy-storefront".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), tenant.to_owned()),
+    ])
+}
+
+/// Metadata of an object in the tenant's namespace (owner reference and labels are added by
+/// the applier).
+fn meta(tenant: &ValidatedTenant, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(tenant.namespace.clone()),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixture {
+    use tiqzy_crds::{Currency, Tenant, TenantSpec};
+
+    use crate::reconcile::{PlatformView, ValidatedTenant, validate};
+
+    pub fn tenant(name: &str) -> Tenant {
+        let spec: TenantSpec = serde_json::from_value(serde_json::json!({
+            "displayName": "Acme Arena",
+            "currency": Currency::EUR,
+            "branding": { "primaryColor": "#112233", "supportEmail": "help@acme.example" },
+        }))
+        .expect("spec");
+        let mut tenant = Tenant::new(name, spec);
+        tenant.metadata.uid = Some("uid-1".to_owned());
+        tenant.metadata.generation = Some(1);
+        tenant
+    }
+
+    pub fn platform() -> PlatformView {
+        PlatformView::for_tests()
+    }
+
+    pub fn validated(tenant: &Tenant) -> ValidatedTenant {
+        validate(tenant, &platform()).expect("valid")
+    }
+}

@@ -1,0 +1,106 @@
+//! NetworkPolicies: deny everything, then allow only what the storefront needs: traffic from
+//! the cluster's router, DNS, the platform's PostgreSQL and Redis, and HTTPS out (Stripe,
+//! the OAuth2 issuer's keys).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{HTTP_PORT, meta, selector};
+use crate::reconcile::ValidatedTenant;
+
+/// Namespaces labelled so may reach storefronts (an ingress controller's namespace, say).
+pub const INGRESS_NAMESPACE_LABEL: &str = "tiqzy.io/storefront-ingress";
+/// OpenShift labels its router namespace with this policy group.
+const OPENSHIFT_INGRESS_LABEL: &str = "policy-group.network.openshift.io/ingress";
+
+pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
+    let storefront = LabelSelector { match_labels: Some(selector(&tenant.name)), ..LabelSelector::default() };
+    let deny_all = NetworkPolicy {
+        metadata: meta(tenant, "default-deny"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
+            ..NetworkPolicySpec::default()
+        }),
+    };
+    let namespaces_with = |key: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.to_owned(),
+                operator: "Exists".to_owned(),
+                values: None,
+            }]),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let allow_ingress = NetworkPolicy {
+        metadata: meta(tenant, "storefront-ingress"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(storefront.clone()),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![namespaces_with(OPENSHIFT_INGRESS_LABEL), namespaces_with(INGRESS_NAMESPACE_LABEL)]),
+                ports: Some(vec![tcp(HTTP_PORT)]),
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
+    };
+    let mut egress = vec![NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![port(53, "UDP"), port(53, "TCP"), port(5353, "UDP"), port(5353, "TCP")]),
+    }];
+    let mut outbound = vec![tcp(443)];
+    outbound.extend(tenant.store_ports.iter().map(|p| tcp(*p)));
+    egress.push(NetworkPolicyEgressRule { to: None, ports: Some(outbound) });
+    let allow_egress = NetworkPolicy {
+        metadata: meta(tenant, "storefront-egress"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(storefront),
+            policy_types: Some(vec!["Egress".to_owned()]),
+            egress: Some(egress),
+            ..NetworkPolicySpec::default()
+        }),
+    };
+    vec![deny_all, allow_ingress, allow_egress]
+}
+
+fn tcp(number: i32) -> NetworkPolicyPort {
+    port(number, "TCP")
+}
+
+fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
+    NetworkPolicyPort { port: Some(IntOrString::Int(number)), protocol: Some(protocol.to_owned()), end_port: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixture;
+
+    #[test]
+    fn everything_is_denied_then_only_the_storefront_needs_are_allowed() {
+        let mut tenant = fixture::validated(&fixture::tenant("acme"));
+        tenant.store_ports = vec![5432, 6379];
+        let policies = network_policies(&tenant);
+        let deny = policies[0].spec.as_ref().expect("spec");
+        assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
+        assert!(deny.ingress.is_none() && deny.egress.is_none());
+        let egress = policies[2].spec.as_ref().and_then(|s| s.egress.clone()).expect("egress");
+        let ports: Vec<_> = egress[1].ports.iter().flatten().filter_map(|p| p.port.clone()).collect();
+        assert_eq!(ports, vec![IntOrString::Int(443), IntOrString::Int(5432), IntOrString::Int(6379)]);
+    }
+}

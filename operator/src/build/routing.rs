@@ -1,0 +1,124 @@
+//! How buyers reach the storefront: OpenShift Routes (one per host, edge TLS) or one Ingress.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
+    IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+
+use super::{Exposure, STOREFRONT, meta};
+use crate::reconcile::{RoutingKind, ValidatedTenant};
+
+/// An OpenShift Route (route.openshift.io/v1), which k8s-openapi does not model.
+pub type Route = Vec<DynamicObject>;
+
+pub fn route_api_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("route.openshift.io", "v1", "Route"), "routes")
+}
+
+pub fn exposure(tenant: &ValidatedTenant) -> Exposure {
+    match tenant.routing {
+        RoutingKind::Route => Exposure::Route(routes(tenant)),
+        RoutingKind::Ingress => Exposure::Ingress(ingress(tenant)),
+    }
+}
+
+fn routes(tenant: &ValidatedTenant) -> Route {
+    let resource = route_api_resource();
+    tenant
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let mut tls = serde_json::json!({
+                "termination": "edge",
+                "insecureEdgeTerminationPolicy": "Redirect",
+            });
+            if let Some(secret) = &tenant.tls_secret {
+                tls["externalCertificate"] = serde_json::json!({ "name": secret });
+            }
+            let mut route = DynamicObject::new(&format!("{STOREFRONT}-{i}"), &resource).within(&tenant.namespace);
+            route.data = serde_json::json!({
+                "spec": {
+                    "host": host,
+                    "to": { "kind": "Service", "name": STOREFRONT, "weight": 100 },
+                    "port": { "targetPort": "http" },
+                    "tls": tls,
+                    "wildcardPolicy": "None",
+                }
+            });
+            route
+        })
+        .collect()
+}
+
+fn ingress(tenant: &ValidatedTenant) -> Ingress {
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: STOREFRONT.to_owned(),
+            port: Some(ServiceBackendPort { name: Some("http".to_owned()), number: None }),
+        }),
+        resource: None,
+    };
+    let rules = tenant
+        .hosts
+        .iter()
+        .map(|host| IngressRule {
+            host: Some(host.clone()),
+            http: Some(HTTPIngressRuleValue {
+                paths: vec![HTTPIngressPath {
+                    path: Some("/".to_owned()),
+                    path_type: "Prefix".to_owned(),
+                    backend: backend.clone(),
+                }],
+            }),
+        })
+        .collect();
+    let mut metadata = meta(tenant, STOREFRONT);
+    metadata.annotations = Some(BTreeMap::from([(
+        "nginx.ingress.kubernetes.io/force-ssl-redirect".to_owned(),
+        "true".to_owned(),
+    )]));
+    Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: tenant.ingress_class.clone(),
+            rules: Some(rules),
+            tls: tenant.tls_secret.as_ref().map(|secret| {
+                vec![IngressTLS { hosts: Some(tenant.hosts.clone()), secret_name: Some(secret.clone()) }]
+            }),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixture;
+
+    #[test]
+    fn one_route_per_host_with_edge_tls() {
+        let mut tenant = fixture::tenant("acme");
+        tenant.spec.hosts = vec!["tickets.acme.example".to_owned(), "acme.example".to_owned()];
+        let mut validated = fixture::validated(&tenant);
+        validated.routing = RoutingKind::Route;
+        let Exposure::Route(routes) = exposure(&validated) else { panic!("routes expected") };
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[1].data["spec"]["host"], "acme.example");
+        assert_eq!(routes[0].data["spec"]["tls"]["termination"], "edge");
+    }
+
+    #[test]
+    fn an_ingress_names_every_host_and_the_tls_secret() {
+        let mut validated = fixture::validated(&fixture::tenant("acme"));
+        validated.tls_secret = Some("storefront-tls".to_owned());
+        let Exposure::Ingress(ingress) = exposure(&validated) else { panic!("ingress expected") };
+        let spec = ingress.spec.expect("spec");
+        assert_eq!(spec.rules.expect("rules")[0].host.as_deref(), Some("acme.apps.example.com"));
+        assert_eq!(spec.tls.expect("tls")[0].secret_name.as_deref(), Some("storefront-tls"));
+    }
+}

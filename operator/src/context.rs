@@ -1,0 +1,88 @@
+//! What every reconcile shares: the client, the tenant cache, metrics, the Event recorder,
+//! per-tenant backoff and the rollout gate.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use tiqzy_crds::Tenant;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a converged tenant is looked at again.
+    pub resync: Duration,
+    /// Identity in Events.
+    pub instance: String,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub tenants: Store<Tenant>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// Whether the API server serves route.openshift.io/v1 (discovered at start).
+    pub route_api: bool,
+    failures: Mutex<HashMap<String, u32>>,
+    rolling: Mutex<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: kube::Client, tenants: Store<Tenant>, metrics: Metrics, settings: Settings, route_api: bool) -> Self {
+        let reporter = Reporter { controller: "tiqzy-operator".into(), instance: Some(settings.instance.clone()) };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            tenants,
+            metrics,
+            settings,
+            route_api,
+            failures: Mutex::default(),
+            rolling: Mutex::default(),
+        }
+    }
+
+    /// Counts a failure of `tenant` and returns how many in a row.
+    pub fn failed(&self, tenant: &str) -> u32 {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let count = failures.entry(tenant.to_owned()).or_default();
+        *count += 1;
+        *count - 1
+    }
+
+    pub fn succeeded(&self, tenant: &str) {
+        self.failures.lock().expect("failures lock").remove(tenant);
+    }
+
+    /// Admits `tenant` to roll to a new image when fewer than `limit` tenants are rolling.
+    pub fn try_start_rollout(&self, tenant: &str, limit: usize) -> bool {
+        let mut rolling = self.rolling.lock().expect("rollout lock");
+        if rolling.contains(tenant) {
+            return true;
+        }
+        if rolling.len() < limit {
+            rolling.insert(tenant.to_owned());
+            return true;
+        }
+        false
+    }
+
+    /// Records that `tenant` is mid-rollout (seen after a restart, say).
+    pub fn rollout_observed(&self, tenant: &str) {
+        self.rolling.lock().expect("rollout lock").insert(tenant.to_owned());
+    }
+
+    pub fn rollout_finished(&self, tenant: &str) {
+        self.rolling.lock().expect("rollout lock").remove(tenant);
+    }
+}

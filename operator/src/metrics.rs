@@ -1,0 +1,79 @@
+//! Prometheus metrics, named as controller-runtime users expect, plus tenants by phase.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub controller: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Arc<Registry>,
+    reconciles: Family<ResultLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Histogram,
+    pub tenants_by_phase: Family<PhaseLabels, Gauge>,
+    pub writes: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        let tenants_by_phase = Family::<PhaseLabels, Gauge>::default();
+        let writes = Counter::default();
+        registry.register("controller_runtime_reconcile", "Reconciles by result", reconciles.clone());
+        registry.register("controller_runtime_reconcile_errors", "Reconcile errors by reason", errors.clone());
+        registry.register("controller_runtime_reconcile_time_seconds", "Time per reconcile", duration.clone());
+        registry.register("tiqzy_tenants", "Tenants by phase", tenants_by_phase.clone());
+        registry.register("tiqzy_operator_writes", "Objects created, patched or deleted by the operator", writes.clone());
+        Self { registry: Arc::new(registry), reconciles, errors, duration, tenants_by_phase, writes }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, took: Duration, result: &'static str) {
+        self.duration.observe(took.as_secs_f64());
+        self.reconciles.get_or_create(&ResultLabels { controller: "tenant", result }).inc();
+    }
+
+    pub fn error(&self, reason: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { controller: "tenant", reason }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
