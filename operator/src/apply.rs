@@ -29,35 +29,53 @@ pub struct Applier {
 
 impl Debug for Applier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Applier").field("tenant", &self.tenant).finish_non_exhaustive()
+        f.debug_struct("Applier")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
     }
 }
 
 impl Applier {
     pub fn new(client: kube::Client, owner: OwnerReference, tenant: &str) -> Self {
-        Self { client, owner, tenant: tenant.to_owned(), writes: Default::default() }
+        Self {
+            client,
+            owner,
+            tenant: tenant.to_owned(),
+            writes: Default::default(),
+        }
     }
 
     fn decorate<K: Resource>(&self, object: &mut K) {
         let meta = object.meta_mut();
         meta.owner_references = Some(vec![self.owner.clone()]);
-        meta.labels.get_or_insert_with(Default::default).extend(labels(&self.tenant));
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .extend(labels(&self.tenant));
     }
 
     /// Applies a namespaced object unless the live one already matches.
     pub async fn apply<K>(&self, mut object: K) -> Result<K, Error>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
     {
         self.decorate(&mut object);
-        let api: Api<K> = Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
         self.apply_with(api, object).await
     }
 
     /// Applies a cluster-scoped object unless the live one already matches.
     pub async fn apply_cluster<K>(&self, mut object: K) -> Result<K, Error>
     where
-        K: Resource<Scope = ClusterResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+        K: Resource<Scope = ClusterResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
     {
         self.decorate(&mut object);
         self.apply_with(Api::all(self.client.clone()), object).await
@@ -74,7 +92,11 @@ impl Applier {
             api_version: resource.api_version.clone(),
             kind: resource.kind.clone(),
         });
-        let api = Api::namespaced_with(self.client.clone(), &object.namespace().unwrap_or_default(), resource);
+        let api = Api::namespaced_with(
+            self.client.clone(),
+            &object.namespace().unwrap_or_default(),
+            resource,
+        );
         self.apply_with(api, object).await
     }
 
@@ -83,14 +105,17 @@ impl Applier {
         K: Resource + Clone + Debug + Serialize + DeserializeOwned,
     {
         let name = object.name_any();
-        let desired = serde_json::to_value(&object).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        let desired =
+            serde_json::to_value(&object).map_err(|e| Error::InvalidSpec(e.to_string()))?;
         if let Some(live) = api.get_opt(&name).await? {
-            let live_json = serde_json::to_value(&live).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+            let live_json =
+                serde_json::to_value(&live).map_err(|e| Error::InvalidSpec(e.to_string()))?;
             if contains(&live_json, &desired) {
                 return Ok(live);
             }
         }
-        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         Ok(api.patch(&name, &params, &Patch::Apply(&object)).await?)
     }
@@ -101,11 +126,14 @@ impl Applier {
         K: Resource + Clone + Debug + DeserializeOwned,
     {
         let selector = format!("{TENANT_LABEL}={}", self.tenant);
-        let existing = api.list_metadata(&ListParams::default().labels(&selector)).await?;
+        let existing = api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await?;
         for object in existing.items {
             let name = object.name_any();
             if !keep.contains(&name) {
-                self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match api.delete(&name, &DeleteParams::background()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -122,12 +150,18 @@ impl Applier {
 pub fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (live, desired) {
-        (Value::Object(live), Value::Object(desired)) => desired.iter().all(|(key, want)| match live.get(key) {
-            Some(have) => contains(have, want),
-            None => want.is_null(),
-        }),
+        (Value::Object(live), Value::Object(desired)) => {
+            desired.iter().all(|(key, want)| match live.get(key) {
+                Some(have) => contains(have, want),
+                None => want.is_null(),
+            })
+        }
         (Value::Array(live), Value::Array(desired)) => {
-            live.len() == desired.len() && live.iter().zip(desired).all(|(have, want)| contains(have, want))
+            live.len() == desired.len()
+                && live
+                    .iter()
+                    .zip(desired)
+                    .all(|(have, want)| contains(have, want))
         }
         (live, desired) => live == desired,
     }
@@ -141,7 +175,10 @@ mod tests {
     #[test]
     fn defaults_added_by_the_server_do_not_count_as_drift() {
         let live = json!({ "spec": { "replicas": 1, "template": { "x": 1, "dnsPolicy": "ClusterFirst" } } });
-        assert!(contains(&live, &json!({ "spec": { "template": { "x": 1 } } })));
+        assert!(contains(
+            &live,
+            &json!({ "spec": { "template": { "x": 1 } } })
+        ));
     }
 
     #[test]

@@ -33,13 +33,24 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
 impl Context {
-    pub fn new(client: kube::Client, tenants: Store<Tenant>, metrics: Metrics, settings: Settings, route_api: bool) -> Self {
-        let reporter = Reporter { controller: "tiqzy-operator".into(), instance: Some(settings.instance.clone()) };
+    pub fn new(
+        client: kube::Client,
+        tenants: Store<Tenant>,
+        metrics: Metrics,
+        settings: Settings,
+        route_api: bool,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "tiqzy-operator".into(),
+            instance: Some(settings.instance.clone()),
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -79,7 +90,10 @@ impl Context {
 
     /// Records that `tenant` is mid-rollout (seen after a restart, say).
     pub fn rollout_observed(&self, tenant: &str) {
-        self.rolling.lock().expect("rollout lock").insert(tenant.to_owned());
+        self.rolling
+            .lock()
+            .expect("rollout lock")
+            .insert(tenant.to_owned());
     }
 
     pub fn rollout_finished(&self, tenant: &str) {

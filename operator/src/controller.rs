@@ -19,7 +19,10 @@ use crate::reconcile::{error_policy, reconcile};
 
 /// Whether the API server serves OpenShift Routes.
 pub async fn route_api_served(client: &kube::Client) -> bool {
-    client.list_api_group_resources("route.openshift.io/v1").await.is_ok_and(|list| list.resources.iter().any(|r| r.name == "routes"))
+    client
+        .list_api_group_resources("route.openshift.io/v1")
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == "routes"))
 }
 
 /// Runs the Tenant controller until the process is asked to stop.
@@ -27,21 +30,41 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     let route_api = route_api_served(&client).await;
     tracing::info!(route_api, "starting the Tenant controller");
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tiqzy-operator");
-    let controller = Controller::new(Api::<Tenant>::all(client.clone()), watcher::Config::default().any_semantic());
+    let controller = Controller::new(
+        Api::<Tenant>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
     let store = controller.store();
-    let ctx = Arc::new(Context::new(client.clone(), store.clone(), metrics, settings, route_api));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        store.clone(),
+        metrics,
+        settings,
+        route_api,
+    ));
     controller
         .owns(Api::<Namespace>::all(client.clone()), owned.clone())
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
         .owns(Api::<Secret>::all(client.clone()), owned.clone())
-        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), owned.clone())
+        .owns(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            owned.clone(),
+        )
         .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone())
         .owns(Api::<Ingress>::all(client.clone()), owned)
-        .watches(Api::<Platform>::all(client.clone()), watcher::Config::default(), move |_platform| {
-            store.state().iter().map(|t| ObjectRef::from_obj(t.as_ref())).collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<Platform>::all(client.clone()),
+            watcher::Config::default(),
+            move |_platform| {
+                store
+                    .state()
+                    .iter()
+                    .map(|t| ObjectRef::from_obj(t.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

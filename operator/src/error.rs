@@ -39,7 +39,10 @@ impl Error {
 
 /// Exponential backoff per tenant: 1 s, 2 s, 4 s ... capped at five minutes.
 pub fn backoff(failures: u32) -> Duration {
-    let secs = 1u64.checked_shl(failures.min(16)).unwrap_or(u64::MAX).min(300);
+    let secs = 1u64
+        .checked_shl(failures.min(16))
+        .unwrap_or(u64::MAX)
+        .min(300);
     Duration::from_secs(secs)
 }
 

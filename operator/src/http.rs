@@ -20,7 +20,11 @@ struct Probe {
 
 /// Serves until the process ends. `ready` turns true once the controller runs (or waits as a
 /// standby for the lease: a standby is healthy too).
-pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok" }))
@@ -33,7 +37,13 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -
 }
 
 async fn metrics_text(State(p): State<Probe>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], p.metrics.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        p.metrics.encode(),
+    )
 }
 
 async fn readyz(State(p): State<Probe>) -> impl IntoResponse {

@@ -58,7 +58,10 @@ async fn try_claim(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Er
     match api.get_opt(&s.name).await? {
         None => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(s.name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(s.name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(s.identity.clone()),
                     lease_duration_seconds: Some(seconds),

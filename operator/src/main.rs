@@ -16,6 +16,9 @@ use tiqzy_operator::{controller, http};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// kubeconfig to use instead of the in-cluster ServiceAccount.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "TIQZY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -42,18 +45,34 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if args.log_format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
-    let identity = args.identity.clone().unwrap_or_else(|| format!("tiqzy-operator-{}", std::process::id()));
-    let client = kube::Client::try_default().await?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("tiqzy-operator-{}", std::process::id()));
+    let client = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+            kube::Client::try_from(config)?
+        }
+        None => kube::Client::try_default().await?,
+    };
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
-    tokio::spawn(http::serve(args.metrics_addr, metrics.clone(), ready.clone()));
+    tokio::spawn(http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        ready.clone(),
+    ));
     ready.store(true, Ordering::Relaxed);
     if args.leader_elect {
         let settings = LeaseSettings {
@@ -64,7 +83,10 @@ async fn main() -> anyhow::Result<()> {
         };
         lease::acquire(client.clone(), settings).await?;
     }
-    let settings = Settings { resync: Duration::from_secs(args.resync_seconds), instance: identity };
+    let settings = Settings {
+        resync: Duration::from_secs(args.resync_seconds),
+        instance: identity,
+    };
     controller::run(client, metrics, settings).await;
     Ok(())
 }

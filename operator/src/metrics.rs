@@ -48,26 +48,65 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let reconciles = Family::<ResultLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
-        let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        let duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
         let tenants_by_phase = Family::<PhaseLabels, Gauge>::default();
         let writes = Counter::default();
-        registry.register("controller_runtime_reconcile", "Reconciles by result", reconciles.clone());
-        registry.register("controller_runtime_reconcile_errors", "Reconcile errors by reason", errors.clone());
-        registry.register("controller_runtime_reconcile_time_seconds", "Time per reconcile", duration.clone());
-        registry.register("tiqzy_tenants", "Tenants by phase", tenants_by_phase.clone());
-        registry.register("tiqzy_operator_writes", "Objects created, patched or deleted by the operator", writes.clone());
-        Self { registry: Arc::new(registry), reconciles, errors, duration, tenants_by_phase, writes }
+        registry.register(
+            "controller_runtime_reconcile",
+            "Reconciles by result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Reconcile errors by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Time per reconcile",
+            duration.clone(),
+        );
+        registry.register(
+            "tiqzy_tenants",
+            "Tenants by phase",
+            tenants_by_phase.clone(),
+        );
+        registry.register(
+            "tiqzy_operator_writes",
+            "Objects created, patched or deleted by the operator",
+            writes.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            reconciles,
+            errors,
+            duration,
+            tenants_by_phase,
+            writes,
+        }
     }
 }
 
 impl Metrics {
     pub fn reconciled(&self, took: Duration, result: &'static str) {
         self.duration.observe(took.as_secs_f64());
-        self.reconciles.get_or_create(&ResultLabels { controller: "tenant", result }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                controller: "tenant",
+                result,
+            })
+            .inc();
     }
 
     pub fn error(&self, reason: &'static str) {
-        self.errors.get_or_create(&ErrorLabels { controller: "tenant", reason }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller: "tenant",
+                reason,
+            })
+            .inc();
     }
 
     /// The text exposition format.

@@ -15,11 +15,23 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
         ("TIQZY_DISPLAY_NAME", spec.display_name.clone()),
         ("TIQZY_CURRENCY", spec.currency.code().to_owned()),
         ("TIQZY_LOCALE", spec.locale.clone()),
-        ("TIQZY_BRAND_PRIMARY_COLOR", spec.branding.primary_color.clone()),
-        ("TIQZY_BRAND_ACCENT_COLOR", spec.branding.accent_color.clone()),
+        (
+            "TIQZY_BRAND_PRIMARY_COLOR",
+            spec.branding.primary_color.clone(),
+        ),
+        (
+            "TIQZY_BRAND_ACCENT_COLOR",
+            spec.branding.accent_color.clone(),
+        ),
         ("TIQZY_RESALE_ENABLED", spec.resale.enabled.to_string()),
-        ("TIQZY_RESALE_PRICE_CAP_PERCENT", spec.resale.price_cap_percent.to_string()),
-        ("TIQZY_RESALE_SELLER_FEE_BPS", spec.resale.seller_fee_bps.to_string()),
+        (
+            "TIQZY_RESALE_PRICE_CAP_PERCENT",
+            spec.resale.price_cap_percent.to_string(),
+        ),
+        (
+            "TIQZY_RESALE_SELLER_FEE_BPS",
+            spec.resale.seller_fee_bps.to_string(),
+        ),
         ("TIQZY_PUBLIC_URL", tenant.url.clone()),
         ("TIQZY_LISTEN_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
     ]);

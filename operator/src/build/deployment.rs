@@ -4,17 +4,21 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, SIGNING_SECRET, STOREFRONT, labels, meta, selector};
+use super::{
+    CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, SIGNING_SECRET, STOREFRONT, labels, meta, selector,
+};
 use crate::reconcile::ValidatedTenant;
 
 /// Annotation on the pod template carrying a digest of the configuration, so a change of
@@ -23,7 +27,10 @@ pub const CONFIG_DIGEST_ANNOTATION: &str = "tiqzy.io/config-digest";
 
 pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
     let mut env_from = vec![EnvFromSource {
-        config_map_ref: Some(ConfigMapEnvSource { name: STOREFRONT.to_owned(), optional: None }),
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: STOREFRONT.to_owned(),
+            optional: None,
+        }),
         ..EnvFromSource::default()
     }];
     let mut secret_names = vec![SIGNING_SECRET];
@@ -34,7 +41,10 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
         secret_names.push(CACHE_SECRET);
     }
     env_from.extend(secret_names.into_iter().map(|name| EnvFromSource {
-        secret_ref: Some(SecretEnvSource { name: name.to_owned(), optional: None }),
+        secret_ref: Some(SecretEnvSource {
+            name: name.to_owned(),
+            optional: None,
+        }),
         ..EnvFromSource::default()
     }));
 
@@ -62,12 +72,22 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         startup_probe: Some(probe("/healthz", 2, 30)),
-        resources: Some(tenant.spec.storefront.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(
+            tenant
+                .spec
+                .storefront
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
             seccomp_profile: Some(runtime_default()),
             ..SecurityContext::default()
         }),
@@ -87,7 +107,10 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
             // Unset unless suspended: the HorizontalPodAutoscaler owns the replica count.
             replicas: tenant.spec.storefront.suspended.then_some(0),
             revision_history_limit: Some(3),
-            selector: LabelSelector { match_labels: Some(selector(&tenant.name)), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector(&tenant.name)),
+                ..LabelSelector::default()
+            },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -134,13 +157,19 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
 }
 
 fn runtime_default() -> SeccompProfile {
-    SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
 }
 
 fn default_resources() -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_owned());
     ResourceRequirements {
-        requests: Some(BTreeMap::from([("cpu".to_owned(), q("100m")), ("memory".to_owned(), q("64Mi"))])),
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), q("100m")),
+            ("memory".to_owned(), q("64Mi")),
+        ])),
         limits: Some(BTreeMap::from([("memory".to_owned(), q("256Mi"))])),
         ..ResourceRequirements::default()
     }
@@ -175,8 +204,14 @@ mod tests {
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.run_as_non_root, Some(true));
-        assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_owned()]));
-        assert_eq!(sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
         assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
     }
 
@@ -186,6 +221,9 @@ mod tests {
         validated.runtime_image = "quay.io/tiqzy/runtime@sha256:abc".to_owned();
         let d = deployment(&validated);
         let pod = d.spec.expect("spec").template.spec.expect("pod");
-        assert_eq!(pod.containers[0].image.as_deref(), Some("quay.io/tiqzy/runtime@sha256:abc"));
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("quay.io/tiqzy/runtime@sha256:abc")
+        );
     }
 }

@@ -52,7 +52,10 @@ mod tests {
         let mut tenant = fixture::tenant("acme");
         tenant.spec.storefront.replicas.min = 2;
         tenant.spec.storefront.replicas.max = 7;
-        let spec = hpa(&fixture::validated(&tenant)).expect("hpa").spec.expect("spec");
+        let spec = hpa(&fixture::validated(&tenant))
+            .expect("hpa")
+            .spec
+            .expect("spec");
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 7));
         tenant.spec.storefront.suspended = true;
         assert!(hpa(&fixture::validated(&tenant)).is_none());

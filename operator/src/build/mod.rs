@@ -75,9 +75,15 @@ pub fn desired(tenant: &ValidatedTenant) -> Desired {
 /// Labels on every object of a tenant.
 pub fn labels(tenant: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "tiqzy-storefront".to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "tiqzy-storefront".to_owned(),
+        ),
         ("app.kubernetes.io/instance".to_owned(), tenant.to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), "tiqzy-operator".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "tiqzy-operator".to_owned(),
+        ),
         ("app.kubernetes.io/part-of".to_owned(), "tiqzy".to_owned()),
         (TENANT_LABEL.to_owned(), tenant.to_owned()),
     ])
@@ -89,7 +95,10 @@ pub const TENANT_LABEL: &str = "tiqzy.io/tenant";
 /// The label selector of the storefront's pods.
 pub fn selector(tenant: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), "tiqzy-storefront".to_owned()),
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "tiqzy-storefront".to_owned(),
+        ),
         ("app.kubernetes.io/instance".to_owned(), tenant.to_owned()),
     ])
 }

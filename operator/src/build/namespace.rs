@@ -15,7 +15,12 @@ pub fn namespace(tenant: &ValidatedTenant) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
             name: Some(tenant.namespace.clone()),
-            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
             ..ObjectMeta::default()
         },
         ..Namespace::default()

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -20,7 +20,10 @@ pub const INGRESS_NAMESPACE_LABEL: &str = "tiqzy.io/storefront-ingress";
 const OPENSHIFT_INGRESS_LABEL: &str = "policy-group.network.openshift.io/ingress";
 
 pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
-    let storefront = LabelSelector { match_labels: Some(selector(&tenant.name)), ..LabelSelector::default() };
+    let storefront = LabelSelector {
+        match_labels: Some(selector(&tenant.name)),
+        ..LabelSelector::default()
+    };
     let deny_all = NetworkPolicy {
         metadata: meta(tenant, "default-deny"),
         spec: Some(NetworkPolicySpec {
@@ -46,7 +49,10 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
             pod_selector: Some(storefront.clone()),
             policy_types: Some(vec!["Ingress".to_owned()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![namespaces_with(OPENSHIFT_INGRESS_LABEL), namespaces_with(INGRESS_NAMESPACE_LABEL)]),
+                from: Some(vec![
+                    namespaces_with(OPENSHIFT_INGRESS_LABEL),
+                    namespaces_with(INGRESS_NAMESPACE_LABEL),
+                ]),
                 ports: Some(vec![tcp(HTTP_PORT)]),
             }]),
             ..NetworkPolicySpec::default()
@@ -56,16 +62,27 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector::default()),
             pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])),
+                match_labels: Some(BTreeMap::from([(
+                    "k8s-app".to_owned(),
+                    "kube-dns".to_owned(),
+                )])),
                 ..LabelSelector::default()
             }),
             ..NetworkPolicyPeer::default()
         }]),
-        ports: Some(vec![port(53, "UDP"), port(53, "TCP"), port(5353, "UDP"), port(5353, "TCP")]),
+        ports: Some(vec![
+            port(53, "UDP"),
+            port(53, "TCP"),
+            port(5353, "UDP"),
+            port(5353, "TCP"),
+        ]),
     }];
     let mut outbound = vec![tcp(443)];
     outbound.extend(tenant.store_ports.iter().map(|p| tcp(*p)));
-    egress.push(NetworkPolicyEgressRule { to: None, ports: Some(outbound) });
+    egress.push(NetworkPolicyEgressRule {
+        to: None,
+        ports: Some(outbound),
+    });
     let allow_egress = NetworkPolicy {
         metadata: meta(tenant, "storefront-egress"),
         spec: Some(NetworkPolicySpec {
@@ -83,7 +100,11 @@ fn tcp(number: i32) -> NetworkPolicyPort {
 }
 
 fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
-    NetworkPolicyPort { port: Some(IntOrString::Int(number)), protocol: Some(protocol.to_owned()), end_port: None }
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some(protocol.to_owned()),
+        end_port: None,
+    }
 }
 
 #[cfg(test)]
@@ -99,8 +120,24 @@ mod tests {
         let deny = policies[0].spec.as_ref().expect("spec");
         assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
         assert!(deny.ingress.is_none() && deny.egress.is_none());
-        let egress = policies[2].spec.as_ref().and_then(|s| s.egress.clone()).expect("egress");
-        let ports: Vec<_> = egress[1].ports.iter().flatten().filter_map(|p| p.port.clone()).collect();
-        assert_eq!(ports, vec![IntOrString::Int(443), IntOrString::Int(5432), IntOrString::Int(6379)]);
+        let egress = policies[2]
+            .spec
+            .as_ref()
+            .and_then(|s| s.egress.clone())
+            .expect("egress");
+        let ports: Vec<_> = egress[1]
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.port.clone())
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                IntOrString::Int(443),
+                IntOrString::Int(5432),
+                IntOrString::Int(6379)
+            ]
+        );
     }
 }

@@ -13,7 +13,10 @@ pub fn pdb(tenant: &ValidatedTenant) -> PodDisruptionBudget {
         metadata: meta(tenant, STOREFRONT),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(selector(&tenant.name)), ..LabelSelector::default() }),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(&tenant.name)),
+                ..LabelSelector::default()
+            }),
             ..PodDisruptionBudgetSpec::default()
         }),
         ..PodDisruptionBudget::default()

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
-    IngressSpec, IngressTLS, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
@@ -15,7 +15,10 @@ use crate::reconcile::{RoutingKind, ValidatedTenant};
 pub type Route = Vec<DynamicObject>;
 
 pub fn route_api_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("route.openshift.io", "v1", "Route"), "routes")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("route.openshift.io", "v1", "Route"),
+        "routes",
+    )
 }
 
 pub fn exposure(tenant: &ValidatedTenant) -> Exposure {
@@ -39,7 +42,8 @@ fn routes(tenant: &ValidatedTenant) -> Route {
             if let Some(secret) = &tenant.tls_secret {
                 tls["externalCertificate"] = serde_json::json!({ "name": secret });
             }
-            let mut route = DynamicObject::new(&format!("{STOREFRONT}-{i}"), &resource).within(&tenant.namespace);
+            let mut route = DynamicObject::new(&format!("{STOREFRONT}-{i}"), &resource)
+                .within(&tenant.namespace);
             route.data = serde_json::json!({
                 "spec": {
                     "host": host,
@@ -58,7 +62,10 @@ fn ingress(tenant: &ValidatedTenant) -> Ingress {
     let backend = IngressBackend {
         service: Some(IngressServiceBackend {
             name: STOREFRONT.to_owned(),
-            port: Some(ServiceBackendPort { name: Some("http".to_owned()), number: None }),
+            port: Some(ServiceBackendPort {
+                name: Some("http".to_owned()),
+                number: None,
+            }),
         }),
         resource: None,
     };
@@ -87,7 +94,10 @@ fn ingress(tenant: &ValidatedTenant) -> Ingress {
             ingress_class_name: tenant.ingress_class.clone(),
             rules: Some(rules),
             tls: tenant.tls_secret.as_ref().map(|secret| {
-                vec![IngressTLS { hosts: Some(tenant.hosts.clone()), secret_name: Some(secret.clone()) }]
+                vec![IngressTLS {
+                    hosts: Some(tenant.hosts.clone()),
+                    secret_name: Some(secret.clone()),
+                }]
             }),
             ..IngressSpec::default()
         }),
@@ -106,7 +116,9 @@ mod tests {
         tenant.spec.hosts = vec!["tickets.acme.example".to_owned(), "acme.example".to_owned()];
         let mut validated = fixture::validated(&tenant);
         validated.routing = RoutingKind::Route;
-        let Exposure::Route(routes) = exposure(&validated) else { panic!("routes expected") };
+        let Exposure::Route(routes) = exposure(&validated) else {
+            panic!("routes expected")
+        };
         assert_eq!(routes.len(), 2);
         assert_eq!(routes[1].data["spec"]["host"], "acme.example");
         assert_eq!(routes[0].data["spec"]["tls"]["termination"], "edge");
@@ -116,9 +128,17 @@ mod tests {
     fn an_ingress_names_every_host_and_the_tls_secret() {
         let mut validated = fixture::validated(&fixture::tenant("acme"));
         validated.tls_secret = Some("storefront-tls".to_owned());
-        let Exposure::Ingress(ingress) = exposure(&validated) else { panic!("ingress expected") };
+        let Exposure::Ingress(ingress) = exposure(&validated) else {
+            panic!("ingress expected")
+        };
         let spec = ingress.spec.expect("spec");
-        assert_eq!(spec.rules.expect("rules")[0].host.as_deref(), Some("acme.apps.example.com"));
-        assert_eq!(spec.tls.expect("tls")[0].secret_name.as_deref(), Some("storefront-tls"));
+        assert_eq!(
+            spec.rules.expect("rules")[0].host.as_deref(),
+            Some("acme.apps.example.com")
+        );
+        assert_eq!(
+            spec.tls.expect("tls")[0].secret_name.as_deref(),
+            Some("storefront-tls")
+        );
     }
 }

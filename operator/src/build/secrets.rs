@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn the_signing_key_is_always_there_and_stores_only_when_provisioned() {
         let tenant = fixture::validated(&fixture::tenant("acme"));
-        let names: Vec<_> = secrets(&tenant).into_iter().filter_map(|s| s.metadata.name).collect();
+        let names: Vec<_> = secrets(&tenant)
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
         assert_eq!(names, vec![SIGNING_SECRET]);
     }
 }

@@ -1,6 +1,6 @@
 //! The storefront's Service and ServiceAccount.
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceAccount, ServiceSpec};
+use k8s_openapi::api::core::v1::{Service, ServiceAccount, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{STOREFRONT, meta, selector};

@@ -6,7 +6,12 @@ use kube::ResourceExt;
 use tiqzy_crds::Tenant;
 
 /// The name of an older Tenant already claiming one of `hosts`, if any.
-pub fn conflict(tenant: &Tenant, hosts: &[String], others: &[Arc<Tenant>], base_domain: &str) -> Option<String> {
+pub fn conflict(
+    tenant: &Tenant,
+    hosts: &[String],
+    others: &[Arc<Tenant>],
+    base_domain: &str,
+) -> Option<String> {
     let mine = (tenant.creation_timestamp(), tenant.name_any());
     others
         .iter()
@@ -30,7 +35,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn at(mut t: Tenant, second: i64, hosts: &[&str]) -> Tenant {
-        t.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(second).expect("time")));
+        t.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(second).expect("time"),
+        ));
         t.spec.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
         t
     }
@@ -38,10 +45,20 @@ mod tests {
     #[test]
     fn the_older_tenant_keeps_its_host() {
         let first = Arc::new(at(fixture::tenant("first"), 10, &["shared.example.com"]));
-        let second = at(fixture::tenant("second"), 20, &["shared.example.com", "b.example.com"]);
+        let second = at(
+            fixture::tenant("second"),
+            20,
+            &["shared.example.com", "b.example.com"],
+        );
         let hosts = second.spec.hosts.clone();
         let all = vec![first.clone(), Arc::new(second.clone())];
-        assert_eq!(conflict(&second, &hosts, &all, "apps.example.com"), Some("first".to_owned()));
-        assert_eq!(conflict(&first, &first.spec.hosts, &all, "apps.example.com"), None);
+        assert_eq!(
+            conflict(&second, &hosts, &all, "apps.example.com"),
+            Some("first".to_owned())
+        );
+        assert_eq!(
+            conflict(&first, &first.spec.hosts, &all, "apps.example.com"),
+            None
+        );
     }
 }

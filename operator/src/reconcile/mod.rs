@@ -22,7 +22,9 @@ use tiqzy_crds::conditions::{FINALIZER, RELEASE_FINALIZER_ANNOTATION, reasons, t
 use tiqzy_crds::{DeletionPolicy, Platform, Tenant, TenantPhase, TenantStatus};
 
 pub use status::Observed;
-pub use validate::{PlatformView, RoutingKind, TenantSecrets, ValidatedTenant, namespace_of, validate};
+pub use validate::{
+    PlatformView, RoutingKind, TenantSecrets, ValidatedTenant, namespace_of, validate,
+};
 
 use crate::apply::{Applier, FIELD_MANAGER};
 use crate::build::{self, Desired, Exposure, SIGNING_SECRET, STOREFRONT};
@@ -43,7 +45,8 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     });
     let outcome = match &result {
@@ -71,39 +74,93 @@ pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Ac
 async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let name = tenant.name_any();
     // Dereference.
-    let Some(platform) = Api::<Platform>::all(ctx.client.clone()).get_opt("default").await? else {
-        let observed = vec![Observed::failed(types::READY, reasons::PLATFORM_NOT_FOUND, Error::PlatformNotFound.to_string())];
-        write_status(tenant, ctx, observed, TenantPhase::Pending, TenantStatus::default()).await?;
+    let Some(platform) = Api::<Platform>::all(ctx.client.clone())
+        .get_opt("default")
+        .await?
+    else {
+        let observed = vec![Observed::failed(
+            types::READY,
+            reasons::PLATFORM_NOT_FOUND,
+            Error::PlatformNotFound.to_string(),
+        )];
+        write_status(
+            tenant,
+            ctx,
+            observed,
+            TenantPhase::Pending,
+            TenantStatus::default(),
+        )
+        .await?;
         return Ok(Action::await_change());
     };
-    let view = PlatformView { spec: platform.spec.clone(), route_api: ctx.route_api };
+    let view = PlatformView {
+        spec: platform.spec.clone(),
+        route_api: ctx.route_api,
+    };
     // Validate.
     let validated = match validate(tenant, &view) {
         Ok(v) => v,
         Err(Error::InvalidSpec(message)) => {
-            let observed = vec![Observed::failed(types::READY, reasons::INVALID_SPEC, message)];
-            write_status(tenant, ctx, observed, TenantPhase::Failed, TenantStatus::default()).await?;
+            let observed = vec![Observed::failed(
+                types::READY,
+                reasons::INVALID_SPEC,
+                message,
+            )];
+            write_status(
+                tenant,
+                ctx,
+                observed,
+                TenantPhase::Failed,
+                TenantStatus::default(),
+            )
+            .await?;
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e),
     };
-    let conflict = hosts::conflict(tenant, &validated.hosts, &ctx.tenants.state(), &view.spec.base_domain);
+    let conflict = hosts::conflict(
+        tenant,
+        &validated.hosts,
+        &ctx.tenants.state(),
+        &view.spec.base_domain,
+    );
     let servers = stores::servers(&ctx.client, &view.spec).await;
     let secrets = dereference_secrets(ctx, &validated, &servers).await?;
     let mut validated = validated.with_secrets(secrets);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &validated.namespace);
     let live = deployments.get_opt(STOREFRONT).await?;
-    let rollout_queued = gate_rollout(ctx, &mut validated, live.as_ref(), view.spec.rollout.max_concurrent_tenant_rollouts);
+    let rollout_queued = gate_rollout(
+        ctx,
+        &mut validated,
+        live.as_ref(),
+        view.spec.rollout.max_concurrent_tenant_rollouts,
+    );
 
     // Build and apply.
-    let owner = tenant.controller_owner_ref(&()).ok_or_else(|| Error::InvalidSpec("the Tenant has no uid".into()))?;
+    let owner = tenant
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidSpec("the Tenant has no uid".into()))?;
     let applier = Applier::new(ctx.client.clone(), owner, &name);
     let desired = build::desired(&validated);
-    let (deployment, store_conditions, routed) = apply_all(&applier, ctx, &validated, desired, conflict.as_deref(), &servers).await?;
-    ctx.metrics.writes.inc_by(applier.writes.load(std::sync::atomic::Ordering::Relaxed));
+    let (deployment, store_conditions, routed) = apply_all(
+        &applier,
+        ctx,
+        &validated,
+        desired,
+        conflict.as_deref(),
+        &servers,
+    )
+    .await?;
+    ctx.metrics
+        .writes
+        .inc_by(applier.writes.load(std::sync::atomic::Ordering::Relaxed));
 
     // Status.
-    let mut observed = vec![status::storefront(Some(&deployment), validated.spec.storefront.suspended, rollout_queued)];
+    let mut observed = vec![status::storefront(
+        Some(&deployment),
+        validated.spec.storefront.suspended,
+        rollout_queued,
+    )];
     observed.extend(store_conditions.iter().cloned());
     observed.push(certificate(ctx, &validated).await?);
     observed.push(routed);
@@ -112,13 +169,19 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let base = TenantStatus {
         url: Some(validated.url.clone()),
         namespace: Some(validated.namespace.clone()),
-        hosts: if conflict.is_some() { Vec::new() } else { validated.hosts.clone() },
+        hosts: if conflict.is_some() {
+            Vec::new()
+        } else {
+            validated.hosts.clone()
+        },
         runtime_image: Some(validated.runtime_image.clone()),
         ..TenantStatus::default()
     };
     write_status(tenant, ctx, observed, phase, base).await?;
 
-    let transient = store_conditions.iter().any(|c| !c.ok && c.reason != reasons::PLATFORM_NOT_CONFIGURED);
+    let transient = store_conditions
+        .iter()
+        .any(|c| !c.ok && c.reason != reasons::PLATFORM_NOT_CONFIGURED);
     if transient {
         return Ok(Action::requeue(backoff(ctx.failed(&name))));
     }
@@ -129,14 +192,25 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Secrets keep their values across reconciles; new ones are generated here, not in builders.
-async fn dereference_secrets(ctx: &Context, v: &ValidatedTenant, servers: &stores::Servers) -> Result<TenantSecrets, Error> {
+async fn dereference_secrets(
+    ctx: &Context,
+    v: &ValidatedTenant,
+    servers: &stores::Servers,
+) -> Result<TenantSecrets, Error> {
     let signing = stores::existing(&ctx.client, &v.namespace, SIGNING_SECRET)
         .await?
         .filter(|s| s.contains_key("TIQZY_TICKET_SIGNING_KEY"))
-        .unwrap_or_else(|| [("TIQZY_TICKET_SIGNING_KEY".to_owned(), stores::random_password(64))].into());
+        .unwrap_or_else(|| {
+            [(
+                "TIQZY_TICKET_SIGNING_KEY".to_owned(),
+                stores::random_password(64),
+            )]
+            .into()
+        });
     let database = match &servers.postgres {
         Some(Ok(server)) => {
-            let existing = stores::existing(&ctx.client, &v.namespace, build::DATABASE_SECRET).await?;
+            let existing =
+                stores::existing(&ctx.client, &v.namespace, build::DATABASE_SECRET).await?;
             stores::database_secret(server, &v.name, existing.as_ref())
         }
         _ => None,
@@ -148,12 +222,21 @@ async fn dereference_secrets(ctx: &Context, v: &ValidatedTenant, servers: &store
         }
         _ => None,
     };
-    Ok(TenantSecrets { signing, database, cache })
+    Ok(TenantSecrets {
+        signing,
+        database,
+        cache,
+    })
 }
 
 /// Holds a tenant on its current image while `limit` other tenants are rolling. Returns
 /// whether the tenant waits for a slot.
-fn gate_rollout(ctx: &Context, v: &mut ValidatedTenant, live: Option<&Deployment>, limit: i32) -> bool {
+fn gate_rollout(
+    ctx: &Context,
+    v: &mut ValidatedTenant,
+    live: Option<&Deployment>,
+    limit: i32,
+) -> bool {
     let Some(live) = live else { return false };
     let live_image = live
         .spec
@@ -161,7 +244,9 @@ fn gate_rollout(ctx: &Context, v: &mut ValidatedTenant, live: Option<&Deployment
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|p| p.containers.first())
         .and_then(|c| c.image.clone());
-    let Some(live_image) = live_image else { return false };
+    let Some(live_image) = live_image else {
+        return false;
+    };
     if live_image == v.runtime_image {
         if status::rolling(live) {
             ctx.rollout_observed(&v.name);
@@ -188,15 +273,31 @@ async fn apply_all(
     servers: &stores::Servers,
 ) -> Result<(Deployment, Vec<Observed>, Observed), Error> {
     // No `..`: a new kind in `Desired` must be handled here.
-    let Desired { namespace, secrets, service_account, config_map, deployment, service, hpa, pdb, network_policies, exposure } = desired;
+    let Desired {
+        namespace,
+        secrets,
+        service_account,
+        config_map,
+        deployment,
+        service,
+        hpa,
+        pdb,
+        network_policies,
+        exposure,
+    } = desired;
     let client = &ctx.client;
     let ns = &v.namespace;
     applier.apply_cluster::<Namespace>(namespace).await?;
-    let secret_names: Vec<String> = secrets.iter().filter_map(|s| s.metadata.name.clone()).collect();
+    let secret_names: Vec<String> = secrets
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
     for secret in secrets {
         applier.apply(secret).await?;
     }
-    applier.prune(Api::<Secret>::namespaced(client.clone(), ns), &secret_names).await?;
+    applier
+        .prune(Api::<Secret>::namespaced(client.clone(), ns), &secret_names)
+        .await?;
     // Credentials are in Kubernetes now: the servers may use them.
     let store_conditions = vec![
         stores::ensure_database(servers, &v.name, &v.spec, v.secrets.database.as_ref()).await,
@@ -204,11 +305,19 @@ async fn apply_all(
     ];
     applier.apply(service_account).await?;
     applier.apply(config_map).await?;
-    let policy_names: Vec<String> = network_policies.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let policy_names: Vec<String> = network_policies
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     for policy in network_policies {
         applier.apply(policy).await?;
     }
-    applier.prune(Api::<NetworkPolicy>::namespaced(client.clone(), ns), &policy_names).await?;
+    applier
+        .prune(
+            Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+            &policy_names,
+        )
+        .await?;
     let deployment = applier.apply(deployment).await?;
     applier.apply(service).await?;
     applier.apply(pdb).await?;
@@ -222,24 +331,44 @@ async fn apply_all(
     let routed = match (conflict, exposure) {
         (Some(other), _) => {
             remove_exposure(applier, ctx, ns).await?;
-            Observed::failed(types::ROUTED, reasons::HOST_CONFLICT, format!("a host is already served by Tenant {other}; this tenant is not routed"))
+            Observed::failed(
+                types::ROUTED,
+                reasons::HOST_CONFLICT,
+                format!("a host is already served by Tenant {other}; this tenant is not routed"),
+            )
         }
         (None, Exposure::Ingress(ingress)) => {
             if ctx.route_api {
-                applier.prune(Api::<DynamicObject>::namespaced_with(client.clone(), ns, &build::route_api_resource()), &[]).await?;
+                applier
+                    .prune(
+                        Api::<DynamicObject>::namespaced_with(
+                            client.clone(),
+                            ns,
+                            &build::route_api_resource(),
+                        ),
+                        &[],
+                    )
+                    .await?;
             }
             let ingress = applier.apply(ingress).await?;
             routed_ingress(&ingress)
         }
         (None, Exposure::Route(routes)) => {
-            applier.prune(Api::<Ingress>::namespaced(client.clone(), ns), &[]).await?;
+            applier
+                .prune(Api::<Ingress>::namespaced(client.clone(), ns), &[])
+                .await?;
             let resource = build::route_api_resource();
             let names: Vec<String> = routes.iter().map(ResourceExt::name_any).collect();
             let mut applied = Vec::new();
             for route in routes {
                 applied.push(applier.apply_dynamic(route, &resource).await?);
             }
-            applier.prune(Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource), &names).await?;
+            applier
+                .prune(
+                    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+                    &names,
+                )
+                .await?;
             routed_routes(&applied)
         }
     };
@@ -247,9 +376,20 @@ async fn apply_all(
 }
 
 async fn remove_exposure(applier: &Applier, ctx: &Context, ns: &str) -> Result<(), Error> {
-    applier.prune(Api::<Ingress>::namespaced(ctx.client.clone(), ns), &[]).await?;
+    applier
+        .prune(Api::<Ingress>::namespaced(ctx.client.clone(), ns), &[])
+        .await?;
     if ctx.route_api {
-        applier.prune(Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &build::route_api_resource()), &[]).await?;
+        applier
+            .prune(
+                Api::<DynamicObject>::namespaced_with(
+                    ctx.client.clone(),
+                    ns,
+                    &build::route_api_resource(),
+                ),
+                &[],
+            )
+            .await?;
     }
     Ok(())
 }
@@ -263,48 +403,93 @@ fn routed_ingress(ingress: &Ingress) -> Observed {
         .map(Vec::len)
         .unwrap_or(0);
     if addresses > 0 {
-        Observed::ok(types::ROUTED, reasons::ADMITTED, "the ingress controller serves the storefront's hosts")
+        Observed::ok(
+            types::ROUTED,
+            reasons::ADMITTED,
+            "the ingress controller serves the storefront's hosts",
+        )
     } else {
-        Observed::ok(types::ROUTED, reasons::INGRESS_CREATED, "Ingress created; no ingress controller has reported an address yet")
+        Observed::ok(
+            types::ROUTED,
+            reasons::INGRESS_CREATED,
+            "Ingress created; no ingress controller has reported an address yet",
+        )
     }
 }
 
 fn routed_routes(routes: &[DynamicObject]) -> Observed {
     let admitted = |route: &DynamicObject| {
-        route.data["status"]["ingress"].as_array().is_some_and(|ingresses| {
-            ingresses.iter().any(|i| {
-                i["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Admitted" && c["status"] == "True"))
+        route.data["status"]["ingress"]
+            .as_array()
+            .is_some_and(|ingresses| {
+                ingresses.iter().any(|i| {
+                    i["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Admitted" && c["status"] == "True")
+                    })
+                })
             })
-        })
     };
     let rejected = routes.iter().find(|r| {
-        r.data["status"]["ingress"].as_array().is_some_and(|ingresses| {
-            ingresses.iter().any(|i| {
-                i["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Admitted" && c["status"] == "False"))
+        r.data["status"]["ingress"]
+            .as_array()
+            .is_some_and(|ingresses| {
+                ingresses.iter().any(|i| {
+                    i["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Admitted" && c["status"] == "False")
+                    })
+                })
             })
-        })
     });
     if let Some(route) = rejected {
-        return Observed::failed(types::ROUTED, reasons::HOST_CONFLICT, format!("the router did not admit Route {}", route.name_any()));
+        return Observed::failed(
+            types::ROUTED,
+            reasons::HOST_CONFLICT,
+            format!("the router did not admit Route {}", route.name_any()),
+        );
     }
     if routes.iter().all(admitted) {
-        Observed::ok(types::ROUTED, reasons::ADMITTED, "the router admitted every Route")
+        Observed::ok(
+            types::ROUTED,
+            reasons::ADMITTED,
+            "the router admitted every Route",
+        )
     } else {
-        Observed::ok(types::ROUTED, reasons::ROUTE_CREATED, "Routes created; the router has not admitted them yet")
+        Observed::ok(
+            types::ROUTED,
+            reasons::ROUTE_CREATED,
+            "Routes created; the router has not admitted them yet",
+        )
     }
 }
 
 /// `CertificateReady` for the TLS source the tenant chose.
 async fn certificate(ctx: &Context, v: &ValidatedTenant) -> Result<Observed, Error> {
     let Some(tls) = &v.spec.tls else {
-        return Ok(Observed::ok(types::CERTIFICATE_READY, reasons::ROUTER_DEFAULT_CERTIFICATE, "served with the router's default certificate"));
+        return Ok(Observed::ok(
+            types::CERTIFICATE_READY,
+            reasons::ROUTER_DEFAULT_CERTIFICATE,
+            "served with the router's default certificate",
+        ));
     };
     if let Some(name) = &tls.secret_name {
-        let exists = Api::<Secret>::namespaced(ctx.client.clone(), &v.namespace).get_opt(name).await?.is_some();
+        let exists = Api::<Secret>::namespaced(ctx.client.clone(), &v.namespace)
+            .get_opt(name)
+            .await?
+            .is_some();
         return Ok(if exists {
-            Observed::ok(types::CERTIFICATE_READY, reasons::SECRET_PROVIDED, format!("served from Secret {name}"))
+            Observed::ok(
+                types::CERTIFICATE_READY,
+                reasons::SECRET_PROVIDED,
+                format!("served from Secret {name}"),
+            )
         } else {
-            Observed::failed(types::CERTIFICATE_READY, reasons::CERTIFICATE_NOT_FOUND, format!("Secret {name} does not exist in {}", v.namespace))
+            Observed::failed(
+                types::CERTIFICATE_READY,
+                reasons::CERTIFICATE_NOT_FOUND,
+                format!("Secret {name} does not exist in {}", v.namespace),
+            )
         });
     }
     Ok(Observed::failed(
@@ -315,7 +500,13 @@ async fn certificate(ctx: &Context, v: &ValidatedTenant) -> Result<Observed, Err
 }
 
 /// Writes the status when it differs from the stored one, and an Event per transition.
-async fn write_status(tenant: &Tenant, ctx: &Context, observed: Vec<Observed>, phase: TenantPhase, mut base: TenantStatus) -> Result<(), Error> {
+async fn write_status(
+    tenant: &Tenant,
+    ctx: &Context,
+    observed: Vec<Observed>,
+    phase: TenantPhase,
+    mut base: TenantStatus,
+) -> Result<(), Error> {
     base.phase = Some(phase);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let previous = tenant.status.as_ref();
@@ -324,11 +515,18 @@ async fn write_status(tenant: &Tenant, ctx: &Context, observed: Vec<Observed>, p
         return Ok(());
     }
     for condition in status::transitions(previous, &next) {
-        let type_ = if condition.status == "True" { EventType::Normal } else { EventType::Warning };
+        let type_ = if condition.status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
         let event = Event {
             type_,
             reason: condition.reason.clone(),
-            note: Some(format!("{} is {}: {}", condition.type_, condition.status, condition.message)),
+            note: Some(format!(
+                "{} is {}: {}",
+                condition.type_, condition.status, condition.message
+            )),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -336,9 +534,14 @@ async fn write_status(tenant: &Tenant, ctx: &Context, observed: Vec<Observed>, p
             tracing::warn!(error = %e, "could not publish an Event");
         }
     }
-    let patch = serde_json::json!({ "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant", "status": next });
+    let patch =
+        serde_json::json!({ "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant", "status": next });
     Api::<Tenant>::all(ctx.client.clone())
-        .patch_status(&tenant.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .patch_status(
+            &tenant.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await?;
     ctx.metrics.writes.inc();
     Ok(())
@@ -350,7 +553,13 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let name = tenant.name_any();
     let reference = tenant.object_ref(&());
     let publish = |type_, reason: &str, note: String| {
-        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: "Delete".into(), secondary: None };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Delete".into(),
+            secondary: None,
+        };
         let reference = reference.clone();
         async move {
             if let Err(e) = ctx.recorder.publish(&event, &reference).await {
@@ -358,14 +567,28 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
             }
         }
     };
-    if tenant.annotations().get(RELEASE_FINALIZER_ANNOTATION).is_some_and(|v| v == "true") {
+    if tenant
+        .annotations()
+        .get(RELEASE_FINALIZER_ANNOTATION)
+        .is_some_and(|v| v == "true")
+    {
         publish(EventType::Warning, "FinalizerReleased", format!("{RELEASE_FINALIZER_ANNOTATION}=true: database and cache user of {name} left as they are")).await;
         return Ok(Action::await_change());
     }
     if tenant.spec.database.deletion_policy == DeletionPolicy::Retain {
-        publish(EventType::Normal, "DatabaseRetained", format!("deletionPolicy Retain: database tiqzy_{} and its role are kept", name.replace('-', "_"))).await;
+        publish(
+            EventType::Normal,
+            "DatabaseRetained",
+            format!(
+                "deletionPolicy Retain: database tiqzy_{} and its role are kept",
+                name.replace('-', "_")
+            ),
+        )
+        .await;
     }
-    let platform = Api::<Platform>::all(ctx.client.clone()).get_opt("default").await?;
+    let platform = Api::<Platform>::all(ctx.client.clone())
+        .get_opt("default")
+        .await?;
     let servers = match &platform {
         Some(p) => stores::servers(&ctx.client, &p.spec).await,
         None => stores::Servers::default(),
@@ -396,8 +619,19 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
             "cleanup blocked: {}; retrying. To let the Tenant go without cleanup, annotate it {RELEASE_FINALIZER_ANNOTATION}=true",
             blocked.join("; ")
         );
-        let observed = vec![Observed::failed(types::READY, reasons::CLEANUP_BLOCKED, message.clone())];
-        write_status(tenant, ctx, observed, TenantPhase::Terminating, tenant.status.clone().unwrap_or_default()).await?;
+        let observed = vec![Observed::failed(
+            types::READY,
+            reasons::CLEANUP_BLOCKED,
+            message.clone(),
+        )];
+        write_status(
+            tenant,
+            ctx,
+            observed,
+            TenantPhase::Terminating,
+            tenant.status.clone().unwrap_or_default(),
+        )
+        .await?;
         return Err(Error::Store(message));
     }
     Ok(Action::await_change())

@@ -16,20 +16,42 @@ pub struct Observed {
 
 impl Observed {
     pub fn ok(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { type_, ok: true, reason, message: message.into() }
+        Self {
+            type_,
+            ok: true,
+            reason,
+            message: message.into(),
+        }
     }
     pub fn failed(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { type_, ok: false, reason, message: message.into() }
+        Self {
+            type_,
+            ok: false,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// `StorefrontAvailable` from the Deployment's status.
-pub fn storefront(deployment: Option<&Deployment>, suspended: bool, rollout_queued: bool) -> Observed {
+pub fn storefront(
+    deployment: Option<&Deployment>,
+    suspended: bool,
+    rollout_queued: bool,
+) -> Observed {
     if suspended {
-        return Observed::failed(types::STOREFRONT_AVAILABLE, reasons::SUSPENDED, "the storefront is suspended (scaled to zero)");
+        return Observed::failed(
+            types::STOREFRONT_AVAILABLE,
+            reasons::SUSPENDED,
+            "the storefront is suspended (scaled to zero)",
+        );
     }
     let Some(d) = deployment else {
-        return Observed::failed(types::STOREFRONT_AVAILABLE, reasons::PROGRESSING, "the storefront Deployment is being created");
+        return Observed::failed(
+            types::STOREFRONT_AVAILABLE,
+            reasons::PROGRESSING,
+            "the storefront Deployment is being created",
+        );
     };
     let status = d.status.clone().unwrap_or_default();
     let generation = d.metadata.generation.unwrap_or_default();
@@ -38,20 +60,40 @@ pub fn storefront(deployment: Option<&Deployment>, suspended: bool, rollout_queu
     let updated = status.updated_replicas.unwrap_or(0);
     let current = status.observed_generation.unwrap_or(0) >= generation && updated >= replicas;
     if available >= 1 && current && !rollout_queued {
-        Observed::ok(types::STOREFRONT_AVAILABLE, reasons::AVAILABLE, format!("{available} of {replicas} storefront pods available"))
+        Observed::ok(
+            types::STOREFRONT_AVAILABLE,
+            reasons::AVAILABLE,
+            format!("{available} of {replicas} storefront pods available"),
+        )
     } else if available >= 1 && rollout_queued {
-        Observed::ok(types::STOREFRONT_AVAILABLE, reasons::ROLLOUT_QUEUED, "serving; waiting for a rollout slot for the new runtime image")
+        Observed::ok(
+            types::STOREFRONT_AVAILABLE,
+            reasons::ROLLOUT_QUEUED,
+            "serving; waiting for a rollout slot for the new runtime image",
+        )
     } else if available >= 1 {
-        Observed::ok(types::STOREFRONT_AVAILABLE, reasons::ROLLOUT_IN_PROGRESS, format!("serving while rolling out: {updated} of {replicas} pods updated"))
+        Observed::ok(
+            types::STOREFRONT_AVAILABLE,
+            reasons::ROLLOUT_IN_PROGRESS,
+            format!("serving while rolling out: {updated} of {replicas} pods updated"),
+        )
     } else {
-        Observed::failed(types::STOREFRONT_AVAILABLE, reasons::PROGRESSING, "waiting for a storefront pod to become ready")
+        Observed::failed(
+            types::STOREFRONT_AVAILABLE,
+            reasons::PROGRESSING,
+            "waiting for a storefront pod to become ready",
+        )
     }
 }
 
 /// Whether the Deployment is still rolling its pods to the current template.
 pub fn rolling(deployment: &Deployment) -> bool {
     let status = deployment.status.clone().unwrap_or_default();
-    let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let want = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
     status.observed_generation.unwrap_or(0) < deployment.metadata.generation.unwrap_or(0)
         || status.updated_replicas.unwrap_or(0) < want
         || status.available_replicas.unwrap_or(0) < want
@@ -61,16 +103,39 @@ pub fn rolling(deployment: &Deployment) -> bool {
 /// `Ready` summarises the others; phase follows.
 pub fn summarise(parts: &[Observed], suspended: bool) -> (Observed, TenantPhase) {
     if suspended {
-        let ready = Observed::failed(types::READY, reasons::SUSPENDED, "the storefront is suspended; data and configuration are kept");
+        let ready = Observed::failed(
+            types::READY,
+            reasons::SUSPENDED,
+            "the storefront is suspended; data and configuration are kept",
+        );
         return (ready, TenantPhase::Suspended);
     }
     let failing: Vec<&Observed> = parts.iter().filter(|p| !p.ok).collect();
     match failing.first() {
-        None => (Observed::ok(types::READY, reasons::RECONCILED, "the storefront is serving"), TenantPhase::Ready),
+        None => (
+            Observed::ok(
+                types::READY,
+                reasons::RECONCILED,
+                "the storefront is serving",
+            ),
+            TenantPhase::Ready,
+        ),
         Some(first) => {
-            let message = failing.iter().map(|p| format!("{}: {}", p.type_, p.message)).collect::<Vec<_>>().join("; ");
-            let phase = if first.reason == reasons::PROGRESSING { TenantPhase::Provisioning } else { TenantPhase::Degraded };
-            let phase = if failing.iter().any(|p| p.reason == reasons::HOST_CONFLICT) { TenantPhase::Failed } else { phase };
+            let message = failing
+                .iter()
+                .map(|p| format!("{}: {}", p.type_, p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let phase = if first.reason == reasons::PROGRESSING {
+                TenantPhase::Provisioning
+            } else {
+                TenantPhase::Degraded
+            };
+            let phase = if failing.iter().any(|p| p.reason == reasons::HOST_CONFLICT) {
+                TenantPhase::Failed
+            } else {
+                phase
+            };
             (Observed::failed(types::READY, first.reason, message), phase)
         }
     }
@@ -84,7 +149,9 @@ pub fn next_status(
     mut base: TenantStatus,
     now: Time,
 ) -> TenantStatus {
-    let old = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let old = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     base.observed_generation = generation;
     base.conditions = observed
         .into_iter()
@@ -109,11 +176,19 @@ pub fn next_status(
 }
 
 /// Conditions whose status or reason changed, for Events.
-pub fn transitions<'a>(previous: Option<&TenantStatus>, next: &'a TenantStatus) -> Vec<&'a Condition> {
-    let old = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+pub fn transitions<'a>(
+    previous: Option<&TenantStatus>,
+    next: &'a TenantStatus,
+) -> Vec<&'a Condition> {
+    let old = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     next.conditions
         .iter()
-        .filter(|c| !old.iter().any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason))
+        .filter(|c| {
+            !old.iter()
+                .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason)
+        })
         .collect()
 }
 
@@ -129,7 +204,11 @@ mod tests {
     fn ready_only_when_every_part_is() {
         let parts = vec![
             Observed::ok(types::STOREFRONT_AVAILABLE, reasons::AVAILABLE, "ok"),
-            Observed::failed(types::DATABASE_READY, reasons::DATABASE_UNREACHABLE, "connection refused"),
+            Observed::failed(
+                types::DATABASE_READY,
+                reasons::DATABASE_UNREACHABLE,
+                "connection refused",
+            ),
         ];
         let (ready, phase) = summarise(&parts, false);
         assert!(!ready.ok);
@@ -143,12 +222,30 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_the_status_holds() {
-        let first = next_status(None, Some(1), vec![Observed::ok(types::READY, reasons::RECONCILED, "a")], TenantStatus::default(), now());
+        let first = next_status(
+            None,
+            Some(1),
+            vec![Observed::ok(types::READY, reasons::RECONCILED, "a")],
+            TenantStatus::default(),
+            now(),
+        );
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).expect("time"));
-        let second = next_status(Some(&first), Some(2), vec![Observed::ok(types::READY, reasons::RECONCILED, "b")], TenantStatus::default(), later.clone());
+        let second = next_status(
+            Some(&first),
+            Some(2),
+            vec![Observed::ok(types::READY, reasons::RECONCILED, "b")],
+            TenantStatus::default(),
+            later.clone(),
+        );
         assert_eq!(second.conditions[0].last_transition_time, now());
         assert!(transitions(Some(&first), &second).is_empty());
-        let third = next_status(Some(&second), Some(2), vec![Observed::failed(types::READY, reasons::PROGRESSING, "c")], TenantStatus::default(), later.clone());
+        let third = next_status(
+            Some(&second),
+            Some(2),
+            vec![Observed::failed(types::READY, reasons::PROGRESSING, "c")],
+            TenantStatus::default(),
+            later.clone(),
+        );
         assert_eq!(third.conditions[0].last_transition_time, later);
         assert_eq!(transitions(Some(&second), &third).len(), 1);
     }

@@ -24,21 +24,36 @@ pub struct Servers {
 pub async fn servers(client: &kube::Client, platform: &PlatformSpec) -> Servers {
     let postgres = match &platform.postgres {
         None => None,
-        Some(pg) => Some(credentials(client, &pg.admin_secret_ref).await.map(|(user, password)| PostgresServer {
-            host: pg.host.clone(),
-            port: u16::try_from(pg.port).unwrap_or(5432),
-            admin_user: user,
-            admin_password: password,
-            admin_database: "postgres".to_owned(),
-            ssl_mode: serde_json::to_value(pg.ssl_mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| "require".into()),
-        })),
+        Some(pg) => Some(credentials(client, &pg.admin_secret_ref).await.map(
+            |(user, password)| {
+                PostgresServer {
+                    host: pg.host.clone(),
+                    port: u16::try_from(pg.port).unwrap_or(5432),
+                    admin_user: user,
+                    admin_password: password,
+                    admin_database: "postgres".to_owned(),
+                    ssl_mode: serde_json::to_value(pg.ssl_mode)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "require".into()),
+                }
+            },
+        )),
     };
     let redis = match &platform.redis {
         None => None,
-        Some(r) => Some(credentials(client, &r.admin_secret_ref).await.and_then(|(user, password)| {
-            let (host, port) = redis_address(&r.url).ok_or_else(|| format!("cannot read host and port from {}", r.url))?;
-            Ok(RedisServer { host, port, admin_user: user, admin_password: password })
-        })),
+        Some(r) => Some(credentials(client, &r.admin_secret_ref).await.and_then(
+            |(user, password)| {
+                let (host, port) = redis_address(&r.url)
+                    .ok_or_else(|| format!("cannot read host and port from {}", r.url))?;
+                Ok(RedisServer {
+                    host,
+                    port,
+                    admin_user: user,
+                    admin_password: password,
+                })
+            },
+        )),
     };
     Servers { postgres, redis }
 }
@@ -67,8 +82,14 @@ fn redis_address(url: &str) -> Option<(String, u16)> {
 }
 
 /// Existing values of a Secret in the tenant's namespace.
-pub async fn existing(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, String>>, kube::Error> {
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await?;
+pub async fn existing(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, kube::Error> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?;
     Ok(secret.map(|s| {
         s.data
             .unwrap_or_default()
@@ -79,8 +100,14 @@ pub async fn existing(client: &kube::Client, namespace: &str, name: &str) -> Res
 }
 
 /// Database Secret contents: the existing password when there is one, else a new one.
-pub fn database_secret(server: &PostgresServer, tenant: &str, existing: Option<&BTreeMap<String, String>>) -> Option<BTreeMap<String, String>> {
-    let password = existing.and_then(|e| e.get("PGPASSWORD").cloned()).unwrap_or_else(|| random_password(40));
+pub fn database_secret(
+    server: &PostgresServer,
+    tenant: &str,
+    existing: Option<&BTreeMap<String, String>>,
+) -> Option<BTreeMap<String, String>> {
+    let password = existing
+        .and_then(|e| e.get("PGPASSWORD").cloned())
+        .unwrap_or_else(|| random_password(40));
     let db = TenantDatabase::new(server, tenant, &password).ok()?;
     Some(BTreeMap::from([
         ("DATABASE_URL".to_owned(), db.url()),
@@ -94,13 +121,22 @@ pub fn database_secret(server: &PostgresServer, tenant: &str, existing: Option<&
 }
 
 /// Cache Secret contents, likewise.
-pub fn cache_secret(server: &RedisServer, tenant: &str, existing: Option<&BTreeMap<String, String>>) -> Option<BTreeMap<String, String>> {
-    let password = existing.and_then(|e| e.get("REDIS_PASSWORD").cloned()).unwrap_or_else(|| random_password(40));
+pub fn cache_secret(
+    server: &RedisServer,
+    tenant: &str,
+    existing: Option<&BTreeMap<String, String>>,
+) -> Option<BTreeMap<String, String>> {
+    let password = existing
+        .and_then(|e| e.get("REDIS_PASSWORD").cloned())
+        .unwrap_or_else(|| random_password(40));
     let cache = TenantCache::new(server, tenant, &password).ok()?;
     Some(BTreeMap::from([
         ("REDIS_URL".to_owned(), cache.url()),
         ("REDIS_PASSWORD".to_owned(), cache.password.clone()),
-        ("TIQZY_CACHE_KEY_PREFIX".to_owned(), cache.key_prefix.clone()),
+        (
+            "TIQZY_CACHE_KEY_PREFIX".to_owned(),
+            cache.key_prefix.clone(),
+        ),
     ]))
 }
 
@@ -111,46 +147,103 @@ pub fn random_password(len: usize) -> String {
 }
 
 /// Makes the database match the Secret already written; returns `DatabaseReady`.
-pub async fn ensure_database(servers: &Servers, tenant: &str, spec: &TenantSpec, secret: Option<&BTreeMap<String, String>>) -> Observed {
+pub async fn ensure_database(
+    servers: &Servers,
+    tenant: &str,
+    spec: &TenantSpec,
+    secret: Option<&BTreeMap<String, String>>,
+) -> Observed {
     let server = match &servers.postgres {
-        None => return Observed::failed(types::DATABASE_READY, reasons::PLATFORM_NOT_CONFIGURED, "Platform.spec.postgres is not set"),
-        Some(Err(e)) => return Observed::failed(types::DATABASE_READY, reasons::ADMIN_AUTH_FAILED, e.clone()),
+        None => {
+            return Observed::failed(
+                types::DATABASE_READY,
+                reasons::PLATFORM_NOT_CONFIGURED,
+                "Platform.spec.postgres is not set",
+            );
+        }
+        Some(Err(e)) => {
+            return Observed::failed(types::DATABASE_READY, reasons::ADMIN_AUTH_FAILED, e.clone());
+        }
         Some(Ok(server)) => server,
     };
     let Some(password) = secret.and_then(|s| s.get("PGPASSWORD")) else {
-        return Observed::failed(types::DATABASE_READY, reasons::PROGRESSING, "waiting for the database Secret");
+        return Observed::failed(
+            types::DATABASE_READY,
+            reasons::PROGRESSING,
+            "waiting for the database Secret",
+        );
     };
-    match postgres::ensure_database(server, tenant, password, spec.database.connection_limit).await {
+    match postgres::ensure_database(server, tenant, password, spec.database.connection_limit).await
+    {
         Ok(_) => Observed::ok(
             types::DATABASE_READY,
             reasons::DATABASE_PROVISIONED,
-            format!("database {} on {}:{}", postgres::database_name(tenant).unwrap_or_default(), server.host, server.port),
+            format!(
+                "database {} on {}:{}",
+                postgres::database_name(tenant).unwrap_or_default(),
+                server.host,
+                server.port
+            ),
         ),
         Err(e) => Observed::failed(types::DATABASE_READY, e.reason(), e.to_string()),
     }
 }
 
 /// Makes the cache user match the Secret (or removes it when disabled); returns `CacheReady`.
-pub async fn ensure_cache(servers: &Servers, tenant: &str, spec: &TenantSpec, secret: Option<&BTreeMap<String, String>>) -> Observed {
+pub async fn ensure_cache(
+    servers: &Servers,
+    tenant: &str,
+    spec: &TenantSpec,
+    secret: Option<&BTreeMap<String, String>>,
+) -> Observed {
     let server = match &servers.redis {
         None if spec.cache.mode == CacheMode::Disabled => {
-            return Observed::ok(types::CACHE_READY, reasons::CACHE_DISABLED, "cache.mode is Disabled");
+            return Observed::ok(
+                types::CACHE_READY,
+                reasons::CACHE_DISABLED,
+                "cache.mode is Disabled",
+            );
         }
-        None => return Observed::failed(types::CACHE_READY, reasons::PLATFORM_NOT_CONFIGURED, "Platform.spec.redis is not set"),
-        Some(Err(e)) => return Observed::failed(types::CACHE_READY, reasons::ADMIN_AUTH_FAILED, e.clone()),
+        None => {
+            return Observed::failed(
+                types::CACHE_READY,
+                reasons::PLATFORM_NOT_CONFIGURED,
+                "Platform.spec.redis is not set",
+            );
+        }
+        Some(Err(e)) => {
+            return Observed::failed(types::CACHE_READY, reasons::ADMIN_AUTH_FAILED, e.clone());
+        }
         Some(Ok(server)) => server,
     };
     if spec.cache.mode == CacheMode::Disabled {
         return match redis::remove_cache_user(server, tenant).await {
-            Ok(_) => Observed::ok(types::CACHE_READY, reasons::CACHE_DISABLED, "cache.mode is Disabled; no cache user"),
+            Ok(_) => Observed::ok(
+                types::CACHE_READY,
+                reasons::CACHE_DISABLED,
+                "cache.mode is Disabled; no cache user",
+            ),
             Err(e) => Observed::failed(types::CACHE_READY, e.reason(), e.to_string()),
         };
     }
     let Some(password) = secret.and_then(|s| s.get("REDIS_PASSWORD")) else {
-        return Observed::failed(types::CACHE_READY, reasons::PROGRESSING, "waiting for the cache Secret");
+        return Observed::failed(
+            types::CACHE_READY,
+            reasons::PROGRESSING,
+            "waiting for the cache Secret",
+        );
     };
     match redis::ensure_cache_user(server, tenant, password).await {
-        Ok(_) => Observed::ok(types::CACHE_READY, reasons::CACHE_PROVISIONED, format!("user {} on {}:{}", redis::acl_user(tenant).unwrap_or_default(), server.host, server.port)),
+        Ok(_) => Observed::ok(
+            types::CACHE_READY,
+            reasons::CACHE_PROVISIONED,
+            format!(
+                "user {} on {}:{}",
+                redis::acl_user(tenant).unwrap_or_default(),
+                server.host,
+                server.port
+            ),
+        ),
         Err(e) => Observed::failed(types::CACHE_READY, e.reason(), e.to_string()),
     }
 }
@@ -161,8 +254,14 @@ mod tests {
 
     #[test]
     fn redis_addresses_are_read_from_urls() {
-        assert_eq!(redis_address("redis://cache.example:6380/"), Some(("cache.example".into(), 6380)));
-        assert_eq!(redis_address("rediss://cache.example"), Some(("cache.example".into(), 6379)));
+        assert_eq!(
+            redis_address("redis://cache.example:6380/"),
+            Some(("cache.example".into(), 6380))
+        );
+        assert_eq!(
+            redis_address("rediss://cache.example"),
+            Some(("cache.example".into(), 6379))
+        );
     }
 
     #[test]

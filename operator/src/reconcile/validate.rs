@@ -24,7 +24,10 @@ impl PlatformView {
             "baseDomain": "apps.example.com",
         }))
         .expect("platform spec");
-        Self { spec, route_api: false }
+        Self {
+            spec,
+            route_api: false,
+        }
     }
 }
 
@@ -80,9 +83,13 @@ impl ValidatedTenant {
         let mut hasher = Sha256::new();
         hasher.update(serde_json::to_vec(&self.spec).unwrap_or_default());
         hasher.update(self.url.as_bytes());
-        for map in [Some(&self.secrets.signing), self.secrets.database.as_ref(), self.secrets.cache.as_ref()]
-            .into_iter()
-            .flatten()
+        for map in [
+            Some(&self.secrets.signing),
+            self.secrets.database.as_ref(),
+            self.secrets.cache.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             for (k, v) in map {
                 hasher.update(k.as_bytes());
@@ -106,7 +113,11 @@ pub fn namespace_of(tenant: &str) -> String {
 /// Checks `tenant` against the platform. The API server already enforced the schema; this
 /// resolves defaults that depend on the platform.
 pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTenant, Error> {
-    let name = tenant.metadata.name.clone().ok_or_else(|| Error::InvalidSpec("the Tenant has no name".into()))?;
+    let name = tenant
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| Error::InvalidSpec("the Tenant has no name".into()))?;
     let hosts = if tenant.spec.hosts.is_empty() {
         vec![format!("{name}.{}", platform.spec.base_domain)]
     } else {
@@ -124,11 +135,17 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         ));
     }
     let tls_secret = tenant.spec.tls.as_ref().map(|tls| {
-        tls.secret_name.clone().unwrap_or_else(|| crate::build::TLS_SECRET.to_owned())
+        tls.secret_name
+            .clone()
+            .unwrap_or_else(|| crate::build::TLS_SECRET.to_owned())
     });
     let store_ports = [
         platform.spec.postgres.as_ref().map(|p| p.port),
-        platform.spec.redis.as_ref().and_then(|r| redis_port(&r.url)),
+        platform
+            .spec
+            .redis
+            .as_ref()
+            .and_then(|r| redis_port(&r.url)),
     ]
     .into_iter()
     .flatten()
@@ -151,7 +168,12 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
 
 fn redis_port(url: &str) -> Option<i32> {
     let authority = url.split("://").nth(1)?.trim_end_matches('/');
-    Some(authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(6379))
+    Some(
+        authority
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(6379),
+    )
 }
 
 #[cfg(test)]
@@ -179,7 +201,10 @@ mod tests {
     fn forcing_routes_without_the_route_api_is_an_error() {
         let mut platform = fixture::platform();
         platform.spec.routing.mode = RoutingMode::Route;
-        assert!(matches!(validate(&fixture::tenant("acme"), &platform), Err(Error::InvalidSpec(_))));
+        assert!(matches!(
+            validate(&fixture::tenant("acme"), &platform),
+            Err(Error::InvalidSpec(_))
+        ));
     }
 
     #[test]
@@ -187,10 +212,15 @@ mod tests {
         let v = validate(&fixture::tenant("acme"), &fixture::platform()).expect("valid");
         let a = v.clone().with_secrets(TenantSecrets::default());
         let mut secrets = TenantSecrets::default();
-        secrets.signing.insert("TIQZY_TICKET_SIGNING_KEY".into(), "k".into());
+        secrets
+            .signing
+            .insert("TIQZY_TICKET_SIGNING_KEY".into(), "k".into());
         let b = v.with_secrets(secrets);
         assert_ne!(a.config_digest, b.config_digest);
-        assert!(!format!("{:?}", b.secrets).contains("\"k\""), "secret values stay out of Debug");
+        assert!(
+            !format!("{:?}", b.secrets).contains("\"k\""),
+            "secret values stay out of Debug"
+        );
     }
 
     #[test]

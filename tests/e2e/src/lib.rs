@@ -24,6 +24,7 @@ pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{Postgres, Redis};
+pub use ports::free_port;
 pub use process::Service;
 pub use stripe::StripeMock;
 pub use system::ensure_system_packages;

@@ -69,6 +69,54 @@ impl Service {
         })
     }
 
+    /// Like [`Service::spawn`], but from a thread that lives as long as the test binary, so
+    /// the process outlives the test (or runtime) that started it and still dies with the
+    /// binary.
+    pub fn spawn_long_lived(
+        name: &str,
+        program: &Path,
+        args: Vec<String>,
+        log_dir: &Path,
+    ) -> Result<Self> {
+        type Request = (
+            String,
+            PathBuf,
+            Vec<String>,
+            PathBuf,
+            std::sync::mpsc::Sender<Result<Service>>,
+        );
+        static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Request>>> =
+            std::sync::OnceLock::new();
+        let spawner = SPAWNER.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Request>();
+            std::thread::Builder::new()
+                .name("tiqzy-spawner".into())
+                .spawn(move || {
+                    for (name, program, args, log_dir, reply) in rx {
+                        let _ = reply.send(Service::spawn(&name, &program, &args, &log_dir, None));
+                    }
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .expect("spawner thread");
+            std::sync::Mutex::new(tx)
+        });
+        let (reply, answer) = std::sync::mpsc::channel();
+        spawner
+            .lock()
+            .expect("spawner lock")
+            .send((
+                name.to_owned(),
+                program.to_owned(),
+                args,
+                log_dir.to_owned(),
+                reply,
+            ))
+            .context("the spawner thread is gone")?;
+        answer.recv().context("the spawner thread did not answer")?
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

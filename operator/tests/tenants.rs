@@ -1,0 +1,582 @@
+//! The operator end to end: the real binary, running as its own ServiceAccount bound only to
+//! config/rbac, against the harness's control plane, PostgreSQL and Redis.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tiqzy_crds::{Platform, Tenant};
+use tiqzy_e2e::Harness;
+
+const BASE_DOMAIN: &str = "apps.tiqzy.test";
+
+/// The operator process, started once for this test binary.
+struct Installed {
+    _operator: tiqzy_e2e::Service,
+}
+
+fn installed() -> &'static Installed {
+    static INSTALLED: OnceLock<Result<Installed, String>> = OnceLock::new();
+    let result = INSTALLED.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(install()).map_err(|e| format!("{e:#}"))
+        })
+        .join()
+        .expect("install thread")
+    });
+    match result {
+        Ok(installed) => installed,
+        Err(e) => panic!("installing the operator failed: {e}"),
+    }
+}
+
+/// Server-side applies every document of a manifest file from the repository.
+async fn apply_yaml(client: &kube::Client, path: &str) {
+    let text =
+        std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).expect("yaml");
+    for doc in text.split("\n---\n") {
+        let object: DynamicObject = serde_saphyr::from_str(doc).expect("manifest");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
+        let resource = kube::api::ApiResource::from_gvk(&gvk);
+        let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(
+            &object.name_any(),
+            &PatchParams::apply("tiqzy-e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {path}: {e}"));
+    }
+}
+
+async fn install() -> anyhow::Result<Installed> {
+    let h = Harness::shared();
+    let admin = h.kube.client().await?;
+    tiqzy_e2e::install_tiqzy_crds(&admin).await?;
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": "tiqzy-system" } }))?;
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            "tiqzy-system",
+            &PatchParams::apply("tiqzy-e2e"),
+            &Patch::Apply(&ns),
+        )
+        .await?;
+    for file in [
+        "service_account",
+        "role",
+        "leader_election_role",
+        "role_binding",
+    ] {
+        apply_yaml(&admin, &format!("config/rbac/{file}.yaml")).await;
+    }
+
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "tiqzy-system");
+    for (name, user, password) in [
+        (
+            "postgres-admin",
+            &h.postgres.admin_user,
+            &h.postgres.admin_password,
+        ),
+        ("redis-admin", &h.redis.admin_user, &h.redis.admin_password),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "stringData": { "username": user, "password": password }
+        }))?;
+        secrets
+            .patch(
+                name,
+                &PatchParams::apply("tiqzy-e2e"),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+    }
+    let platform: Platform = serde_json::from_value(json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
+        "metadata": { "name": "default" },
+        "spec": {
+            "runtimeImage": format!("quay.io/tiqzy/runtime@sha256:{}", "1".repeat(64)),
+            "baseDomain": BASE_DOMAIN,
+            "postgres": { "host": "127.0.0.1", "port": h.postgres.port, "sslMode": "disable",
+                          "adminSecretRef": { "namespace": "tiqzy-system", "name": "postgres-admin" } },
+            "redis": { "url": format!("redis://127.0.0.1:{}", h.redis.port),
+                       "adminSecretRef": { "namespace": "tiqzy-system", "name": "redis-admin" } },
+            "rollout": { "maxConcurrentTenantRollouts": 2 }
+        }
+    }))?;
+    Api::<Platform>::all(admin.clone())
+        .patch(
+            "default",
+            &PatchParams::apply("tiqzy-e2e"),
+            &Patch::Apply(&platform),
+        )
+        .await?;
+
+    let request: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "expirationSeconds": 7200 } }))?;
+    let token = Api::<ServiceAccount>::namespaced(admin, "tiqzy-system")
+        .create_token_request("tiqzy-operator", &PostParams::default(), &request)
+        .await?
+        .status
+        .expect("token")
+        .token;
+    let kubeconfig = h.kube.kubeconfig_for_token("tiqzy-operator", &token)?;
+    let operator = tiqzy_e2e::Service::spawn_long_lived(
+        "tiqzy-operator",
+        std::path::Path::new(env!("CARGO_BIN_EXE_tiqzy-operator")),
+        vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--metrics-addr=127.0.0.1:{}", tiqzy_e2e::free_port()?),
+            "--lease-namespace=tiqzy-system".to_owned(),
+            "--identity=operator-a".to_owned(),
+            "--resync-seconds=3".to_owned(),
+            "--log-format=text".to_owned(),
+        ],
+        &h.log_dir(),
+    )?;
+    Ok(Installed {
+        _operator: operator,
+    })
+}
+
+async fn admin() -> kube::Client {
+    installed();
+    Harness::shared().kube.client().await.expect("client")
+}
+
+async fn create_tenant(client: &kube::Client, name: &str, spec: serde_json::Value) {
+    let tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant", "metadata": { "name": name }, "spec": spec
+    }))
+    .expect("tenant");
+    Api::<Tenant>::all(client.clone())
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create tenant");
+}
+
+fn condition<'a>(
+    tenant: &'a Tenant,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    tenant
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Polls the tenant until `check` holds (60 s at most), returning it.
+async fn wait_for(
+    client: &kube::Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Tenant) -> bool,
+) -> Tenant {
+    let api: Api<Tenant> = Api::all(client.clone());
+    let mut last = None;
+    for _ in 0..600 {
+        if let Some(t) = api.get_opt(name).await.expect("get tenant") {
+            if check(&t) {
+                return t;
+            }
+            last = Some(t);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "tenant {name} never became {what}; last status: {:#?}",
+        last.and_then(|t| t.status)
+    );
+}
+
+fn is_ready(t: &Tenant) -> bool {
+    condition(t, "Ready").is_some_and(|c| c.status == "True")
+}
+
+#[tokio::test]
+async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
+    let client = admin().await;
+    create_tenant(
+        &client,
+        "shop-ready",
+        json!({ "displayName": "Shop Ready", "currency": "EUR" }),
+    )
+    .await;
+    let tenant = wait_for(&client, "shop-ready", "Ready", is_ready).await;
+    let status = tenant.status.clone().expect("status");
+    assert_eq!(
+        status.url.as_deref(),
+        Some("https://shop-ready.apps.tiqzy.test")
+    );
+    assert_eq!(status.namespace.as_deref(), Some("tiqzy-shop-ready"));
+    for type_ in [
+        "DatabaseReady",
+        "CacheReady",
+        "StorefrontAvailable",
+        "Routed",
+        "CertificateReady",
+    ] {
+        let c = condition(&tenant, type_).unwrap_or_else(|| panic!("{type_} missing"));
+        assert_eq!(c.status, "True", "{type_}: {}", c.message);
+        assert_eq!(c.observed_generation, tenant.metadata.generation);
+    }
+    let ns = Api::<Namespace>::all(client.clone())
+        .get("tiqzy-shop-ready")
+        .await
+        .expect("namespace");
+    assert_eq!(
+        ns.labels()["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let secret = Api::<Secret>::namespaced(client.clone(), "tiqzy-shop-ready")
+        .get("storefront-database")
+        .await
+        .expect("db secret");
+    let data = secret.data.expect("data");
+    let url = String::from_utf8(data["DATABASE_URL"].0.clone()).expect("utf8");
+    // The credentials in the Secret really open the tenant's own database.
+    let (db, connection) =
+        tokio_postgres::connect(&url.replace("?sslmode=disable", ""), tokio_postgres::NoTls)
+            .await
+            .expect("tenant credentials work");
+    tokio::spawn(connection);
+    let row = db
+        .query_one("SELECT current_database()", &[])
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, String>(0), "tiqzy_shop_ready");
+
+    let h = Harness::shared();
+    let out = h
+        .kube
+        .kubectl()
+        .args(["get", "tenants", "shop-ready"])
+        .output()
+        .expect("kubectl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, vec!["NAME", "READY", "URL", "AGE"], "{text}");
+    assert!(
+        text.contains("True") && text.contains("https://shop-ready.apps.tiqzy.test"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_repaired() {
+    let client = admin().await;
+    create_tenant(
+        &client,
+        "shop-drift",
+        json!({ "displayName": "Drift", "currency": "EUR" }),
+    )
+    .await;
+    wait_for(&client, "shop-drift", "Ready", is_ready).await;
+    let ns = "tiqzy-shop-drift";
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    services
+        .delete("storefront", &DeleteParams::default())
+        .await
+        .expect("delete service");
+    deployments
+        .patch("storefront", &PatchParams::default(), &Patch::Merge(json!({
+            "spec": { "template": { "spec": { "containers": [{ "name": "runtime", "image": "evil.example/miner:1" }] } } }
+        })))
+        .await
+        .expect("tamper");
+    let mut repaired = false;
+    for _ in 0..300 {
+        let service = services.get_opt("storefront").await.expect("get");
+        let image = deployments
+            .get("storefront")
+            .await
+            .expect("get")
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].image.clone());
+        if service.is_some()
+            && image
+                .flatten()
+                .is_some_and(|i| i.starts_with("quay.io/tiqzy/runtime@sha256:"))
+        {
+            repaired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        repaired,
+        "the Service came back and the Deployment's image was restored"
+    );
+}
+
+#[tokio::test]
+async fn a_host_claimed_by_an_older_tenant_is_not_stolen() {
+    let client = admin().await;
+    create_tenant(
+        &client,
+        "host-first",
+        json!({ "displayName": "First", "currency": "EUR", "hosts": ["tickets.shared.test"] }),
+    )
+    .await;
+    wait_for(&client, "host-first", "Ready", is_ready).await;
+    create_tenant(
+        &client,
+        "host-second",
+        json!({ "displayName": "Second", "currency": "EUR", "hosts": ["tickets.shared.test"] }),
+    )
+    .await;
+    let second = wait_for(&client, "host-second", "HostConflict", |t| {
+        condition(t, "Routed").is_some_and(|c| c.status == "False" && c.reason == "HostConflict")
+    })
+    .await;
+    assert!(
+        condition(&second, "Routed")
+            .expect("routed")
+            .message
+            .contains("host-first")
+    );
+    assert!(!is_ready(&second));
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(client.clone(), "tiqzy-host-second");
+    assert!(
+        ingresses
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "no Ingress for the later tenant"
+    );
+    let first = Api::<Tenant>::all(client.clone())
+        .get("host-first")
+        .await
+        .expect("first");
+    assert!(is_ready(&first), "the first tenant keeps serving");
+}
+
+#[tokio::test]
+async fn suspending_scales_to_zero_and_resuming_restores_autoscaling() {
+    let client = admin().await;
+    create_tenant(
+        &client,
+        "shop-pause",
+        json!({ "displayName": "Pause", "currency": "EUR" }),
+    )
+    .await;
+    wait_for(&client, "shop-pause", "Ready", is_ready).await;
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    tenants
+        .patch(
+            "shop-pause",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "storefront": { "suspended": true } } })),
+        )
+        .await
+        .expect("suspend");
+    wait_for(&client, "shop-pause", "Suspended", |t| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(tiqzy_crds::TenantPhase::Suspended)
+    })
+    .await;
+    let ns = "tiqzy-shop-pause";
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("storefront")
+        .await
+        .expect("deployment");
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(0));
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+    assert!(
+        hpas.get_opt("storefront").await.expect("get").is_none(),
+        "no autoscaler while suspended"
+    );
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt("storefront-database")
+            .await
+            .expect("get")
+            .is_some(),
+        "data kept"
+    );
+    tenants
+        .patch(
+            "shop-pause",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "storefront": { "suspended": false } } })),
+        )
+        .await
+        .expect("resume");
+    wait_for(&client, "shop-pause", "Ready again", is_ready).await;
+    assert!(
+        hpas.get_opt("storefront").await.expect("get").is_some(),
+        "autoscaler back"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_removes_its_namespace_and_per_policy_its_database() {
+    let client = admin().await;
+    create_tenant(&client, "shop-gone", json!({ "displayName": "Gone", "currency": "EUR", "database": { "deletionPolicy": "Delete" } })).await;
+    create_tenant(
+        &client,
+        "shop-kept",
+        json!({ "displayName": "Kept", "currency": "EUR" }),
+    )
+    .await;
+    wait_for(&client, "shop-gone", "Ready", is_ready).await;
+    wait_for(&client, "shop-kept", "Ready", is_ready).await;
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    tenants
+        .delete("shop-gone", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tenants
+        .delete("shop-kept", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut gone = false;
+    for _ in 0..900 {
+        let tenants_gone = tenants.get_opt("shop-gone").await.expect("get").is_none()
+            && tenants.get_opt("shop-kept").await.expect("get").is_none();
+        let ns_gone = namespaces
+            .get_opt("tiqzy-shop-gone")
+            .await
+            .expect("get")
+            .is_none();
+        if tenants_gone && ns_gone {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the tenant and its namespace are deleted");
+    let h = Harness::shared();
+    let (pg, connection) =
+        tokio_postgres::connect(&h.postgres.admin_config("postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("admin");
+    tokio::spawn(connection);
+    let databases: Vec<String> = pg
+        .query("SELECT datname FROM pg_database WHERE datname IN ('tiqzy_shop_gone', 'tiqzy_shop_kept')", &[])
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        databases,
+        vec!["tiqzy_shop_kept".to_owned()],
+        "Delete drops, Retain keeps"
+    );
+}
+
+#[tokio::test]
+async fn a_converged_tenant_causes_no_writes() {
+    let client = admin().await;
+    create_tenant(
+        &client,
+        "shop-quiet",
+        json!({ "displayName": "Quiet", "currency": "EUR" }),
+    )
+    .await;
+    wait_for(&client, "shop-quiet", "Ready", is_ready).await;
+    // Let the rollout settle, then record when the operator last wrote each object.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = operator_write_times(&client, "shop-quiet").await;
+    assert!(
+        before.len() >= 10,
+        "expected the tenant's objects, got {before:?}"
+    );
+    // The operator resyncs every 3 s: this spans at least two resyncs.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = operator_write_times(&client, "shop-quiet").await;
+    assert_eq!(before, after, "the operator wrote to a converged tenant");
+}
+
+/// For every object of the tenant: the time of the operator's last write (from managedFields).
+async fn operator_write_times(client: &kube::Client, tenant: &str) -> BTreeMap<String, String> {
+    let ns = format!("tiqzy-{tenant}");
+    let mut times = BTreeMap::new();
+    let mut record = |kind: &str, object: &kube::api::ObjectMeta| {
+        for entry in object.managed_fields.iter().flatten() {
+            if entry.manager.as_deref() == Some("tiqzy-operator") {
+                let key = format!(
+                    "{kind}/{}/{}",
+                    object.name.clone().unwrap_or_default(),
+                    entry.subresource.clone().unwrap_or_default()
+                );
+                times.insert(key, format!("{:?}", entry.time));
+            }
+        }
+    };
+    let t = Api::<Tenant>::all(client.clone())
+        .get(tenant)
+        .await
+        .expect("tenant");
+    record("Tenant", &t.metadata);
+    let discovery_kinds = [
+        ("", "v1", "Secret", "secrets"),
+        ("", "v1", "ConfigMap", "configmaps"),
+        ("", "v1", "Service", "services"),
+        ("", "v1", "ServiceAccount", "serviceaccounts"),
+        ("apps", "v1", "Deployment", "deployments"),
+        (
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+        ),
+        (
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+        ),
+        (
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+        ),
+        ("networking.k8s.io", "v1", "Ingress", "ingresses"),
+    ];
+    for (group, version, kind, plural) in discovery_kinds {
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, version, kind),
+            plural,
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+        for object in api.list(&ListParams::default()).await.expect("list").items {
+            record(kind, &object.metadata);
+        }
+    }
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get(&ns)
+        .await
+        .expect("namespace");
+    record("Namespace", &namespace.metadata);
+    times
+}
