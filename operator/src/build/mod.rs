@@ -36,7 +36,7 @@ pub const TLS_SECRET: &str = "storefront-tls";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Exposure {
     Route(Route),
-    Ingress(Ingress),
+    Ingress(Box<Ingress>),
 }
 
 /// Every object a tenant should have, in the order they are applied. Adding a kind means

@@ -24,7 +24,7 @@ pub fn route_api_resource() -> ApiResource {
 pub fn exposure(tenant: &ValidatedTenant) -> Exposure {
     match tenant.routing {
         RoutingKind::Route => Exposure::Route(routes(tenant)),
-        RoutingKind::Ingress => Exposure::Ingress(ingress(tenant)),
+        RoutingKind::Ingress => Exposure::Ingress(Box::new(ingress(tenant))),
     }
 }
 

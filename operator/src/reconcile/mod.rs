@@ -350,7 +350,7 @@ async fn apply_all(
                     )
                     .await?;
             }
-            let ingress = applier.apply(ingress).await?;
+            let ingress = applier.apply(*ingress).await?;
             routed_ingress(&ingress)
         }
         (None, Exposure::Route(routes)) => {
