@@ -116,15 +116,52 @@ fn up() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    cargo(&["build", "--package", "tiqzy-operator"])?;
+    let operator_binary = tiqzy_e2e::target_dir().join("debug/tiqzy-operator");
     runtime.block_on(async {
         let started = std::time::Instant::now();
         let harness = Harness::start().await?;
+        let _operator = tiqzy_e2e::install_operator(&harness, &operator_binary, 300).await?;
+        let sample = workspace_root().join("config/samples/tenant.yaml");
+        let applied = harness
+            .kube
+            .kubectl()
+            .arg("apply")
+            .arg("-f")
+            .arg(&sample)
+            .status()?;
+        if !applied.success() {
+            bail!("kubectl apply -f {} failed", sample.display());
+        }
+        wait_for_sample(&harness).await;
         print_welcome(&harness, started.elapsed());
+        let _ = harness.kube.kubectl().args(["get", "tenants"]).status();
         tokio::signal::ctrl_c().await?;
         eprintln!("\nxtask: stopping the platform");
         drop(harness);
         Ok(())
     })
+}
+
+/// Waits (up to a minute) for the sample tenant to be Ready, so the printed table shows it.
+async fn wait_for_sample(h: &Harness) {
+    for _ in 0..120 {
+        let out = h
+            .kube
+            .kubectl()
+            .args([
+                "get",
+                "tenant",
+                "acme-arena",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .output();
+        if out.is_ok_and(|o| o.stdout == b"True") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 fn print_welcome(h: &Harness, took: std::time::Duration) {
@@ -140,10 +177,13 @@ fn print_welcome(h: &Harness, took: std::time::Duration) {
   Redis            {redis}
   stripe-mock      {stripe}
   logs             {logs}
+  operator         running as ServiceAccount tiqzy-system/tiqzy-operator (config/rbac)
 
 Try:
   export KUBECONFIG={kubeconfig}
   {kubectl} get nodes
+  {kubectl} get tenants
+  {kubectl} describe tenant acme-arena
 
 Ctrl-C stops everything.",
         server = h.kube.server,

@@ -1,0 +1,131 @@
+//! Installing the operator the way the project ships it (config/rbac) and running it as its
+//! own ServiceAccount, for the end-to-end tests and `cargo xtask up`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tiqzy_crds::Platform;
+
+use crate::{Harness, Service};
+
+/// Base domain of the Platform the harness installs.
+pub const BASE_DOMAIN: &str = "apps.tiqzy.test";
+
+/// Server-side applies every document of a manifest file from the repository.
+async fn apply_yaml(client: &kube::Client, path: &str) {
+    let text = std::fs::read_to_string(format!(
+        "{}/../{path}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/..")
+    ))
+    .expect("yaml");
+    for doc in text.split("\n---\n") {
+        let object: DynamicObject = serde_saphyr::from_str(doc).expect("manifest");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
+        let resource = kube::api::ApiResource::from_gvk(&gvk);
+        let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(
+            &object.name_any(),
+            &PatchParams::apply("tiqzy-e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {path}: {e}"));
+    }
+}
+
+/// Installs the CRDs, config/rbac, admin Secrets and a Platform pointing at the harness's
+/// PostgreSQL and Redis, then starts `binary` as the operator's own ServiceAccount.
+pub async fn install_operator(h: &Harness, binary: &Path, resync_seconds: u64) -> Result<Service> {
+    let admin = h.kube.client().await?;
+    crate::install_tiqzy_crds(&admin).await?;
+    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": "tiqzy-system" } }))?;
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            "tiqzy-system",
+            &PatchParams::apply("tiqzy-e2e"),
+            &Patch::Apply(&ns),
+        )
+        .await?;
+    for file in [
+        "service_account",
+        "role",
+        "leader_election_role",
+        "role_binding",
+    ] {
+        apply_yaml(&admin, &format!("config/rbac/{file}.yaml")).await;
+    }
+
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "tiqzy-system");
+    for (name, user, password) in [
+        (
+            "postgres-admin",
+            &h.postgres.admin_user,
+            &h.postgres.admin_password,
+        ),
+        ("redis-admin", &h.redis.admin_user, &h.redis.admin_password),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "stringData": { "username": user, "password": password }
+        }))?;
+        secrets
+            .patch(
+                name,
+                &PatchParams::apply("tiqzy-e2e"),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+    }
+    let platform: Platform = serde_json::from_value(json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
+        "metadata": { "name": "default" },
+        "spec": {
+            "runtimeImage": format!("quay.io/tiqzy/runtime@sha256:{}", "1".repeat(64)),
+            "baseDomain": BASE_DOMAIN,
+            "postgres": { "host": "127.0.0.1", "port": h.postgres.port, "sslMode": "disable",
+                          "adminSecretRef": { "namespace": "tiqzy-system", "name": "postgres-admin" } },
+            "redis": { "url": format!("redis://127.0.0.1:{}", h.redis.port),
+                       "adminSecretRef": { "namespace": "tiqzy-system", "name": "redis-admin" } },
+            "rollout": { "maxConcurrentTenantRollouts": 2 }
+        }
+    }))?;
+    Api::<Platform>::all(admin.clone())
+        .patch(
+            "default",
+            &PatchParams::apply("tiqzy-e2e"),
+            &Patch::Apply(&platform),
+        )
+        .await?;
+
+    let request: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "expirationSeconds": 7200 } }))?;
+    let token = Api::<ServiceAccount>::namespaced(admin, "tiqzy-system")
+        .create_token_request("tiqzy-operator", &PostParams::default(), &request)
+        .await?
+        .status
+        .ok_or_else(|| anyhow::anyhow!("TokenRequest returned no token"))?
+        .token;
+    let kubeconfig = h.kube.kubeconfig_for_token("tiqzy-operator", &token)?;
+    Service::spawn_long_lived(
+        "tiqzy-operator",
+        binary,
+        vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--metrics-addr=127.0.0.1:{}", crate::free_port()?),
+            "--lease-namespace=tiqzy-system".to_owned(),
+            "--identity=operator-a".to_owned(),
+            format!("--resync-seconds={resync_seconds}"),
+            "--log-format=text".to_owned(),
+        ],
+        &h.log_dir(),
+    )
+}
