@@ -109,6 +109,35 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets `tiqzy_tenants{phase}` from the cached Tenants.
+    pub fn count_phases(&self, tenants: &[Arc<tiqzy_crds::Tenant>]) {
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        for phase in [
+            "Pending",
+            "Provisioning",
+            "Ready",
+            "Degraded",
+            "Suspended",
+            "Failed",
+            "Terminating",
+        ] {
+            counts.insert(phase.to_owned(), 0);
+        }
+        for tenant in tenants {
+            let phase = tenant
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .map_or("Pending".to_owned(), |p| format!("{p:?}"));
+            *counts.entry(phase).or_default() += 1;
+        }
+        for (phase, count) in counts {
+            self.tenants_by_phase
+                .get_or_create(&PhaseLabels { phase })
+                .set(count);
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

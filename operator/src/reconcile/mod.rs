@@ -54,6 +54,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         Err(_) => "error",
     };
     ctx.metrics.reconciled(started.elapsed(), outcome);
+    ctx.metrics.count_phases(&ctx.tenants.state());
     if result.is_ok() {
         ctx.succeeded(&name);
     }
