@@ -113,20 +113,28 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// Creates `target/e2e/run-<pid>` after removing the directories of runs whose process is gone.
+/// Creates `target/e2e/run-<pid>-<n>` after removing the directories of runs whose process
+/// is gone.
 fn new_run_dir() -> Result<PathBuf> {
     let root = target_dir().join("e2e");
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     for entry in std::fs::read_dir(&root)?.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|n| n.split('-').next())
+        else {
             continue;
         };
         if !Path::new("/proc").join(pid).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    let dir = root.join(format!("run-{}", std::process::id()));
+    // Several platforms may run in one process (a test starting a second one).
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = root.join(format!("run-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("logs"))?;
     Ok(std::fs::canonicalize(dir)?)

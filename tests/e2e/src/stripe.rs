@@ -28,7 +28,12 @@ impl StripeMock {
         let mut service = Service::spawn(
             "stripe-mock",
             &bins.stripe_mock,
-            [format!("-http-addr=127.0.0.1:{port}")],
+            // Both listeners on free ports: left alone, HTTPS takes the fixed 12112 and two
+            // platforms on one machine collide.
+            [
+                format!("-http-addr=127.0.0.1:{port}"),
+                format!("-https-addr=127.0.0.1:{}", free_port()?),
+            ],
             &run.join("logs"),
             None,
         )?;

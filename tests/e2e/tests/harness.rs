@@ -293,3 +293,22 @@ async fn a_stripe_call_through_async_stripe_reaches_stripe_mock() {
             .expect("stripe-mock creates a payment intent");
     assert!(intent.id.as_str().starts_with("pi_"), "{}", intent.id);
 }
+
+#[tokio::test]
+async fn a_second_platform_starts_beside_the_first() {
+    // Two test binaries at once must not collide on any port.
+    let first = Harness::shared();
+    let second = Harness::start()
+        .await
+        .expect("a second platform starts while the first runs");
+    assert_ne!(first.kube.server, second.kube.server);
+    assert_ne!(first.stripe.url, second.stripe.url);
+    let client = second.kube.client().await.expect("client");
+    let request = http::Request::get("/readyz")
+        .body(Vec::new())
+        .expect("request");
+    assert_eq!(
+        client.request_text(request).await.expect("/readyz").trim(),
+        "ok"
+    );
+}
