@@ -17,6 +17,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Identity in Events.
     pub instance: String,
+    /// Tenants reconciled at once.
+    pub concurrency: u16,
 }
 
 pub struct Context {

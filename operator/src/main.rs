@@ -37,6 +37,9 @@ struct Args {
     /// Seconds between looks at a converged tenant.
     #[arg(long, env = "TIQZY_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Tenants reconciled at once (bounds connections to the database server too).
+    #[arg(long, env = "TIQZY_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
     /// Log format: json or text.
     #[arg(long, env = "TIQZY_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -86,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         resync: Duration::from_secs(args.resync_seconds),
         instance: identity,
+        concurrency: args.concurrency,
     };
     controller::run(client, metrics, settings).await;
     Ok(())

@@ -9,10 +9,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::json;
 use tiqzy_crds::Tenant;
 use tiqzy_e2e::Harness;
+
+mod common;
+use common::{condition, create_tenant, is_ready, wait_for};
 
 /// The operator process, started once for this test binary.
 struct Installed {
@@ -49,57 +52,6 @@ async fn install() -> anyhow::Result<Installed> {
 async fn admin() -> kube::Client {
     installed();
     Harness::shared().kube.client().await.expect("client")
-}
-
-async fn create_tenant(client: &kube::Client, name: &str, spec: serde_json::Value) {
-    let tenant: Tenant = serde_json::from_value(json!({
-        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant", "metadata": { "name": name }, "spec": spec
-    }))
-    .expect("tenant");
-    Api::<Tenant>::all(client.clone())
-        .create(&PostParams::default(), &tenant)
-        .await
-        .expect("create tenant");
-}
-
-fn condition<'a>(
-    tenant: &'a Tenant,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    tenant
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-/// Polls the tenant until `check` holds (60 s at most), returning it.
-async fn wait_for(
-    client: &kube::Client,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Tenant) -> bool,
-) -> Tenant {
-    let api: Api<Tenant> = Api::all(client.clone());
-    let mut last = None;
-    for _ in 0..600 {
-        if let Some(t) = api.get_opt(name).await.expect("get tenant") {
-            if check(&t) {
-                return t;
-            }
-            last = Some(t);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "tenant {name} never became {what}; last status: {:#?}",
-        last.and_then(|t| t.status)
-    );
-}
-
-fn is_ready(t: &Tenant) -> bool {
-    condition(t, "Ready").is_some_and(|c| c.status == "True")
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{Postgres, Redis};
-pub use operator::{BASE_DOMAIN, install_operator};
+pub use operator::{BASE_DOMAIN, OperatorProcess, install_operator, install_tiqzy};
 pub use ports::free_port;
 pub use process::Service;
 pub use stripe::StripeMock;

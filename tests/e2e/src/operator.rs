@@ -45,6 +45,73 @@ async fn apply_yaml(client: &kube::Client, path: &str) {
 /// Installs the CRDs, config/rbac, admin Secrets and a Platform pointing at the harness's
 /// PostgreSQL and Redis, then starts `binary` as the operator's own ServiceAccount.
 pub async fn install_operator(h: &Harness, binary: &Path, resync_seconds: u64) -> Result<Service> {
+    let kubeconfig = install_tiqzy(h).await?;
+    let mut operator = OperatorProcess::new(binary, &kubeconfig, "operator-a");
+    operator
+        .args
+        .push(format!("--resync-seconds={resync_seconds}"));
+    operator.start(h)
+}
+
+/// How to start one operator replica.
+#[derive(Debug, Clone)]
+pub struct OperatorProcess {
+    pub binary: std::path::PathBuf,
+    pub identity: String,
+    /// Port of its /metrics, /healthz and /readyz.
+    pub metrics_port: u16,
+    /// Flags beyond kubeconfig, identity, metrics address and lease namespace.
+    pub args: Vec<String>,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl OperatorProcess {
+    pub fn new(binary: &Path, kubeconfig: &Path, identity: &str) -> Self {
+        Self {
+            binary: binary.to_owned(),
+            identity: identity.to_owned(),
+            metrics_port: crate::free_port().unwrap_or(0),
+            args: vec!["--log-format=text".to_owned()],
+            kubeconfig: kubeconfig.to_owned(),
+        }
+    }
+
+    /// Starts the replica; it lives until the returned Service is stopped or dropped.
+    pub fn start(&self, h: &Harness) -> Result<Service> {
+        let mut args = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--metrics-addr=127.0.0.1:{}", self.metrics_port),
+            "--lease-namespace=tiqzy-system".to_owned(),
+            format!("--identity={}", self.identity),
+        ];
+        args.extend(self.args.iter().cloned());
+        Service::spawn_long_lived(
+            &format!("tiqzy-operator-{}", self.identity),
+            &self.binary,
+            args,
+            &h.log_dir(),
+        )
+    }
+
+    /// The text of its /metrics.
+    pub async fn metrics(&self) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok(response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default())
+    }
+}
+
+/// Installs the CRDs, config/rbac, admin Secrets and the Platform, and returns a kubeconfig
+/// authenticating as the operator's ServiceAccount (token from the TokenRequest API).
+pub async fn install_tiqzy(h: &Harness) -> Result<std::path::PathBuf> {
     let admin = h.kube.client().await?;
     crate::install_tiqzy_crds(&admin).await?;
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": "tiqzy-system" } }))?;
@@ -114,18 +181,5 @@ pub async fn install_operator(h: &Harness, binary: &Path, resync_seconds: u64) -
         .status
         .ok_or_else(|| anyhow::anyhow!("TokenRequest returned no token"))?
         .token;
-    let kubeconfig = h.kube.kubeconfig_for_token("tiqzy-operator", &token)?;
-    Service::spawn_long_lived(
-        "tiqzy-operator",
-        binary,
-        vec![
-            format!("--kubeconfig={}", kubeconfig.display()),
-            format!("--metrics-addr=127.0.0.1:{}", crate::free_port()?),
-            "--lease-namespace=tiqzy-system".to_owned(),
-            "--identity=operator-a".to_owned(),
-            format!("--resync-seconds={resync_seconds}"),
-            "--log-format=text".to_owned(),
-        ],
-        &h.log_dir(),
-    )
+    h.kube.kubeconfig_for_token("tiqzy-operator", &token)
 }
