@@ -10,6 +10,7 @@ use kube::runtime::reflector::Store;
 use tiqzy_crds::Tenant;
 
 use crate::metrics::Metrics;
+use crate::reconcile::Observed;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -31,6 +32,14 @@ pub struct Context {
     pub route_api: bool,
     failures: Mutex<HashMap<String, u32>>,
     rolling: Mutex<BTreeSet<String>>,
+    stores: Mutex<HashMap<String, ConvergedStores>>,
+}
+
+/// What the database and cache servers were last found to hold for a tenant.
+struct ConvergedStores {
+    inputs: String,
+    checked: std::time::Instant,
+    conditions: Vec<Observed>,
 }
 
 impl std::fmt::Debug for Context {
@@ -62,6 +71,7 @@ impl Context {
             route_api,
             failures: Mutex::default(),
             rolling: Mutex::default(),
+            stores: Mutex::default(),
         }
     }
 
@@ -75,6 +85,34 @@ impl Context {
 
     pub fn succeeded(&self, tenant: &str) {
         self.failures.lock().expect("failures lock").remove(tenant);
+    }
+
+    /// The conditions found when `tenant`'s stores were last checked with the same inputs,
+    /// if that was less than one resync ago.
+    pub fn stores_converged(&self, tenant: &str, inputs: &str) -> Option<Vec<Observed>> {
+        let stores = self.stores.lock().expect("stores lock");
+        let entry = stores.get(tenant)?;
+        (entry.inputs == inputs && entry.checked.elapsed() < self.settings.resync)
+            .then(|| entry.conditions.clone())
+    }
+
+    pub fn remember_stores(&self, tenant: &str, inputs: String, conditions: Vec<Observed>) {
+        let entry = ConvergedStores {
+            inputs,
+            checked: std::time::Instant::now(),
+            conditions,
+        };
+        self.stores
+            .lock()
+            .expect("stores lock")
+            .insert(tenant.to_owned(), entry);
+    }
+
+    /// Forgets a deleted tenant.
+    pub fn forget(&self, tenant: &str) {
+        self.stores.lock().expect("stores lock").remove(tenant);
+        self.rollout_finished(tenant);
+        self.succeeded(tenant);
     }
 
     /// Admits `tenant` to roll to a new image when fewer than `limit` tenants are rolling.

@@ -2,6 +2,7 @@
 //! reconcile.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -33,6 +34,12 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     let controller = Controller::new(
         Api::<Tenant>::all(client.clone()),
         watcher::Config::default().any_semantic(),
+    )
+    .with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(settings.concurrency)
+            // A new tenant's objects produce a burst of watch events: reconcile once for it.
+            .debounce(Duration::from_millis(200)),
     );
     let store = controller.store();
     let ctx = Arc::new(Context::new(

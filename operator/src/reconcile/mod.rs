@@ -300,10 +300,23 @@ async fn apply_all(
         .prune(Api::<Secret>::namespaced(client.clone(), ns), &secret_names)
         .await?;
     // Credentials are in Kubernetes now: the servers may use them.
-    let store_conditions = vec![
-        stores::ensure_database(servers, &v.name, &v.spec, v.secrets.database.as_ref()).await,
-        stores::ensure_cache(servers, &v.name, &v.spec, v.secrets.cache.as_ref()).await,
-    ];
+    // The servers are checked again only when what they should hold changes, or once per
+    // resync: watch events on a tenant's own objects do not reach the database.
+    let inputs = stores::inputs_digest(servers, v);
+    let store_conditions = match ctx.stores_converged(&v.name, &inputs) {
+        Some(conditions) => conditions,
+        None => {
+            let conditions = vec![
+                stores::ensure_database(servers, &v.name, &v.spec, v.secrets.database.as_ref())
+                    .await,
+                stores::ensure_cache(servers, &v.name, &v.spec, v.secrets.cache.as_ref()).await,
+            ];
+            if conditions.iter().all(|c| c.ok) {
+                ctx.remember_stores(&v.name, inputs, conditions.clone());
+            }
+            conditions
+        }
+    };
     applier.apply(service_account).await?;
     applier.apply(config_map).await?;
     let policy_names: Vec<String> = network_policies
@@ -552,6 +565,7 @@ async fn write_status(
 /// cache user follow `spec.database.deletionPolicy`.
 async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let name = tenant.name_any();
+    ctx.forget(&name);
     let reference = tenant.object_ref(&());
     let publish = |type_, reason: &str, note: String| {
         let event = Event {

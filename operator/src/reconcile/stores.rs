@@ -146,6 +146,28 @@ pub fn random_password(len: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), len)
 }
 
+/// A digest of everything the servers should hold for `v`: a change means check again.
+pub fn inputs_digest(servers: &Servers, v: &super::ValidatedTenant) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{:?}|{:?}", servers.postgres, servers.redis));
+    hasher.update(serde_json::to_vec(&(&v.spec.database, &v.spec.cache)).unwrap_or_default());
+    for map in [v.secrets.database.as_ref(), v.secrets.cache.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        for (k, value) in map {
+            hasher.update(k.as_bytes());
+            hasher.update(value.as_bytes());
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Makes the database match the Secret already written; returns `DatabaseReady`.
 pub async fn ensure_database(
     servers: &Servers,
