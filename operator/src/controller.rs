@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::runtime::{Predicate, predicates};
 use tiqzy_crds::{Platform, Tenant};
 
 use crate::context::{Context, Settings};
@@ -31,11 +32,21 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     let route_api = route_api_served(&client).await;
     tracing::info!(route_api, "starting the Tenant controller");
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tiqzy-operator");
-    let controller = Controller::new(
+    // Status writes change a Tenant's resourceVersion but nothing the reconcile reads from
+    // it: react only to spec (generation), annotations, finalizers and deletion.
+    let (reader, writer) = reflector::store();
+    let relevant = predicates::generation
+        .combine(predicates::annotations)
+        .combine(predicates::finalizers);
+    let tenants = watcher(
         Api::<Tenant>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
-    .with_config(
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(relevant, PredicateConfig::default());
+    let controller = Controller::for_stream(tenants, reader).with_config(
         kube::runtime::controller::Config::default()
             .concurrency(settings.concurrency)
             // A new tenant's objects produce a burst of watch events: reconcile once for it.
@@ -55,9 +66,15 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
         .owns(Api::<Secret>::all(client.clone()), owned.clone())
-        .owns(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            owned.clone(),
+        // The autoscaler controller rewrites HPA status every sync: only spec changes matter.
+        .owns_stream(
+            watcher(
+                Api::<HorizontalPodAutoscaler>::all(client.clone()),
+                owned.clone(),
+            )
+            .default_backoff()
+            .touched_objects()
+            .predicate_filter(predicates::generation, PredicateConfig::default()),
         )
         .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone())
         .owns(Api::<Ingress>::all(client.clone()), owned)

@@ -317,31 +317,40 @@ async fn apply_all(
             conditions
         }
     };
-    applier.apply(service_account).await?;
-    applier.apply(config_map).await?;
-    let policy_names: Vec<String> = network_policies
-        .iter()
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
-    for policy in network_policies {
-        applier.apply(policy).await?;
-    }
-    applier
-        .prune(
-            Api::<NetworkPolicy>::namespaced(client.clone(), ns),
-            &policy_names,
-        )
-        .await?;
-    let deployment = applier.apply(deployment).await?;
-    applier.apply(service).await?;
-    applier.apply(pdb).await?;
-    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns);
-    match hpa {
-        Some(hpa) => {
-            applier.apply(hpa).await?;
+    // The rest does not depend on each other: apply it concurrently.
+    let policies = async {
+        let names: Vec<String> = network_policies
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        futures::future::try_join_all(network_policies.into_iter().map(|p| applier.apply(p)))
+            .await?;
+        applier
+            .prune(Api::<NetworkPolicy>::namespaced(client.clone(), ns), &names)
+            .await
+    };
+    let autoscaler = async {
+        match hpa {
+            Some(hpa) => applier.apply(hpa).await.map(drop),
+            None => {
+                applier
+                    .prune(
+                        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
+                        &[],
+                    )
+                    .await
+            }
         }
-        None => applier.prune(hpas, &[]).await?,
-    }
+    };
+    let (_, _, (), deployment, _, _, ()) = tokio::try_join!(
+        applier.apply(service_account),
+        applier.apply(config_map),
+        policies,
+        applier.apply(deployment),
+        applier.apply(service),
+        applier.apply(pdb),
+        autoscaler,
+    )?;
     let routed = match (conflict, exposure) {
         (Some(other), _) => {
             remove_exposure(applier, ctx, ns).await?;

@@ -137,6 +137,12 @@ impl ControlPlane {
                 ),
                 format!("--root-ca-file={}", pki.ca_cert.display()),
                 "--use-service-account-credentials=false".to_owned(),
+                // The defaults (20 QPS, 5 syncs) suit a shared production API server; here
+                // they, not the operator, would bound how fast a thousand tenants get pods.
+                "--kube-api-qps=500".to_owned(),
+                "--kube-api-burst=1000".to_owned(),
+                "--concurrent-deployment-syncs=20".to_owned(),
+                "--concurrent-replicaset-syncs=20".to_owned(),
                 "--v=1".to_owned(),
             ],
             &logs,
@@ -152,6 +158,8 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".to_owned(),
                 format!("--secure-port={}", free_port()?),
                 format!("--cert-dir={}", dir.join("scheduler-certs").display()),
+                "--kube-api-qps=500".to_owned(),
+                "--kube-api-burst=1000".to_owned(),
                 "--v=1".to_owned(),
             ],
             &logs,

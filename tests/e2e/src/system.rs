@@ -1,4 +1,5 @@
-//! System packages the harness needs from Debian: PostgreSQL 15, Redis 7 and `setpriv`.
+//! System packages the tests need from Debian: PostgreSQL 15, Redis 7, `setpriv`, Chromium
+//! with chromedriver, and Node.js with npm.
 //! Installed with apt when running as root; otherwise the error says what to install.
 
 use std::path::{Path, PathBuf};
@@ -6,7 +7,18 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const PACKAGES: &[&str] = &["postgresql-15", "redis-server", "util-linux"];
+/// Debian packages and a program each provides.
+const PACKAGES: &[(&str, &str)] = &[
+    ("postgresql-15", "/usr/lib/postgresql/15/bin/postgres"),
+    ("redis-server", "redis-server"),
+    ("util-linux", "setpriv"),
+    // Browser tests of the storefront.
+    ("chromium", "chromium"),
+    ("chromium-driver", "chromedriver"),
+    // The OAuth2 test issuer (npm oauth2-mock-server).
+    ("nodejs", "node"),
+    ("npm", "npm"),
+];
 
 /// Installs the missing packages (as root) or explains how to.
 pub fn ensure_system_packages() -> Result<()> {
@@ -41,17 +53,17 @@ pub fn ensure_system_packages() -> Result<()> {
 }
 
 fn missing_packages() -> Vec<&'static str> {
-    let mut missing = Vec::new();
-    if postgres_bin_dir().is_err() {
-        missing.push(PACKAGES[0]);
-    }
-    if which("redis-server").is_none() {
-        missing.push(PACKAGES[1]);
-    }
-    if which("setpriv").is_none() {
-        missing.push(PACKAGES[2]);
-    }
-    missing
+    PACKAGES
+        .iter()
+        .filter(|(_, program)| {
+            if program.starts_with('/') {
+                !Path::new(program).exists()
+            } else {
+                which(program).is_none()
+            }
+        })
+        .map(|(package, _)| *package)
+        .collect()
 }
 
 /// PostgreSQL 15's programs (`initdb`, `postgres`), as Debian installs them.
