@@ -3,6 +3,10 @@
 //! - `up`: build what is missing, start the local platform, keep it running until Ctrl-C.
 //! - `test`: every check and test, unit to end-to-end (what `.ci/run` calls).
 
+mod bench;
+mod bench_runtime;
+mod sqlx;
+
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -26,6 +30,11 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Benchmarks that print figures (never pass/fail).
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
     /// Regenerate committed files from their sources.
     Gen {
         #[arg(value_enum)]
@@ -33,10 +42,23 @@ enum Task {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Apply many tenants at once; print time to all Ready, peak RSS and idle writes.
+    Operator {
+        #[arg(long, default_value_t = 1000)]
+        tenants: usize,
+    },
+    /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
+    Runtime,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Generated {
     /// `crds/*.yaml` from the Rust types in `crds/src`.
     Crds,
+    /// `tenant-runtime/.sqlx/` from the runtime's queries and migrations.
+    Sqlx,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +67,7 @@ fn main() -> ExitCode {
         Task::Up => up(),
         Task::Test { args } => test(&args),
         Task::Gen { what } => generate(what),
+        Task::Bench { what } => bench(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +99,26 @@ fn test(args: &[String]) -> Result<()> {
     cargo(&test)
 }
 
+fn bench(what: Bench) -> Result<()> {
+    prepare()?;
+    match what {
+        Bench::Operator { tenants } => {
+            cargo(&["build", "--release", "--package", "tiqzy-operator"])?;
+            let binary = tiqzy_e2e::target_dir().join("release/tiqzy-operator");
+            current_thread()?.block_on(bench::operator(tenants, &binary))
+        }
+        Bench::Runtime => bench_runtime::run(),
+    }
+}
+
+/// A runtime on the calling thread: the platform's processes die with the thread that
+/// started them.
+fn current_thread() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn generate(what: Generated) -> Result<()> {
     match what {
         Generated::Crds => {
@@ -85,6 +128,7 @@ fn generate(what: Generated) -> Result<()> {
                 eprintln!("xtask: wrote crds/{file}");
             }
         }
+        Generated::Sqlx => sqlx::prepare(false)?,
     }
     Ok(())
 }
@@ -111,11 +155,7 @@ fn cargo(args: &[&str]) -> Result<()> {
 
 fn up() -> Result<()> {
     prepare()?;
-    // A current-thread runtime on the main thread: the platform's processes are tied to the
-    // thread that started them and die with it.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = current_thread()?;
     cargo(&["build", "--package", "tiqzy-operator"])?;
     let operator_binary = tiqzy_e2e::target_dir().join("debug/tiqzy-operator");
     runtime.block_on(async {

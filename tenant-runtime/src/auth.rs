@@ -1,0 +1,182 @@
+//! Staff authentication: OAuth2 bearer JWTs checked against the issuer's published keys
+//! (JWKS via OpenID discovery), the expected audience, and expiry.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// An issuer rotating keys is picked up on the first unknown `kid`, but an attacker sending
+/// made-up `kid`s cannot make us fetch more often than this.
+const REFETCH_AFTER: Duration = Duration::from_secs(30);
+
+/// Asymmetric algorithms only: `none` and shared-secret HMAC are never accepted.
+const ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+#[derive(Debug)]
+pub struct TokenVerifier {
+    issuer: String,
+    audience: String,
+    http: reqwest::Client,
+    keys: RwLock<Keys>,
+}
+
+#[derive(Debug, Default)]
+struct Keys {
+    set: Option<JwkSet>,
+    fetched_at: Option<Instant>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Discovery {
+    jwks_uri: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// The member of the tenant's staff a request was made by.
+#[derive(Debug, Clone)]
+pub struct StaffMember {
+    pub subject: String,
+}
+
+impl TokenVerifier {
+    pub fn new(issuer: &str, audience: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+            keys: RwLock::new(Keys::default()),
+        })
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<StaffMember, AppError> {
+        let refused = |why: &str| AppError::unauthorized(format!("the bearer token {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|_| refused("is not a JWT"))?;
+        if !ALGORITHMS.contains(&header.alg) {
+            return Err(refused("uses an algorithm this service does not accept"));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| refused("names no signing key (kid)"))?;
+        let key = self
+            .key(&kid)
+            .await?
+            .ok_or_else(|| refused("was signed by a key the issuer does not publish"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.issuer, &format!("{}/", self.issuer)]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => refused("has expired"),
+                K::InvalidAudience => refused("is for another audience"),
+                K::InvalidIssuer => refused("is from another issuer"),
+                K::InvalidSignature => refused("has an invalid signature"),
+                _ => refused("is not valid"),
+            }
+        })?;
+        Ok(StaffMember {
+            subject: claims.claims.sub,
+        })
+    }
+
+    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AppError> {
+        if let Some(key) = self.cached(kid).await {
+            return Ok(Some(key));
+        }
+        let mut keys = self.keys.write().await;
+        if keys
+            .fetched_at
+            .is_none_or(|at| at.elapsed() >= REFETCH_AFTER)
+        {
+            keys.fetched_at = Some(Instant::now());
+            match self.fetch().await {
+                Ok(set) => keys.set = Some(set),
+                Err(e) => {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "fetching the issuer's keys failed"
+                    );
+                    if keys.set.is_none() {
+                        return Err(AppError::client(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "issuer-unavailable",
+                            "Service unavailable",
+                            "the token issuer's keys cannot be fetched right now",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(keys
+            .set
+            .as_ref()
+            .and_then(|set| set.find(kid))
+            .and_then(|jwk| DecodingKey::from_jwk(jwk).ok()))
+    }
+
+    async fn cached(&self, kid: &str) -> Option<DecodingKey> {
+        let keys = self.keys.read().await;
+        let jwk = keys.set.as_ref()?.find(kid)?;
+        DecodingKey::from_jwk(jwk).ok()
+    }
+
+    async fn fetch(&self) -> anyhow::Result<JwkSet> {
+        let discovery: Discovery = self
+            .http
+            .get(format!("{}/.well-known/openid-configuration", self.issuer))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(self
+            .http
+            .get(discovery.jwks_uri)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+}
+
+impl FromRequestParts<AppState> for StaffMember {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| AppError::unauthorized("a staff bearer token is required"))?;
+        state.auth.verify(token.trim()).await
+    }
+}

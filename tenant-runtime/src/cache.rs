@@ -1,0 +1,150 @@
+//! Redis, strictly optional: rendered pages and API answers under the tenant's key prefix, and
+//! the hold rate limit. Every call is bounded in time and any failure reads as "no cache" /
+//! "allowed", so the storefront keeps working, uncached, while Redis is away.
+
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex;
+
+/// Long enough to absorb a rush on a popular page; short enough that availability shown
+/// from cache lags by seconds only. Edits by staff invalidate at once.
+pub const PAGE_TTL_SECS: u64 = 5;
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct Cache {
+    client: Option<redis::Client>,
+    prefix: String,
+    conn: Mutex<Connection>,
+}
+
+#[derive(Debug, Default)]
+struct Connection {
+    live: Option<MultiplexedConnection>,
+    failed_at: Option<Instant>,
+}
+
+impl Cache {
+    pub fn new(url: Option<&str>, prefix: &str) -> anyhow::Result<Self> {
+        let client = url
+            .map(redis::Client::open)
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("REDIS_URL: not a valid Redis URL"))?;
+        Ok(Self {
+            client,
+            prefix: prefix.to_owned(),
+            conn: Mutex::new(Connection::default()),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.client.is_some()
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// A connection, unless Redis is disabled or failed within the last few seconds.
+    async fn connection(&self) -> Option<MultiplexedConnection> {
+        let client = self.client.as_ref()?;
+        let mut conn = self.conn.lock().await;
+        if let Some(live) = &conn.live {
+            return Some(live.clone());
+        }
+        if conn.failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return None;
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, client.get_multiplexed_async_connection()).await {
+            Ok(Ok(live)) => {
+                conn.live = Some(live.clone());
+                conn.failed_at = None;
+                Some(live)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis unavailable; serving uncached");
+                conn.failed_at = Some(Instant::now());
+                None
+            }
+            Err(_) => {
+                tracing::warn!("redis connect timed out; serving uncached");
+                conn.failed_at = Some(Instant::now());
+                None
+            }
+        }
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Pipeline) -> Option<T> {
+        let mut conn = self.connection().await?;
+        match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis call failed");
+                self.forget().await;
+                None
+            }
+            Err(_) => {
+                tracing::warn!("redis call timed out");
+                self.forget().await;
+                None
+            }
+        }
+    }
+
+    async fn forget(&self) {
+        let mut conn = self.conn.lock().await;
+        conn.live = None;
+        conn.failed_at = Some(Instant::now());
+    }
+
+    pub async fn get(&self, key: &str) -> Option<String> {
+        let (value,): (Option<String>,) = self.run(redis::pipe().get(self.key(key))).await?;
+        value
+    }
+
+    pub async fn put(&self, key: &str, value: &str, ttl_secs: u64) {
+        let _: Option<()> = self
+            .run(
+                redis::pipe()
+                    .set_ex(self.key(key), value, ttl_secs)
+                    .ignore(),
+            )
+            .await;
+    }
+
+    pub async fn invalidate(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let _: Option<()> = self.run(redis::pipe().del(keys).ignore()).await;
+    }
+
+    /// Counts one more hold attempt for `client` in this minute; false once over `limit`.
+    pub async fn allow_hold(&self, client: &str, limit: u32) -> bool {
+        let minute = chrono::Utc::now().timestamp() / 60;
+        let key = self.key(&format!("rl:hold:{client}:{minute}"));
+        let counted: Option<(i64,)> = self
+            .run(
+                redis::pipe()
+                    .atomic()
+                    .incr(&key, 1)
+                    .expire(&key, 120)
+                    .ignore(),
+            )
+            .await;
+        counted.is_none_or(|(n,)| n <= i64::from(limit))
+    }
+}
+
+/// The keys that hold anything derived from one event, and from the event list.
+pub fn event_keys(slug: &str) -> Vec<String> {
+    vec![
+        "page:events".to_owned(),
+        "api:events".to_owned(),
+        format!("page:event:{slug}"),
+        format!("api:event:{slug}"),
+    ]
+}

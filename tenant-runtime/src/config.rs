@@ -1,0 +1,228 @@
+//! The runtime's configuration, read once from the environment the operator writes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::domain::{Currency, PriceCap};
+
+/// Everything one tenant's runtime needs to know, validated.
+#[derive(Clone)]
+pub struct Config {
+    pub tenant: String,
+    pub branding: Branding,
+    pub currency: Currency,
+    pub locale: String,
+    pub resale: ResalePolicy,
+    pub public_url: String,
+    pub listen_addr: SocketAddr,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub cache_key_prefix: String,
+    pub oauth: OAuth,
+    pub ticket_signing_key: Vec<u8>,
+    pub hold_ttl: Duration,
+    /// Holds one client may create per minute.
+    pub hold_rate_limit: u32,
+}
+
+/// Written by hand so the signing key and the database password never reach a log line.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("tenant", &self.tenant)
+            .field("currency", &self.currency)
+            .field("listen_addr", &self.listen_addr)
+            .field("cache", &self.redis_url.is_some())
+            .field("oauth_issuer", &self.oauth.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tenant's look on every storefront page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Branding {
+    pub display_name: String,
+    pub primary_color: String,
+    pub accent_color: String,
+    pub logo_url: Option<String>,
+    pub support_email: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ResalePolicy {
+    pub enabled: bool,
+    pub price_cap: PriceCap,
+    pub seller_fee_bps: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuth {
+    pub issuer: String,
+    pub audience: String,
+}
+
+/// A variable that is missing or does not hold what it must.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Parses the variables; pure, so every rule is unit-tested without touching the process.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let env = Vars(vars);
+        Ok(Self {
+            tenant: env.required("TIQZY_TENANT")?,
+            branding: Branding {
+                display_name: env.required("TIQZY_DISPLAY_NAME")?,
+                primary_color: env.parse("TIQZY_BRAND_PRIMARY_COLOR", hex_color)?,
+                accent_color: env.parse("TIQZY_BRAND_ACCENT_COLOR", hex_color)?,
+                logo_url: env
+                    .optional("TIQZY_BRAND_LOGO_URL")
+                    .as_deref()
+                    .map(http_url)
+                    .transpose()
+                    .map_err(|problem| ConfigError {
+                        name: "TIQZY_BRAND_LOGO_URL",
+                        problem,
+                    })?,
+                support_email: env.required("TIQZY_SUPPORT_EMAIL")?,
+            },
+            currency: env.parse("TIQZY_CURRENCY", |v| {
+                Currency::parse(v).map_err(|e| e.to_string())
+            })?,
+            locale: env.required("TIQZY_LOCALE")?,
+            resale: ResalePolicy {
+                enabled: env.parse("TIQZY_RESALE_ENABLED", boolean)?,
+                price_cap: env.parse("TIQZY_RESALE_PRICE_CAP_PERCENT", |v| {
+                    let percent = v
+                        .parse::<u32>()
+                        .map_err(|_| "not a whole number".to_owned())?;
+                    PriceCap::new(percent).map_err(|e| e.to_string())
+                })?,
+                seller_fee_bps: env.parse("TIQZY_RESALE_SELLER_FEE_BPS", |v| match v.parse() {
+                    Ok(bps) if bps <= 10_000 => Ok(bps),
+                    _ => Err("must be basis points between 0 and 10000".to_owned()),
+                })?,
+            },
+            public_url: env.parse("TIQZY_PUBLIC_URL", |v| {
+                http_url(v).map(|u| u.trim_end_matches('/').to_owned())
+            })?,
+            listen_addr: match env.optional("TIQZY_LISTEN_ADDR") {
+                None => SocketAddr::from(([0, 0, 0, 0], 8080)),
+                Some(v) => v.parse().map_err(|_| ConfigError {
+                    name: "TIQZY_LISTEN_ADDR",
+                    problem: "not a socket address like 0.0.0.0:8080".to_owned(),
+                })?,
+            },
+            database_url: env.required("DATABASE_URL")?,
+            redis_url: env.optional("REDIS_URL"),
+            cache_key_prefix: env.required("TIQZY_CACHE_KEY_PREFIX")?,
+            oauth: OAuth {
+                issuer: env.parse("TIQZY_OAUTH_ISSUER", |v| {
+                    http_url(v).map(|u| u.trim_end_matches('/').to_owned())
+                })?,
+                audience: env.required("TIQZY_OAUTH_AUDIENCE")?,
+            },
+            ticket_signing_key: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_key)?,
+            hold_ttl: match env.optional("TIQZY_HOLD_TTL_SECONDS") {
+                None => Duration::from_secs(600),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(secs) if (1..=86_400).contains(&secs) => Duration::from_secs(secs),
+                    _ => {
+                        return Err(ConfigError {
+                            name: "TIQZY_HOLD_TTL_SECONDS",
+                            problem: "must be seconds between 1 and 86400".to_owned(),
+                        });
+                    }
+                },
+            },
+            hold_rate_limit: match env.optional("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE") {
+                None => 30,
+                Some(v) => v.parse().map_err(|_| ConfigError {
+                    name: "TIQZY_HOLD_RATE_LIMIT_PER_MINUTE",
+                    problem: "not a whole number".to_owned(),
+                })?,
+            },
+        })
+    }
+}
+
+struct Vars<'a>(&'a HashMap<String, String>);
+
+impl Vars<'_> {
+    fn optional(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError {
+            name,
+            problem: "is not set".to_owned(),
+        })
+    }
+
+    fn parse<T>(
+        &self,
+        name: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        parse(&self.required(name)?).map_err(|problem| ConfigError { name, problem })
+    }
+}
+
+fn hex_color(v: &str) -> Result<String, String> {
+    let valid = v.len() == 7 && v.starts_with('#') && v[1..].chars().all(|c| c.is_ascii_hexdigit());
+    if valid {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err("must be a colour like #1a2b3c".to_owned())
+    }
+}
+
+fn http_url(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.starts_with("https://") || v.starts_with("http://") {
+        Ok(v.to_owned())
+    } else {
+        Err("must be an http(s) URL".to_owned())
+    }
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be true or false".to_owned()),
+    }
+}
+
+/// Accepts hex or (standard or URL-safe) base64; the key is never echoed back in the error.
+fn signing_key(v: &str) -> Result<Vec<u8>, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let key = hex::decode(v)
+        .ok()
+        .or_else(|| b64.decode(v).ok())
+        .or_else(|| b64url.decode(v.trim_end_matches('=')).ok())
+        .ok_or("is neither hex nor base64")?;
+    if key.len() < 32 {
+        return Err(format!("must hold at least 32 bytes, holds {}", key.len()));
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests;

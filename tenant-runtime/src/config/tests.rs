@@ -1,0 +1,85 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn valid() -> HashMap<String, String> {
+    [
+        ("TIQZY_TENANT", "acme"),
+        ("TIQZY_DISPLAY_NAME", "ACME Live"),
+        ("TIQZY_CURRENCY", "EUR"),
+        ("TIQZY_LOCALE", "de-DE"),
+        ("TIQZY_BRAND_PRIMARY_COLOR", "#1A2B3C"),
+        ("TIQZY_BRAND_ACCENT_COLOR", "#ffcc00"),
+        ("TIQZY_SUPPORT_EMAIL", "help@acme.example"),
+        ("TIQZY_RESALE_ENABLED", "true"),
+        ("TIQZY_RESALE_PRICE_CAP_PERCENT", "120"),
+        ("TIQZY_RESALE_SELLER_FEE_BPS", "500"),
+        ("TIQZY_PUBLIC_URL", "https://acme.example/"),
+        ("DATABASE_URL", "postgres://acme:secret@db/acme"),
+        ("TIQZY_CACHE_KEY_PREFIX", "t:acme:"),
+        ("TIQZY_OAUTH_ISSUER", "https://login.example/acme/"),
+        ("TIQZY_OAUTH_AUDIENCE", "tiqzy-acme"),
+        ("TIQZY_TICKET_SIGNING_KEY", &"ab".repeat(32)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn error_for(name: &str, value: Option<&str>) -> String {
+    let mut vars = valid();
+    match value {
+        Some(v) => vars.insert(name.to_owned(), v.to_owned()),
+        None => vars.remove(name),
+    };
+    match Config::from_vars(&vars) {
+        Ok(_) => panic!("{name}={value:?} was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_complete_environment_parses_with_defaults() {
+    let config = Config::from_vars(&valid()).expect("valid");
+    assert_eq!(config.listen_addr.port(), 8080);
+    assert_eq!(config.hold_ttl, Duration::from_secs(600));
+    assert_eq!(config.branding.primary_color, "#1a2b3c");
+    assert_eq!(config.public_url, "https://acme.example");
+    assert_eq!(config.oauth.issuer, "https://login.example/acme");
+    assert_eq!(config.resale.price_cap.percent(), 120);
+    assert!(config.redis_url.is_none());
+    assert_eq!(config.ticket_signing_key.len(), 32);
+}
+
+#[test]
+fn every_error_names_its_variable() {
+    for (name, value) in [
+        ("TIQZY_TENANT", None),
+        ("DATABASE_URL", None),
+        ("TIQZY_CURRENCY", Some("euro")),
+        ("TIQZY_BRAND_PRIMARY_COLOR", Some("red")),
+        ("TIQZY_RESALE_ENABLED", Some("yes")),
+        ("TIQZY_RESALE_PRICE_CAP_PERCENT", Some("12.5")),
+        ("TIQZY_RESALE_SELLER_FEE_BPS", Some("20000")),
+        ("TIQZY_PUBLIC_URL", Some("acme.example")),
+        ("TIQZY_LISTEN_ADDR", Some("8080")),
+        ("TIQZY_TICKET_SIGNING_KEY", Some("c2hvcnQ=")),
+        ("TIQZY_HOLD_TTL_SECONDS", Some("0")),
+    ] {
+        let message = error_for(name, value);
+        assert!(message.starts_with(name), "{message}");
+    }
+}
+
+#[test]
+fn the_signing_key_never_appears_in_errors_or_debug_output() {
+    let key = "not-base64-and-not-hex-but-secret!";
+    let message = error_for("TIQZY_TICKET_SIGNING_KEY", Some(key));
+    assert!(!message.contains(key), "{message}");
+    let config = Config::from_vars(&valid()).expect("valid");
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains(&"ab".repeat(32)) && !debug.contains("secret"),
+        "{debug}"
+    );
+}

@@ -1,0 +1,12 @@
+//! The ticketing vocabulary: values that cannot be invalid once constructed, and the pure rules
+//! (order transitions, resale caps, ticket codes) the stores and handlers rely on.
+
+mod money;
+mod order;
+mod ticket_code;
+mod values;
+
+pub use money::{Currency, Money, MoneyError, PriceCap};
+pub use order::{OrderKind, OrderState};
+pub use ticket_code::{CodeError, TicketCode, TicketSigner};
+pub use values::{Email, Quantity, Slug, ValueError};

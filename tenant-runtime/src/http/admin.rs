@@ -1,0 +1,303 @@
+//! The admin API for the tenant's staff, behind OAuth2 bearer tokens: events, ticket types,
+//! sales, the CSV report, cancellation, and check-in at the door.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::StaffMember;
+use crate::cache::event_keys;
+use crate::domain::{Money, Slug};
+use crate::error::{AppError, AppResult, Problem};
+use crate::http::ApiJson;
+use crate::state::AppState;
+use crate::store::catalog::{self, Event, EventDetails, TicketType, TicketTypeDetails};
+use crate::store::sales::{self, SalesLine};
+use crate::store::tickets::{self, CheckIn};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/admin/events", post(create_event))
+        .route("/api/admin/events/{slug}", put(update_event))
+        .route("/api/admin/events/{slug}/cancel", post(cancel_event))
+        .route(
+            "/api/admin/events/{slug}/ticket-types",
+            post(create_ticket_type),
+        )
+        .route(
+            "/api/admin/events/{slug}/ticket-types/{id}",
+            put(update_ticket_type),
+        )
+        .route("/api/admin/events/{slug}/sales", get(sales_summary))
+        .route("/api/admin/events/{slug}/sales.csv", get(sales_csv))
+        .route("/api/admin/check-ins", post(check_in))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventInput {
+    /// Only read on create; an event's slug never changes.
+    #[schema(value_type = Option<String>)]
+    pub slug: Option<Slug>,
+    pub title: String,
+    pub venue: String,
+    #[serde(default)]
+    pub description: String,
+    pub image_url: Option<String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+impl EventInput {
+    fn details(self) -> AppResult<EventDetails> {
+        if self.title.trim().is_empty() || self.title.len() > 200 {
+            return Err(AppError::invalid("a title is 1 to 200 characters"));
+        }
+        if self.ends_at <= self.starts_at {
+            return Err(AppError::invalid("an event must end after it starts"));
+        }
+        if let Some(url) = &self.image_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(AppError::invalid("image_url must be an http(s) URL"));
+        }
+        Ok(EventDetails {
+            title: self.title.trim().to_owned(),
+            venue: self.venue,
+            description: self.description,
+            image_url: self.image_url,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        })
+    }
+}
+
+async fn event_for(state: &AppState, slug: &str) -> AppResult<Event> {
+    catalog::find_event(&state.db, slug)
+        .await?
+        .ok_or(AppError::not_found("event"))
+}
+
+/// Creates an event.
+#[utoipa::path(post, path = "/api/admin/events", tag = "admin", request_body = EventInput,
+    security(("bearer" = [])),
+    responses((status = 201, body = Event), (status = 401, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_event(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<EventInput>,
+) -> AppResult<(StatusCode, Json<Event>)> {
+    let slug = input
+        .slug
+        .clone()
+        .ok_or_else(|| AppError::invalid("slug is required"))?;
+    let event = catalog::create_event(&state.db, &slug, &input.details()?).await?;
+    state.cache.invalidate(&event_keys(slug.as_str())).await;
+    Ok((StatusCode::CREATED, Json(event)))
+}
+
+/// Replaces an event's details.
+#[utoipa::path(put, path = "/api/admin/events/{slug}", tag = "admin",
+    params(("slug" = String, Path)), request_body = EventInput, security(("bearer" = [])),
+    responses((status = 200, body = Event), (status = 401, body = Problem),
+              (status = 404, body = Problem)))]
+pub async fn update_event(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(input): ApiJson<EventInput>,
+) -> AppResult<Json<Event>> {
+    let slug = Slug::parse(&slug).map_err(|_| AppError::not_found("event"))?;
+    let event = catalog::update_event(&state.db, &slug, &input.details()?).await?;
+    state.cache.invalidate(&event_keys(slug.as_str())).await;
+    Ok(Json(event))
+}
+
+/// Cancels an event: sales stop, holds and unpaid orders end, tickets stop admitting.
+#[utoipa::path(post, path = "/api/admin/events/{slug}/cancel", tag = "admin",
+    params(("slug" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Event), (status = 404, body = Problem)))]
+pub async fn cancel_event(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> AppResult<Json<Event>> {
+    let event = event_for(&state, &slug).await?;
+    sales::cancel_event(&state.db, event.id).await?;
+    state.cache.invalidate(&event_keys(&slug)).await;
+    Ok(Json(event_for(&state, &slug).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TicketTypeInput {
+    pub name: String,
+    pub price_minor: i64,
+    /// Must be the storefront's currency.
+    #[schema(value_type = String, example = "EUR")]
+    pub currency: crate::domain::Currency,
+    pub capacity: i32,
+    pub per_order_limit: i32,
+    pub sales_start: DateTime<Utc>,
+    pub sales_end: DateTime<Utc>,
+}
+
+impl TicketTypeInput {
+    fn details(self, state: &AppState) -> AppResult<TicketTypeDetails> {
+        let price =
+            Money::new(self.price_minor, self.currency)?.in_currency(state.config.currency)?;
+        if self.name.trim().is_empty() || self.name.len() > 100 {
+            return Err(AppError::invalid("a name is 1 to 100 characters"));
+        }
+        if !(0..=1_000_000).contains(&self.capacity) {
+            return Err(AppError::invalid("capacity must be between 0 and 1000000"));
+        }
+        if !(1..=100).contains(&self.per_order_limit) {
+            return Err(AppError::invalid(
+                "per_order_limit must be between 1 and 100",
+            ));
+        }
+        if self.sales_end <= self.sales_start {
+            return Err(AppError::invalid("sales must end after they start"));
+        }
+        Ok(TicketTypeDetails {
+            name: self.name.trim().to_owned(),
+            price,
+            capacity: self.capacity,
+            per_order_limit: self.per_order_limit,
+            sales_start: self.sales_start,
+            sales_end: self.sales_end,
+        })
+    }
+}
+
+/// Adds a ticket type to an event.
+#[utoipa::path(post, path = "/api/admin/events/{slug}/ticket-types", tag = "admin",
+    params(("slug" = String, Path)), request_body = TicketTypeInput, security(("bearer" = [])),
+    responses((status = 201, body = TicketType), (status = 404, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn create_ticket_type(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(input): ApiJson<TicketTypeInput>,
+) -> AppResult<(StatusCode, Json<TicketType>)> {
+    let event = event_for(&state, &slug).await?;
+    let details = input.details(&state)?;
+    let created = catalog::create_ticket_type(&state.db, event.id, &details).await?;
+    state.cache.invalidate(&event_keys(&slug)).await;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Changes a ticket type; capacity cannot drop below what is sold and held.
+#[utoipa::path(put, path = "/api/admin/events/{slug}/ticket-types/{id}", tag = "admin",
+    params(("slug" = String, Path), ("id" = Uuid, Path)), request_body = TicketTypeInput,
+    security(("bearer" = [])),
+    responses((status = 200, body = TicketType), (status = 409, body = Problem)))]
+pub async fn update_ticket_type(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    Path((slug, id)): Path<(String, Uuid)>,
+    ApiJson(input): ApiJson<TicketTypeInput>,
+) -> AppResult<Json<TicketType>> {
+    let event = event_for(&state, &slug).await?;
+    let details = input.details(&state)?;
+    let updated = catalog::update_ticket_type(&state.db, event.id, id, &details).await?;
+    state.cache.invalidate(&event_keys(&slug)).await;
+    Ok(Json(updated))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SalesSummary {
+    pub event: Event,
+    pub ticket_types: Vec<TicketType>,
+    pub orders: Vec<SalesLine>,
+}
+
+/// Stock per ticket type and every paid order.
+#[utoipa::path(get, path = "/api/admin/events/{slug}/sales", tag = "admin",
+    params(("slug" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SalesSummary), (status = 404, body = Problem)))]
+pub async fn sales_summary(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> AppResult<Json<SalesSummary>> {
+    let page = crate::http::api::catalog::event_page(&state, &slug).await?;
+    let orders = sales::sales_lines(&state.db, page.event.id).await?;
+    Ok(Json(SalesSummary {
+        event: page.event,
+        ticket_types: page.ticket_types,
+        orders,
+    }))
+}
+
+/// The paid orders as CSV, for spreadsheets and accounting.
+#[utoipa::path(get, path = "/api/admin/events/{slug}/sales.csv", tag = "admin",
+    params(("slug" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", body = String),
+              (status = 404, body = Problem)))]
+pub async fn sales_csv(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> AppResult<impl IntoResponse> {
+    let event = event_for(&state, &slug).await?;
+    let lines = sales::sales_lines(&state.db, event.id).await?;
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    for line in &lines {
+        csv.serialize(line).map_err(anyhow::Error::from)?;
+    }
+    if lines.is_empty() {
+        csv.write_record([
+            "order_id",
+            "kind",
+            "paid_at",
+            "ticket_type",
+            "quantity",
+            "total_minor",
+            "currency",
+            "buyer_email",
+        ])
+        .map_err(anyhow::Error::from)?;
+    }
+    let body = csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let disposition = format!("attachment; filename=\"sales-{}.csv\"", event.slug);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInRequest {
+    /// The scanned ticket code.
+    pub code: String,
+}
+
+/// Admits a ticket at the door; repeating a scan answers the same.
+#[utoipa::path(post, path = "/api/admin/check-ins", tag = "admin", request_body = CheckInRequest,
+    security(("bearer" = [])),
+    responses((status = 200, body = CheckIn), (status = 409, body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn check_in(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CheckInRequest>,
+) -> AppResult<Json<CheckIn>> {
+    let code = state
+        .signer
+        .verify(&req.code)
+        .map_err(|e| AppError::invalid(e.to_string()))?;
+    Ok(Json(tickets::check_in(&state.db, code).await?))
+}

@@ -1,0 +1,16 @@
+//! The public JSON API under `/api`: what the storefront's buyers and resellers can do.
+
+pub mod catalog;
+pub mod checkout;
+pub mod resale;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(catalog::router())
+        .merge(checkout::router())
+        .merge(resale::router())
+}

@@ -1,0 +1,98 @@
+//! HTTP surfaces, one router per feature, merged here with the layers every request passes.
+
+pub mod admin;
+pub mod api;
+pub mod health;
+pub mod openapi;
+pub mod schema;
+pub mod storefront;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::{Router, middleware};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Every request body we accept is small; bigger ones are refused before being read.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(api::router())
+        .merge(admin::router())
+        .merge(openapi::router())
+        .merge(storefront::router())
+        .fallback(no_route)
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
+        // Enforced by the extractors, whose rejection becomes a problem body (413).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn no_route() -> AppError {
+    AppError::client(
+        StatusCode::NOT_FOUND,
+        "no-route",
+        "Not found",
+        "there is nothing at this address",
+    )
+}
+
+/// `axum::Json`, but every rejection (malformed, wrong type, too large) is a problem body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Who is asking, for rate limits: the first `X-Forwarded-For` hop set by the router in
+/// front of us, else the peer address.
+#[derive(Debug, Clone)]
+pub struct ClientId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty() && v.len() <= 64);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Self(
+            forwarded.or(peer).unwrap_or_else(|| "unknown".to_owned()),
+        ))
+    }
+}

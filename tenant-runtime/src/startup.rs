@@ -1,0 +1,122 @@
+//! Builds the application from its configuration: pool, migrations, caches, routes. The
+//! listener is bound here and its port exposed, so tests start the real app on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::TokenVerifier;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::domain::TicketSigner;
+use crate::mail::{LogMailer, Mailer};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::{db, http, sweeper};
+
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Arc::new(LogMailer)).await
+    }
+
+    pub async fn build_with(config: Config, mailer: Arc<dyn Mailer>) -> anyhow::Result<Self> {
+        let db = db::connect(&config.database_url).await?;
+        db::migrate(&db).await?;
+        let state = AppState {
+            cache: Arc::new(Cache::new(
+                config.redis_url.as_deref(),
+                &config.cache_key_prefix,
+            )?),
+            auth: Arc::new(TokenVerifier::new(
+                &config.oauth.issuer,
+                &config.oauth.audience,
+            )?),
+            signer: TicketSigner::new(config.ticket_signing_key.clone()),
+            mailer,
+            metrics: Arc::new(Metrics::new()),
+            pages: Arc::new(http::storefront::pages()?),
+            db,
+            config: Arc::new(config),
+        };
+        let listener = TcpListener::bind(state.config.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", state.config.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        Ok(Self {
+            listener,
+            port,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+    pub async fn serve_until_shutdown(self) -> anyhow::Result<()> {
+        self.serve(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and stops the
+    /// sweeper before returning.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_sweeper, stopped) = watch::channel(false);
+        let sweeper = tokio::spawn(sweeper::run(self.state.clone(), stopped));
+        tracing::info!(
+            tenant = self.state.config.tenant,
+            port = self.port,
+            cache = self.state.cache.enabled(),
+            "serving"
+        );
+        let db = self.state.db.clone();
+        let app = http::router(self.state);
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        let _ = stop_sweeper.send(true);
+        let _ = sweeper.await;
+        db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,24 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::auth::TokenVerifier;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::domain::TicketSigner;
+use crate::mail::Mailer;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub cache: Arc<Cache>,
+    pub auth: Arc<TokenVerifier>,
+    pub signer: TicketSigner,
+    pub mailer: Arc<dyn Mailer>,
+    pub metrics: Arc<Metrics>,
+    pub pages: Arc<minijinja::Environment<'static>>,
+}

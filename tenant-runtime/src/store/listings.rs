@@ -1,0 +1,266 @@
+//! Resale: a fan lists a paid ticket at no more than the cap; a buyer reserves the listing
+//! while paying; payment re-issues the ticket to the buyer.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{access_token, money, orders};
+use crate::config::ResalePolicy;
+use crate::domain::{Email, Money, OrderKind};
+use crate::error::{AppError, AppResult};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Listing {
+    pub id: Uuid,
+    pub event_slug: String,
+    pub event_title: String,
+    pub ticket_type: String,
+    #[schema(value_type = crate::http::schema::MoneySchema)]
+    pub price: Money,
+    #[schema(value_type = crate::http::schema::MoneySchema)]
+    pub face_value: Money,
+    pub starts_at: DateTime<Utc>,
+}
+
+/// Puts the ticket behind `ticket_token` on the market at `price`.
+pub async fn create_listing(
+    db: &PgPool,
+    ticket_token: &str,
+    price: Money,
+    policy: &ResalePolicy,
+) -> AppResult<Listing> {
+    if !policy.enabled {
+        return Err(AppError::conflict(
+            "resale-disabled",
+            "resale is not offered by this storefront",
+        ));
+    }
+    let mut tx = db.begin().await?;
+    // Locking the ticket serialises listing against check-in and re-issue of this ticket.
+    let t = sqlx::query!(
+        "SELECT t.id, tt.price_minor, tt.currency as \"currency!\", tt.name, e.slug, e.title,
+                e.starts_at, e.cancelled_at IS NOT NULL AS \"cancelled!\",
+                o.state AS order_state,
+                EXISTS (SELECT 1 FROM check_ins c WHERE c.ticket_id = t.id) AS \"checked_in!\"
+         FROM tickets t
+         JOIN ticket_types tt ON tt.id = t.ticket_type_id
+         JOIN events e ON e.id = tt.event_id
+         JOIN orders o ON o.id = t.order_id
+         WHERE t.access_token = $1
+         FOR UPDATE OF t",
+        ticket_token,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(AppError::not_found("ticket"))?;
+    if t.cancelled || t.starts_at <= Utc::now() {
+        return Err(AppError::conflict(
+            "event-not-resellable",
+            "tickets for a cancelled or started event cannot be resold",
+        ));
+    }
+    if t.checked_in {
+        return Err(AppError::conflict(
+            "ticket-used",
+            "this ticket has already been checked in",
+        ));
+    }
+    if t.order_state != "paid" {
+        return Err(AppError::conflict(
+            "ticket-not-valid",
+            "only a paid, valid ticket can be resold",
+        ));
+    }
+    let face_value = money(t.price_minor, &t.currency)?;
+    let price = price.in_currency(face_value.currency)?;
+    if !policy.price_cap.allows(face_value, price) {
+        return Err(AppError::invalid(format!(
+            "the price may be at most {} ({}% of face value {})",
+            policy.price_cap.ceiling(face_value).display(),
+            policy.price_cap.percent(),
+            face_value.display()
+        )));
+    }
+    if price.amount_minor == 0 {
+        return Err(AppError::invalid("a resale price must be above zero"));
+    }
+    let id = sqlx::query_scalar!(
+        "INSERT INTO listings (id, ticket_id, price_minor, currency) VALUES ($1, $2, $3, $4)
+         RETURNING id",
+        Uuid::new_v4(),
+        t.id,
+        price.amount_minor,
+        price.currency.as_str() as &str,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Listing {
+        id,
+        event_slug: t.slug,
+        event_title: t.title,
+        ticket_type: t.name,
+        price,
+        face_value,
+        starts_at: t.starts_at,
+    })
+}
+
+/// Takes an open listing off the market; a listing being bought stays until that ends.
+pub async fn withdraw_listing(db: &PgPool, ticket_token: &str) -> AppResult<()> {
+    let withdrawn = sqlx::query!(
+        "UPDATE listings l SET state = 'withdrawn'
+         FROM tickets t
+         WHERE t.id = l.ticket_id AND t.access_token = $1
+           AND (l.state = 'open' OR (l.state = 'reserved' AND l.reserved_until <= now()))
+         RETURNING l.id",
+        ticket_token,
+    )
+    .fetch_optional(db)
+    .await?;
+    withdrawn.map(|_| ()).ok_or(AppError::conflict(
+        "not-listed",
+        "this ticket has no open listing",
+    ))
+}
+
+/// Listings a buyer can reserve now, including reservations that lapsed without payment.
+pub async fn open_listings(db: &PgPool, event_slug: Option<&str>) -> AppResult<Vec<Listing>> {
+    let rows = sqlx::query!(
+        "SELECT l.id, l.price_minor, l.currency as \"currency!\", tt.price_minor AS face_minor,
+                tt.name, e.slug, e.title, e.starts_at
+         FROM listings l
+         JOIN tickets t ON t.id = l.ticket_id
+         JOIN ticket_types tt ON tt.id = t.ticket_type_id
+         JOIN events e ON e.id = tt.event_id
+         WHERE (l.state = 'open' OR (l.state = 'reserved' AND l.reserved_until <= now()))
+           AND e.cancelled_at IS NULL AND e.starts_at > now()
+           AND ($1::text IS NULL OR e.slug = $1)
+         ORDER BY e.starts_at, l.price_minor LIMIT 500",
+        event_slug,
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Listing {
+                id: r.id,
+                event_slug: r.slug,
+                event_title: r.title,
+                ticket_type: r.name,
+                price: money(r.price_minor, &r.currency)?,
+                face_value: money(r.face_minor, &r.currency)?,
+                starts_at: r.starts_at,
+            })
+        })
+        .collect()
+}
+
+/// Reserves a listing for one buyer while they pay, and opens their resale order. A lapsed
+/// reservation is taken over, and its unpaid order expires.
+pub async fn reserve_listing(
+    db: &PgPool,
+    listing_id: Uuid,
+    buyer: &Email,
+    ttl: Duration,
+) -> AppResult<orders::Order> {
+    let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) as f64;
+    let mut tx = db.begin().await?;
+    let listing = sqlx::query!(
+        "UPDATE listings SET state = 'reserved', reserved_until = now() + make_interval(secs => $2)
+         WHERE id = $1 AND (state = 'open' OR (state = 'reserved' AND reserved_until <= now()))
+         RETURNING price_minor, currency as \"currency!\"",
+        listing_id,
+        ttl_secs,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(listing) = listing else {
+        let exists = sqlx::query_scalar!("SELECT id FROM listings WHERE id = $1", listing_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Err(match exists {
+            None => AppError::not_found("listing"),
+            Some(_) => AppError::conflict(
+                "listing-unavailable",
+                "this listing is being bought by someone else or is no longer for sale",
+            ),
+        });
+    };
+    sqlx::query!(
+        "UPDATE orders SET state = 'expired' WHERE listing_id = $1 AND state = 'pending'",
+        listing_id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let price = money(listing.price_minor, &listing.currency)?;
+    let order = orders::insert_order(
+        &mut tx,
+        OrderKind::Resale,
+        None,
+        Some(listing_id),
+        buyer,
+        price,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+/// Sold: the ticket moves to the buyer with a new epoch and a new link, so the seller's code
+/// and link stop working. `None` when the listing is no longer reserved for this order.
+pub(crate) async fn complete_resale(
+    tx: &mut Transaction<'_, Postgres>,
+    listing_id: Uuid,
+    order_id: Uuid,
+    buyer_email: &str,
+) -> AppResult<Option<Vec<Uuid>>> {
+    let Some(ticket_id) = sqlx::query_scalar!(
+        "UPDATE listings SET state = 'sold', sold_at = now()
+         WHERE id = $1 AND state = 'reserved'
+           AND EXISTS (SELECT 1 FROM orders o
+                       WHERE o.id = $2 AND o.listing_id = $1 AND o.state = 'pending')
+         RETURNING ticket_id",
+        listing_id,
+        order_id,
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    sqlx::query!(
+        "UPDATE tickets SET epoch = epoch + 1, holder_email = $2, access_token = $3, order_id = $4
+         WHERE id = $1",
+        ticket_id,
+        buyer_email,
+        access_token(),
+        order_id,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(Some(vec![ticket_id]))
+}
+
+/// Lapsed reservations go back on the market and their unpaid orders expire.
+pub async fn release_lapsed_reservations(db: &PgPool) -> AppResult<u64> {
+    let n = sqlx::query_scalar!(
+        "WITH lapsed AS (
+             UPDATE listings SET state = 'open', reserved_until = NULL
+             WHERE state = 'reserved' AND reserved_until <= now()
+             RETURNING id
+         ), expired AS (
+             UPDATE orders SET state = 'expired'
+             WHERE state = 'pending' AND listing_id IN (SELECT id FROM lapsed)
+             RETURNING id
+         )
+         SELECT count(*) AS \"n!\" FROM lapsed",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

@@ -1,0 +1,251 @@
+//! Orders: created from a hold (primary) or a listing reservation (resale); made paid only by
+//! [`record_payment`], which the payment step (Stripe webhook) calls exactly once per order.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{access_token, money};
+use crate::domain::{Email, Money, OrderKind, OrderState};
+use crate::error::{AppError, AppResult};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Order {
+    pub id: Uuid,
+    pub kind: OrderKind,
+    pub state: OrderState,
+    #[serde(skip)]
+    pub buyer_email: String,
+    /// The secret in the buyer's order link.
+    pub access_token: String,
+    #[schema(value_type = crate::http::schema::MoneySchema)]
+    pub total: Money,
+    pub created_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+struct OrderRow {
+    id: Uuid,
+    kind: String,
+    state: String,
+    buyer_email: String,
+    access_token: String,
+    total_minor: i64,
+    currency: String,
+    created_at: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = AppError;
+    fn try_from(r: OrderRow) -> AppResult<Self> {
+        let unknown = || anyhow::anyhow!("order {} has an unknown kind or state", r.id);
+        Ok(Self {
+            id: r.id,
+            kind: OrderKind::parse(&r.kind).ok_or_else(unknown)?,
+            state: OrderState::parse(&r.state).ok_or_else(unknown)?,
+            total: money(r.total_minor, &r.currency)?,
+            buyer_email: r.buyer_email,
+            access_token: r.access_token,
+            created_at: r.created_at,
+            paid_at: r.paid_at,
+        })
+    }
+}
+
+/// Turns a live hold into a pending order at the ticket type's price. One order per hold.
+pub async fn create_primary_order(db: &PgPool, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
+    let mut tx = db.begin().await?;
+    let hold = sqlx::query!(
+        "SELECT h.quantity, tt.price_minor, tt.currency as \"currency!\"
+         FROM holds h JOIN ticket_types tt ON tt.id = h.ticket_type_id
+         WHERE h.id = $1 AND h.state = 'active' AND h.expires_at > now()
+         FOR UPDATE OF h",
+        hold_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| AppError::conflict("hold-expired", "this hold has expired or was used"))?;
+    let quantity = u32::try_from(hold.quantity).map_err(anyhow::Error::from)?;
+    let total = money(hold.price_minor, &hold.currency)?.times(quantity)?;
+    let order = insert_order(
+        &mut tx,
+        OrderKind::Primary,
+        Some(hold_id),
+        None,
+        buyer,
+        total,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+pub(crate) async fn insert_order(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: OrderKind,
+    hold_id: Option<Uuid>,
+    listing_id: Option<Uuid>,
+    buyer: &Email,
+    total: Money,
+) -> AppResult<Order> {
+    let kind = match kind {
+        OrderKind::Primary => "primary",
+        OrderKind::Resale => "resale",
+    };
+    let row = sqlx::query_as!(
+        OrderRow,
+        "INSERT INTO orders (id, kind, buyer_email, access_token, hold_id, listing_id,
+                             total_minor, currency)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING id, kind, state, buyer_email, access_token, total_minor,
+                   currency as \"currency!\", created_at, paid_at",
+        Uuid::new_v4(),
+        kind,
+        buyer.as_str(),
+        access_token(),
+        hold_id,
+        listing_id,
+        total.amount_minor,
+        total.currency.as_str() as &str,
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(
+        |e| match e.as_database_error().and_then(|d| d.constraint()) {
+            Some("orders_hold_key" | "orders_one_pending_per_listing") => {
+                AppError::conflict("already-ordered", "an order for this already exists")
+            }
+            _ => e.into(),
+        },
+    )?;
+    row.try_into()
+}
+
+pub async fn find_order_by_token(db: &PgPool, token: &str) -> AppResult<Option<Order>> {
+    let row = sqlx::query_as!(
+        OrderRow,
+        "SELECT id, kind, state, buyer_email, access_token, total_minor,
+                currency as \"currency!\", created_at, paid_at
+         FROM orders WHERE access_token = $1",
+        token,
+    )
+    .fetch_optional(db)
+    .await?;
+    row.map(Order::try_from).transpose()
+}
+
+pub async fn find_order(db: &PgPool, id: Uuid) -> AppResult<Option<Order>> {
+    let row = sqlx::query_as!(
+        OrderRow,
+        "SELECT id, kind, state, buyer_email, access_token, total_minor,
+                currency as \"currency!\", created_at, paid_at
+         FROM orders WHERE id = $1",
+        id,
+    )
+    .fetch_optional(db)
+    .await?;
+    row.map(Order::try_from).transpose()
+}
+
+/// What a recorded payment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payment {
+    /// The order is now paid; these tickets were issued or re-issued to the buyer.
+    Recorded { ticket_ids: Vec<Uuid> },
+    /// It was already paid: a duplicate notification changes nothing.
+    AlreadyPaid,
+}
+
+/// Marks a pending order paid and hands the buyer their tickets, in one transaction.
+/// A primary order converts its hold into sold tickets; a resale order re-issues the listed
+/// ticket to the buyer (new epoch, new link), which voids the seller's code.
+pub async fn record_payment(db: &PgPool, order_id: Uuid, payment_ref: &str) -> AppResult<Payment> {
+    let mut tx = db.begin().await?;
+    let order = sqlx::query!(
+        "SELECT hold_id, listing_id, buyer_email FROM orders WHERE id = $1",
+        order_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(AppError::not_found("order"))?;
+    let ticket_ids = match (order.hold_id, order.listing_id) {
+        (Some(hold_id), _) => convert_hold(&mut tx, hold_id, order_id, &order.buyer_email).await?,
+        (None, Some(listing_id)) => {
+            super::listings::complete_resale(&mut tx, listing_id, order_id, &order.buyer_email)
+                .await?
+        }
+        (None, None) => return Err(anyhow::anyhow!("order {order_id} pays for nothing").into()),
+    };
+    let paid = sqlx::query!(
+        "UPDATE orders SET state = 'paid', paid_at = now(), payment_ref = $2
+         WHERE id = $1 AND state = 'pending' RETURNING id",
+        order_id,
+        payment_ref,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if paid.is_none() || ticket_ids.is_none() {
+        drop(tx);
+        // Re-read: a concurrent duplicate may have paid it while we waited for the hold.
+        let state = sqlx::query_scalar!("SELECT state FROM orders WHERE id = $1", order_id)
+            .fetch_one(db)
+            .await?;
+        return match state.as_str() {
+            "paid" => Ok(Payment::AlreadyPaid),
+            state => Err(AppError::conflict(
+                "order-not-payable",
+                format!("the order is {state} and can no longer be paid"),
+            )),
+        };
+    }
+    tx.commit().await?;
+    Ok(Payment::Recorded {
+        ticket_ids: ticket_ids.unwrap_or_default(),
+    })
+}
+
+/// Hold -> sold tickets. `None` when the hold is no longer active (expired or converted).
+async fn convert_hold(
+    tx: &mut Transaction<'_, Postgres>,
+    hold_id: Uuid,
+    order_id: Uuid,
+    buyer_email: &str,
+) -> AppResult<Option<Vec<Uuid>>> {
+    // Lock order: the hold first, then its counter row (see `store`).
+    let Some(hold) = sqlx::query!(
+        "UPDATE holds SET state = 'converted' WHERE id = $1 AND state = 'active'
+         RETURNING ticket_type_id, quantity",
+        hold_id,
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    sqlx::query!(
+        "UPDATE ticket_types SET held = held - $2, sold = sold + $2 WHERE id = $1",
+        hold.ticket_type_id,
+        hold.quantity,
+    )
+    .execute(&mut **tx)
+    .await?;
+    let mut ids = Vec::new();
+    for _ in 0..hold.quantity {
+        let id = Uuid::new_v4();
+        sqlx::query!(
+            "INSERT INTO tickets (id, ticket_type_id, holder_email, access_token, order_id)
+             VALUES ($1, $2, $3, $4, $5)",
+            id,
+            hold.ticket_type_id,
+            buyer_email,
+            access_token(),
+            order_id,
+        )
+        .execute(&mut **tx)
+        .await?;
+        ids.push(id);
+    }
+    Ok(Some(ids))
+}

@@ -1,0 +1,119 @@
+//! Redis: pages and API answers cached under the tenant's prefix and dropped when staff
+//! change the event; holds rate-limited per client; and no Redis is no outage.
+
+use crate::support::{Issuer, Options, TestApp, config_vars, fresh_database};
+use reqwest::Method;
+use serde_json::json;
+use tiqzy_runtime::config::Config;
+
+async fn redis_keys(pattern: &str) -> Vec<String> {
+    let h = tiqzy_e2e::Harness::shared();
+    let client = redis::Client::open(h.redis.admin_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS")
+}
+
+#[tokio::test]
+async fn event_pages_are_cached_under_the_prefix_and_dropped_on_edit() {
+    let app = TestApp::spawn_with(Options {
+        redis: true,
+        ..Options::default()
+    })
+    .await;
+    let (slug, _) = app.seed_event(5, 1_000, 2).await;
+    assert!(
+        app.get(&format!("/events/{slug}"))
+            .await
+            .text()
+            .await
+            .expect("page")
+            .contains("Night Show")
+    );
+    assert_eq!(app.get(&format!("/api/events/{slug}")).await.status(), 200);
+    let keys = redis_keys(&format!("{}*", app.prefix)).await;
+    assert!(
+        keys.contains(&format!("{}page:event:{slug}", app.prefix)),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&format!("{}api:event:{slug}", app.prefix)),
+        "{keys:?}"
+    );
+
+    let edited = app
+        .admin(
+            Method::PUT,
+            &format!("/api/admin/events/{slug}"),
+            Some(&json!({
+            "title": "Renamed Show", "venue": "Hall 2",
+            "starts_at": "2030-01-01T20:00:00Z", "ends_at": "2030-01-01T23:00:00Z" })),
+        )
+        .await;
+    assert_eq!(edited.status(), 200);
+    let page = app
+        .get(&format!("/events/{slug}"))
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("Renamed Show"), "a stale page was served");
+    let api: serde_json::Value = app
+        .get(&format!("/api/events/{slug}"))
+        .await
+        .json()
+        .await
+        .expect("api");
+    assert_eq!(api["event"]["title"], "Renamed Show");
+}
+
+#[tokio::test]
+async fn holds_are_rate_limited_per_client() {
+    let app = TestApp::spawn_with(Options {
+        redis: true,
+        hold_rate_limit: 3,
+        ..Options::default()
+    })
+    .await;
+    let (_, tt) = app.seed_event(50, 1_000, 2).await;
+    let hold_as = |client: &'static str| {
+        app.http
+            .post(format!("{}/api/holds", app.url))
+            .header("x-forwarded-for", client)
+            .json(&json!({ "ticket_type_id": tt, "quantity": 1 }))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(hold_as("203.0.113.7").await.expect("hold").status(), 201);
+    }
+    let (status, _) = crate::support::problem(hold_as("203.0.113.7").await.expect("hold")).await;
+    assert_eq!(status, 429);
+    assert_eq!(hold_as("198.51.100.2").await.expect("hold").status(), 201);
+}
+
+#[tokio::test]
+async fn the_storefront_keeps_working_when_redis_is_unreachable() {
+    let issuer = Issuer::start().await;
+    let database_url = fresh_database().await;
+    let mut vars = config_vars(&database_url, &issuer, &Options::default());
+    // Nothing listens there: every cache call fails fast.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    vars.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{closed}/"));
+    let config = Config::from_vars(&vars).expect("config");
+    let app = TestApp::spawn_from(config, issuer, String::new()).await;
+    let (slug, tt) = app.seed_event(5, 1_000, 2).await;
+    assert_eq!(app.get(&format!("/events/{slug}")).await.status(), 200);
+    assert_eq!(app.get(&format!("/api/events/{slug}")).await.status(), 200);
+    assert_eq!(app.hold(tt, 2).await.status(), 201);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}

@@ -1,0 +1,11 @@
+//! The runtime's integration tests, in one binary so the shared harness (PostgreSQL, Redis
+//! and the rest of the local platform) starts once; every test gets its own database.
+
+mod api;
+mod browser;
+mod cache;
+mod inventory;
+mod resale;
+mod startup;
+mod storefront;
+mod support;

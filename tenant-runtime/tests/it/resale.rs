@@ -1,0 +1,279 @@
+//! Signed tickets, check-in and resale: a resold ticket's old code stops working, listings
+//! respect the cap, and a ticket is on the market at most once.
+
+use std::sync::Arc;
+
+use crate::support::{TestApp, problem};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn first_ticket(order_page: &Value) -> (String, String) {
+    let ticket = &order_page["tickets"][0];
+    (
+        ticket["access_token"].as_str().expect("token").to_owned(),
+        ticket["code"].as_str().expect("code").to_owned(),
+    )
+}
+
+async fn check_in(app: &TestApp, code: &str) -> reqwest::Response {
+    app.admin(
+        Method::POST,
+        "/api/admin/check-ins",
+        Some(&json!({ "code": code })),
+    )
+    .await
+}
+
+async fn list(app: &TestApp, token: &str, amount_minor: i64, currency: &str) -> reqwest::Response {
+    app.post(
+        &format!("/api/tickets/{token}/listing"),
+        &json!({ "amount_minor": amount_minor, "currency": currency }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn check_in_admits_once_and_repeats_the_same_answer() {
+    let app = TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 4_000, 2).await;
+    let order = app.buy(tt, 2, "fan@example.org").await;
+    let (_, code) = first_ticket(&order);
+
+    let first: Value = check_in(&app, &code).await.json().await.expect("check-in");
+    assert_eq!(first["already_checked_in"], false);
+    let again: Value = check_in(&app, &code).await.json().await.expect("check-in");
+    assert_eq!(again["already_checked_in"], true);
+    assert_eq!(again["checked_in_at"], first["checked_in_at"]);
+
+    let tampered = code.replacen(".0.", ".7.", 1);
+    assert_eq!(problem(check_in(&app, &tampered).await).await.0, 422);
+    assert_eq!(problem(check_in(&app, "hello").await).await.0, 422);
+    // A checked-in ticket cannot go on the market.
+    let (token, _) = first_ticket(&order);
+    assert_eq!(problem(list(&app, &token, 4_000, "EUR").await).await.0, 409);
+}
+
+#[tokio::test]
+async fn listings_respect_the_cap_the_currency_and_sanity() {
+    let app = TestApp::spawn().await; // cap 120 %
+    let (_, tt) = app.seed_event(10, 2_999, 1).await;
+    let (token, _) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
+
+    for (amount, currency, status) in [
+        (3_599, "EUR", 422), // one cent above 120 % of 29.99
+        (0, "EUR", 422),
+        (-100, "EUR", 422),
+        (i64::MAX, "EUR", 422),
+        (3_000, "USD", 422),
+        (3_000, "eur", 422),
+    ] {
+        let (got, body) = problem(list(&app, &token, amount, currency).await).await;
+        assert_eq!(got, status, "{amount} {currency}: {body}");
+    }
+    let listed = list(&app, &token, 3_598, "EUR").await;
+    assert_eq!(listed.status(), 201);
+    let (status, body) = problem(list(&app, &token, 3_000, "EUR").await).await;
+    assert_eq!(status, 409);
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("already-listed")
+    );
+    assert_eq!(
+        problem(list(&app, "no-such-ticket", 3_000, "EUR").await)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_simultaneous_listings_of_one_ticket_make_one() {
+    let app = Arc::new(TestApp::spawn().await);
+    let (_, tt) = app.seed_event(10, 5_000, 1).await;
+    let (token, _) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
+    let mut tries = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (app, token) = (app.clone(), token.clone());
+        tries.spawn(async move { list(&app, &token, 5_000 - i, "EUR").await.status().as_u16() });
+    }
+    let mut created = 0;
+    while let Some(status) = tries.join_next().await {
+        match status.expect("task") {
+            201 => created += 1,
+            409 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_one() {
+    let app = Arc::new(TestApp::spawn().await);
+    let (slug, tt) = app.seed_event(10, 5_000, 1).await;
+    let (seller_token, seller_code) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
+    let listing: Value = list(&app, &seller_token, 5_500, "EUR")
+        .await
+        .json()
+        .await
+        .expect("listing");
+    let listing_id = listing["id"].as_str().expect("id").to_owned();
+
+    // A listed ticket does not get in.
+    let (status, body) = problem(check_in(&app, &seller_code).await).await;
+    assert_eq!(status, 409, "{body}");
+
+    let market: Vec<Value> = app
+        .get(&format!("/api/listings?event={slug}"))
+        .await
+        .json()
+        .await
+        .expect("market");
+    assert_eq!(market.len(), 1);
+
+    // Ten buyers at once: exactly one reserves the listing.
+    let mut buyers = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (app, listing_id) = (app.clone(), listing_id.clone());
+        buyers.spawn(async move {
+            let response = app
+                .post(
+                    &format!("/api/listings/{listing_id}/purchase"),
+                    &json!({ "email": format!("buyer{i}@example.org") }),
+                )
+                .await;
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.expect("json"),
+            )
+        });
+    }
+    let mut orders = Vec::new();
+    while let Some(result) = buyers.join_next().await {
+        let (status, body) = result.expect("task");
+        match status {
+            201 => orders.push(body),
+            409 => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(orders.len(), 1);
+    let order = &orders[0];
+    assert_eq!(order["total"]["amount_minor"], 5_500);
+    app.pay(order).await;
+    app.pay(order).await; // a duplicate notification changes nothing
+
+    let bought: Value = app
+        .get(&format!(
+            "/api/orders/{}",
+            order["access_token"].as_str().expect("token")
+        ))
+        .await
+        .json()
+        .await
+        .expect("order page");
+    let (buyer_token, buyer_code) = first_ticket(&bought);
+    assert_ne!(buyer_code, seller_code);
+    assert_eq!(bought["tickets"][0]["ticket"]["epoch"], 1);
+
+    let (status, body) = problem(check_in(&app, &seller_code).await).await;
+    assert_eq!(status, 409);
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("code-superseded"),
+        "{body}"
+    );
+    assert_eq!(
+        problem(app.get(&format!("/api/tickets/{seller_token}")).await)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        problem(list(&app, &seller_token, 5_000, "EUR").await)
+            .await
+            .0,
+        404
+    );
+
+    let admitted: Value = check_in(&app, &buyer_code)
+        .await
+        .json()
+        .await
+        .expect("check-in");
+    assert_eq!(admitted["already_checked_in"], false);
+    let ticket: Value = app
+        .get(&format!("/api/tickets/{buyer_token}"))
+        .await
+        .json()
+        .await
+        .expect("ticket");
+    assert!(ticket["ticket"]["checked_in_at"].is_string());
+    let empty: Vec<Value> = app
+        .get(&format!("/api/listings?event={slug}"))
+        .await
+        .json()
+        .await
+        .expect("market");
+    assert!(empty.is_empty());
+}
+
+#[tokio::test]
+async fn a_withdrawn_listing_can_be_checked_in_again() {
+    let app = TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 5_000, 1).await;
+    let (token, code) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
+    assert_eq!(list(&app, &token, 5_000, "EUR").await.status(), 201);
+    let withdrawn = app
+        .http
+        .delete(format!("{}/api/tickets/{token}/listing", app.url))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(withdrawn.status(), 204);
+    assert_eq!(check_in(&app, &code).await.status(), 200);
+}
+
+#[tokio::test]
+async fn unpaid_orders_have_no_codes() {
+    let app = TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 5_000, 1).await;
+    let hold: Value = app.hold(tt, 1).await.json().await.expect("hold");
+    let order: Value = app
+        .post(
+            "/api/orders",
+            &json!({ "hold_id": hold["id"], "email": "fan@example.org" }),
+        )
+        .await
+        .json()
+        .await
+        .expect("order");
+    assert_eq!(order["state"], "pending");
+    assert_eq!(order["total"]["amount_minor"], 5_000);
+    let again = app
+        .post(
+            "/api/orders",
+            &json!({ "hold_id": hold["id"], "email": "fan@example.org" }),
+        )
+        .await;
+    assert_eq!(problem(again).await.0, 409);
+    let page: Value = app
+        .get(&format!(
+            "/api/orders/{}",
+            order["access_token"].as_str().expect("token")
+        ))
+        .await
+        .json()
+        .await
+        .expect("page");
+    assert_eq!(page["tickets"].as_array().map(Vec::len), Some(0));
+    let mail = app.mailer.sent.lock().expect("mail").clone();
+    assert!(mail.iter().any(|m| {
+        m.body
+            .contains(order["access_token"].as_str().expect("token"))
+    }));
+}

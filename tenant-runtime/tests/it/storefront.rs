@@ -1,0 +1,152 @@
+//! The storefront as a buyer walks it: branded pages, a hold from the event page, checkout,
+//! the order link from the mail, and the ticket with its QR code.
+
+use crate::support::TestApp;
+use reqwest::redirect::Policy;
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
+    let app = TestApp::spawn().await;
+    let (slug, tt) = app.seed_event(5, 2_500, 4).await;
+    let browser = browser();
+
+    let home = app.get("/").await.text().await.expect("home");
+    assert!(
+        home.contains("ACME Live") && home.contains("--primary: #5b21b6"),
+        "{home}"
+    );
+    assert!(
+        home.contains("cdn.acme.example") && home.contains("logo.svg"),
+        "{home}"
+    );
+    assert!(home.contains(&format!("/events/{slug}")));
+
+    let event = app
+        .get(&format!("/events/{slug}"))
+        .await
+        .text()
+        .await
+        .expect("event");
+    assert!(
+        event.contains("25.00 EUR") && event.contains("5 available"),
+        "{event}"
+    );
+    assert!(
+        event.contains(&format!("<label for=\"qty-{tt}\">")),
+        "quantity has a label"
+    );
+
+    let held = browser
+        .post(format!("{}/events/{slug}/holds", app.url))
+        .form(&[
+            ("ticket_type_id", tt.to_string()),
+            ("quantity", "2".to_owned()),
+        ])
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(held.status(), 303);
+    let checkout_path = location(&held);
+    let checkout = app
+        .get(&checkout_path)
+        .await
+        .text()
+        .await
+        .expect("checkout");
+    assert!(
+        checkout.contains("2 × Standing") && checkout.contains("50.00 EUR"),
+        "{checkout}"
+    );
+    assert!(checkout.contains("id=\"countdown\""));
+    assert_eq!(app.stock(tt).await, (5, 0, 2));
+
+    let ordered = browser
+        .post(format!("{}{checkout_path}", app.url))
+        .form(&[("email", "fan@example.org")])
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(ordered.status(), 303);
+    let order_path = location(&ordered);
+    let mail = app.mailer.sent.lock().expect("mail").clone();
+    assert!(
+        mail.iter()
+            .any(|m| m.to == "fan@example.org" && m.body.contains(&order_path))
+    );
+    let pending = app.get(&order_path).await.text().await.expect("order page");
+    assert!(pending.contains("pending"), "{pending}");
+
+    let order: serde_json::Value = app
+        .get(&order_path.replace("/orders/", "/api/orders/"))
+        .await
+        .json()
+        .await
+        .expect("order json");
+    app.pay(&order["order"]).await;
+    let paid = app.get(&order_path).await.text().await.expect("order page");
+    let ticket_path = paid
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|href| href.starts_with("/tickets/"))
+        .expect("a ticket link")
+        .to_owned();
+    let ticket = app.get(&ticket_path).await.text().await.expect("ticket");
+    assert!(
+        ticket.contains("<svg") && ticket.contains("TQ1."),
+        "{ticket}"
+    );
+    assert!(
+        ticket.contains("Sell my ticket") && ticket.contains("at most 30.00 EUR"),
+        "{ticket}"
+    );
+
+    let listed = browser
+        .post(format!("{}{ticket_path}/sell", app.url))
+        .form(&[("price", "31.00")])
+        .send()
+        .await
+        .expect("sell");
+    assert_eq!(listed.status(), 422, "above the cap");
+    let listed = browser
+        .post(format!("{}{ticket_path}/sell", app.url))
+        .form(&[("price", "27,50")])
+        .send()
+        .await
+        .expect("sell");
+    assert_eq!(listed.status(), 303);
+    let market = app.get("/resale").await.text().await.expect("market");
+    assert!(
+        market.contains("27.50 EUR") && market.contains("face value 25.00 EUR"),
+        "{market}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_pages_and_expired_holds_get_a_branded_error_page() {
+    let app = TestApp::spawn().await;
+    let missing = app.get("/events/nothing-here").await;
+    assert_eq!(missing.status(), 404);
+    let body = missing.text().await.expect("body");
+    assert!(
+        body.contains("ACME Live") && body.contains("no such event"),
+        "{body}"
+    );
+    let gone = app
+        .get(&format!("/checkout/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(gone.status(), 409);
+}

@@ -1,0 +1,289 @@
+//! Starts the real runtime on port 0 against a fresh database on the harness's PostgreSQL,
+//! with a test OAuth2 issuer, and seeds events the way staff would.
+
+pub mod issuer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tiqzy_runtime::Application;
+use tiqzy_runtime::config::Config;
+use tiqzy_runtime::mail::MemoryMailer;
+use tiqzy_runtime::state::AppState;
+use uuid::Uuid;
+
+pub use issuer::Issuer;
+
+pub const SIGNING_KEY_HEX: &str =
+    "4f0d3a1c9b8e7f6a5d4c3b2a19080706f5e4d3c2b1a09887766554433221100f";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub redis: bool,
+    pub hold_ttl_secs: u64,
+    pub hold_rate_limit: u32,
+    pub resale_cap_percent: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            redis: false,
+            hold_ttl_secs: 600,
+            hold_rate_limit: 100_000,
+            resale_cap_percent: 120,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub mailer: Arc<MemoryMailer>,
+    pub issuer: Issuer,
+    pub prefix: String,
+}
+
+/// A database no other test uses.
+pub async fn fresh_database() -> String {
+    let h = tiqzy_e2e::Harness::shared();
+    let name = format!("rt_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&h.postgres.admin_url("postgres"))
+        .await
+        .expect("connect as admin");
+    // The name is ours (a UUID), never input.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    h.postgres.admin_url(&name)
+}
+
+pub fn config_vars(
+    database_url: &str,
+    issuer: &Issuer,
+    options: &Options,
+) -> HashMap<String, String> {
+    let h = tiqzy_e2e::Harness::shared();
+    let prefix = format!("t:{}:", Uuid::new_v4().simple());
+    let mut vars: HashMap<String, String> = [
+        ("TIQZY_TENANT", "acme"),
+        ("TIQZY_DISPLAY_NAME", "ACME Live"),
+        ("TIQZY_CURRENCY", "EUR"),
+        ("TIQZY_LOCALE", "en-GB"),
+        ("TIQZY_BRAND_PRIMARY_COLOR", "#5b21b6"),
+        ("TIQZY_BRAND_ACCENT_COLOR", "#f59e0b"),
+        ("TIQZY_BRAND_LOGO_URL", "https://cdn.acme.example/logo.svg"),
+        ("TIQZY_SUPPORT_EMAIL", "help@acme.example"),
+        ("TIQZY_RESALE_ENABLED", "true"),
+        ("TIQZY_RESALE_SELLER_FEE_BPS", "500"),
+        ("TIQZY_PUBLIC_URL", "https://acme.example"),
+        ("TIQZY_LISTEN_ADDR", "127.0.0.1:0"),
+        ("TIQZY_OAUTH_AUDIENCE", issuer::AUDIENCE),
+        ("TIQZY_TICKET_SIGNING_KEY", SIGNING_KEY_HEX),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    vars.insert("DATABASE_URL".into(), database_url.to_owned());
+    vars.insert("TIQZY_OAUTH_ISSUER".into(), issuer.url.clone());
+    vars.insert("TIQZY_CACHE_KEY_PREFIX".into(), prefix);
+    vars.insert(
+        "TIQZY_HOLD_TTL_SECONDS".into(),
+        options.hold_ttl_secs.to_string(),
+    );
+    vars.insert(
+        "TIQZY_HOLD_RATE_LIMIT_PER_MINUTE".into(),
+        options.hold_rate_limit.to_string(),
+    );
+    vars.insert(
+        "TIQZY_RESALE_PRICE_CAP_PERCENT".into(),
+        options.resale_cap_percent.to_string(),
+    );
+    if options.redis {
+        vars.insert("REDIS_URL".into(), h.redis.admin_url());
+    }
+    vars
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let issuer = Issuer::start().await;
+        let database_url = fresh_database().await;
+        let vars = config_vars(&database_url, &issuer, &options);
+        let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
+        Self::spawn_from(Config::from_vars(&vars).expect("config"), issuer, prefix).await
+    }
+
+    pub async fn spawn_from(config: Config, issuer: Issuer, prefix: String) -> Self {
+        let mailer = Arc::new(MemoryMailer::default());
+        let app = Application::build_with(config, mailer.clone())
+            .await
+            .expect("the application starts");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        tokio::spawn(app.serve(std::future::pending()));
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            state,
+            mailer,
+            issuer,
+            prefix,
+        }
+    }
+
+    pub async fn staff_token(&self) -> String {
+        self.issuer.token(issuer::AUDIENCE, 300).await
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(self.staff_token().await);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("admin request")
+    }
+
+    /// Creates an event on sale now with one ticket type; returns (slug, ticket type id).
+    pub async fn seed_event(
+        &self,
+        capacity: i32,
+        price_minor: i64,
+        per_order_limit: i32,
+    ) -> (String, Uuid) {
+        let slug = format!("show-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let now = Utc::now();
+        let created = self
+            .admin(
+                reqwest::Method::POST,
+                "/api/admin/events",
+                Some(&json!({
+                    "slug": slug, "title": "Night Show", "venue": "Hall 1",
+                    "description": "A night to remember.",
+                    "starts_at": now + Duration::days(30), "ends_at": now + Duration::days(30) + Duration::hours(4),
+                })),
+            )
+            .await;
+        assert_eq!(
+            created.status(),
+            201,
+            "{}",
+            created.text().await.unwrap_or_default()
+        );
+        let tt = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/api/admin/events/{slug}/ticket-types"),
+                Some(&json!({
+                    "name": "Standing", "price_minor": price_minor, "currency": "EUR",
+                    "capacity": capacity, "per_order_limit": per_order_limit,
+                    "sales_start": now - Duration::hours(1), "sales_end": now + Duration::days(29),
+                })),
+            )
+            .await;
+        assert_eq!(tt.status(), 201, "{}", tt.text().await.unwrap_or_default());
+        let tt: Value = tt.json().await.expect("ticket type");
+        (slug, tt["id"].as_str().expect("id").parse().expect("uuid"))
+    }
+
+    pub async fn hold(&self, ticket_type_id: Uuid, quantity: i64) -> reqwest::Response {
+        self.post(
+            "/api/holds",
+            &json!({ "ticket_type_id": ticket_type_id, "quantity": quantity }),
+        )
+        .await
+    }
+
+    /// Holds, orders and pays: returns the order's JSON page.
+    pub async fn buy(&self, ticket_type_id: Uuid, quantity: i64, email: &str) -> Value {
+        let hold = self.hold(ticket_type_id, quantity).await;
+        assert_eq!(hold.status(), 201);
+        let hold: Value = hold.json().await.expect("hold");
+        let order = self
+            .post(
+                "/api/orders",
+                &json!({ "hold_id": hold["id"], "email": email }),
+            )
+            .await;
+        assert_eq!(order.status(), 201);
+        let order: Value = order.json().await.expect("order");
+        self.pay(&order).await;
+        let page = self
+            .get(&format!(
+                "/api/orders/{}",
+                order["access_token"].as_str().expect("token")
+            ))
+            .await;
+        page.json().await.expect("order page")
+    }
+
+    /// Stands in for the payment provider's verified notification.
+    pub async fn pay(&self, order: &Value) {
+        let id: Uuid = order["id"].as_str().expect("id").parse().expect("uuid");
+        tiqzy_runtime::payments::payment_received(&self.state, id, &format!("pi_{}", id.simple()))
+            .await
+            .expect("payment recorded");
+    }
+
+    /// (capacity, sold, held) straight from the table.
+    pub async fn stock(&self, ticket_type_id: Uuid) -> (i32, i32, i32) {
+        let row: (i32, i32, i32) =
+            sqlx::query_as("SELECT capacity, sold, held FROM ticket_types WHERE id = $1")
+                .bind(ticket_type_id)
+                .fetch_one(&self.state.db)
+                .await
+                .expect("stock");
+        row
+    }
+}
+
+pub async fn problem(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json", "status {status}");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "{field} missing in {body}");
+    }
+    (status, body)
+}

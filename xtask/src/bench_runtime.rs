@@ -1,0 +1,294 @@
+//! `cargo xtask bench runtime`: an on-sale rush against the release runtime binary on real
+//! PostgreSQL and Redis, then the cached event page under wrk from a second process.
+//!
+//! Last line: `runtime-bench buyers=.. capacity=.. sold=.. oversold=.. orders_per_min=..
+//! page_rps=.. page_p99_ms=.. rss_idle_mib=..`
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const BUYERS: usize = 2_000;
+const CAPACITY: i32 = 500;
+const SLUG: &str = "bench-night";
+
+pub fn run() -> Result<()> {
+    let binary = build_runtime()?;
+    let wrk = ensure_wrk()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // block_on keeps the datastores' processes on this thread, which outlives them.
+    runtime.block_on(async {
+        let run = tiqzy_e2e::target_dir().join("bench-runtime");
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(run.join("logs"))?;
+        let (postgres, redis) = tokio::try_join!(
+            tiqzy_e2e::Postgres::start(&run),
+            tiqzy_e2e::Redis::start(&run)
+        )?;
+        let (db, connection) =
+            tokio_postgres::connect(&postgres.admin_config("postgres"), tokio_postgres::NoTls)
+                .await?;
+        tokio::spawn(connection);
+        db.simple_query("CREATE DATABASE bench").await?;
+
+        let port = free_port()?;
+        let started = Instant::now();
+        let server = Server(
+            Command::new(&binary)
+                .envs(runtime_env(
+                    &postgres.admin_url("bench"),
+                    &redis.admin_url(),
+                    port,
+                ))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(run.join("logs/runtime.log"))?)
+                .spawn()
+                .context("starting tiqzy-runtime")?,
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(BUYERS)
+            .build()?;
+        wait_ready(&http, &base).await?;
+        let ready_ms = started.elapsed().as_millis();
+        let rss_idle_mib = rss_mib(server.0.id())?;
+
+        let (bench_db, connection) =
+            tokio_postgres::connect(&postgres.admin_config("bench"), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let ticket_type = seed(&bench_db).await?;
+
+        let (orders, took) = rush(&http, &base, &ticket_type).await?;
+        let row = bench_db
+            .query_one(
+                "SELECT sold + held, capacity FROM ticket_types WHERE id = $1::text::uuid",
+                &[&ticket_type],
+            )
+            .await?;
+        let (taken, capacity): (i32, i32) = (row.get(0), row.get(1));
+        let oversold = (taken - capacity).max(0);
+        let orders_per_min = (orders as f64 / took.as_secs_f64() * 60.0).round() as u64;
+
+        let (page_rps, page_p99_ms) = page_load(&wrk, &format!("{base}/events/{SLUG}"))?;
+        drop(server);
+        eprintln!("runtime start to ready: {ready_ms} ms; rush took {took:.2?}");
+        println!(
+            "runtime-bench buyers={BUYERS} capacity={CAPACITY} sold={orders} oversold={oversold} \
+             orders_per_min={orders_per_min} page_rps={page_rps:.0} page_p99_ms={page_p99_ms:.2} \
+             rss_idle_mib={rss_idle_mib:.1}"
+        );
+        Ok(())
+    })
+}
+
+/// Stops the runtime when the benchmark ends, however it ends.
+#[derive(Debug)]
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn build_runtime() -> Result<PathBuf> {
+    let status = Command::new(cargo())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "tiqzy-runtime",
+            "--bin",
+            "tiqzy-runtime",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("building tiqzy-runtime failed ({status})");
+    }
+    Ok(tiqzy_e2e::target_dir().join("release/tiqzy-runtime"))
+}
+
+fn ensure_wrk() -> Result<PathBuf> {
+    let found = |p: &Path| p.is_file().then(|| p.to_path_buf());
+    if let Some(wrk) = found(Path::new("/usr/bin/wrk")) {
+        return Ok(wrk);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()?
+        .stdout
+        .starts_with(b"0");
+    if !root {
+        bail!("the page benchmark needs wrk: sudo apt-get install -y wrk");
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "wrk"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    if !status.success() {
+        bail!("apt-get install wrk failed ({status})");
+    }
+    Ok(PathBuf::from("/usr/bin/wrk"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn runtime_env(database_url: &str, redis_url: &str, port: u16) -> Vec<(&'static str, String)> {
+    let fixed = [
+        ("TIQZY_TENANT", "bench"),
+        ("TIQZY_DISPLAY_NAME", "Bench Live"),
+        ("TIQZY_CURRENCY", "EUR"),
+        ("TIQZY_LOCALE", "en-GB"),
+        ("TIQZY_BRAND_PRIMARY_COLOR", "#1d4ed8"),
+        ("TIQZY_BRAND_ACCENT_COLOR", "#f59e0b"),
+        ("TIQZY_SUPPORT_EMAIL", "help@bench.example"),
+        ("TIQZY_RESALE_ENABLED", "true"),
+        ("TIQZY_RESALE_PRICE_CAP_PERCENT", "100"),
+        ("TIQZY_RESALE_SELLER_FEE_BPS", "0"),
+        ("TIQZY_PUBLIC_URL", "http://bench.localhost"),
+        ("TIQZY_CACHE_KEY_PREFIX", "t:bench:"),
+        // The admin API is not exercised; nothing is fetched from here.
+        ("TIQZY_OAUTH_ISSUER", "http://127.0.0.1:9"),
+        ("TIQZY_OAUTH_AUDIENCE", "bench"),
+        ("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE", "1000000"),
+        ("RUST_LOG", "warn"),
+    ];
+    let mut env: Vec<(&'static str, String)> =
+        fixed.into_iter().map(|(k, v)| (k, v.to_owned())).collect();
+    env.push(("DATABASE_URL", database_url.to_owned()));
+    env.push(("REDIS_URL", redis_url.to_owned()));
+    env.push(("TIQZY_LISTEN_ADDR", format!("127.0.0.1:{port}")));
+    env.push(("TIQZY_TICKET_SIGNING_KEY", "ab".repeat(32)));
+    env
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<()> {
+    for _ in 0..600 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("tiqzy-runtime did not become ready; see target/bench-runtime/logs/runtime.log")
+}
+
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")?;
+    Ok(kib / 1024.0)
+}
+
+/// One event on sale now with one ticket type, written the way the admin API would.
+async fn seed(db: &tokio_postgres::Client) -> Result<String> {
+    db.batch_execute(&format!(
+        "INSERT INTO events (id, slug, title, venue, starts_at, ends_at)
+         VALUES (gen_random_uuid(), '{SLUG}', 'Bench Night', 'Hall', now() + interval '30 days',
+                 now() + interval '30 days 4 hours');
+         INSERT INTO ticket_types (id, event_id, name, price_minor, currency, capacity,
+                                   per_order_limit, sales_start, sales_end)
+         SELECT gen_random_uuid(), id, 'Standing', 2500, 'EUR', {CAPACITY}, 4,
+                now() - interval '1 hour', now() + interval '29 days'
+         FROM events WHERE slug = '{SLUG}';"
+    ))
+    .await?;
+    let row = db
+        .query_one("SELECT id::text FROM ticket_types", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Every buyer holds one ticket and orders it; returns the orders made and the time taken.
+async fn rush(http: &reqwest::Client, base: &str, ticket_type: &str) -> Result<(usize, Duration)> {
+    let started = Instant::now();
+    let mut buyers = tokio::task::JoinSet::new();
+    for i in 0..BUYERS {
+        let (http, base, ticket_type) = (http.clone(), base.to_owned(), ticket_type.to_owned());
+        buyers.spawn(async move {
+            let hold = http
+                .post(format!("{base}/api/holds"))
+                .header("content-type", "application/json")
+                .body(format!(
+                    r#"{{"ticket_type_id":"{ticket_type}","quantity":1}}"#
+                ))
+                .send()
+                .await?;
+            if hold.status() != 201 {
+                return anyhow::Ok(false);
+            }
+            let hold: String = hold.text().await?;
+            let hold_id = hold
+                .split(r#""id":""#)
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .context("hold id")?
+                .to_owned();
+            let order = http
+                .post(format!("{base}/api/orders"))
+                .header("content-type", "application/json")
+                .body(format!(
+                    r#"{{"hold_id":"{hold_id}","email":"buyer{i}@bench.example"}}"#
+                ))
+                .send()
+                .await?;
+            Ok(order.status() == 201)
+        });
+    }
+    let mut orders = 0;
+    while let Some(ordered) = buyers.join_next().await {
+        if ordered?? {
+            orders += 1;
+        }
+    }
+    Ok((orders, started.elapsed()))
+}
+
+/// wrk from a second process: requests per second and the 99th percentile in ms.
+fn page_load(wrk: &Path, url: &str) -> Result<(f64, f64)> {
+    let out = Command::new(wrk)
+        .args(["-t2", "-c64", "-d10s", "--latency", url])
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("wrk output:\n{text}"))?;
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(str::trim)
+        .and_then(duration_ms)
+        .with_context(|| format!("wrk output:\n{text}"))?;
+    Ok((rps, p99))
+}
+
+/// wrk prints `812.00us`, `3.41ms` or `1.02s`.
+fn duration_ms(v: &str) -> Option<f64> {
+    if let Some(us) = v.strip_suffix("us") {
+        return us.parse::<f64>().ok().map(|u| u / 1000.0);
+    }
+    if let Some(ms) = v.strip_suffix("ms") {
+        return ms.parse().ok();
+    }
+    v.strip_suffix('s')?.parse::<f64>().ok().map(|s| s * 1000.0)
+}

@@ -1,0 +1,114 @@
+//! The runtime's compile-checked SQL: regenerates `tenant-runtime/.sqlx/` from a fresh
+//! PostgreSQL with the migrations applied, or (`check`) fails when the committed data has
+//! drifted from the queries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Must match the `sqlx` version in tenant-runtime/Cargo.toml.
+const SQLX_CLI_VERSION: &str = "0.9.0";
+const DATABASE: &str = "tiqzy_runtime";
+
+pub fn prepare(check: bool) -> Result<()> {
+    ensure_sqlx_cli()?;
+    // Current-thread runtime on this thread: PostgreSQL is tied to the thread that started
+    // it and stops when `postgres` is dropped below.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let run = tiqzy_e2e::target_dir().join("sqlx-prepare");
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(run.join("logs"))
+            .with_context(|| format!("creating {}", run.display()))?;
+        let postgres = tiqzy_e2e::Postgres::start(&run).await?;
+        let (client, connection) =
+            tokio_postgres::connect(&postgres.admin_config("postgres"), tokio_postgres::NoTls)
+                .await
+                .context("connecting to the fresh PostgreSQL")?;
+        tokio::spawn(connection);
+        client
+            .simple_query(&format!("CREATE DATABASE {DATABASE}"))
+            .await
+            .context("creating the database")?;
+        let url = postgres.admin_url(DATABASE);
+        let crate_dir = runtime_dir();
+        sqlx(
+            &crate_dir,
+            &url,
+            &["migrate", "run", "--source", "migrations"],
+        )?;
+        let mut args = vec!["prepare"];
+        if check {
+            args.push("--check");
+        }
+        sqlx(&crate_dir, &url, &args)?;
+        drop(postgres);
+        Ok(())
+    })
+}
+
+fn runtime_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tenant-runtime")
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn ensure_sqlx_cli() -> Result<()> {
+    let installed = Command::new(cargo())
+        .args(["sqlx", "--version"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(SQLX_CLI_VERSION)
+        });
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: installing sqlx-cli {SQLX_CLI_VERSION} (a few minutes, once)");
+    let status = Command::new(cargo())
+        .args([
+            "install",
+            "sqlx-cli",
+            "--version",
+            SQLX_CLI_VERSION,
+            "--no-default-features",
+            "--features",
+            "postgres,rustls",
+            "--locked",
+        ])
+        .status()
+        .context("running cargo install sqlx-cli")?;
+    if !status.success() {
+        bail!("installing sqlx-cli {SQLX_CLI_VERSION} failed ({status})");
+    }
+    Ok(())
+}
+
+fn sqlx(dir: &Path, database_url: &str, args: &[&str]) -> Result<()> {
+    eprintln!("xtask: cargo sqlx {}", args.join(" "));
+    let status = Command::new(cargo())
+        .arg("sqlx")
+        .args(args)
+        .current_dir(dir)
+        .env("DATABASE_URL", database_url)
+        // The offline data must come from the live database, never from itself.
+        .env_remove("SQLX_OFFLINE")
+        .status()
+        .with_context(|| format!("running cargo sqlx {}", args[0]))?;
+    if !status.success() {
+        bail!(
+            "cargo sqlx {} failed ({status}){}",
+            args.join(" "),
+            if args.contains(&"--check") {
+                ": tenant-runtime/.sqlx is out of date; run `cargo xtask gen sqlx` and commit it"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
