@@ -3,3 +3,26 @@
 
 pub mod postgres;
 pub mod redis;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// RFC 3986 unreserved characters stay as they are in URL user info and paths.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `part` percent-encoded for the user info or path of a connection URL.
+fn url_part(part: &str) -> String {
+    utf8_percent_encode(part, URL_COMPONENT).to_string()
+}
+
+/// A host for a URL authority: IPv6 addresses in brackets.
+fn url_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}

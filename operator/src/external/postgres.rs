@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use super::{url_host, url_part};
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::password::scram_sha_256;
 use tokio_postgres::error::SqlState;
@@ -22,13 +22,6 @@ const SESSION_OPTIONS: &str = "-c lock_timeout=10s -c statement_timeout=60s";
 
 /// What the tenant role may do on the server beyond its own database: nothing.
 const ROLE_ATTRIBUTES: &str = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
-
-/// RFC 3986 unreserved characters stay as they are in URL user info and paths.
-const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// The platform's PostgreSQL server, reached as a role allowed to CREATE DATABASE and CREATE
 /// ROLE: a superuser, or a `CREATEDB CREATEROLE` role as managed services hand out.
@@ -88,19 +81,14 @@ impl TenantDatabase {
 
     /// `DATABASE_URL`: `postgres://<user>:<password>@<host>:<port>/<dbname>?sslmode=<mode>`.
     pub fn url(&self) -> String {
-        let encode = |part: &str| utf8_percent_encode(part, URL_COMPONENT).to_string();
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = url_host(&self.host);
         format!(
             "postgres://{}:{}@{host}:{}/{}?sslmode={}",
-            encode(&self.user),
-            encode(&self.password),
+            url_part(&self.user),
+            url_part(&self.password),
             self.port,
-            encode(&self.dbname),
-            encode(&self.sslmode),
+            url_part(&self.dbname),
+            url_part(&self.sslmode),
         )
     }
 }

@@ -3,25 +3,18 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::{url_host, url_part};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
     RedisConnectionInfo, ServerErrorKind, Value,
 };
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// How long a server may take to accept and authenticate a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// ACL commands are in-memory and answer at once; anything slower is a stuck server.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// RFC 3986 unreserved characters stay as they are in URL user info.
-const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// What a tenant may run, besides the key and channel limits: its own data and pub/sub, but
 /// nothing that reads the whole keyspace (`KEYS`, `SCAN`, `RANDOMKEY`, `DBSIZE`, `PUBSUB`),
@@ -94,16 +87,11 @@ impl TenantCache {
 
     /// `REDIS_URL`: `redis://<user>:<password>@<host>:<port>/`.
     pub fn url(&self) -> String {
-        let encode = |part: &str| utf8_percent_encode(part, URL_COMPONENT).to_string();
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
+        let host = url_host(&self.host);
         format!(
             "redis://{}:{}@{host}:{}/",
-            encode(&self.user),
-            encode(&self.password),
+            url_part(&self.user),
+            url_part(&self.password),
             self.port
         )
     }
