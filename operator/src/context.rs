@@ -10,7 +10,7 @@ use kube::runtime::reflector::Store;
 use tiqzy_crds::Tenant;
 
 use crate::metrics::Metrics;
-use crate::reconcile::Observed;
+use crate::reconcile::{GuardedTenant, Observed};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -24,7 +24,7 @@ pub struct Settings {
 
 pub struct Context {
     pub client: kube::Client,
-    pub tenants: Store<Tenant>,
+    pub tenants: Store<GuardedTenant>,
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub settings: Settings,
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Context {
 impl Context {
     pub fn new(
         client: kube::Client,
-        tenants: Store<Tenant>,
+        tenants: Store<GuardedTenant>,
         metrics: Metrics,
         settings: Settings,
         route_api: bool,
@@ -73,6 +73,15 @@ impl Context {
             rolling: Mutex::default(),
             stores: Mutex::default(),
         }
+    }
+
+    /// The cached Tenants that deserialize.
+    pub fn valid_tenants(&self) -> Vec<std::sync::Arc<Tenant>> {
+        self.tenants
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok().cloned().map(std::sync::Arc::new))
+            .collect()
     }
 
     /// Counts a failure of `tenant` and returns how many in a row.

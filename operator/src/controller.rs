@@ -13,11 +13,11 @@ use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::runtime::{Predicate, predicates};
-use tiqzy_crds::{Platform, Tenant};
+use tiqzy_crds::Platform;
 
 use crate::context::{Context, Settings};
 use crate::metrics::Metrics;
-use crate::reconcile::{error_policy, reconcile};
+use crate::reconcile::{GuardedTenant, error_policy, reconcile};
 
 /// Whether the API server serves OpenShift Routes.
 pub async fn route_api_served(client: &kube::Client) -> bool {
@@ -39,7 +39,7 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         .combine(predicates::annotations)
         .combine(predicates::finalizers);
     let tenants = watcher(
-        Api::<Tenant>::all(client.clone()),
+        Api::<GuardedTenant>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
@@ -31,9 +33,46 @@ use crate::build::{self, Desired, Exposure, SIGNING_SECRET, STOREFRONT};
 use crate::context::Context;
 use crate::error::{Error, backoff};
 
-/// Entry point for the controller: wraps the work in the finalizer that guards the
-/// tenant's database and cache user.
-pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// A Tenant as the watch delivers it: one that does not deserialize (stored under an older
+/// schema, say) arrives as an error instead of breaking the watch for every tenant.
+pub type GuardedTenant = DeserializeGuard<Tenant>;
+
+/// Entry point for the controller. A malformed Tenant is reported and left alone until it
+/// changes; the others are reconciled as usual.
+pub async fn reconcile(guarded: Arc<GuardedTenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match &guarded.0 {
+        Ok(tenant) => reconcile_tenant(Arc::new(tenant.clone()), ctx).await,
+        Err(invalid) => {
+            let name = invalid.metadata.name.clone().unwrap_or_default();
+            tracing::warn!(tenant = %name, error = %invalid.error, "Tenant cannot be read; skipping it");
+            ctx.metrics.error("MalformedTenant");
+            let reference = ObjectReference {
+                api_version: Some(format!("{}/{}", tiqzy_crds::GROUP, tiqzy_crds::VERSION)),
+                kind: Some("Tenant".to_owned()),
+                name: Some(name),
+                uid: invalid.metadata.uid.clone(),
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "MalformedTenant".into(),
+                note: Some(format!(
+                    "the operator cannot read this Tenant: {}",
+                    invalid.error
+                )),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "could not publish an Event");
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Wraps the work in the finalizer that guards the tenant's database and cache user.
+async fn reconcile_tenant(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let api: Api<Tenant> = Api::all(ctx.client.clone());
     let name = tenant.name_any();
@@ -54,7 +93,7 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
         Err(_) => "error",
     };
     ctx.metrics.reconciled(started.elapsed(), outcome);
-    ctx.metrics.count_phases(&ctx.tenants.state());
+    ctx.metrics.count_phases(&ctx.valid_tenants());
     if result.is_ok() {
         ctx.succeeded(&name);
     }
@@ -62,11 +101,12 @@ pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action,
 }
 
 /// Invalid specs wait for a change; transient errors back off per tenant, exponentially.
-pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(tenant: Arc<GuardedTenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = tenant.meta().name.clone().unwrap_or_default();
     ctx.metrics.error(error.label());
-    tracing::warn!(tenant = %tenant.name_any(), reason = error.label(), error = %error, "reconcile failed");
+    tracing::warn!(tenant = %name, reason = error.label(), error = %error, "reconcile failed");
     if error.is_transient() {
-        Action::requeue(backoff(ctx.failed(&tenant.name_any())))
+        Action::requeue(backoff(ctx.failed(&name)))
     } else {
         Action::await_change()
     }
@@ -122,7 +162,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let conflict = hosts::conflict(
         tenant,
         &validated.hosts,
-        &ctx.tenants.state(),
+        &ctx.valid_tenants(),
         &view.spec.base_domain,
     );
     let servers = stores::servers(&ctx.client, &view.spec).await;
