@@ -94,6 +94,8 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    eprintln!("xtask: checking tenant-runtime/.sqlx against the runtime's queries");
+    sqlx::prepare(true)?;
     let mut test = vec!["test", "--workspace", "--no-fail-fast"];
     test.extend(args.iter().map(String::as_str));
     cargo(&test)
