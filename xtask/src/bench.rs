@@ -10,16 +10,18 @@ use kube::api::{Api, ListParams, PostParams};
 use tiqzy_crds::Tenant;
 use tiqzy_e2e::{Harness, OperatorProcess};
 
-/// Seconds between resyncs during the benchmark, so two fit in the idle window.
-const RESYNC_SECONDS: u64 = 10;
-
-pub async fn operator(tenants: usize, operator_binary: &std::path::Path) -> Result<()> {
+/// `resync_seconds` is the operator's resync period; idle writes are counted over two of them.
+pub async fn operator(
+    tenants: usize,
+    resync_seconds: u64,
+    operator_binary: &std::path::Path,
+) -> Result<()> {
     let h = Harness::start().await?;
     let kubeconfig = tiqzy_e2e::install_tiqzy(&h).await?;
     let client = h.kube.client().await?;
     let mut process = OperatorProcess::new(operator_binary, &kubeconfig, "bench");
     process.args = vec![
-        format!("--resync-seconds={RESYNC_SECONDS}"),
+        format!("--resync-seconds={resync_seconds}"),
         "--log-format=json".to_owned(),
     ];
     let operator = process.start(&h)?;
@@ -86,9 +88,9 @@ pub async fn operator(tenants: usize, operator_binary: &std::path::Path) -> Resu
     };
 
     // Let in-flight work settle, then count writes over two resync periods.
-    tokio::time::sleep(Duration::from_secs(RESYNC_SECONDS)).await;
+    tokio::time::sleep(Duration::from_secs(resync_seconds)).await;
     let before = writes(&process.metrics().await?);
-    tokio::time::sleep(Duration::from_secs(2 * RESYNC_SECONDS + 2)).await;
+    tokio::time::sleep(Duration::from_secs(2 * resync_seconds + 2)).await;
     let idle_writes = writes(&process.metrics().await?) - before;
     let rss_peak_mib = peak_rss_kib(pid)? as f64 / 1024.0;
     let metrics = process.metrics().await?;

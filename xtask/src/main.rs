@@ -48,6 +48,9 @@ enum Bench {
     Operator {
         #[arg(long, default_value_t = 1000)]
         tenants: usize,
+        /// The operator's resync period; idle writes are counted over two of them.
+        #[arg(long, default_value_t = 300)]
+        resync_seconds: u64,
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
     Runtime,
@@ -104,10 +107,13 @@ fn test(args: &[String]) -> Result<()> {
 fn bench(what: Bench) -> Result<()> {
     prepare()?;
     match what {
-        Bench::Operator { tenants } => {
+        Bench::Operator {
+            tenants,
+            resync_seconds,
+        } => {
             cargo(&["build", "--release", "--package", "tiqzy-operator"])?;
             let binary = tiqzy_e2e::target_dir().join("release/tiqzy-operator");
-            current_thread()?.block_on(bench::operator(tenants, &binary))
+            current_thread()?.block_on(bench::operator(tenants, resync_seconds, &binary))
         }
         Bench::Runtime => bench_runtime::run(),
     }

@@ -229,7 +229,15 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     if rollout_queued || status::rolling(&deployment) {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    Ok(Action::requeue(jittered(ctx.settings.resync)))
+}
+
+/// `resync` plus up to a tenth more, so tenants that converged together do not all come back
+/// in the same instant and crowd out new ones.
+fn jittered(resync: Duration) -> Duration {
+    use rand::Rng;
+    let tenth = resync.as_millis() as u64 / 10;
+    resync + Duration::from_millis(rand::rng().random_range(0..=tenth))
 }
 
 /// Secrets keep their values across reconciles; new ones are generated here, not in builders.

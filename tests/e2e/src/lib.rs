@@ -12,6 +12,7 @@ mod operator;
 mod pki;
 mod ports;
 mod process;
+mod prometheus;
 mod stripe;
 mod system;
 
@@ -28,6 +29,9 @@ pub use datastores::{Postgres, Redis};
 pub use operator::{BASE_DOMAIN, OperatorProcess, install_operator, install_tiqzy};
 pub use ports::free_port;
 pub use process::Service;
+pub use prometheus::{
+    PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds,
+};
 pub use stripe::StripeMock;
 pub use system::ensure_system_packages;
 
