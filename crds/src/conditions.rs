@@ -10,6 +10,9 @@ pub mod types {
     pub const CERTIFICATE_READY: &str = "CertificateReady";
     pub const STOREFRONT_AVAILABLE: &str = "StorefrontAvailable";
     pub const ROUTED: &str = "Routed";
+    /// The storefront has what it needs to take payments. Only a broken Stripe Secret makes
+    /// the tenant not Ready: a storefront without payments still shows its events.
+    pub const PAYMENTS_READY: &str = "PaymentsReady";
 }
 
 /// Reasons, CamelCase, each naming a cause a platform engineer can act on.
@@ -44,6 +47,9 @@ pub mod reasons {
     pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
     pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
     pub const NOT_IMPLEMENTED: &str = "NotImplemented";
+    pub const PAYMENTS_CONFIGURED: &str = "PaymentsConfigured";
+    pub const CONNECTED_ACCOUNT_MISSING: &str = "ConnectedAccountMissing";
+    pub const STRIPE_SECRET_UNAVAILABLE: &str = "StripeSecretUnavailable";
     pub const DEPENDENCIES_NOT_READY: &str = "DependenciesNotReady";
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -60,7 +60,8 @@ async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
     create_tenant(
         &client,
         "shop-ready",
-        json!({ "displayName": "Shop Ready", "currency": "EUR" }),
+        json!({ "displayName": "Shop Ready", "currency": "EUR",
+                "payments": { "connectedAccountId": "acct_1ShopReady" } }),
     )
     .await;
     let tenant = wait_for(&client, "shop-ready", "Ready", is_ready).await;
@@ -76,6 +77,7 @@ async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
         "StorefrontAvailable",
         "Routed",
         "CertificateReady",
+        "PaymentsReady",
     ] {
         let c = condition(&tenant, type_).unwrap_or_else(|| panic!("{type_} missing"));
         assert_eq!(c.status, "True", "{type_}: {}", c.message);
@@ -106,6 +108,30 @@ async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
         .await
         .expect("query");
     assert_eq!(row.get::<_, String>(0), "tiqzy_shop_ready");
+
+    // The storefront can take payments: the platform's keys, the tenant's account and fee.
+    let stripe = Api::<Secret>::namespaced(client.clone(), "tiqzy-shop-ready")
+        .get("storefront-stripe")
+        .await
+        .expect("stripe secret")
+        .data
+        .expect("data");
+    assert_eq!(
+        stripe["STRIPE_SECRET_KEY"].0,
+        tiqzy_e2e::STRIPE_TEST_KEY.as_bytes()
+    );
+    assert_eq!(
+        stripe["STRIPE_WEBHOOK_SECRETS"].0,
+        tiqzy_e2e::STRIPE_WEBHOOK_SECRET.as_bytes()
+    );
+    let settings = Api::<ConfigMap>::namespaced(client.clone(), "tiqzy-shop-ready")
+        .get("storefront")
+        .await
+        .expect("config map")
+        .data
+        .expect("data");
+    assert_eq!(settings["TIQZY_STRIPE_ACCOUNT"], "acct_1ShopReady");
+    assert_eq!(settings["TIQZY_APPLICATION_FEE_BPS"], "250");
 
     let h = Harness::shared();
     let out = h

@@ -32,11 +32,21 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
             "TIQZY_RESALE_SELLER_FEE_BPS",
             spec.resale.seller_fee_bps.to_string(),
         ),
+        (
+            "TIQZY_APPLICATION_FEE_BPS",
+            tenant.application_fee_bps.to_string(),
+        ),
         ("TIQZY_PUBLIC_URL", tenant.url.clone()),
         ("TIQZY_LISTEN_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
     ]);
     if let Some(logo) = &spec.branding.logo_url {
         data.insert("TIQZY_BRAND_LOGO_URL", logo.clone());
+    }
+    if let Some(payments) = &spec.payments {
+        data.insert(
+            "TIQZY_STRIPE_ACCOUNT",
+            payments.connected_account_id.clone(),
+        );
     }
     if let Some(email) = &spec.branding.support_email {
         data.insert("TIQZY_SUPPORT_EMAIL", email.clone());
@@ -63,5 +73,46 @@ mod tests {
         assert_eq!(data["TIQZY_SUPPORT_EMAIL"], "help@acme.example");
         assert_eq!(data["TIQZY_PUBLIC_URL"], "https://acme.apps.example.com");
         assert!(!data.contains_key("TIQZY_BRAND_LOGO_URL"));
+        assert!(!data.contains_key("TIQZY_STRIPE_ACCOUNT"));
+        assert_eq!(data["TIQZY_APPLICATION_FEE_BPS"], "0");
+    }
+
+    #[test]
+    fn the_connected_account_and_fee_reach_the_runtime() {
+        let mut tenant = fixture::tenant("acme");
+        tenant.spec.payments = Some(tiqzy_crds::Payments {
+            connected_account_id: "acct_1Acme".to_owned(),
+            application_fee_bps: None,
+        });
+        let mut platform = fixture::platform();
+        platform.spec.stripe = Some(
+            serde_json::from_value(serde_json::json!({
+                "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                "defaultApplicationFeeBps": 250,
+            }))
+            .expect("stripe"),
+        );
+        let data = config_map(&crate::reconcile::validate(&tenant, &platform).expect("valid"))
+            .data
+            .expect("data");
+        assert_eq!(data["TIQZY_STRIPE_ACCOUNT"], "acct_1Acme");
+        assert_eq!(
+            data["TIQZY_APPLICATION_FEE_BPS"], "250",
+            "the Platform's default"
+        );
+        tenant
+            .spec
+            .payments
+            .as_mut()
+            .expect("payments")
+            .application_fee_bps = Some(90);
+        let data = config_map(&crate::reconcile::validate(&tenant, &platform).expect("valid"))
+            .data
+            .expect("data");
+        assert_eq!(
+            data["TIQZY_APPLICATION_FEE_BPS"], "90",
+            "the tenant's own fee"
+        );
     }
 }

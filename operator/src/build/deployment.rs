@@ -17,7 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, SIGNING_SECRET, STOREFRONT, labels, meta, selector,
+    CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, PAYMENTS_SECRET, SIGNING_SECRET, STOREFRONT, labels,
+    meta, selector,
 };
 use crate::reconcile::ValidatedTenant;
 
@@ -39,6 +40,9 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
     }
     if tenant.secrets.cache.is_some() {
         secret_names.push(CACHE_SECRET);
+    }
+    if tenant.secrets.payments.is_some() {
+        secret_names.push(PAYMENTS_SECRET);
     }
     env_from.extend(secret_names.into_iter().map(|name| EnvFromSource {
         secret_ref: Some(SecretEnvSource {

@@ -30,6 +30,7 @@ pub const HTTP_PORT: i32 = 8080;
 pub const SIGNING_SECRET: &str = "storefront-signing";
 pub const DATABASE_SECRET: &str = "storefront-database";
 pub const CACHE_SECRET: &str = "storefront-cache";
+pub const PAYMENTS_SECRET: &str = "storefront-stripe";
 pub const TLS_SECRET: &str = "storefront-tls";
 
 /// How the storefront is exposed.

@@ -1,5 +1,5 @@
 //! Secrets the operator writes into the tenant's namespace: the ticket signing key, the
-//! database and cache credentials. Their values come from the dereference step (existing
+//! database and cache credentials, the platform's Stripe keys. Their values come from the dereference step (existing
 //! values are kept, new ones generated there), so building stays pure.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{CACHE_SECRET, DATABASE_SECRET, SIGNING_SECRET, meta};
+use super::{CACHE_SECRET, DATABASE_SECRET, PAYMENTS_SECRET, SIGNING_SECRET, meta};
 use crate::reconcile::ValidatedTenant;
 
 pub fn secrets(tenant: &ValidatedTenant) -> Vec<Secret> {
@@ -17,6 +17,9 @@ pub fn secrets(tenant: &ValidatedTenant) -> Vec<Secret> {
     }
     if let Some(cache) = &tenant.secrets.cache {
         secrets.push(secret(tenant, CACHE_SECRET, cache));
+    }
+    if let Some(payments) = &tenant.secrets.payments {
+        secrets.push(secret(tenant, PAYMENTS_SECRET, payments));
     }
     secrets
 }

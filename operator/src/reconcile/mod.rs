@@ -1,6 +1,7 @@
 //! Reconcile one Tenant: dereference -> validate -> build -> apply -> status.
 
 mod hosts;
+mod payments;
 mod status;
 mod stores;
 mod validate;
@@ -166,7 +167,10 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
         &view.spec.base_domain,
     );
     let servers = stores::servers(&ctx.client, &view.spec).await;
-    let secrets = dereference_secrets(ctx, &validated, &servers).await?;
+    let (payments_secret, payments) =
+        payments::payments(&ctx.client, &view.spec, &validated.spec).await;
+    let mut secrets = dereference_secrets(ctx, &validated, &servers).await?;
+    secrets.payments = payments_secret;
     let mut validated = validated.with_secrets(secrets);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &validated.namespace);
     let live = deployments.get_opt(STOREFRONT).await?;
@@ -203,6 +207,8 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
         rollout_queued,
     )];
     observed.extend(store_conditions.iter().cloned());
+    let payments_broken = payments.reason == reasons::STRIPE_SECRET_UNAVAILABLE;
+    observed.push(payments);
     observed.push(certificate(ctx, &validated).await?);
     observed.push(routed);
     let (ready, phase) = status::summarise(&observed, validated.spec.storefront.suspended);
@@ -223,7 +229,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let transient = store_conditions
         .iter()
         .any(|c| !c.ok && c.reason != reasons::PLATFORM_NOT_CONFIGURED);
-    if transient {
+    if transient || payments_broken {
         return Ok(Action::requeue(backoff(ctx.failed(&name))));
     }
     if rollout_queued || status::rolling(&deployment) {
@@ -275,6 +281,7 @@ async fn dereference_secrets(
         signing,
         database,
         cache,
+        payments: None,
     })
 }
 

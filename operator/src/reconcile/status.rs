@@ -110,7 +110,14 @@ pub fn summarise(parts: &[Observed], suspended: bool) -> (Observed, TenantPhase)
         );
         return (ready, TenantPhase::Suspended);
     }
-    let failing: Vec<&Observed> = parts.iter().filter(|p| !p.ok).collect();
+    // Payments that are merely not set up leave the storefront serving; broken keys do not.
+    let failing: Vec<&Observed> = parts
+        .iter()
+        .filter(|p| !p.ok)
+        .filter(|p| {
+            p.type_ != types::PAYMENTS_READY || p.reason == reasons::STRIPE_SECRET_UNAVAILABLE
+        })
+        .collect();
     match failing.first() {
         None => (
             Observed::ok(
@@ -218,6 +225,28 @@ mod tests {
         let (ready, phase) = summarise(&parts[..1], false);
         assert!(ready.ok);
         assert_eq!(phase, TenantPhase::Ready);
+    }
+
+    #[test]
+    fn payments_not_set_up_leave_the_tenant_ready_but_broken_keys_do_not() {
+        let available = Observed::ok(types::STOREFRONT_AVAILABLE, reasons::AVAILABLE, "ok");
+        let off = Observed::failed(
+            types::PAYMENTS_READY,
+            reasons::CONNECTED_ACCOUNT_MISSING,
+            "no account",
+        );
+        let (ready, phase) = summarise(&[available.clone(), off], false);
+        assert!(ready.ok);
+        assert_eq!(phase, TenantPhase::Ready);
+        let broken = Observed::failed(
+            types::PAYMENTS_READY,
+            reasons::STRIPE_SECRET_UNAVAILABLE,
+            "Secret tiqzy-system/stripe does not exist",
+        );
+        let (ready, phase) = summarise(&[available, broken], false);
+        assert!(!ready.ok);
+        assert_eq!(ready.reason, reasons::STRIPE_SECRET_UNAVAILABLE);
+        assert_eq!(phase, TenantPhase::Degraded);
     }
 
     #[test]

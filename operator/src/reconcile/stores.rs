@@ -59,18 +59,33 @@ pub async fn servers(client: &kube::Client, platform: &PlatformSpec) -> Servers 
 }
 
 async fn credentials(client: &kube::Client, r: &SecretRef) -> Result<(String, String), String> {
+    let [user, password] = secret_fields(client, r, ["username", "password"]).await?;
+    Ok((user, password))
+}
+
+/// The values of `keys` in a Secret the Platform refers to; the error names the Secret and
+/// the missing key, never a value.
+pub async fn secret_fields<const N: usize>(
+    client: &kube::Client,
+    r: &SecretRef,
+    keys: [&str; N],
+) -> Result<[String; N], String> {
     let secret = Api::<Secret>::namespaced(client.clone(), &r.namespace)
         .get_opt(&r.name)
         .await
         .map_err(|e| format!("reading Secret {}/{}: {e}", r.namespace, r.name))?
         .ok_or_else(|| format!("Secret {}/{} does not exist", r.namespace, r.name))?;
     let data = secret.data.unwrap_or_default();
-    let field = |key: &str| {
-        data.get(key)
+    let mut values = Vec::with_capacity(N);
+    for key in keys {
+        let value = data
+            .get(key)
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .ok_or_else(|| format!("Secret {}/{} has no key {key:?}", r.namespace, r.name))
-    };
-    Ok((field("username")?, field("password")?))
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("Secret {}/{} has no key {key:?}", r.namespace, r.name))?;
+        values.push(value);
+    }
+    Ok(values.try_into().expect("one value per key"))
 }
 
 fn redis_address(url: &str) -> Option<(String, u16)> {

@@ -44,6 +44,8 @@ pub struct TenantSecrets {
     pub signing: BTreeMap<String, String>,
     pub database: Option<BTreeMap<String, String>>,
     pub cache: Option<BTreeMap<String, String>>,
+    /// The platform's Stripe keys, when it has them.
+    pub payments: Option<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for TenantSecrets {
@@ -52,6 +54,7 @@ impl std::fmt::Debug for TenantSecrets {
         f.debug_struct("TenantSecrets")
             .field("database", &self.database.is_some())
             .field("cache", &self.cache.is_some())
+            .field("payments", &self.payments.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -72,6 +75,8 @@ pub struct ValidatedTenant {
     pub secrets: TenantSecrets,
     /// Ports of the platform's PostgreSQL and Redis, for egress policies.
     pub store_ports: Vec<i32>,
+    /// The platform's application fee on primary sales, in basis points.
+    pub application_fee_bps: i32,
     /// Digest of everything the pods read, so a change rolls them.
     pub config_digest: String,
 }
@@ -87,6 +92,7 @@ impl ValidatedTenant {
             Some(&self.secrets.signing),
             self.secrets.database.as_ref(),
             self.secrets.cache.as_ref(),
+            self.secrets.payments.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -162,6 +168,7 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         tls_secret,
         secrets: TenantSecrets::default(),
         store_ports,
+        application_fee_bps: super::payments::application_fee_bps(&platform.spec, &tenant.spec),
         config_digest: String::new(),
     })
 }

@@ -26,7 +26,10 @@ pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{Postgres, Redis};
-pub use operator::{BASE_DOMAIN, OperatorProcess, install_operator, install_tiqzy};
+pub use operator::{
+    BASE_DOMAIN, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET, install_operator,
+    install_tiqzy,
+};
 pub use ports::free_port;
 pub use process::Service;
 pub use prometheus::{

@@ -13,6 +13,11 @@ use tiqzy_crds::Platform;
 
 use crate::{Harness, Service};
 
+/// The Stripe API key in the Platform the harness installs (test mode, for stripe-mock).
+pub const STRIPE_TEST_KEY: &str = "sk_test_tiqzy_e2e";
+/// The webhook signing secret in the Platform the harness installs.
+pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_tiqzy_e2e";
+
 /// Base domain of the Platform the harness installs.
 pub const BASE_DOMAIN: &str = "apps.tiqzy.test";
 
@@ -152,6 +157,18 @@ pub async fn install_tiqzy(h: &Harness) -> Result<std::path::PathBuf> {
             )
             .await?;
     }
+    // The platform's Stripe keys: stripe-mock accepts any test-mode key.
+    let stripe: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "stripe" },
+        "stringData": { "secretKey": STRIPE_TEST_KEY, "webhookSecret": STRIPE_WEBHOOK_SECRET }
+    }))?;
+    secrets
+        .patch(
+            "stripe",
+            &PatchParams::apply("tiqzy-e2e"),
+            &Patch::Apply(&stripe),
+        )
+        .await?;
     let platform: Platform = serde_json::from_value(json!({
         "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
         "metadata": { "name": "default" },
@@ -162,6 +179,9 @@ pub async fn install_tiqzy(h: &Harness) -> Result<std::path::PathBuf> {
                           "adminSecretRef": { "namespace": "tiqzy-system", "name": "postgres-admin" } },
             "redis": { "url": format!("redis://127.0.0.1:{}", h.redis.port),
                        "adminSecretRef": { "namespace": "tiqzy-system", "name": "redis-admin" } },
+            "stripe": { "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                        "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                        "defaultApplicationFeeBps": 250 },
             "rollout": { "maxConcurrentTenantRollouts": 2 }
         }
     }))?;

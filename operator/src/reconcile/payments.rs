@@ -1,0 +1,75 @@
+//! What the storefront needs to take payments through Stripe: the platform's keys, copied
+//! into the tenant's namespace, and the tenant's connected account and fee, in its ConfigMap.
+
+use std::collections::BTreeMap;
+
+use tiqzy_crds::conditions::{reasons, types};
+use tiqzy_crds::{PlatformSpec, TenantSpec};
+
+use super::Observed;
+use super::stores::secret_fields;
+
+/// The storefront's Stripe Secret (when the Platform has Stripe keys) and `PaymentsReady`.
+pub async fn payments(
+    client: &kube::Client,
+    platform: &PlatformSpec,
+    tenant: &TenantSpec,
+) -> (Option<BTreeMap<String, String>>, Observed) {
+    let Some(stripe) = &platform.stripe else {
+        let observed = Observed::failed(
+            types::PAYMENTS_READY,
+            reasons::PLATFORM_NOT_CONFIGURED,
+            "Platform.spec.stripe is not set: the storefront cannot take payments",
+        );
+        return (None, observed);
+    };
+    let keys = async {
+        let [secret_key] = secret_fields(client, &stripe.secret_key_ref, ["secretKey"]).await?;
+        let [webhook] =
+            secret_fields(client, &stripe.webhook_secret_ref, ["webhookSecret"]).await?;
+        Ok::<_, String>((secret_key, webhook))
+    };
+    let (secret_key, webhook) = match keys.await {
+        Ok(keys) => keys,
+        Err(cause) => {
+            let observed = Observed::failed(
+                types::PAYMENTS_READY,
+                reasons::STRIPE_SECRET_UNAVAILABLE,
+                cause,
+            );
+            return (None, observed);
+        }
+    };
+    let secret = BTreeMap::from([
+        ("STRIPE_SECRET_KEY".to_owned(), secret_key),
+        ("STRIPE_WEBHOOK_SECRETS".to_owned(), webhook),
+    ]);
+    let observed = match &tenant.payments {
+        Some(_) => Observed::ok(
+            types::PAYMENTS_READY,
+            reasons::PAYMENTS_CONFIGURED,
+            "primary sales and resales are paid through Stripe",
+        ),
+        None => Observed::failed(
+            types::PAYMENTS_READY,
+            reasons::CONNECTED_ACCOUNT_MISSING,
+            "spec.payments.connectedAccountId is not set: resales work, primary sales are off",
+        ),
+    };
+    (Some(secret), observed)
+}
+
+/// The application fee on primary sales: the tenant's own, else the Platform's default.
+pub fn application_fee_bps(platform: &PlatformSpec, tenant: &TenantSpec) -> i32 {
+    tenant
+        .payments
+        .as_ref()
+        .and_then(|p| p.application_fee_bps)
+        .or_else(|| {
+            platform
+                .stripe
+                .as_ref()
+                .map(|s| s.default_application_fee_bps)
+        })
+        .unwrap_or(0)
+}
