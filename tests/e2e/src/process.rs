@@ -174,6 +174,12 @@ impl Service {
     }
 
     /// SIGTERM, up to five seconds' grace, then SIGKILL.
+    /// Kills the process at once (SIGKILL), as a crash or an evicted pod would end it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
