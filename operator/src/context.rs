@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use tiqzy_crds::Tenant;
 
+use crate::cache::{Caches, PlatformSecrets};
 use crate::metrics::Metrics;
 use crate::reconcile::{GuardedTenant, Observed};
 
@@ -25,6 +26,9 @@ pub struct Settings {
 pub struct Context {
     pub client: kube::Client,
     pub tenants: Store<GuardedTenant>,
+    /// Everything else the operator reads from the cluster, kept by watches.
+    pub caches: Caches,
+    pub platform_secrets: PlatformSecrets,
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub settings: Settings,
@@ -54,6 +58,7 @@ impl Context {
     pub fn new(
         client: kube::Client,
         tenants: Store<GuardedTenant>,
+        caches: Caches,
         metrics: Metrics,
         settings: Settings,
         route_api: bool,
@@ -66,6 +71,8 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             tenants,
+            caches,
+            platform_secrets: PlatformSecrets::default(),
             metrics,
             settings,
             route_api,

@@ -7,14 +7,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::runtime::{Predicate, predicates};
 use tiqzy_crds::Platform;
 
+use crate::cache::{Caches, MANAGED_SELECTOR, reflected};
 use crate::context::{Context, Settings};
 use crate::metrics::Metrics;
 use crate::reconcile::{GuardedTenant, error_policy, reconcile};
@@ -31,7 +33,6 @@ pub async fn route_api_served(client: &kube::Client) -> bool {
 pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     let route_api = route_api_served(&client).await;
     tracing::info!(route_api, "starting the Tenant controller");
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tiqzy-operator");
     // Status writes change a Tenant's resourceVersion but nothing the reconcile reads from
     // it: react only to spec (generation), annotations, finalizers and deletion.
     let (reader, writer) = reflector::store();
@@ -53,34 +54,45 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
             .debounce(Duration::from_millis(200)),
     );
     let store = controller.store();
+    let (caches, w) = Caches::new();
     let ctx = Arc::new(Context::new(
         client.clone(),
         store.clone(),
+        caches,
         metrics,
         settings,
         route_api,
     ));
+    let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
     controller
-        .owns(Api::<Namespace>::all(client.clone()), owned.clone())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<Secret>::all(client.clone()), owned.clone())
+        .owns_stream(reflected::<Namespace>(&client, owned(), w.namespaces))
+        .owns_stream(reflected::<Deployment>(&client, owned(), w.deployments))
+        .owns_stream(reflected::<Service>(&client, owned(), w.services))
+        .owns_stream(reflected::<ConfigMap>(&client, owned(), w.config_maps))
+        .owns_stream(reflected::<Secret>(&client, owned(), w.secrets))
+        .owns_stream(reflected::<ServiceAccount>(
+            &client,
+            owned(),
+            w.service_accounts,
+        ))
+        .owns_stream(reflected::<PodDisruptionBudget>(
+            &client,
+            owned(),
+            w.disruption_budgets,
+        ))
         // The autoscaler controller rewrites HPA status every sync: only spec changes matter.
         .owns_stream(
-            watcher(
-                Api::<HorizontalPodAutoscaler>::all(client.clone()),
-                owned.clone(),
-            )
-            .default_backoff()
-            .touched_objects()
-            .predicate_filter(predicates::generation, PredicateConfig::default()),
+            reflected::<HorizontalPodAutoscaler>(&client, owned(), w.autoscalers)
+                .predicate_filter(predicates::generation, PredicateConfig::default()),
         )
-        .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone())
-        .owns(Api::<Ingress>::all(client.clone()), owned)
-        .watches(
-            Api::<Platform>::all(client.clone()),
-            watcher::Config::default(),
+        .owns_stream(reflected::<NetworkPolicy>(
+            &client,
+            owned(),
+            w.network_policies,
+        ))
+        .owns_stream(reflected::<Ingress>(&client, owned(), w.ingresses))
+        .watches_stream(
+            reflected::<Platform>(&client, watcher::Config::default(), w.platforms),
             move |_platform| {
                 store
                     .state()

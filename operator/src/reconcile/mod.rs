@@ -31,6 +31,7 @@ pub use validate::{
 
 use crate::apply::{Applier, FIELD_MANAGER};
 use crate::build::{self, Desired, Exposure, SIGNING_SECRET, STOREFRONT};
+use crate::cache::Cached;
 use crate::context::Context;
 use crate::error::{Error, backoff};
 
@@ -116,9 +117,12 @@ pub fn error_policy(tenant: Arc<GuardedTenant>, error: &Error, ctx: Arc<Context>
 async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let name = tenant.name_any();
     // Dereference.
-    let Some(platform) = Api::<Platform>::all(ctx.client.clone())
-        .get_opt("default")
-        .await?
+    // Every cache holds its first list before anything is compared with it.
+    ctx.caches.ready().await;
+    let Some(platform) = ctx
+        .caches
+        .platforms
+        .get(&kube::runtime::reflector::ObjectRef::new("default"))
     else {
         let observed = vec![Observed::failed(
             types::READY,
@@ -166,18 +170,16 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
         &ctx.valid_tenants(),
         &view.spec.base_domain,
     );
-    let servers = stores::servers(&ctx.client, &view.spec).await;
-    let (payments_secret, payments) =
-        payments::payments(&ctx.client, &view.spec, &validated.spec).await;
+    let servers = stores::servers(ctx, &view.spec).await;
+    let (payments_secret, payments) = payments::payments(ctx, &view.spec, &validated.spec).await;
     let mut secrets = dereference_secrets(ctx, &validated, &servers).await?;
     secrets.payments = payments_secret;
     let mut validated = validated.with_secrets(secrets);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &validated.namespace);
-    let live = deployments.get_opt(STOREFRONT).await?;
+    let live = <Deployment as Cached>::cached(&ctx.caches, Some(&validated.namespace), STOREFRONT);
     let rollout_queued = gate_rollout(
         ctx,
         &mut validated,
-        live.as_ref(),
+        live.as_deref(),
         view.spec.rollout.max_concurrent_tenant_rollouts,
     );
 
@@ -185,7 +187,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let owner = tenant
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec("the Tenant has no uid".into()))?;
-    let applier = Applier::new(ctx.client.clone(), owner, &name);
+    let applier = Applier::new(ctx.client.clone(), ctx.caches.clone(), owner, &name);
     let desired = build::desired(&validated);
     let (deployment, store_conditions, routed) = apply_all(
         &applier,
@@ -252,7 +254,7 @@ async fn dereference_secrets(
     v: &ValidatedTenant,
     servers: &stores::Servers,
 ) -> Result<TenantSecrets, Error> {
-    let signing = stores::existing(&ctx.client, &v.namespace, SIGNING_SECRET)
+    let signing = stores::existing(ctx, &v.namespace, SIGNING_SECRET)
         .await?
         .filter(|s| s.contains_key("TIQZY_TICKET_SIGNING_KEY"))
         .unwrap_or_else(|| {
@@ -264,15 +266,14 @@ async fn dereference_secrets(
         });
     let database = match &servers.postgres {
         Some(Ok(server)) => {
-            let existing =
-                stores::existing(&ctx.client, &v.namespace, build::DATABASE_SECRET).await?;
+            let existing = stores::existing(ctx, &v.namespace, build::DATABASE_SECRET).await?;
             stores::database_secret(server, &v.name, existing.as_ref())
         }
         _ => None,
     };
     let cache = match &servers.redis {
         Some(Ok(server)) if v.spec.cache.mode == tiqzy_crds::CacheMode::Shared => {
-            let existing = stores::existing(&ctx.client, &v.namespace, build::CACHE_SECRET).await?;
+            let existing = stores::existing(ctx, &v.namespace, build::CACHE_SECRET).await?;
             stores::cache_secret(server, &v.name, existing.as_ref())
         }
         _ => None,
@@ -341,7 +342,6 @@ async fn apply_all(
         network_policies,
         exposure,
     } = desired;
-    let client = &ctx.client;
     let ns = &v.namespace;
     applier.apply_cluster::<Namespace>(namespace).await?;
     let secret_names: Vec<String> = secrets
@@ -351,9 +351,7 @@ async fn apply_all(
     for secret in secrets {
         applier.apply(secret).await?;
     }
-    applier
-        .prune(Api::<Secret>::namespaced(client.clone(), ns), &secret_names)
-        .await?;
+    applier.prune::<Secret>(ns, &secret_names).await?;
     // Credentials are in Kubernetes now: the servers may use them.
     // The servers are checked again only when what they should hold changes, or once per
     // resync: watch events on a tenant's own objects do not reach the database.
@@ -380,21 +378,12 @@ async fn apply_all(
             .collect();
         futures::future::try_join_all(network_policies.into_iter().map(|p| applier.apply(p)))
             .await?;
-        applier
-            .prune(Api::<NetworkPolicy>::namespaced(client.clone(), ns), &names)
-            .await
+        applier.prune::<NetworkPolicy>(ns, &names).await
     };
     let autoscaler = async {
         match hpa {
             Some(hpa) => applier.apply(hpa).await.map(drop),
-            None => {
-                applier
-                    .prune(
-                        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
-                        &[],
-                    )
-                    .await
-            }
+            None => applier.prune::<HorizontalPodAutoscaler>(ns, &[]).await,
         }
     };
     let (_, _, (), deployment, _, _, ()) = tokio::try_join!(
@@ -418,35 +407,21 @@ async fn apply_all(
         (None, Exposure::Ingress(ingress)) => {
             if ctx.route_api {
                 applier
-                    .prune(
-                        Api::<DynamicObject>::namespaced_with(
-                            client.clone(),
-                            ns,
-                            &build::route_api_resource(),
-                        ),
-                        &[],
-                    )
+                    .prune_dynamic(ns, &build::route_api_resource(), &[])
                     .await?;
             }
             let ingress = applier.apply(*ingress).await?;
             routed_ingress(&ingress)
         }
         (None, Exposure::Route(routes)) => {
-            applier
-                .prune(Api::<Ingress>::namespaced(client.clone(), ns), &[])
-                .await?;
+            applier.prune::<Ingress>(ns, &[]).await?;
             let resource = build::route_api_resource();
             let names: Vec<String> = routes.iter().map(ResourceExt::name_any).collect();
             let mut applied = Vec::new();
             for route in routes {
                 applied.push(applier.apply_dynamic(route, &resource).await?);
             }
-            applier
-                .prune(
-                    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
-                    &names,
-                )
-                .await?;
+            applier.prune_dynamic(ns, &resource, &names).await?;
             routed_routes(&applied)
         }
     };
@@ -454,19 +429,10 @@ async fn apply_all(
 }
 
 async fn remove_exposure(applier: &Applier, ctx: &Context, ns: &str) -> Result<(), Error> {
-    applier
-        .prune(Api::<Ingress>::namespaced(ctx.client.clone(), ns), &[])
-        .await?;
+    applier.prune::<Ingress>(ns, &[]).await?;
     if ctx.route_api {
         applier
-            .prune(
-                Api::<DynamicObject>::namespaced_with(
-                    ctx.client.clone(),
-                    ns,
-                    &build::route_api_resource(),
-                ),
-                &[],
-            )
+            .prune_dynamic(ns, &build::route_api_resource(), &[])
             .await?;
     }
     Ok(())
@@ -669,7 +635,7 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
         .get_opt("default")
         .await?;
     let servers = match &platform {
-        Some(p) => stores::servers(&ctx.client, &p.spec).await,
+        Some(p) => stores::servers(ctx, &p.spec).await,
         None => stores::Servers::default(),
     };
     let mut blocked = Vec::new();

@@ -8,10 +8,11 @@ use tiqzy_crds::{PlatformSpec, TenantSpec};
 
 use super::Observed;
 use super::stores::secret_fields;
+use crate::context::Context;
 
 /// The storefront's Stripe Secret (when the Platform has Stripe keys) and `PaymentsReady`.
 pub async fn payments(
-    client: &kube::Client,
+    ctx: &Context,
     platform: &PlatformSpec,
     tenant: &TenantSpec,
 ) -> (Option<BTreeMap<String, String>>, Observed) {
@@ -24,9 +25,8 @@ pub async fn payments(
         return (None, observed);
     };
     let keys = async {
-        let [secret_key] = secret_fields(client, &stripe.secret_key_ref, ["secretKey"]).await?;
-        let [webhook] =
-            secret_fields(client, &stripe.webhook_secret_ref, ["webhookSecret"]).await?;
+        let [secret_key] = secret_fields(ctx, &stripe.secret_key_ref, ["secretKey"]).await?;
+        let [webhook] = secret_fields(ctx, &stripe.webhook_secret_ref, ["webhookSecret"]).await?;
         Ok::<_, String>((secret_key, webhook))
     };
     let (secret_key, webhook) = match keys.await {

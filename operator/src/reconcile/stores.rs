@@ -10,6 +10,7 @@ use tiqzy_crds::conditions::{reasons, types};
 use tiqzy_crds::{CacheMode, PlatformSpec, SecretRef, TenantSpec};
 
 use super::status::Observed;
+use crate::context::Context;
 use crate::external::postgres::{self, PostgresServer, TenantDatabase};
 use crate::external::redis::{self, RedisServer, TenantCache};
 
@@ -21,12 +22,13 @@ pub struct Servers {
 }
 
 /// Reads the admin credentials the Platform points at.
-pub async fn servers(client: &kube::Client, platform: &PlatformSpec) -> Servers {
+pub async fn servers(ctx: &Context, platform: &PlatformSpec) -> Servers {
     let postgres = match &platform.postgres {
         None => None,
-        Some(pg) => Some(credentials(client, &pg.admin_secret_ref).await.map(
-            |(user, password)| {
-                PostgresServer {
+        Some(pg) => Some(
+            credentials(ctx, &pg.admin_secret_ref)
+                .await
+                .map(|(user, password)| PostgresServer {
                     host: pg.host.clone(),
                     port: u16::try_from(pg.port).unwrap_or(5432),
                     admin_user: user,
@@ -36,13 +38,12 @@ pub async fn servers(client: &kube::Client, platform: &PlatformSpec) -> Servers 
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_else(|| "require".into()),
-                }
-            },
-        )),
+                }),
+        ),
     };
     let redis = match &platform.redis {
         None => None,
-        Some(r) => Some(credentials(client, &r.admin_secret_ref).await.and_then(
+        Some(r) => Some(credentials(ctx, &r.admin_secret_ref).await.and_then(
             |(user, password)| {
                 let (host, port) = redis_address(&r.url)
                     .ok_or_else(|| format!("cannot read host and port from {}", r.url))?;
@@ -58,24 +59,19 @@ pub async fn servers(client: &kube::Client, platform: &PlatformSpec) -> Servers 
     Servers { postgres, redis }
 }
 
-async fn credentials(client: &kube::Client, r: &SecretRef) -> Result<(String, String), String> {
-    let [user, password] = secret_fields(client, r, ["username", "password"]).await?;
+async fn credentials(ctx: &Context, r: &SecretRef) -> Result<(String, String), String> {
+    let [user, password] = secret_fields(ctx, r, ["username", "password"]).await?;
     Ok((user, password))
 }
 
 /// The values of `keys` in a Secret the Platform refers to; the error names the Secret and
 /// the missing key, never a value.
 pub async fn secret_fields<const N: usize>(
-    client: &kube::Client,
+    ctx: &Context,
     r: &SecretRef,
     keys: [&str; N],
 ) -> Result<[String; N], String> {
-    let secret = Api::<Secret>::namespaced(client.clone(), &r.namespace)
-        .get_opt(&r.name)
-        .await
-        .map_err(|e| format!("reading Secret {}/{}: {e}", r.namespace, r.name))?
-        .ok_or_else(|| format!("Secret {}/{} does not exist", r.namespace, r.name))?;
-    let data = secret.data.unwrap_or_default();
+    let data = ctx.platform_secrets.get(&ctx.client, r).await?;
     let mut values = Vec::with_capacity(N);
     for key in keys {
         let value = data
@@ -96,13 +92,18 @@ fn redis_address(url: &str) -> Option<(String, u16)> {
     }
 }
 
-/// Existing values of a Secret in the tenant's namespace.
+/// Existing values of a Secret the operator wrote in the tenant's namespace. A cache miss
+/// is confirmed with the API server: a Secret that is only late in the cache must never be
+/// taken for missing and get new credentials.
 pub async fn existing(
-    client: &kube::Client,
+    ctx: &Context,
     namespace: &str,
     name: &str,
 ) -> Result<Option<BTreeMap<String, String>>, kube::Error> {
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+    if let Some(data) = ctx.caches.secret_data(namespace, name) {
+        return Ok(Some(data));
+    }
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await?;
     Ok(secret.map(|s| {
