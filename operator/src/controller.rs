@@ -75,11 +75,11 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
             owned(),
             w.service_accounts,
         ))
-        .owns_stream(reflected::<PodDisruptionBudget>(
-            &client,
-            owned(),
-            w.disruption_budgets,
-        ))
+        // The disruption controller rewrites PDB status whenever a pod changes: spec only.
+        .owns_stream(
+            reflected::<PodDisruptionBudget>(&client, owned(), w.disruption_budgets)
+                .predicate_filter(predicates::generation, PredicateConfig::default()),
+        )
         // The autoscaler controller rewrites HPA status every sync: only spec changes matter.
         .owns_stream(
             reflected::<HorizontalPodAutoscaler>(&client, owned(), w.autoscalers)
@@ -104,8 +104,14 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+            match result {
+                // A watch that fails (a permission missing from the ClusterRole, say) stalls
+                // every tenant: say so loudly. It is retried with backoff.
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    tracing::warn!(error = %e, "a watch failed; retrying");
+                }
+                Err(e) => tracing::debug!(error = %e, "controller event"),
+                Ok(_) => {}
             }
         })
         .await;

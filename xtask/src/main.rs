@@ -51,6 +51,9 @@ enum Bench {
         /// The operator's resync period; idle writes are counted over two of them.
         #[arg(long, default_value_t = 300)]
         resync_seconds: u64,
+        /// Leave PostgreSQL and Redis out of the Platform, to see what provisioning costs.
+        #[arg(long)]
+        without_stores: bool,
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
     Runtime,
@@ -110,10 +113,16 @@ fn bench(what: Bench) -> Result<()> {
         Bench::Operator {
             tenants,
             resync_seconds,
+            without_stores,
         } => {
             cargo(&["build", "--release", "--package", "tiqzy-operator"])?;
             let binary = tiqzy_e2e::target_dir().join("release/tiqzy-operator");
-            current_thread()?.block_on(bench::operator(tenants, resync_seconds, &binary))
+            current_thread()?.block_on(bench::operator(
+                tenants,
+                resync_seconds,
+                !without_stores,
+                &binary,
+            ))
         }
         Bench::Runtime => bench_runtime::run(),
     }
