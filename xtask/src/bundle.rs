@@ -216,7 +216,10 @@ fn csv(
         "createdAt": RELEASED_AT,
         "description": "White-label ticket storefronts with capped-price resale: one isolated storefront per Tenant.",
         "repository": REPOSITORY,
-        "support": format!("Tiqzy maintainers ({REPOSITORY}/issues)"),
+        // The vendor supporting it (Red Hat's required annotations); issues go to the repository.
+        "support": "Tiqzy",
+        // Apache-2.0: nothing is to be bought to run it (a Stripe account is the platform's own).
+        "operators.openshift.io/valid-subscription": r#"["No subscription required"]"#,
         "operatorframework.io/suggested-namespace": namespace,
         "operatorframework.io/initialization-resource": serde_json::to_string(&sorted(without_status(platform)))?,
         // Each is explained in the README's "Install from OperatorHub".

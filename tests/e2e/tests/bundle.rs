@@ -320,6 +320,28 @@ fn csv_says_what_operatorhub_and_red_hat_certification_ask() {
         );
     }
     assert_eq!(spec["icon"][0]["mediatype"], "image/svg+xml");
+    // The annotations Red Hat certification requires besides the CSV fields.
+    for key in [
+        "categories",
+        "description",
+        "containerImage",
+        "createdAt",
+        "support",
+        "capabilities",
+        "repository",
+    ] {
+        assert!(
+            annotations[key].as_str().is_some_and(|s| !s.is_empty()),
+            "{key}"
+        );
+    }
+    let subscriptions: Vec<String> = serde_json::from_str(
+        annotations["operators.openshift.io/valid-subscription"]
+            .as_str()
+            .expect("valid-subscription"),
+    )
+    .expect("valid-subscription is a JSON array of strings");
+    assert!(!subscriptions.is_empty());
     assert!(spec["provider"]["name"].is_string());
 
     // Install modes: cluster-scoped API, so all namespaces and only that.
