@@ -4,6 +4,7 @@
 //! `bundle/` is edited by hand; a unit test below fails when the committed files drift.
 
 mod descriptors;
+mod kustomize;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use kustomize::{Kustomization, kind, name};
 
 /// The package and CSV name OperatorHub lists.
 pub const PACKAGE: &str = "tiqzy-operator";
@@ -69,7 +72,7 @@ pub fn files(root: &Path) -> Result<BTreeMap<PathBuf, String>> {
         }
     }
     let namespace = install_namespace.context("config/manager declares no Namespace")?;
-    let csv = csv(&manager, &rbac, &samples, &namespace, owned)?;
+    let csv = csv(root, &manager, &rbac, &samples, &namespace, owned)?;
     files.insert(
         PathBuf::from(format!(
             "bundle/manifests/{PACKAGE}.clusterserviceversion.yaml"
@@ -169,6 +172,7 @@ COPY bundle/metadata /metadata/
 // ---------------------------------------------------------------------------------------
 
 fn csv(
+    root: &Path,
     manager: &Kustomization,
     rbac: &Kustomization,
     samples: &Kustomization,
@@ -234,9 +238,8 @@ fn csv(
         "features.operators.openshift.io/cni": "false",
         "features.operators.openshift.io/csi": "false",
     });
-    let icon =
-        std::fs::read(manager.root.join("docs/icon.svg")).context("reading docs/icon.svg")?;
-    let description = std::fs::read_to_string(manager.root.join("docs/operatorhub.md"))
+    let icon = std::fs::read(root.join("docs/icon.svg")).context("reading docs/icon.svg")?;
+    let description = std::fs::read_to_string(root.join("docs/operatorhub.md"))
         .context("reading docs/operatorhub.md")?;
     let install_mode =
         |kind: &str, supported: bool| json!({ "type": kind, "supported": supported });
@@ -341,178 +344,6 @@ fn crd_text(root: &Path, crd: &Value) -> Result<String> {
     Ok(format!("{HEADER}# Copied from crds/{plural}.yaml.\n{body}"))
 }
 
-/// The objects of one kustomization directory, with its `images:` overrides.
-#[derive(Debug)]
-struct Kustomization {
-    root: PathBuf,
-    dir: PathBuf,
-    objects: Vec<Value>,
-    images: Vec<Value>,
-}
-
-impl Kustomization {
-    /// Reads `resources:` (plain files only) and `images:`; anything else kustomize would do
-    /// is refused, so this reading cannot silently differ from `kubectl kustomize`.
-    fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("kustomization.yaml");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let kustomization: Value = serde_saphyr::from_str(&text)?;
-        for key in kustomization.as_object().context("a mapping")?.keys() {
-            ensure!(
-                ["apiVersion", "kind", "resources", "images"].contains(&key.as_str()),
-                "{}: `{key}` is not understood by the bundle generator",
-                path.display()
-            );
-        }
-        let mut objects = Vec::new();
-        for resource in kustomization["resources"].as_array().into_iter().flatten() {
-            let file = dir.join(resource.as_str().context("resource")?);
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            for document in documents(&text) {
-                objects.push(
-                    serde_saphyr::from_str(document)
-                        .with_context(|| format!("parsing {}", file.display()))?,
-                );
-            }
-        }
-        Ok(Self {
-            root: dir.join("../..").canonicalize()?,
-            dir: dir.to_owned(),
-            objects,
-            images: kustomization["images"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        })
-    }
-
-    /// Applies `images:` to a pod template's containers; returns their resulting images.
-    fn set_images(&self, deployment_spec: &mut Value) -> Result<Vec<String>> {
-        let containers = deployment_spec["template"]["spec"]["containers"]
-            .as_array_mut()
-            .context("a Deployment without containers")?;
-        let mut result = Vec::new();
-        for container in containers {
-            let image = container["image"].as_str().context("image")?.to_owned();
-            let (base, tag) = image.split_once(':').unwrap_or((&image, ""));
-            let replaced = match self.images.iter().find(|i| i["name"] == base) {
-                Some(set) => {
-                    let name = set["newName"].as_str().unwrap_or(base);
-                    match (set["digest"].as_str(), set["newTag"].as_str()) {
-                        (Some(digest), _) => format!("{name}@{digest}"),
-                        (None, Some(tag)) => format!("{name}:{tag}"),
-                        (None, None) if tag.is_empty() => name.to_owned(),
-                        (None, None) => format!("{name}:{tag}"),
-                    }
-                }
-                None => image.clone(),
-            };
-            container["image"] = Value::String(replaced.clone());
-            result.push(replaced);
-        }
-        Ok(result)
-    }
-
-    /// The rules bound to ServiceAccount `account`: cluster-wide (ClusterRoleBindings) and in
-    /// `namespace` (RoleBindings to Roles), as the CSV's clusterPermissions and permissions.
-    fn rules_bound_to(&self, account: &str, namespace: &str) -> Result<(Vec<Value>, Vec<Value>)> {
-        let binds_account = |binding: &Value| {
-            binding["subjects"].as_array().is_some_and(|subjects| {
-                subjects.iter().any(|s| {
-                    s["kind"] == "ServiceAccount"
-                        && s["name"] == account
-                        && s["namespace"] == namespace
-                })
-            })
-        };
-        let role = |kind: &str, name: &Value| {
-            self.objects
-                .iter()
-                .find(|o| o["kind"] == kind && &o["metadata"]["name"] == name)
-                .with_context(|| format!("{}: no {kind} {name}", self.dir.display()))
-        };
-        let (mut cluster, mut namespaced) = (Vec::new(), Vec::new());
-        let mut has_account = false;
-        for object in &self.objects {
-            match kind(object) {
-                "ServiceAccount" => has_account |= name(object) == account,
-                "ClusterRole" | "Role" => {}
-                "ClusterRoleBinding" if binds_account(object) => {
-                    let role = role("ClusterRole", &object["roleRef"]["name"])?;
-                    cluster.extend(role["rules"].as_array().cloned().unwrap_or_default());
-                }
-                "RoleBinding" if binds_account(object) => {
-                    ensure!(
-                        object["metadata"]["namespace"] == namespace,
-                        "RoleBinding {} is not in {namespace}",
-                        name(object)
-                    );
-                    ensure!(
-                        object["roleRef"]["kind"] == "Role",
-                        "RoleBinding {} must bind a Role",
-                        name(object)
-                    );
-                    let role = role("Role", &object["roleRef"]["name"])?;
-                    namespaced.extend(role["rules"].as_array().cloned().unwrap_or_default());
-                }
-                "ClusterRoleBinding" | "RoleBinding" => {}
-                other => bail!("config/rbac: OLM bundles have no place for a {other}"),
-            }
-        }
-        ensure!(
-            has_account,
-            "config/rbac does not declare ServiceAccount {account}"
-        );
-        ensure!(!cluster.is_empty(), "no ClusterRole is bound to {account}");
-        Ok((cluster, namespaced))
-    }
-
-    fn only(&self, kind_name: &str) -> Result<&Value> {
-        let mut found = self.objects.iter().filter(|o| kind(o) == kind_name);
-        let first = found
-            .next()
-            .with_context(|| format!("{}: no {kind_name}", self.dir.display()))?;
-        ensure!(
-            found.next().is_none(),
-            "{}: more than one {kind_name}",
-            self.dir.display()
-        );
-        Ok(first)
-    }
-}
-
-/// The documents of a multi-document YAML file.
-fn documents(text: &str) -> Vec<&str> {
-    let mut documents = Vec::new();
-    let mut start = 0;
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if line.trim_end() == "---" {
-            documents.push(&text[start..offset]);
-            start = offset + line.len();
-        }
-        offset += line.len();
-    }
-    documents.push(&text[start..]);
-    documents
-        .into_iter()
-        .filter(|d| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        })
-        .collect()
-}
-
-fn kind(object: &Value) -> &str {
-    object["kind"].as_str().unwrap_or_default()
-}
-
-fn name(object: &Value) -> &str {
-    object["metadata"]["name"].as_str().unwrap_or_default()
-}
-
 /// Keys sorted at every level, so the output does not depend on serde_json's map features.
 fn sorted(value: Value) -> Value {
     match value {
@@ -560,32 +391,6 @@ mod tests {
                 path.display()
             );
         }
-    }
-
-    #[test]
-    fn multi_document_files_split_on_separator_lines_only() {
-        let text = "# a comment\n---\na: 1\n---\nb: '---'\n---\n";
-        assert_eq!(documents(text), ["a: 1\n", "b: '---'\n"]);
-    }
-
-    #[test]
-    fn images_are_set_the_way_kustomize_sets_them() {
-        let k = Kustomization {
-            root: root(),
-            dir: root(),
-            objects: vec![],
-            images: vec![
-                json!({"name": "op", "newName": "quay.io/x/op", "digest": "sha256:ab"}),
-                json!({"name": "rt", "newTag": "2"}),
-            ],
-        };
-        let mut spec = json!({"template": {"spec": {"containers": [
-            {"image": "op"}, {"image": "rt:1"}, {"image": "other:3"}
-        ]}}});
-        assert_eq!(
-            k.set_images(&mut spec).expect("images"),
-            ["quay.io/x/op@sha256:ab", "rt:2", "other:3"]
-        );
     }
 
     #[test]

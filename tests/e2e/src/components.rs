@@ -1,13 +1,13 @@
 //! The Go-based components, built once from pinned modules into a cache keyed by what went
 //! into them, so later runs start in seconds.
 //!
-//! | binary        | source                                                    |
-//! |---------------|-----------------------------------------------------------|
-//! | `kube`        | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl |
-//! | `etcd`        | `tests/e2e/go/etcd`: etcd server (etcdmain)               |
-//! | `kwok`        | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                  |
-//! | `stripe-mock` | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`       |
-//! | `olm-validate` | `tests/e2e/go/olm-validate`: operator-framework bundle validators |
+//! | binary         | source                                                                        |
+//! |----------------|-------------------------------------------------------------------------------|
+//! | `kube`         | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl |
+//! | `etcd`         | `tests/e2e/go/etcd`: etcd server (etcdmain)                                   |
+//! | `kwok`         | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                                      |
+//! | `stripe-mock`  | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`                           |
+//! | `olm-validate` | `tests/e2e/go/olm-validate`: the operator-framework bundle validators         |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
