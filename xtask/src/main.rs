@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_runtime;
+mod bundle;
 mod sqlx;
 
 use std::process::{Command, ExitCode};
@@ -65,6 +66,8 @@ enum Generated {
     Crds,
     /// `tenant-runtime/.sqlx/` from the runtime's queries and migrations.
     Sqlx,
+    /// `bundle/` and `bundle.Containerfile` (OLM, OperatorHub) from `config/` and `crds/`.
+    Bundle,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +149,7 @@ fn generate(what: Generated) -> Result<()> {
             }
         }
         Generated::Sqlx => sqlx::prepare(false)?,
+        Generated::Bundle => bundle::write(&workspace_root())?,
     }
     Ok(())
 }

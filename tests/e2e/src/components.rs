@@ -1,12 +1,13 @@
 //! The Go-based components, built once from pinned modules into a cache keyed by what went
 //! into them, so later runs start in seconds.
 //!
-//! | binary        | source                                                    |
-//! |---------------|-----------------------------------------------------------|
-//! | `kube`        | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl |
-//! | `etcd`        | `tests/e2e/go/etcd`: etcd server (etcdmain)               |
-//! | `kwok`        | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                  |
-//! | `stripe-mock` | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`       |
+//! | binary         | source                                                                        |
+//! |----------------|-------------------------------------------------------------------------------|
+//! | `kube`         | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl |
+//! | `etcd`         | `tests/e2e/go/etcd`: etcd server (etcdmain)                                   |
+//! | `kwok`         | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                                      |
+//! | `stripe-mock`  | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`                           |
+//! | `olm-validate` | `tests/e2e/go/olm-validate`: the operator-framework bundle validators         |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub struct Binaries {
     pub etcd: PathBuf,
     pub kwok: PathBuf,
     pub stripe_mock: PathBuf,
+    /// The operator-framework bundle validators over a bundle directory (see [`crate::olm`]).
+    pub olm_validate: PathBuf,
     /// kwok's stage files (node initialise and heartbeat, pod ready and delete).
     pub kwok_stages: Vec<PathBuf>,
 }
@@ -70,12 +73,14 @@ pub fn ensure_binaries() -> Result<Binaries> {
         STRIPE_MOCK_VERSION,
         &go,
     )?;
+    let olm_validate = build_module(&bin, "olm-validate", &go)?;
     Ok(Binaries {
         kube,
         kubectl,
         etcd,
         kwok,
         stripe_mock,
+        olm_validate,
         kwok_stages: kwok_stages()?,
     })
 }

@@ -8,6 +8,7 @@ mod components;
 mod controlplane;
 mod crds;
 mod datastores;
+pub mod olm;
 mod operator;
 mod pki;
 mod ports;
