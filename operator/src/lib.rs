@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod certificate;
 pub mod context;
 pub mod controller;
 pub mod error;
