@@ -37,6 +37,7 @@ pub mod reasons {
     pub const CLEANUP_BLOCKED: &str = "CleanupBlocked";
     pub const ROUTER_DEFAULT_CERTIFICATE: &str = "RouterDefaultCertificate";
     pub const SECRET_PROVIDED: &str = "SecretProvided";
+    pub const CERTIFICATE_SERVED: &str = "CertificateServed";
     pub const CERTIFICATE_NOT_FOUND: &str = "CertificateNotFound";
     pub const KEY_VAULT_FORBIDDEN: &str = "KeyVaultForbidden";
     pub const KEY_VAULT_UNREACHABLE: &str = "KeyVaultUnreachable";

@@ -69,12 +69,9 @@ impl ServingCertificate {
 
     /// A PKCS#12 archive protected with the empty password.
     pub fn from_pkcs12(der: &[u8]) -> Result<Self, Unusable> {
-        let store = p12_keystore::KeyStore::from_pkcs12(
-            der,
-            "",
-            p12_keystore::Pkcs12ImportPolicy::Relaxed,
-        )
-        .map_err(|e| invalid(&format!("the PKCS#12 archive cannot be read: {e}")))?;
+        let store =
+            p12_keystore::KeyStore::from_pkcs12(der, "", p12_keystore::Pkcs12ImportPolicy::Relaxed)
+                .map_err(|e| invalid(&format!("the PKCS#12 archive cannot be read: {e}")))?;
         let (_, chain) = store
             .private_key_chain()
             .ok_or_else(|| invalid("the PKCS#12 archive holds no private key"))?;
@@ -244,8 +241,8 @@ mod tests {
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca.distinguished_name.push(DnType::CommonName, "Test CA");
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("ca key"))
-            .expect("ca");
+        let ca =
+            CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("ca key")).expect("ca");
         let key = KeyPair::generate().expect("key");
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
@@ -297,7 +294,10 @@ mod tests {
         assert_eq!(served.dns_names, vec!["shop.example"]);
         assert_eq!(served.not_after, now + 90 * DAY);
         assert_eq!(served.check(&["shop.example".to_owned()], now), Ok(()));
-        assert!(!format!("{served:?}").contains("PRIVATE"), "no key in Debug");
+        assert!(
+            !format!("{served:?}").contains("PRIVATE"),
+            "no key in Debug"
+        );
     }
 
     #[test]

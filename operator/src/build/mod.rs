@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::reconcile::ValidatedTenant;
 pub use routing::{Route, route_api_resource};
+pub use secrets::{CERTIFICATE_ANNOTATION, VERSION_ANNOTATION};
 
 /// Name shared by the storefront's Deployment, Service, HPA, PDB, ServiceAccount, ConfigMap.
 pub const STOREFRONT: &str = "storefront";

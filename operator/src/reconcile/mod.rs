@@ -1,5 +1,6 @@
 //! Reconcile one Tenant: dereference -> validate -> build -> apply -> status.
 
+mod certificate;
 mod hosts;
 mod status;
 mod stores;
@@ -25,7 +26,7 @@ use tiqzy_crds::{DeletionPolicy, Platform, Tenant, TenantPhase, TenantStatus};
 
 pub use status::Observed;
 pub use validate::{
-    PlatformView, RoutingKind, TenantSecrets, ValidatedTenant, namespace_of, validate,
+    PlatformView, RoutingKind, TenantSecrets, TlsSecret, ValidatedTenant, namespace_of, validate,
 };
 
 use crate::apply::{Applier, FIELD_MANAGER};
@@ -168,6 +169,8 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let servers = stores::servers(&ctx.client, &view.spec).await;
     let secrets = dereference_secrets(ctx, &validated, &servers).await?;
     let mut validated = validated.with_secrets(secrets);
+    let tls = certificate::certificate(ctx, &validated, &view.spec).await?;
+    validated.serve_certificate(tls.serve.clone());
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &validated.namespace);
     let live = deployments.get_opt(STOREFRONT).await?;
     let rollout_queued = gate_rollout(
@@ -203,7 +206,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
         rollout_queued,
     )];
     observed.extend(store_conditions.iter().cloned());
-    observed.push(certificate(ctx, &validated).await?);
+    observed.push(tls.observed.clone());
     observed.push(routed);
     let (ready, phase) = status::summarise(&observed, validated.spec.storefront.suspended);
     observed.insert(0, ready);
@@ -216,9 +219,11 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
             validated.hosts.clone()
         },
         runtime_image: Some(validated.runtime_image.clone()),
+        certificate: tls.status.clone(),
         ..TenantStatus::default()
     };
     write_status(tenant, ctx, observed, phase, base).await?;
+    publish(ctx, tenant, &tls.events).await;
 
     let transient = store_conditions
         .iter()
@@ -229,7 +234,16 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     if rollout_queued || status::rolling(&deployment) {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    Ok(Action::requeue(jittered(ctx.settings.resync)))
+    let next = jittered(ctx.settings.resync);
+    Ok(Action::requeue(tls.poll_in.map_or(next, |p| p.min(next))))
+}
+
+async fn publish(ctx: &Context, tenant: &Tenant, events: &[Event]) {
+    for event in events {
+        if let Err(e) = ctx.recorder.publish(event, &tenant.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
 }
 
 /// `resync` plus up to a tenth more, so tenants that converged together do not all come back
@@ -275,6 +289,7 @@ async fn dereference_secrets(
         signing,
         database,
         cache,
+        tls: None,
     })
 }
 
@@ -533,41 +548,6 @@ fn routed_routes(routes: &[DynamicObject]) -> Observed {
             "Routes created; the router has not admitted them yet",
         )
     }
-}
-
-/// `CertificateReady` for the TLS source the tenant chose.
-async fn certificate(ctx: &Context, v: &ValidatedTenant) -> Result<Observed, Error> {
-    let Some(tls) = &v.spec.tls else {
-        return Ok(Observed::ok(
-            types::CERTIFICATE_READY,
-            reasons::ROUTER_DEFAULT_CERTIFICATE,
-            "served with the router's default certificate",
-        ));
-    };
-    if let Some(name) = &tls.secret_name {
-        let exists = Api::<Secret>::namespaced(ctx.client.clone(), &v.namespace)
-            .get_opt(name)
-            .await?
-            .is_some();
-        return Ok(if exists {
-            Observed::ok(
-                types::CERTIFICATE_READY,
-                reasons::SECRET_PROVIDED,
-                format!("served from Secret {name}"),
-            )
-        } else {
-            Observed::failed(
-                types::CERTIFICATE_READY,
-                reasons::CERTIFICATE_NOT_FOUND,
-                format!("Secret {name} does not exist in {}", v.namespace),
-            )
-        });
-    }
-    Ok(Observed::failed(
-        types::CERTIFICATE_READY,
-        reasons::NOT_IMPLEMENTED,
-        "certificates from Azure Key Vault are not supported by this operator version yet; use tls.secretName",
-    ))
 }
 
 /// Writes the status when it differs from the stored one, and an Event per transition.
