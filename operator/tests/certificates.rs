@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tiqzy_crds::{Platform, Tenant};
@@ -86,7 +87,9 @@ fn certificate(hosts: &[&str], days: i64) -> (String, String, i64) {
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("now");
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("now");
     let mut params =
         CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
             .expect("params");
@@ -177,6 +180,26 @@ async fn a_provided_secret_is_served_on_the_route_or_the_ingress_and_its_expiry_
     assert_eq!(spec["host"], host);
     assert_eq!(spec["tls"]["termination"], "edge");
     assert_eq!(spec["tls"]["externalCertificate"]["name"], "own-cert");
+    // The router reads that Secret itself, with a grant for it alone.
+    let role = Api::<Role>::namespaced(client.clone(), "tiqzy-tls-provided")
+        .get("storefront-tls-router")
+        .await
+        .expect("role for the router");
+    let rule = &role.rules.expect("rules")[0];
+    assert_eq!(
+        rule.resource_names.clone().unwrap_or_default(),
+        vec!["own-cert"]
+    );
+    assert_eq!(rule.verbs, vec!["get", "list", "watch"]);
+    let binding = Api::<RoleBinding>::namespaced(client.clone(), "tiqzy-tls-provided")
+        .get("storefront-tls-router")
+        .await
+        .expect("binding for the router");
+    let subject = &binding.subjects.expect("subjects")[0];
+    assert_eq!(
+        (subject.namespace.as_deref(), subject.name.as_str()),
+        (Some("openshift-ingress"), "router")
+    );
 
     let metric = format!("tiqzy_certificate_expiry_seconds{{tenant=\"{name}\"}} {not_after}");
     let operator = &installed().operator;
@@ -192,8 +215,23 @@ async fn a_provided_secret_is_served_on_the_route_or_the_ingress_and_its_expiry_
     patch_platform(&client, json!({ "routing": { "mode": "Ingress" } })).await;
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "tiqzy-tls-provided");
     wait_until("the Ingress replacing the Route", || async {
-        ingresses.get_opt("storefront").await.ok().flatten().is_some()
+        ingresses
+            .get_opt("storefront")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
             && routes(&client, "tiqzy-tls-provided").await.is_empty()
+    })
+    .await;
+    let grants = Api::<Role>::namespaced(client.clone(), "tiqzy-tls-provided");
+    wait_until("the router's grant going with the Route", || async {
+        grants
+            .get_opt("storefront-tls-router")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
     })
     .await;
     let ingress = ingresses.get("storefront").await.expect("ingress");
@@ -282,6 +320,14 @@ async fn key_vault_failures_name_their_reason_and_leave_the_storefront_serving()
     );
     let served = routes(&client, "tiqzy-tls-vault").await;
     assert_eq!(served.len(), 1);
+    assert!(
+        Api::<Role>::namespaced(client.clone(), "tiqzy-tls-vault")
+            .get_opt("storefront-tls-router")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing for the router to read"
+    );
     assert_eq!(served[0].data["spec"]["tls"]["termination"], "edge");
     assert!(
         served[0].data["spec"]["tls"]

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType};
 use tiqzy_crds::conditions::{reasons, types};
@@ -12,7 +13,10 @@ use tiqzy_crds::{CertificateStatus, KeyVaultAuthMethod, PlatformSpec};
 
 use super::status::Observed;
 use super::{TlsSecret, ValidatedTenant};
-use crate::build::{CERTIFICATE_ANNOTATION, TLS_SECRET, VERSION_ANNOTATION};
+use crate::apply::Applier;
+use crate::build::{
+    CERTIFICATE_ANNOTATION, ROUTER_ACCESS, RouterAccess, TLS_SECRET, VERSION_ANNOTATION,
+};
 use crate::certificate::{ServingCertificate, Unusable, rfc3339};
 use crate::context::{Context, PolledCertificate};
 use crate::error::{Error, backoff};
@@ -336,6 +340,29 @@ async fn fetch(
         source: name.to_owned(),
         version: secret.version,
     })
+}
+
+/// Grants the OpenShift router read access to the Routes' TLS Secret, or takes it back.
+pub async fn router_access(
+    applier: &Applier,
+    client: &kube::Client,
+    ns: &str,
+    access: Option<RouterAccess>,
+) -> Result<(), Error> {
+    let keep = match access {
+        Some(RouterAccess { role, binding }) => {
+            applier.apply(role).await?;
+            applier.apply(binding).await?;
+            vec![ROUTER_ACCESS.to_owned()]
+        }
+        None => Vec::new(),
+    };
+    applier
+        .prune(Api::<RoleBinding>::namespaced(client.clone(), ns), &keep)
+        .await?;
+    applier
+        .prune(Api::<Role>::namespaced(client.clone(), ns), &keep)
+        .await
 }
 
 /// The certificate in a `kubernetes.io/tls` Secret, if it reads.

@@ -425,6 +425,7 @@ async fn apply_all(
         }
         (None, Exposure::Ingress(ingress)) => {
             if ctx.route_api {
+                certificate::router_access(applier, client, ns, None).await?;
                 applier
                     .prune(
                         Api::<DynamicObject>::namespaced_with(
@@ -439,7 +440,8 @@ async fn apply_all(
             let ingress = applier.apply(*ingress).await?;
             routed_ingress(&ingress)
         }
-        (None, Exposure::Route(routes)) => {
+        (None, Exposure::Route(routes, access)) => {
+            certificate::router_access(applier, client, ns, access.map(|a| *a)).await?;
             applier
                 .prune(Api::<Ingress>::namespaced(client.clone(), ns), &[])
                 .await?;
@@ -466,6 +468,7 @@ async fn remove_exposure(applier: &Applier, ctx: &Context, ns: &str) -> Result<(
         .prune(Api::<Ingress>::namespaced(ctx.client.clone(), ns), &[])
         .await?;
     if ctx.route_api {
+        certificate::router_access(applier, &ctx.client, ns, None).await?;
         applier
             .prune(
                 Api::<DynamicObject>::namespaced_with(
