@@ -283,7 +283,7 @@ impl KeyVault {
     }
 
     /// A token for `scope`, from the cache or a new exchange with Entra ID.
-    async fn token(&self, scope: &str) -> Result<String, VaultError> {
+    pub async fn token(&self, scope: &str) -> Result<String, VaultError> {
         let mut cached = self.token.lock().await;
         if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
             return Ok(token.value.clone());
