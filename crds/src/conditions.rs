@@ -44,7 +44,6 @@ pub mod reasons {
     pub const HOST_NOT_COVERED: &str = "HostNotCovered";
     pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
     pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
-    pub const NOT_IMPLEMENTED: &str = "NotImplemented";
     pub const DEPENDENCIES_NOT_READY: &str = "DependenciesNotReady";
 }
 
