@@ -243,6 +243,45 @@ async fn a_provided_secret_is_served_on_the_route_or_the_ingress_and_its_expiry_
         routes(&client, "tiqzy-tls-provided").await.len() == 1
     })
     .await;
+
+    // Without tls the router's default certificate serves, and the grant goes.
+    Api::<Tenant>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "tls": null } })),
+        )
+        .await
+        .expect("drop tls");
+    wait_for(&client, name, "RouterDefaultCertificate", |t| {
+        condition(t, "CertificateReady").is_some_and(|c| c.reason == "RouterDefaultCertificate")
+    })
+    .await;
+    wait_until("the Route without the Secret", || async {
+        routes(&client, "tiqzy-tls-provided")
+            .await
+            .first()
+            .is_some_and(|r| r.data["spec"]["tls"].get("externalCertificate").is_none())
+    })
+    .await;
+    assert_eq!(
+        routes(&client, "tiqzy-tls-provided").await[0].data["spec"]["tls"]["termination"],
+        "edge"
+    );
+    wait_until("the router's grant going", || async {
+        grants
+            .get_opt("storefront-tls-router")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    })
+    .await;
+    let metrics = installed().operator.metrics().await.expect("metrics");
+    assert!(
+        !metrics.contains(&format!("tenant=\"{name}\"")),
+        "no expiry for the router's default certificate"
+    );
 }
 
 #[tokio::test]

@@ -22,6 +22,17 @@ pub fn route_api_resource() -> ApiResource {
     )
 }
 
+/// Annotation naming the TLS Secret served (or the router's default): a changed source changes
+/// the object, so the applier rewrites it and a field no longer wanted goes with it.
+pub const TLS_SOURCE_ANNOTATION: &str = "tiqzy.io/tls-source";
+
+fn tls_source(tenant: &ValidatedTenant) -> String {
+    tenant
+        .tls_secret
+        .clone()
+        .unwrap_or_else(|| "router-default".to_owned())
+}
+
 /// Name of the Role and RoleBinding letting the OpenShift router read the TLS Secret.
 pub const ROUTER_ACCESS: &str = "storefront-tls-router";
 /// The OpenShift router's ServiceAccount (namespace, name).
@@ -58,6 +69,10 @@ fn routes(tenant: &ValidatedTenant) -> Route {
             }
             let mut route = DynamicObject::new(&format!("{STOREFRONT}-{i}"), &resource)
                 .within(&tenant.namespace);
+            route.metadata.annotations = Some(BTreeMap::from([(
+                TLS_SOURCE_ANNOTATION.to_owned(),
+                tls_source(tenant),
+            )]));
             route.data = serde_json::json!({
                 "spec": {
                     "host": host,
@@ -127,10 +142,13 @@ fn ingress(tenant: &ValidatedTenant) -> Ingress {
         })
         .collect();
     let mut metadata = meta(tenant, STOREFRONT);
-    metadata.annotations = Some(BTreeMap::from([(
-        "nginx.ingress.kubernetes.io/force-ssl-redirect".to_owned(),
-        "true".to_owned(),
-    )]));
+    metadata.annotations = Some(BTreeMap::from([
+        (
+            "nginx.ingress.kubernetes.io/force-ssl-redirect".to_owned(),
+            "true".to_owned(),
+        ),
+        (TLS_SOURCE_ANNOTATION.to_owned(), tls_source(tenant)),
+    ]));
     Ingress {
         metadata,
         spec: Some(IngressSpec {
