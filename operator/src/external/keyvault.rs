@@ -88,6 +88,7 @@ pub struct Challenge {
 }
 
 struct Token {
+    scope: String,
     value: String,
     renew_at: Instant,
 }
@@ -285,7 +286,10 @@ impl KeyVault {
     /// A token for `scope`, from the cache or a new exchange with Entra ID.
     pub async fn token(&self, scope: &str) -> Result<String, VaultError> {
         let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
+        if let Some(token) = cached
+            .as_ref()
+            .filter(|t| t.scope == scope && Instant::now() < t.renew_at)
+        {
             return Ok(token.value.clone());
         }
         let url = format!(
@@ -342,6 +346,7 @@ impl KeyVault {
         let lifetime = Duration::from_secs(token.expires_in);
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE.min(lifetime / 2));
         *cached = Some(Token {
+            scope: scope.to_owned(),
             value: token.access_token.clone(),
             renew_at,
         });

@@ -105,11 +105,12 @@ pub async fn certificate(
     let now = unix_now();
     let previous = ctx.polled_certificate(&v.name);
     let due = previous.as_ref().is_none_or(|p| {
-        p.inputs != inputs
-            || p.checked.elapsed() >= ttl(ctx, p.failures)
-            // Someone removed or replaced the Secret since: put it back now.
-            || (p.version.is_some()
-                && p.version.as_deref() != last_good.as_ref().map(|l| l.version.as_str()))
+        due(
+            p,
+            &inputs,
+            ctx.settings.key_vault_poll,
+            last_good.as_ref().map(|l| l.version.as_str()),
+        )
     });
     let polled = match (due, previous) {
         (false, Some(previous)) => previous,
@@ -235,13 +236,30 @@ fn finish(
     }
 }
 
+/// Whether Key Vault must be asked again after `previous`: the inputs changed, the look
+/// expired, or the Secret no longer holds the version found (someone removed or replaced it).
+fn due(
+    previous: &PolledCertificate,
+    inputs: &str,
+    poll: Duration,
+    in_secret: Option<&str>,
+) -> bool {
+    previous.inputs != inputs
+        || previous.checked.elapsed() >= hold(poll, previous.failures)
+        || (previous.version.is_some() && previous.version.as_deref() != in_secret)
+}
+
 /// How long a look holds: the poll interval, or a backoff while looks fail.
-fn ttl(ctx: &Context, failures: u32) -> Duration {
+fn hold(poll: Duration, failures: u32) -> Duration {
     if failures == 0 {
-        ctx.settings.key_vault_poll
+        poll
     } else {
-        backoff(failures - 1).min(ctx.settings.key_vault_poll)
+        backoff(failures - 1).min(poll)
     }
+}
+
+fn ttl(ctx: &Context, failures: u32) -> Duration {
+    hold(ctx.settings.key_vault_poll, failures)
 }
 
 /// Reads the current version of `name` and checks it can be served for `hosts`.
@@ -376,4 +394,53 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn polled(failures: u32, version: Option<&str>, age: Duration) -> PolledCertificate {
+        PolledCertificate {
+            inputs: "shop-cert".to_owned(),
+            checked: Instant::now() - age,
+            failures,
+            observed: Observed::ok(types::CERTIFICATE_READY, reasons::CERTIFICATE_SERVED, ""),
+            version: version.map(str::to_owned),
+            warned: Default::default(),
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_served_version_is_asked_again_after_the_poll_interval_or_a_change() {
+        let fresh = polled(0, Some("v1"), Duration::from_secs(60));
+        assert!(!due(&fresh, "shop-cert", HOUR, Some("v1")));
+        assert!(
+            due(&fresh, "other-cert", HOUR, Some("v1")),
+            "Tenant changed"
+        );
+        assert!(due(&fresh, "shop-cert", HOUR, None), "Secret removed");
+        assert!(
+            due(&fresh, "shop-cert", HOUR, Some("v0")),
+            "Secret replaced"
+        );
+        let old = polled(0, Some("v1"), HOUR + Duration::from_secs(1));
+        assert!(due(&old, "shop-cert", HOUR, Some("v1")));
+    }
+
+    #[test]
+    fn failures_are_retried_with_backoff_capped_by_the_poll_interval() {
+        assert_eq!(hold(HOUR, 1), Duration::from_secs(1));
+        assert_eq!(hold(HOUR, 4), Duration::from_secs(8));
+        assert_eq!(hold(Duration::from_secs(5), 10), Duration::from_secs(5));
+        let failing = polled(3, None, Duration::from_secs(5));
+        assert!(
+            due(&failing, "shop-cert", HOUR, Some("v1")),
+            "4 s backoff passed"
+        );
+        let failing = polled(3, None, Duration::from_secs(1));
+        assert!(!due(&failing, "shop-cert", HOUR, Some("v1")));
+    }
 }
