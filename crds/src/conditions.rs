@@ -40,13 +40,13 @@ pub mod reasons {
     pub const CLEANUP_BLOCKED: &str = "CleanupBlocked";
     pub const ROUTER_DEFAULT_CERTIFICATE: &str = "RouterDefaultCertificate";
     pub const SECRET_PROVIDED: &str = "SecretProvided";
+    pub const CERTIFICATE_SERVED: &str = "CertificateServed";
     pub const CERTIFICATE_NOT_FOUND: &str = "CertificateNotFound";
     pub const KEY_VAULT_FORBIDDEN: &str = "KeyVaultForbidden";
     pub const KEY_VAULT_UNREACHABLE: &str = "KeyVaultUnreachable";
     pub const HOST_NOT_COVERED: &str = "HostNotCovered";
     pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
     pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
-    pub const NOT_IMPLEMENTED: &str = "NotImplemented";
     pub const PAYMENTS_CONFIGURED: &str = "PaymentsConfigured";
     pub const CONNECTED_ACCOUNT_MISSING: &str = "ConnectedAccountMissing";
     pub const STRIPE_SECRET_UNAVAILABLE: &str = "StripeSecretUnavailable";

@@ -151,7 +151,8 @@ pub struct KeyVault {
     /// The vault, e.g. `https://tiqzy-certs.vault.azure.net`.
     #[schemars(regex(pattern = r"^https://[^\s/]+/?$"))]
     pub vault_url: String,
-    /// Microsoft Entra ID authority; override for sovereign clouds or tests.
+    /// Microsoft Entra ID authority; tokens come from
+    /// `<authorityHost>/<tenantId>/oauth2/v2.0/token`. Override for sovereign clouds or tests.
     #[serde(default = "default_authority")]
     #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
     pub authority_host: String,
@@ -176,7 +177,9 @@ pub struct KeyVaultAuth {
     /// Directory (tenant) id.
     #[schemars(length(min = 1, max = 64))]
     pub tenant_id: String,
-    /// Projected service-account token exchanged for an Entra ID token.
+    /// Projected service-account token exchanged for an Entra ID token, for
+    /// `WorkloadIdentity`. Defaults to `$AZURE_FEDERATED_TOKEN_FILE` (set by the Azure Workload
+    /// Identity webhook), then `/var/run/secrets/azure/tokens/azure-identity-token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federated_token_file: Option<String>,
     /// Secret with key `clientSecret`, for `ClientSecret`.

@@ -79,6 +79,23 @@ impl Applier {
         self.apply_with(api, object, live.as_deref().cloned()).await
     }
 
+    /// Applies a namespaced object of a kind the operator does not cache (the router's Role
+    /// and RoleBinding on OpenShift), comparing with the live object read first.
+    pub async fn apply_uncached<K>(&self, mut object: K) -> Result<K, Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        self.decorate(&mut object);
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let live = api.get_opt(&object.name_any()).await?;
+        self.apply_with(api, object, live).await
+    }
+
     /// Applies an object of a kind known only at run time (OpenShift Routes).
     pub async fn apply_dynamic(
         &self,
@@ -140,6 +157,15 @@ impl Applier {
     ) -> Result<(), Error> {
         let api: Api<kube::api::DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, resource);
+        self.prune_listed(api, keep).await
+    }
+
+    /// Deletes the tenant's objects of a kind the operator does not cache whose names are
+    /// not in `keep`, listing them from the API server.
+    pub async fn prune_listed<K>(&self, api: Api<K>, keep: &[String]) -> Result<(), Error>
+    where
+        K: Resource + Clone + Debug + DeserializeOwned,
+    {
         let selector = format!("{TENANT_LABEL}={}", self.tenant);
         let existing = api
             .list_metadata(&ListParams::default().labels(&selector))

@@ -2,7 +2,7 @@
 //! per-tenant backoff and the rollout gate.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
@@ -10,6 +10,7 @@ use kube::runtime::reflector::Store;
 use tiqzy_crds::Tenant;
 
 use crate::cache::{Caches, PlatformSecrets};
+use crate::external::keyvault::{KeyVault, VaultConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::{GuardedTenant, Observed};
 
@@ -21,6 +22,8 @@ pub struct Settings {
     pub instance: String,
     /// Tenants reconciled at once.
     pub concurrency: u16,
+    /// How often Key Vault is asked for a new version of a tenant's certificate.
+    pub key_vault_poll: Duration,
 }
 
 pub struct Context {
@@ -37,6 +40,24 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     rolling: Mutex<BTreeSet<String>>,
     stores: Mutex<HashMap<String, ConvergedStores>>,
+    /// The Key Vault client (one Platform, one vault), kept for its token.
+    vault: Mutex<Option<Arc<KeyVault>>>,
+    certificates: Mutex<HashMap<String, PolledCertificate>>,
+}
+
+/// When a tenant's Key Vault certificate was last looked at, and what was found.
+#[derive(Debug, Clone)]
+pub struct PolledCertificate {
+    /// What the look depended on (certificate name, hosts, vault settings).
+    pub inputs: String,
+    pub checked: std::time::Instant,
+    /// Failed looks in a row (0 after a success).
+    pub failures: u32,
+    pub observed: Observed,
+    /// The version found, when it could be served.
+    pub version: Option<String>,
+    /// Versions whose near expiry was announced.
+    pub warned: BTreeSet<String>,
 }
 
 /// What the database and cache servers were last found to hold for a tenant.
@@ -79,6 +100,8 @@ impl Context {
             failures: Mutex::default(),
             rolling: Mutex::default(),
             stores: Mutex::default(),
+            vault: Mutex::default(),
+            certificates: Mutex::default(),
         }
     }
 
@@ -127,8 +150,40 @@ impl Context {
     /// Forgets a deleted tenant.
     pub fn forget(&self, tenant: &str) {
         self.stores.lock().expect("stores lock").remove(tenant);
+        self.certificates
+            .lock()
+            .expect("certificates lock")
+            .remove(tenant);
+        self.metrics.forget_certificate(tenant);
         self.rollout_finished(tenant);
         self.succeeded(tenant);
+    }
+
+    /// The Key Vault client for `config`, reused while the config stays the same.
+    pub fn key_vault(&self, config: VaultConfig) -> Result<Arc<KeyVault>, String> {
+        let mut vault = self.vault.lock().expect("vault lock");
+        if let Some(existing) = vault.as_ref().filter(|v| *v.config() == config) {
+            return Ok(existing.clone());
+        }
+        let client = Arc::new(KeyVault::new(config)?);
+        *vault = Some(client.clone());
+        Ok(client)
+    }
+
+    /// The last look at `tenant`'s Key Vault certificate.
+    pub fn polled_certificate(&self, tenant: &str) -> Option<PolledCertificate> {
+        self.certificates
+            .lock()
+            .expect("certificates lock")
+            .get(tenant)
+            .cloned()
+    }
+
+    pub fn remember_certificate(&self, tenant: &str, polled: PolledCertificate) {
+        self.certificates
+            .lock()
+            .expect("certificates lock")
+            .insert(tenant.to_owned(), polled);
     }
 
     /// Admits `tenant` to roll to a new image when fewer than `limit` tenants are rolling.

@@ -40,6 +40,10 @@ struct Args {
     /// Tenants reconciled at once (bounds connections to the database server too).
     #[arg(long, env = "TIQZY_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Seconds between looks for a new version of a tenant's Key Vault certificate (a Tenant
+    /// change looks at once).
+    #[arg(long, env = "TIQZY_KEY_VAULT_POLL_SECONDS", default_value_t = 3600)]
+    key_vault_poll_seconds: u64,
     /// Log format: json or text.
     #[arg(long, env = "TIQZY_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -90,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         resync: Duration::from_secs(args.resync_seconds),
         instance: identity,
         concurrency: args.concurrency,
+        key_vault_poll: Duration::from_secs(args.key_vault_poll_seconds.max(1)),
     };
     controller::run(client, metrics, settings).await;
     Ok(())

@@ -27,6 +27,11 @@ pub struct PhaseLabels {
     pub phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Arc<Registry>,
@@ -35,6 +40,7 @@ pub struct Metrics {
     duration: Histogram,
     pub tenants_by_phase: Family<PhaseLabels, Gauge>,
     pub writes: Counter,
+    certificate_expiry: Family<TenantLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -53,6 +59,7 @@ impl Default for Metrics {
         ]);
         let tenants_by_phase = Family::<PhaseLabels, Gauge>::default();
         let writes = Counter::default();
+        let certificate_expiry = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "controller_runtime_reconcile",
             "Reconciles by result",
@@ -78,6 +85,11 @@ impl Default for Metrics {
             "Objects created, patched or deleted by the operator",
             writes.clone(),
         );
+        registry.register(
+            "tiqzy_certificate_expiry_seconds",
+            "When the certificate a tenant is served with expires (Unix seconds)",
+            certificate_expiry.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             reconciles,
@@ -85,6 +97,7 @@ impl Default for Metrics {
             duration,
             tenants_by_phase,
             writes,
+            certificate_expiry,
         }
     }
 }
@@ -136,6 +149,22 @@ impl Metrics {
                 .get_or_create(&PhaseLabels { phase })
                 .set(count);
         }
+    }
+
+    /// Sets `tiqzy_certificate_expiry_seconds{tenant}`.
+    pub fn certificate_expires(&self, tenant: &str, not_after: i64) {
+        self.certificate_expiry
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_owned(),
+            })
+            .set(not_after);
+    }
+
+    /// Drops the expiry of a tenant served with the router's default certificate (or gone).
+    pub fn forget_certificate(&self, tenant: &str) {
+        self.certificate_expiry.remove(&TenantLabels {
+            tenant: tenant.to_owned(),
+        });
     }
 
     /// The text exposition format.

@@ -21,7 +21,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::reconcile::ValidatedTenant;
-pub use routing::{Route, route_api_resource};
+pub use routing::{ROUTER_ACCESS, Route, RouterAccess, route_api_resource};
+pub use secrets::{CERTIFICATE_ANNOTATION, VERSION_ANNOTATION};
 
 /// Name shared by the storefront's Deployment, Service, HPA, PDB, ServiceAccount, ConfigMap.
 pub const STOREFRONT: &str = "storefront";
@@ -36,7 +37,8 @@ pub const TLS_SECRET: &str = "storefront-tls";
 /// How the storefront is exposed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Exposure {
-    Route(Route),
+    /// The Routes, and the router's grant to read their TLS Secret (when they name one).
+    Route(Route, Option<Box<RouterAccess>>),
     Ingress(Box<Ingress>),
 }
 

@@ -6,6 +6,7 @@ use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::{Exposure, STOREFRONT, meta};
@@ -21,9 +22,33 @@ pub fn route_api_resource() -> ApiResource {
     )
 }
 
+/// Annotation naming the TLS Secret served (or the router's default): a changed source changes
+/// the object, so the applier rewrites it and a field no longer wanted goes with it.
+pub const TLS_SOURCE_ANNOTATION: &str = "tiqzy.io/tls-source";
+
+fn tls_source(tenant: &ValidatedTenant) -> String {
+    tenant
+        .tls_secret
+        .clone()
+        .unwrap_or_else(|| "router-default".to_owned())
+}
+
+/// Name of the Role and RoleBinding letting the OpenShift router read the TLS Secret.
+pub const ROUTER_ACCESS: &str = "storefront-tls-router";
+/// The OpenShift router's ServiceAccount (namespace, name).
+const ROUTER: (&str, &str) = ("openshift-ingress", "router");
+
+/// A Route's `externalCertificate` is read by the router itself, which OpenShift allows only
+/// with a grant to read that one Secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterAccess {
+    pub role: Role,
+    pub binding: RoleBinding,
+}
+
 pub fn exposure(tenant: &ValidatedTenant) -> Exposure {
     match tenant.routing {
-        RoutingKind::Route => Exposure::Route(routes(tenant)),
+        RoutingKind::Route => Exposure::Route(routes(tenant), router_access(tenant).map(Box::new)),
         RoutingKind::Ingress => Exposure::Ingress(Box::new(ingress(tenant))),
     }
 }
@@ -44,6 +69,10 @@ fn routes(tenant: &ValidatedTenant) -> Route {
             }
             let mut route = DynamicObject::new(&format!("{STOREFRONT}-{i}"), &resource)
                 .within(&tenant.namespace);
+            route.metadata.annotations = Some(BTreeMap::from([(
+                TLS_SOURCE_ANNOTATION.to_owned(),
+                tls_source(tenant),
+            )]));
             route.data = serde_json::json!({
                 "spec": {
                     "host": host,
@@ -56,6 +85,35 @@ fn routes(tenant: &ValidatedTenant) -> Route {
             route
         })
         .collect()
+}
+
+fn router_access(tenant: &ValidatedTenant) -> Option<RouterAccess> {
+    let secret = tenant.tls_secret.as_ref()?;
+    let role = Role {
+        metadata: meta(tenant, ROUTER_ACCESS),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".to_owned()]),
+            resource_names: Some(vec![secret.clone()]),
+            verbs: ["get", "list", "watch"].map(str::to_owned).to_vec(),
+            ..PolicyRule::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(tenant, ROUTER_ACCESS),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "Role".to_owned(),
+            name: ROUTER_ACCESS.to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            namespace: Some(ROUTER.0.to_owned()),
+            name: ROUTER.1.to_owned(),
+            ..Subject::default()
+        }]),
+    };
+    Some(RouterAccess { role, binding })
 }
 
 fn ingress(tenant: &ValidatedTenant) -> Ingress {
@@ -84,10 +142,13 @@ fn ingress(tenant: &ValidatedTenant) -> Ingress {
         })
         .collect();
     let mut metadata = meta(tenant, STOREFRONT);
-    metadata.annotations = Some(BTreeMap::from([(
-        "nginx.ingress.kubernetes.io/force-ssl-redirect".to_owned(),
-        "true".to_owned(),
-    )]));
+    metadata.annotations = Some(BTreeMap::from([
+        (
+            "nginx.ingress.kubernetes.io/force-ssl-redirect".to_owned(),
+            "true".to_owned(),
+        ),
+        (TLS_SOURCE_ANNOTATION.to_owned(), tls_source(tenant)),
+    ]));
     Ingress {
         metadata,
         spec: Some(IngressSpec {
@@ -116,12 +177,46 @@ mod tests {
         tenant.spec.hosts = vec!["tickets.acme.example".to_owned(), "acme.example".to_owned()];
         let mut validated = fixture::validated(&tenant);
         validated.routing = RoutingKind::Route;
-        let Exposure::Route(routes) = exposure(&validated) else {
+        let Exposure::Route(routes, access) = exposure(&validated) else {
             panic!("routes expected")
         };
         assert_eq!(routes.len(), 2);
         assert_eq!(routes[1].data["spec"]["host"], "acme.example");
         assert_eq!(routes[0].data["spec"]["tls"]["termination"], "edge");
+        assert!(
+            routes[0].data["spec"]["tls"]
+                .get("externalCertificate")
+                .is_none()
+        );
+        assert_eq!(
+            access, None,
+            "the router's default certificate needs no grant"
+        );
+    }
+
+    #[test]
+    fn the_router_may_read_exactly_the_tls_secret_a_route_names() {
+        let mut validated = fixture::validated(&fixture::tenant("acme"));
+        validated.routing = RoutingKind::Route;
+        validated.tls_secret = Some("storefront-tls".to_owned());
+        let Exposure::Route(routes, Some(access)) = exposure(&validated) else {
+            panic!("routes with router access expected")
+        };
+        assert_eq!(
+            routes[0].data["spec"]["tls"]["externalCertificate"]["name"],
+            "storefront-tls"
+        );
+        let rule = &access.role.rules.expect("rules")[0];
+        assert_eq!(
+            rule.resource_names.as_deref(),
+            Some(&["storefront-tls".to_owned()][..])
+        );
+        assert_eq!(rule.verbs, vec!["get", "list", "watch"]);
+        let subject = &access.binding.subjects.expect("subjects")[0];
+        assert_eq!(
+            (subject.namespace.as_deref(), subject.name.as_str()),
+            (Some("openshift-ingress"), "router")
+        );
     }
 
     #[test]

@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{CACHE_SECRET, DATABASE_SECRET, PAYMENTS_SECRET, SIGNING_SECRET, meta};
-use crate::reconcile::ValidatedTenant;
+use super::{CACHE_SECRET, DATABASE_SECRET, PAYMENTS_SECRET, SIGNING_SECRET, TLS_SECRET, meta};
+use crate::reconcile::{TlsSecret, ValidatedTenant};
+
+/// Annotations on `storefront-tls` naming the Key Vault certificate and version it holds.
+pub const CERTIFICATE_ANNOTATION: &str = "tiqzy.io/key-vault-certificate";
+pub const VERSION_ANNOTATION: &str = "tiqzy.io/key-vault-version";
 
 pub fn secrets(tenant: &ValidatedTenant) -> Vec<Secret> {
     let mut secrets = vec![secret(tenant, SIGNING_SECRET, &tenant.secrets.signing)];
@@ -21,7 +25,34 @@ pub fn secrets(tenant: &ValidatedTenant) -> Vec<Secret> {
     if let Some(payments) = &tenant.secrets.payments {
         secrets.push(secret(tenant, PAYMENTS_SECRET, payments));
     }
+    if let Some(tls) = &tenant.secrets.tls {
+        secrets.push(tls_secret(tenant, tls));
+    }
     secrets
+}
+
+/// The `kubernetes.io/tls` Secret the Route or Ingress serves: the full chain and the key.
+fn tls_secret(tenant: &ValidatedTenant, tls: &TlsSecret) -> Secret {
+    let mut metadata = meta(tenant, TLS_SECRET);
+    metadata.annotations = Some(BTreeMap::from([
+        (CERTIFICATE_ANNOTATION.to_owned(), tls.source.clone()),
+        (VERSION_ANNOTATION.to_owned(), tls.version.clone()),
+    ]));
+    Secret {
+        metadata,
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(BTreeMap::from([
+            (
+                "tls.crt".to_owned(),
+                ByteString(tls.certificate.chain_pem.as_bytes().to_vec()),
+            ),
+            (
+                "tls.key".to_owned(),
+                ByteString(tls.certificate.key_pem.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Secret::default()
+    }
 }
 
 fn secret(tenant: &ValidatedTenant, name: &str, data: &BTreeMap<String, String>) -> Secret {
@@ -50,5 +81,32 @@ mod tests {
             .filter_map(|s| s.metadata.name)
             .collect();
         assert_eq!(names, vec![SIGNING_SECRET]);
+    }
+
+    #[test]
+    fn a_key_vault_certificate_becomes_a_tls_secret_naming_its_version() {
+        let mut tenant = fixture::validated(&fixture::tenant("acme"));
+        tenant.secrets.tls = Some(TlsSecret {
+            certificate: crate::certificate::ServingCertificate {
+                chain_pem: "LEAF\nCA\n".to_owned(),
+                key_pem: "KEY\n".to_owned(),
+                not_before: 0,
+                not_after: 1,
+                dns_names: vec![],
+            },
+            source: "acme-cert".to_owned(),
+            version: "v2".to_owned(),
+        });
+        let tls = secrets(&tenant)
+            .into_iter()
+            .find(|s| s.metadata.name.as_deref() == Some(TLS_SECRET))
+            .expect("tls secret");
+        assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+        let data = tls.data.expect("data");
+        assert_eq!(data["tls.crt"].0, b"LEAF\nCA\n");
+        assert_eq!(data["tls.key"].0, b"KEY\n");
+        let annotations = tls.metadata.annotations.expect("annotations");
+        assert_eq!(annotations[VERSION_ANNOTATION], "v2");
+        assert_eq!(annotations[CERTIFICATE_ANNOTATION], "acme-cert");
     }
 }

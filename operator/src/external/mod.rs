@@ -1,6 +1,8 @@
 //! State outside Kubernetes that a tenant owns: its PostgreSQL database and role, its Redis
-//! ACL user. Each module offers idempotent `ensure_*` and `remove_*` functions.
+//! ACL user (each with idempotent `ensure_*` and `remove_*` functions); and Key Vault, which
+//! the tenant's TLS certificate is read from.
 
+pub mod keyvault;
 pub mod postgres;
 pub mod redis;
 

@@ -1,5 +1,6 @@
 //! Reconcile one Tenant: dereference -> validate -> build -> apply -> status.
 
+mod certificate;
 mod hosts;
 mod payments;
 mod status;
@@ -26,7 +27,7 @@ use tiqzy_crds::{DeletionPolicy, Platform, Tenant, TenantPhase, TenantStatus};
 
 pub use status::Observed;
 pub use validate::{
-    PlatformView, RoutingKind, TenantSecrets, ValidatedTenant, namespace_of, validate,
+    PlatformView, RoutingKind, TenantSecrets, TlsSecret, ValidatedTenant, namespace_of, validate,
 };
 
 use crate::apply::{Applier, FIELD_MANAGER};
@@ -175,6 +176,8 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let mut secrets = dereference_secrets(ctx, &validated, &servers).await?;
     secrets.payments = payments_secret;
     let mut validated = validated.with_secrets(secrets);
+    let tls = certificate::certificate(ctx, &validated, &view.spec).await?;
+    validated.serve_certificate(tls.serve.clone());
     let live = <Deployment as Cached>::cached(&ctx.caches, Some(&validated.namespace), STOREFRONT);
     let rollout_queued = gate_rollout(
         ctx,
@@ -211,7 +214,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     observed.extend(store_conditions.iter().cloned());
     let payments_broken = payments.reason == reasons::STRIPE_SECRET_UNAVAILABLE;
     observed.push(payments);
-    observed.push(certificate(ctx, &validated).await?);
+    observed.push(tls.observed.clone());
     observed.push(routed);
     let (ready, phase) = status::summarise(&observed, validated.spec.storefront.suspended);
     observed.insert(0, ready);
@@ -224,9 +227,11 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
             validated.hosts.clone()
         },
         runtime_image: Some(validated.runtime_image.clone()),
+        certificate: tls.status.clone(),
         ..TenantStatus::default()
     };
     write_status(tenant, ctx, observed, phase, base).await?;
+    publish(ctx, tenant, &tls.events).await;
 
     let transient = store_conditions
         .iter()
@@ -237,7 +242,16 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     if rollout_queued || status::rolling(&deployment) {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    Ok(Action::requeue(jittered(ctx.settings.resync)))
+    let next = jittered(ctx.settings.resync);
+    Ok(Action::requeue(tls.poll_in.map_or(next, |p| p.min(next))))
+}
+
+async fn publish(ctx: &Context, tenant: &Tenant, events: &[Event]) {
+    for event in events {
+        if let Err(e) = ctx.recorder.publish(event, &tenant.object_ref(&())).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
 }
 
 /// `resync` plus up to a tenth more, so tenants that converged together do not all come back
@@ -283,6 +297,7 @@ async fn dereference_secrets(
         database,
         cache,
         payments: None,
+        tls: None,
     })
 }
 
@@ -406,6 +421,7 @@ async fn apply_all(
         }
         (None, Exposure::Ingress(ingress)) => {
             if ctx.route_api {
+                certificate::router_access(applier, &ctx.client, ns, None).await?;
                 applier
                     .prune_dynamic(ns, &build::route_api_resource(), &[])
                     .await?;
@@ -413,7 +429,8 @@ async fn apply_all(
             let ingress = applier.apply(*ingress).await?;
             routed_ingress(&ingress)
         }
-        (None, Exposure::Route(routes)) => {
+        (None, Exposure::Route(routes, access)) => {
+            certificate::router_access(applier, &ctx.client, ns, access.map(|a| *a)).await?;
             applier.prune::<Ingress>(ns, &[]).await?;
             let resource = build::route_api_resource();
             let names: Vec<String> = routes.iter().map(ResourceExt::name_any).collect();
@@ -431,6 +448,7 @@ async fn apply_all(
 async fn remove_exposure(applier: &Applier, ctx: &Context, ns: &str) -> Result<(), Error> {
     applier.prune::<Ingress>(ns, &[]).await?;
     if ctx.route_api {
+        certificate::router_access(applier, &ctx.client, ns, None).await?;
         applier
             .prune_dynamic(ns, &build::route_api_resource(), &[])
             .await?;
@@ -506,41 +524,6 @@ fn routed_routes(routes: &[DynamicObject]) -> Observed {
             "Routes created; the router has not admitted them yet",
         )
     }
-}
-
-/// `CertificateReady` for the TLS source the tenant chose.
-async fn certificate(ctx: &Context, v: &ValidatedTenant) -> Result<Observed, Error> {
-    let Some(tls) = &v.spec.tls else {
-        return Ok(Observed::ok(
-            types::CERTIFICATE_READY,
-            reasons::ROUTER_DEFAULT_CERTIFICATE,
-            "served with the router's default certificate",
-        ));
-    };
-    if let Some(name) = &tls.secret_name {
-        let exists = Api::<Secret>::namespaced(ctx.client.clone(), &v.namespace)
-            .get_opt(name)
-            .await?
-            .is_some();
-        return Ok(if exists {
-            Observed::ok(
-                types::CERTIFICATE_READY,
-                reasons::SECRET_PROVIDED,
-                format!("served from Secret {name}"),
-            )
-        } else {
-            Observed::failed(
-                types::CERTIFICATE_READY,
-                reasons::CERTIFICATE_NOT_FOUND,
-                format!("Secret {name} does not exist in {}", v.namespace),
-            )
-        });
-    }
-    Ok(Observed::failed(
-        types::CERTIFICATE_READY,
-        reasons::NOT_IMPLEMENTED,
-        "certificates from Azure Key Vault are not supported by this operator version yet; use tls.secretName",
-    ))
 }
 
 /// Writes the status when it differs from the stored one, and an Event per transition.

@@ -46,6 +46,17 @@ pub struct TenantSecrets {
     pub cache: Option<BTreeMap<String, String>>,
     /// The platform's Stripe keys, when it has them.
     pub payments: Option<BTreeMap<String, String>>,
+    /// The Key Vault certificate to serve, when there is one.
+    pub tls: Option<TlsSecret>,
+}
+
+/// The certificate written to the `storefront-tls` Secret, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSecret {
+    pub certificate: crate::certificate::ServingCertificate,
+    /// The Key Vault certificate's name and version.
+    pub source: String,
+    pub version: String,
 }
 
 impl std::fmt::Debug for TenantSecrets {
@@ -55,6 +66,7 @@ impl std::fmt::Debug for TenantSecrets {
             .field("database", &self.database.is_some())
             .field("cache", &self.cache.is_some())
             .field("payments", &self.payments.is_some())
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +116,22 @@ impl ValidatedTenant {
         }
         self.config_digest = hex(&hasher.finalize()[..12]);
         self
+    }
+}
+
+impl ValidatedTenant {
+    /// Sets the Key Vault certificate to serve. Without one (none fetched yet), the router's
+    /// default certificate is served rather than a Secret that does not exist.
+    pub fn serve_certificate(&mut self, tls: Option<TlsSecret>) {
+        let from_key_vault = self
+            .spec
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.key_vault_certificate.is_some());
+        if from_key_vault && tls.is_none() {
+            self.tls_secret = None;
+        }
+        self.secrets.tls = tls;
     }
 }
 

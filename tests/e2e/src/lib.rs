@@ -8,7 +8,9 @@ mod components;
 mod controlplane;
 mod crds;
 mod datastores;
+mod entra;
 pub mod olm;
+mod openshift;
 mod operator;
 mod pki;
 mod ports;
@@ -27,6 +29,8 @@ pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{Postgres, Redis};
+pub use entra::EntraIssuer;
+pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
 pub use operator::{
     BASE_DOMAIN, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET, install_operator,
     install_tiqzy,
