@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod holds;
 pub mod listings;
 pub mod orders;
+pub mod payments;
 pub mod sales;
 pub mod tickets;
 
