@@ -60,6 +60,8 @@ CREATE TABLE ledger (
     reverses      uuid REFERENCES ledger (id),
     note          text NOT NULL DEFAULT '',
     created_at    timestamptz NOT NULL DEFAULT now(),
+    -- Set when a request went out without a clear answer: Stripe may have acted on it.
+    attempted_at  timestamptz,
     settled_at    timestamptz
 );
 CREATE INDEX ledger_order ON ledger (order_id);

@@ -444,7 +444,8 @@ async fn settle_one(state: &AppState) -> AppResult<bool> {
         Ok(reference) => store::settle(&mut tx, row.id, Ok(&reference)).await?,
         Err(failure) if failure.is_transient() => {
             // Left requested; the sweeper tries again with the same idempotency key.
-            drop(tx);
+            store::attempted(&mut tx, row.id).await?;
+            tx.commit().await?;
             return Ok(false);
         }
         Err(failure) => store::settle(&mut tx, row.id, Err(&failure.to_string())).await?,

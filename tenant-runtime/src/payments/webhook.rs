@@ -253,3 +253,4 @@ pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
     }
     Ok(handled)
 }
+

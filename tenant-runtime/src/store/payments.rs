@@ -360,7 +360,8 @@ pub async fn request_refund(
 /// An unsent seller payout is cancelled; a sent one gets a transfer reversal requested.
 async fn take_back_payout(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<()> {
     let Some(payout) = sqlx::query!(
-        "SELECT id, state, amount_minor, currency AS \"currency!\", listing_id
+        "SELECT id, state, amount_minor, currency AS \"currency!\", listing_id,
+                attempted_at IS NOT NULL AS \"attempted!\"
          FROM ledger WHERE order_id = $1 AND kind = 'seller_payout' FOR UPDATE",
         order_id,
     )
@@ -369,7 +370,13 @@ async fn take_back_payout(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<()> {
     else {
         return Ok(());
     };
-    match payout.state.as_str() {
+    // A payout whose request may have reached Stripe is taken back by a reversal, which
+    // waits until the payout's retry has settled.
+    let state = match payout.state.as_str() {
+        "requested" if payout.attempted => "done",
+        state => state,
+    };
+    match state {
         "requested" | "failed" => {
             sqlx::query!(
                 "UPDATE ledger SET state = 'cancelled', settled_at = now(),
@@ -672,7 +679,7 @@ pub async fn next_requested(tx: &mut Tx<'_>) -> AppResult<Option<Requested>> {
          FROM ledger l
          JOIN orders o ON o.id = l.order_id
          LEFT JOIN ledger p ON p.id = l.reverses
-         WHERE l.state = 'requested'
+         WHERE l.state = 'requested' AND (l.reverses IS NULL OR p.state = 'done')
          ORDER BY l.created_at, l.id
          LIMIT 1
          FOR UPDATE OF l SKIP LOCKED",
@@ -693,6 +700,14 @@ pub async fn next_requested(tx: &mut Tx<'_>) -> AppResult<Option<Requested>> {
         payment_intent: r.payment_intent_id,
         reversed_transfer: r.reversed_transfer,
     }))
+}
+
+/// The request went out but no clear answer came back; it stays requested.
+pub async fn attempted(tx: &mut Tx<'_>, id: Uuid) -> AppResult<()> {
+    sqlx::query!("UPDATE ledger SET attempted_at = now() WHERE id = $1", id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Stripe answered: done with its object id, or failed for good with the reason.
