@@ -235,7 +235,7 @@ async fn an_expiry_arriving_after_the_payment_changes_nothing() {
 #[tokio::test]
 async fn a_hold_running_out_closes_its_stripe_checkout() {
     let app = TestApp::spawn_with(Options {
-        hold_ttl_secs: 1,
+        hold_ttl_secs: 3,
         ..Options::default()
     })
     .await;
@@ -245,7 +245,7 @@ async fn a_hold_running_out_closes_its_stripe_checkout() {
     assert!(session_id.body.contains("expires_at="));
     // The sweeper runs every 5 s.
     let mut closed = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..60 {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         closed = app
             .stripe
