@@ -34,7 +34,9 @@ pub async fn receive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> AppResult<Json<Received>> {
-    let payload = std::str::from_utf8(&body).map_err(|_| refused(&state, Rejection::Unreadable))?;
+    // Stripe always sends UTF-8 JSON; anything else cannot carry a valid signature.
+    let payload =
+        std::str::from_utf8(&body).map_err(|_| refused(&state, Rejection::BadSignature))?;
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());

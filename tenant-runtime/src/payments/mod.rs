@@ -519,3 +519,37 @@ pub async fn start_onboarding(state: &AppState, ticket_token: &str) -> AppResult
         ready: seller.ready,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone, Utc};
+
+    use super::session_expiry;
+
+    #[test]
+    fn a_session_created_while_the_hold_lasts_is_within_stripes_window() {
+        let created = Utc
+            .with_ymd_and_hms(2026, 11, 26, 12, 0, 0)
+            .single()
+            .expect("time");
+        // Stripe accepts 30 minutes to 24 hours after the session is created, which happens
+        // between the order's creation and the end of the hold.
+        for hold_minutes in [1, 10, 60, 6 * 60, 22 * 60] {
+            let until = created + Duration::minutes(hold_minutes);
+            let expires = session_expiry(created, Some(until));
+            for now in [created, until - Duration::seconds(1)] {
+                let ahead = expires - now;
+                assert!(
+                    ahead >= Duration::minutes(30) && ahead <= Duration::hours(24),
+                    "hold of {hold_minutes} min, session at {now}: {ahead}"
+                );
+            }
+        }
+        // Derived from stored times only: the same inputs give the same expiry (retry-safe).
+        let until = created + Duration::minutes(10);
+        assert_eq!(
+            session_expiry(created, Some(until)),
+            until + Duration::minutes(31)
+        );
+    }
+}

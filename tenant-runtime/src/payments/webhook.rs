@@ -253,4 +253,3 @@ pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
     }
     Ok(handled)
 }
-
