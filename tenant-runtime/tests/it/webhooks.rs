@@ -235,7 +235,7 @@ async fn an_expiry_arriving_after_the_payment_changes_nothing() {
 #[tokio::test]
 async fn a_hold_running_out_closes_its_stripe_checkout() {
     let app = TestApp::spawn_with(Options {
-        hold_ttl_secs: 3,
+        hold_ttl_secs: 5,
         ..Options::default()
     })
     .await;
@@ -243,9 +243,9 @@ async fn a_hold_running_out_closes_its_stripe_checkout() {
     let order = pending_order(&app, tt, 1).await;
     let session_id = app.stripe.posts_to("/v1/checkout/sessions")[0].clone();
     assert!(session_id.body.contains("expires_at="));
-    // The sweeper runs every 5 s.
+    // The hold lasts 5 s and the sweeper runs every 5 s.
     let mut closed = Vec::new();
-    for _ in 0..60 {
+    for _ in 0..100 {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         closed = app
             .stripe
