@@ -17,7 +17,7 @@ use crate::error::{AppError, AppResult, Problem};
 use crate::http::ApiJson;
 use crate::state::AppState;
 use crate::store::catalog::{self, Event, EventDetails, TicketType, TicketTypeDetails};
-use crate::store::payments::{self as payments_store, LedgerEntry};
+use crate::store::ledger::{self, LedgerEntry};
 use crate::store::sales::{self, SalesLine};
 use crate::store::tickets::{self, CheckIn};
 
@@ -347,9 +347,7 @@ pub async fn order_ledger(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> AppResult<Json<Vec<LedgerEntry>>> {
-    Ok(Json(
-        payments_store::ledger(&state.db, Some(id), None).await?,
-    ))
+    Ok(Json(ledger::ledger(&state.db, Some(id), None).await?))
 }
 
 /// Where the money of every order of one resale listing went.
@@ -361,7 +359,5 @@ pub async fn listing_ledger(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> AppResult<Json<Vec<LedgerEntry>>> {
-    Ok(Json(
-        payments_store::ledger(&state.db, None, Some(id)).await?,
-    ))
+    Ok(Json(ledger::ledger(&state.db, None, Some(id)).await?))
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{Applied, after_commit, apply_payment};
 use crate::error::AppResult;
 use crate::state::AppState;
+use crate::store::ledger;
 use crate::store::payments as store;
 
 /// Why a delivery was refused; nothing was changed.
@@ -180,7 +181,7 @@ pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
             match charge.payment_intent.as_ref().map(|p| p.id().to_string()) {
                 Some(intent) => match store::order_of_payment_intent(&mut tx, &intent).await? {
                     Some(order) => {
-                        store::charge_refunded(
+                        ledger::charge_refunded(
                             &mut tx,
                             &order,
                             charge.amount_refunded,
@@ -190,7 +191,7 @@ pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
                         Handled::Applied
                     }
                     None => {
-                        store::park(
+                        ledger::park(
                             &mut tx,
                             event.id.as_str(),
                             &intent,
@@ -212,12 +213,12 @@ pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
         {
             Some(intent) => match store::order_of_payment_intent(&mut tx, &intent).await? {
                 Some(order) => {
-                    store::dispute_created(&mut tx, &order, dispute.id.as_str(), dispute.amount)
+                    ledger::dispute_created(&mut tx, &order, dispute.id.as_str(), dispute.amount)
                         .await?;
                     Handled::Applied
                 }
                 None => {
-                    store::park(
+                    ledger::park(
                         &mut tx,
                         event.id.as_str(),
                         &intent,

@@ -87,7 +87,7 @@ pub async fn cancel_event(db: &PgPool, event_id: Uuid) -> AppResult<bool> {
     )
     .execute(&mut *tx)
     .await?;
-    super::payments::refund_cancelled_event(&mut tx, event_id).await?;
+    super::ledger::refund_cancelled_event(&mut tx, event_id).await?;
     tx.commit().await?;
     Ok(true)
 }
