@@ -26,6 +26,7 @@ pub struct Config {
     pub hold_ttl: Duration,
     /// Holds one client may create per minute.
     pub hold_rate_limit: u32,
+    pub stripe: StripeConfig,
 }
 
 /// Written by hand so the signing key and the database password never reach a log line.
@@ -56,6 +57,33 @@ pub struct ResalePolicy {
     pub enabled: bool,
     pub price_cap: PriceCap,
     pub seller_fee_bps: u32,
+}
+
+/// How this tenant takes money. Without a secret key the storefront cannot take payments;
+/// without a connected account it cannot sell its own tickets (resale may still work).
+#[derive(Clone)]
+pub struct StripeConfig {
+    pub secret_key: Option<String>,
+    /// Every secret a webhook signature may be made with: more than one while rotating.
+    pub webhook_secrets: Vec<String>,
+    pub api_base: String,
+    /// The tenant's connected account, which primary sales pay into.
+    pub connected_account: Option<String>,
+    /// The platform's share of a primary sale, in basis points.
+    pub application_fee_bps: u32,
+}
+
+/// Written by hand: the key and the webhook secrets never reach a log line.
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
+            .field("webhook_secrets", &self.webhook_secrets.len())
+            .field("api_base", &self.api_base)
+            .field("connected_account", &self.connected_account)
+            .field("application_fee_bps", &self.application_fee_bps)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +181,86 @@ impl Config {
                     problem: "not a whole number".to_owned(),
                 })?,
             },
+            stripe: StripeConfig::from_vars(&env)?,
+        })
+    }
+}
+
+/// Stripe's public API; tests point `STRIPE_API_BASE` at stripe-mock.
+pub const STRIPE_API_BASE: &str = "https://api.stripe.com";
+
+impl StripeConfig {
+    fn from_vars(env: &Vars<'_>) -> Result<Self, ConfigError> {
+        // The values are secrets: problems name the variable and the rule, never the value.
+        let secret_key = env
+            .optional("STRIPE_SECRET_KEY")
+            .map(|key| {
+                let valid = (key.starts_with("sk_") || key.starts_with("rk_"))
+                    && key.len() > 8
+                    && key.bytes().all(|b| b.is_ascii_graphic());
+                valid.then_some(key).ok_or(ConfigError {
+                    name: "STRIPE_SECRET_KEY",
+                    problem: "must be a Stripe secret or restricted key (sk_... or rk_...)"
+                        .to_owned(),
+                })
+            })
+            .transpose()?;
+        let webhook_secrets = match env.optional("STRIPE_WEBHOOK_SECRETS") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    (s.starts_with("whsec_") && s.len() > 8)
+                        .then(|| s.to_owned())
+                        .ok_or(ConfigError {
+                            name: "STRIPE_WEBHOOK_SECRETS",
+                            problem: "must be a comma-separated list of whsec_... secrets"
+                                .to_owned(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let api_base = match env.optional("STRIPE_API_BASE") {
+            None => STRIPE_API_BASE.to_owned(),
+            Some(v) => http_url(&v)
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .map_err(|problem| ConfigError {
+                    name: "STRIPE_API_BASE",
+                    problem,
+                })?,
+        };
+        let connected_account = env
+            .optional("TIQZY_STRIPE_ACCOUNT")
+            .map(|account| {
+                let valid = account.starts_with("acct_")
+                    && account.len() > 5
+                    && account[5..].bytes().all(|b| b.is_ascii_alphanumeric());
+                valid.then_some(account).ok_or(ConfigError {
+                    name: "TIQZY_STRIPE_ACCOUNT",
+                    problem: "must be a connected account id like acct_1A2b3C".to_owned(),
+                })
+            })
+            .transpose()?;
+        let application_fee_bps = match env.optional("TIQZY_APPLICATION_FEE_BPS") {
+            None => 0,
+            Some(v) => match v.parse() {
+                Ok(bps) if bps <= 10_000 => bps,
+                _ => {
+                    return Err(ConfigError {
+                        name: "TIQZY_APPLICATION_FEE_BPS",
+                        problem: "must be basis points between 0 and 10000".to_owned(),
+                    });
+                }
+            },
+        };
+        Ok(Self {
+            secret_key,
+            webhook_secrets,
+            api_base,
+            connected_account,
+            application_fee_bps,
         })
     }
 }

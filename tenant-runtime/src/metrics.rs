@@ -25,6 +25,14 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StripeErrorLabels {
+    /// What we asked Stripe to do (`create_checkout_session`, `transfer`, ...).
+    pub operation: String,
+    /// `unreachable`, `refused`, `server_error`, `unreadable_response`, `configuration`.
+    pub kind: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -32,6 +40,8 @@ pub struct Metrics {
     pub request_seconds: Family<RouteLabels, Histogram>,
     pub holds: Family<OutcomeLabels, Counter>,
     pub expired_holds: Counter,
+    pub stripe_errors: Family<StripeErrorLabels, Counter>,
+    pub webhooks: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -55,8 +65,22 @@ impl Metrics {
             "Holds that expired and returned their tickets",
             expired_holds.clone(),
         );
+        let stripe_errors = Family::<StripeErrorLabels, Counter>::default();
+        registry.register(
+            "stripe_errors",
+            "Failed Stripe requests by operation and kind",
+            stripe_errors.clone(),
+        );
+        let webhooks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "stripe_webhooks",
+            "Stripe webhook deliveries by outcome",
+            webhooks.clone(),
+        );
         Self {
             registry,
+            stripe_errors,
+            webhooks,
             requests,
             request_seconds,
             holds,
@@ -66,6 +90,23 @@ impl Metrics {
 
     pub fn hold(&self, outcome: &str) {
         self.holds
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn stripe_error(&self, operation: &str, kind: &str) {
+        self.stripe_errors
+            .get_or_create(&StripeErrorLabels {
+                operation: operation.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn webhook(&self, outcome: &str) {
+        self.webhooks
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })

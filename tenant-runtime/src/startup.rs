@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::domain::TicketSigner;
 use crate::mail::{LogMailer, Mailer};
 use crate::metrics::Metrics;
+use crate::payments::gateway::Gateway;
 use crate::state::AppState;
 use crate::{db, http, sweeper};
 
@@ -33,6 +34,12 @@ impl Application {
     pub async fn build_with(config: Config, mailer: Arc<dyn Mailer>) -> anyhow::Result<Self> {
         let db = db::connect(&config.database_url).await?;
         db::migrate(&db).await?;
+        let metrics = Arc::new(Metrics::new());
+        let stripe = Arc::new(Gateway::new(
+            &config.stripe,
+            &config.tenant,
+            metrics.clone(),
+        )?);
         let state = AppState {
             cache: Arc::new(Cache::new(
                 config.redis_url.as_deref(),
@@ -44,7 +51,8 @@ impl Application {
             )?),
             signer: TicketSigner::new(config.ticket_signing_key.clone()),
             mailer,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            stripe,
             pages: Arc::new(http::storefront::pages()?),
             db,
             config: Arc::new(config),

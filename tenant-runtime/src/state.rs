@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::domain::TicketSigner;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::payments::gateway::Gateway;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -20,5 +21,6 @@ pub struct AppState {
     pub signer: TicketSigner,
     pub mailer: Arc<dyn Mailer>,
     pub metrics: Arc<Metrics>,
+    pub stripe: Arc<Gateway>,
     pub pages: Arc<minijinja::Environment<'static>>,
 }

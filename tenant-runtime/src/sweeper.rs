@@ -1,5 +1,6 @@
 //! Returns the tickets of lapsed holds and reopens lapsed resale reservations in the
-//! background, so stock comes back even when nobody is looking at the event.
+//! background, so stock comes back even when nobody is looking at the event; closes the
+//! Stripe checkouts of orders that ran out and retries Stripe requests the ledger still owes.
 
 use std::time::Duration;
 
@@ -34,4 +35,6 @@ pub async fn sweep(state: &AppState) {
     if let Err(e) = listings::release_lapsed_reservations(&state.db).await {
         tracing::warn!(error = %e, "sweeping resale reservations failed");
     }
+    crate::payments::close_lapsed_checkouts(state).await;
+    crate::payments::settle_requested(state).await;
 }

@@ -83,3 +83,48 @@ fn the_signing_key_never_appears_in_errors_or_debug_output() {
         "{debug}"
     );
 }
+
+#[test]
+fn stripe_settings_parse_with_defaults_and_several_webhook_secrets() {
+    let config = Config::from_vars(&valid()).expect("valid");
+    assert!(config.stripe.secret_key.is_none());
+    assert_eq!(config.stripe.api_base, "https://api.stripe.com");
+    assert_eq!(config.stripe.application_fee_bps, 0);
+
+    let mut vars = valid();
+    for (k, v) in [
+        ("STRIPE_SECRET_KEY", "sk_test_abcdef123"),
+        ("STRIPE_WEBHOOK_SECRETS", " whsec_new1234 ,whsec_old5678,"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:12111/"),
+        ("TIQZY_STRIPE_ACCOUNT", "acct_1Tenant"),
+        ("TIQZY_APPLICATION_FEE_BPS", "250"),
+    ] {
+        vars.insert(k.to_owned(), v.to_owned());
+    }
+    let stripe = Config::from_vars(&vars).expect("valid").stripe;
+    assert_eq!(stripe.webhook_secrets, ["whsec_new1234", "whsec_old5678"]);
+    assert_eq!(stripe.api_base, "http://127.0.0.1:12111");
+    assert_eq!(stripe.connected_account.as_deref(), Some("acct_1Tenant"));
+    assert_eq!(stripe.application_fee_bps, 250);
+    let debug = format!("{stripe:?}");
+    assert!(
+        !debug.contains("sk_test_abcdef123") && !debug.contains("whsec_"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn bad_stripe_settings_name_their_variable_but_never_echo_the_secret() {
+    for (name, value) in [
+        ("STRIPE_SECRET_KEY", "pk_live_publishable"),
+        ("STRIPE_WEBHOOK_SECRETS", "whsec_good123,s3cr3t-not-whsec"),
+        ("STRIPE_API_BASE", "api.stripe.com"),
+        ("TIQZY_STRIPE_ACCOUNT", "acct_with spaces"),
+        ("TIQZY_APPLICATION_FEE_BPS", "10001"),
+        ("TIQZY_APPLICATION_FEE_BPS", "-1"),
+    ] {
+        let message = error_for(name, Some(value));
+        assert!(message.starts_with(name), "{message}");
+        assert!(!message.contains(value), "{message}");
+    }
+}

@@ -21,8 +21,8 @@ impl Currency {
         std::str::from_utf8(&self.0).unwrap_or("XXX")
     }
 
-    /// Minor units per major unit, for display only.
-    fn exponent(&self) -> u32 {
+    /// Decimal places of the currency: 0 (JPY), 2 (EUR) or 3 (BHD).
+    pub fn exponent(&self) -> u32 {
         match self.as_str() {
             "JPY" | "KRW" | "ISK" | "CLP" | "VND" | "XAF" | "XOF" => 0,
             "BHD" | "KWD" | "OMR" | "JOD" | "TND" => 3,

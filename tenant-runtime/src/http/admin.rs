@@ -17,6 +17,7 @@ use crate::error::{AppError, AppResult, Problem};
 use crate::http::ApiJson;
 use crate::state::AppState;
 use crate::store::catalog::{self, Event, EventDetails, TicketType, TicketTypeDetails};
+use crate::store::ledger::{self, LedgerEntry};
 use crate::store::sales::{self, SalesLine};
 use crate::store::tickets::{self, CheckIn};
 
@@ -36,6 +37,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/admin/events/{slug}/sales", get(sales_summary))
         .route("/api/admin/events/{slug}/sales.csv", get(sales_csv))
         .route("/api/admin/check-ins", post(check_in))
+        .route("/api/admin/orders/{id}/refunds", post(refund_order))
+        .route("/api/admin/orders/{id}/ledger", get(order_ledger))
+        .route("/api/admin/listings/{id}/ledger", get(listing_ledger))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -119,7 +123,8 @@ pub async fn update_event(
     Ok(Json(event))
 }
 
-/// Cancels an event: sales stop, holds and unpaid orders end, tickets stop admitting.
+/// Cancels an event: sales stop, holds and unpaid orders end, tickets stop admitting, every
+/// buyer is refunded and resale payouts are cancelled or reversed.
 #[utoipa::path(post, path = "/api/admin/events/{slug}/cancel", tag = "admin",
     params(("slug" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = Event), (status = 404, body = Problem)))]
@@ -131,6 +136,7 @@ pub async fn cancel_event(
     let event = event_for(&state, &slug).await?;
     sales::cancel_event(&state.db, event.id).await?;
     state.cache.invalidate(&event_keys(&slug)).await;
+    crate::payments::settle_requested(&state).await;
     Ok(Json(event_for(&state, &slug).await?))
 }
 
@@ -300,4 +306,58 @@ pub async fn check_in(
         .verify(&req.code)
         .map_err(|e| AppError::invalid(e.to_string()))?;
     Ok(Json(tickets::check_in(&state.db, code).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Minor units to give back; the whole remaining amount when omitted.
+    pub amount_minor: Option<i64>,
+    /// Kept in the ledger.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Refunds a paid order, partly or fully. A full refund voids its tickets; for a resale the
+/// seller's payout is cancelled, or reversed when it was already sent.
+#[utoipa::path(post, path = "/api/admin/orders/{id}/refunds", tag = "admin",
+    params(("id" = Uuid, Path)), request_body = RefundRequest, security(("bearer" = [])),
+    responses((status = 201, body = LedgerEntry), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn refund_order(
+    staff: StaffMember,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    ApiJson(req): ApiJson<RefundRequest>,
+) -> AppResult<(StatusCode, Json<LedgerEntry>)> {
+    if req.reason.len() > 500 {
+        return Err(AppError::invalid("a reason is at most 500 characters"));
+    }
+    let reason = format!("refund by {}: {}", staff.subject, req.reason.trim());
+    let entry = crate::payments::refund_order(&state, id, req.amount_minor, &reason).await?;
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+/// Where the money of one order went: charge, fees, shares, payouts, refunds, disputes.
+#[utoipa::path(get, path = "/api/admin/orders/{id}/ledger", tag = "admin",
+    params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = [LedgerEntry]), (status = 401, body = Problem)))]
+pub async fn order_ledger(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> AppResult<Json<Vec<LedgerEntry>>> {
+    Ok(Json(ledger::ledger(&state.db, Some(id), None).await?))
+}
+
+/// Where the money of every order of one resale listing went.
+#[utoipa::path(get, path = "/api/admin/listings/{id}/ledger", tag = "admin",
+    params(("id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = [LedgerEntry]), (status = 401, body = Problem)))]
+pub async fn listing_ledger(
+    _staff: StaffMember,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> AppResult<Json<Vec<LedgerEntry>>> {
+    Ok(Json(ledger::ledger(&state.db, None, Some(id)).await?))
 }

@@ -6,6 +6,7 @@ pub mod health;
 pub mod openapi;
 pub mod schema;
 pub mod storefront;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(openapi::router())
         .merge(storefront::router())
+        .merge(webhooks::router())
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),

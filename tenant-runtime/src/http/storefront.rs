@@ -21,6 +21,8 @@ pub fn router() -> Router<AppState> {
             get(pages::checkout).post(pages::order),
         )
         .route("/orders/{token}", get(pages::order_page))
+        .route("/orders/{token}/pay", post(pages::pay))
+        .route("/tickets/{token}/payouts", post(pages::payouts))
         .route("/tickets/{token}", get(pages::ticket))
         .route("/tickets/{token}/sell", post(pages::sell))
         .route("/tickets/{token}/withdraw", post(pages::withdraw))

@@ -42,7 +42,7 @@ pub async fn create_listing(
     let mut tx = db.begin().await?;
     // Locking the ticket serialises listing against check-in and re-issue of this ticket.
     let t = sqlx::query!(
-        "SELECT t.id, tt.price_minor, tt.currency as \"currency!\", tt.name, e.slug, e.title,
+        "SELECT t.id, t.holder_email, tt.price_minor, tt.currency as \"currency!\", tt.name, e.slug, e.title,
                 e.starts_at, e.cancelled_at IS NOT NULL AS \"cancelled!\",
                 o.state AS order_state,
                 EXISTS (SELECT 1 FROM check_ins c WHERE c.ticket_id = t.id) AS \"checked_in!\"
@@ -88,13 +88,31 @@ pub async fn create_listing(
     if price.amount_minor == 0 {
         return Err(AppError::invalid("a resale price must be above zero"));
     }
+    // The seller is paid by a transfer to their connected account: no account, no listing.
+    let seller_account = sqlx::query!(
+        "SELECT account_id, details_submitted AND payouts_enabled AS \"ready!\"
+         FROM sellers WHERE email = $1",
+        t.holder_email,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .filter(|s| s.ready)
+    .map(|s| s.account_id)
+    .ok_or_else(|| {
+        AppError::conflict(
+            "seller-not-onboarded",
+            "set up payouts first: finish Stripe onboarding from the ticket page, then list",
+        )
+    })?;
     let id = sqlx::query_scalar!(
-        "INSERT INTO listings (id, ticket_id, price_minor, currency) VALUES ($1, $2, $3, $4)
+        "INSERT INTO listings (id, ticket_id, price_minor, currency, seller_account)
+         VALUES ($1, $2, $3, $4, $5)
          RETURNING id",
         Uuid::new_v4(),
         t.id,
         price.amount_minor,
         price.currency.as_str() as &str,
+        seller_account,
     )
     .fetch_one(&mut *tx)
     .await?;

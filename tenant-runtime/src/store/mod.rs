@@ -4,8 +4,10 @@
 
 pub mod catalog;
 pub mod holds;
+pub mod ledger;
 pub mod listings;
 pub mod orders;
+pub mod payments;
 pub mod sales;
 pub mod tickets;
 

@@ -23,6 +23,10 @@ pub struct Order {
     pub total: Money,
     pub created_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// Minor units given back so far.
+    pub refunded_minor: i64,
+    /// Why the last payment attempt failed, while the order waits for payment.
+    pub payment_error: Option<String>,
 }
 
 struct OrderRow {
@@ -35,6 +39,8 @@ struct OrderRow {
     currency: String,
     created_at: DateTime<Utc>,
     paid_at: Option<DateTime<Utc>>,
+    refunded_minor: i64,
+    payment_error: Option<String>,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -50,6 +56,8 @@ impl TryFrom<OrderRow> for Order {
             access_token: r.access_token,
             created_at: r.created_at,
             paid_at: r.paid_at,
+            refunded_minor: r.refunded_minor,
+            payment_error: r.payment_error,
         })
     }
 }
@@ -100,7 +108,7 @@ pub(crate) async fn insert_order(
                              total_minor, currency)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          RETURNING id, kind, state, buyer_email, access_token, total_minor,
-                   currency as \"currency!\", created_at, paid_at",
+                   currency as \"currency!\", created_at, paid_at, refunded_minor, payment_error",
         Uuid::new_v4(),
         kind,
         buyer.as_str(),
@@ -127,7 +135,7 @@ pub async fn find_order_by_token(db: &PgPool, token: &str) -> AppResult<Option<O
     let row = sqlx::query_as!(
         OrderRow,
         "SELECT id, kind, state, buyer_email, access_token, total_minor,
-                currency as \"currency!\", created_at, paid_at
+                currency as \"currency!\", created_at, paid_at, refunded_minor, payment_error
          FROM orders WHERE access_token = $1",
         token,
     )
@@ -140,7 +148,7 @@ pub async fn find_order(db: &PgPool, id: Uuid) -> AppResult<Option<Order>> {
     let row = sqlx::query_as!(
         OrderRow,
         "SELECT id, kind, state, buyer_email, access_token, total_minor,
-                currency as \"currency!\", created_at, paid_at
+                currency as \"currency!\", created_at, paid_at, refunded_minor, payment_error
          FROM orders WHERE id = $1",
         id,
     )
@@ -158,52 +166,98 @@ pub enum Payment {
     AlreadyPaid,
 }
 
+/// What a payment found when it arrived, inside the caller's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Recorded {
+        ticket_ids: Vec<Uuid>,
+    },
+    AlreadyPaid,
+    /// The order had expired or was cancelled first: the money must go back.
+    TooLate {
+        state: String,
+    },
+}
+
 /// Marks a pending order paid and hands the buyer their tickets, in one transaction.
-/// A primary order converts its hold into sold tickets; a resale order re-issues the listed
-/// ticket to the buyer (new epoch, new link), which voids the seller's code.
 pub async fn record_payment(db: &PgPool, order_id: Uuid, payment_ref: &str) -> AppResult<Payment> {
     let mut tx = db.begin().await?;
+    match record_payment_in(&mut tx, order_id, payment_ref).await? {
+        PaymentOutcome::Recorded { ticket_ids } => {
+            tx.commit().await?;
+            Ok(Payment::Recorded { ticket_ids })
+        }
+        PaymentOutcome::AlreadyPaid => Ok(Payment::AlreadyPaid),
+        PaymentOutcome::TooLate { state } => Err(AppError::conflict(
+            "order-not-payable",
+            format!("the order is {state} and can no longer be paid"),
+        )),
+    }
+}
+
+/// The payment step inside the caller's transaction (the webhook's, which also records the
+/// event id). A primary order converts its hold into sold tickets; a resale order re-issues
+/// the listed ticket to the buyer (new epoch, new link), which voids the seller's code.
+/// Locks follow the store's order: the hold or listing first, then the order.
+pub async fn record_payment_in(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+    payment_ref: &str,
+) -> AppResult<PaymentOutcome> {
     let order = sqlx::query!(
         "SELECT hold_id, listing_id, buyer_email FROM orders WHERE id = $1",
         order_id,
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .ok_or(AppError::not_found("order"))?;
+    if let Some(hold_id) = order.hold_id {
+        sqlx::query!("SELECT id FROM holds WHERE id = $1 FOR UPDATE", hold_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    }
+    if let Some(listing_id) = order.listing_id {
+        sqlx::query!(
+            "SELECT id FROM listings WHERE id = $1 FOR UPDATE",
+            listing_id
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+    }
+    let state = sqlx::query_scalar!(
+        "SELECT state FROM orders WHERE id = $1 FOR UPDATE",
+        order_id
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    match state.as_str() {
+        "pending" => {}
+        "paid" => return Ok(PaymentOutcome::AlreadyPaid),
+        _ => return Ok(PaymentOutcome::TooLate { state }),
+    }
     let ticket_ids = match (order.hold_id, order.listing_id) {
-        (Some(hold_id), _) => convert_hold(&mut tx, hold_id, order_id, &order.buyer_email).await?,
+        (Some(hold_id), _) => convert_hold(tx, hold_id, order_id, &order.buyer_email).await?,
         (None, Some(listing_id)) => {
-            super::listings::complete_resale(&mut tx, listing_id, order_id, &order.buyer_email)
-                .await?
+            super::listings::complete_resale(tx, listing_id, order_id, &order.buyer_email).await?
         }
         (None, None) => return Err(anyhow::anyhow!("order {order_id} pays for nothing").into()),
     };
-    let paid = sqlx::query!(
-        "UPDATE orders SET state = 'paid', paid_at = now(), payment_ref = $2
-         WHERE id = $1 AND state = 'pending' RETURNING id",
+    let Some(ticket_ids) = ticket_ids else {
+        // The hold or reservation is gone although the order is still pending (a sweeper
+        // has yet to expire it): the payment came too late all the same.
+        return Ok(PaymentOutcome::TooLate {
+            state: "expired".to_owned(),
+        });
+    };
+    sqlx::query!(
+        "UPDATE orders SET state = 'paid', paid_at = now(), payment_ref = $2, payment_error = NULL
+         WHERE id = $1",
         order_id,
         payment_ref,
     )
-    .fetch_optional(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    if paid.is_none() || ticket_ids.is_none() {
-        drop(tx);
-        // Re-read: a concurrent duplicate may have paid it while we waited for the hold.
-        let state = sqlx::query_scalar!("SELECT state FROM orders WHERE id = $1", order_id)
-            .fetch_one(db)
-            .await?;
-        return match state.as_str() {
-            "paid" => Ok(Payment::AlreadyPaid),
-            state => Err(AppError::conflict(
-                "order-not-payable",
-                format!("the order is {state} and can no longer be paid"),
-            )),
-        };
-    }
-    tx.commit().await?;
-    Ok(Payment::Recorded {
-        ticket_ids: ticket_ids.unwrap_or_default(),
-    })
+    Ok(PaymentOutcome::Recorded { ticket_ids })
 }
 
 /// Hold -> sold tickets. `None` when the hold is no longer active (expired or converted).

@@ -40,8 +40,8 @@ pub async fn sales_lines(db: &PgPool, event_id: Uuid) -> AppResult<Vec<SalesLine
 }
 
 /// Cancels an event: no new holds, live holds return their tickets, unpaid orders and open
-/// listings end. Paid orders stay paid until refunds (the payment step) handle them; their
-/// tickets no longer admit anyone.
+/// listings end, and every paid order is refunded in full and cancelled (the refunds and
+/// any payout reversals are requested in the ledger and sent to Stripe after commit).
 pub async fn cancel_event(db: &PgPool, event_id: Uuid) -> AppResult<bool> {
     let mut tx = db.begin().await?;
     let cancelled = sqlx::query!(
@@ -87,6 +87,7 @@ pub async fn cancel_event(db: &PgPool, event_id: Uuid) -> AppResult<bool> {
     )
     .execute(&mut *tx)
     .await?;
+    super::ledger::refund_cancelled_event(&mut tx, event_id).await?;
     tx.commit().await?;
     Ok(true)
 }

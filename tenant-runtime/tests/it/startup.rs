@@ -1,18 +1,21 @@
 //! Starting up: many replicas at once on one fresh database, and refusing bad configuration.
 
-use crate::support::{Issuer, Options, TestApp, config_vars, fresh_database};
+use crate::support::{Issuer, Options, StripeProxy, TestApp, config_vars, fresh_database};
 use tiqzy_runtime::config::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_replicas_starting_together_migrate_once_and_all_become_ready() {
     let issuer = Issuer::start().await;
     let database_url = fresh_database().await;
-    let vars = config_vars(&database_url, &issuer, &Options::default());
+    let stripe = StripeProxy::start().await;
+    let vars = config_vars(&database_url, &issuer, &stripe.url, &Options::default());
     let mut replicas = tokio::task::JoinSet::new();
     for _ in 0..5 {
         let config = Config::from_vars(&vars).expect("config");
         let issuer = Issuer::start().await;
-        replicas.spawn(async move { TestApp::spawn_from(config, issuer, String::new()).await });
+        let stripe = stripe.clone();
+        replicas
+            .spawn(async move { TestApp::spawn_from(config, issuer, String::new(), stripe).await });
     }
     while let Some(app) = replicas.join_next().await {
         let app = app.expect("replica started");

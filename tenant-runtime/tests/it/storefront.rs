@@ -114,6 +114,22 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
         "{ticket}"
     );
 
+    // Selling needs payouts set up first.
+    let not_yet = browser
+        .post(format!("{}{ticket_path}/sell", app.url))
+        .form(&[("price", "27,50")])
+        .send()
+        .await
+        .expect("sell");
+    assert_eq!(not_yet.status(), 409);
+    let setup = browser
+        .post(format!("{}{ticket_path}/payouts", app.url))
+        .send()
+        .await
+        .expect("payouts");
+    assert_eq!(setup.status(), 303, "to Stripe's onboarding");
+    app.onboard(ticket_path.trim_start_matches("/tickets/"))
+        .await;
     let listed = browser
         .post(format!("{}{ticket_path}/sell", app.url))
         .form(&[("price", "31.00")])

@@ -14,7 +14,7 @@ use tiqzy_crds::Platform;
 use crate::{Harness, Service};
 
 /// The Stripe API key in the Platform the harness installs (test mode, for stripe-mock).
-pub const STRIPE_TEST_KEY: &str = "sk_test_tiqzy_e2e";
+pub const STRIPE_TEST_KEY: &str = "sk_test_tiqzye2e";
 /// The webhook signing secret in the Platform the harness installs.
 pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_tiqzy_e2e";
 

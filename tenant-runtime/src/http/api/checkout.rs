@@ -1,6 +1,6 @@
 //! Buying: hold tickets, order them, and follow the order and ticket links.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -138,14 +138,25 @@ pub(crate) fn ticket_page(state: &AppState, ticket: Ticket) -> TicketPage {
     }
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ReturnFromCheckout {
+    /// `done` when the buyer comes back from Stripe Checkout: the payment is then read back
+    /// from Stripe (the redirect itself proves nothing).
+    pub checkout: Option<String>,
+}
+
 /// An order and the tickets it holds, by the secret link the buyer received.
 #[utoipa::path(get, path = "/api/orders/{token}", tag = "checkout",
-    params(("token" = String, Path)),
+    params(("token" = String, Path), ReturnFromCheckout),
     responses((status = 200, body = OrderPage), (status = 404, body = Problem)))]
 pub async fn get_order(
     State(state): State<AppState>,
     Path(token): Path<String>,
+    Query(back): Query<ReturnFromCheckout>,
 ) -> AppResult<Json<OrderPage>> {
+    if back.checkout.as_deref() == Some("done") {
+        crate::payments::confirm_from_stripe(&state, &token).await?;
+    }
     let order = orders::find_order_by_token(&state.db, &token)
         .await?
         .ok_or(AppError::not_found("order"))?;

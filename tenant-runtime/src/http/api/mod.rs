@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod checkout;
+pub mod payments;
 pub mod resale;
 
 use axum::Router;
@@ -12,5 +13,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(catalog::router())
         .merge(checkout::router())
+        .merge(payments::router())
         .merge(resale::router())
 }

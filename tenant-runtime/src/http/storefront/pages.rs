@@ -138,8 +138,21 @@ pub async fn order(
     page(&state, outcome)
 }
 
-pub async fn order_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+#[derive(Debug, Deserialize)]
+pub struct BackFromCheckout {
+    checkout: Option<String>,
+}
+
+pub async fn order_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Query(back): Query<BackFromCheckout>,
+) -> Response {
     let outcome = async {
+        if back.checkout.as_deref() == Some("done") {
+            // Ask Stripe; the redirect alone proves nothing.
+            crate::payments::confirm_from_stripe(&state, &token).await?;
+        }
         let order = orders::find_order_by_token(&state.db, &token)
             .await?
             .ok_or(AppError::not_found("order"))?;
@@ -149,7 +162,15 @@ pub async fn order_page(State(state): State<AppState>, Path(token): Path<String>
             .map(|t| ticket_page(&state, t))
             .collect();
         let total = order.total.display();
-        render(&state, "order.html", context! { order, tickets, total }).map(html)
+        let refunded = (order.refunded_minor > 0)
+            .then(|| Money::new(order.refunded_minor, order.total.currency).map(|m| m.display()))
+            .transpose()?;
+        render(
+            &state,
+            "order.html",
+            context! { order, tickets, total, refunded, token },
+        )
+        .map(html)
     }
     .await;
     page(&state, outcome)
@@ -251,6 +272,24 @@ pub async fn buy_listing(
         let email = Email::parse(&form.email)?;
         let order = crate::payments::open_resale_order(&state, listing_id, &email).await?;
         Ok(see_other(&format!("/orders/{}", order.access_token)))
+    }
+    .await;
+    page(&state, outcome)
+}
+
+pub async fn pay(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let outcome = async {
+        let checkout = crate::payments::start_checkout(&state, &token).await?;
+        Ok(see_other(&checkout.checkout_url))
+    }
+    .await;
+    page(&state, outcome)
+}
+
+pub async fn payouts(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let outcome = async {
+        let onboarding = crate::payments::start_onboarding(&state, &token).await?;
+        Ok(see_other(&onboarding.onboarding_url))
     }
     .await;
     page(&state, outcome)

@@ -2,6 +2,7 @@
 //! with a test OAuth2 issuer, and seeds events the way staff would.
 
 pub mod issuer;
+pub mod stripe;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tiqzy_runtime::state::AppState;
 use uuid::Uuid;
 
 pub use issuer::Issuer;
+pub use stripe::StripeProxy;
 
 pub const SIGNING_KEY_HEX: &str =
     "4f0d3a1c9b8e7f6a5d4c3b2a19080706f5e4d3c2b1a09887766554433221100f";
@@ -26,6 +28,9 @@ pub struct Options {
     pub hold_ttl_secs: u64,
     pub hold_rate_limit: u32,
     pub resale_cap_percent: u32,
+    /// Where the runtime finds Stripe; the recording proxy when `None`.
+    pub stripe_api_base: Option<String>,
+    pub tenant_account: bool,
 }
 
 impl Default for Options {
@@ -35,6 +40,8 @@ impl Default for Options {
             hold_ttl_secs: 600,
             hold_rate_limit: 100_000,
             resale_cap_percent: 120,
+            stripe_api_base: None,
+            tenant_account: true,
         }
     }
 }
@@ -46,6 +53,7 @@ pub struct TestApp {
     pub mailer: Arc<MemoryMailer>,
     pub issuer: Issuer,
     pub prefix: String,
+    pub stripe: StripeProxy,
 }
 
 /// A database no other test uses.
@@ -66,6 +74,7 @@ pub async fn fresh_database() -> String {
 pub fn config_vars(
     database_url: &str,
     issuer: &Issuer,
+    stripe_url: &str,
     options: &Options,
 ) -> HashMap<String, String> {
     let h = tiqzy_e2e::Harness::shared();
@@ -107,6 +116,25 @@ pub fn config_vars(
     if options.redis {
         vars.insert("REDIS_URL".into(), h.redis.admin_url());
     }
+    vars.insert("STRIPE_SECRET_KEY".into(), stripe::SECRET_KEY.into());
+    vars.insert(
+        "STRIPE_WEBHOOK_SECRETS".into(),
+        format!("{},{}", stripe::WEBHOOK_SECRET, stripe::OLD_WEBHOOK_SECRET),
+    );
+    vars.insert(
+        "STRIPE_API_BASE".into(),
+        options
+            .stripe_api_base
+            .clone()
+            .unwrap_or_else(|| stripe_url.to_owned()),
+    );
+    if options.tenant_account {
+        vars.insert("TIQZY_STRIPE_ACCOUNT".into(), stripe::TENANT_ACCOUNT.into());
+    }
+    vars.insert(
+        "TIQZY_APPLICATION_FEE_BPS".into(),
+        stripe::APPLICATION_FEE_BPS.to_string(),
+    );
     vars
 }
 
@@ -118,12 +146,24 @@ impl TestApp {
     pub async fn spawn_with(options: Options) -> Self {
         let issuer = Issuer::start().await;
         let database_url = fresh_database().await;
-        let vars = config_vars(&database_url, &issuer, &options);
+        let stripe = StripeProxy::start().await;
+        let vars = config_vars(&database_url, &issuer, &stripe.url, &options);
         let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
-        Self::spawn_from(Config::from_vars(&vars).expect("config"), issuer, prefix).await
+        Self::spawn_from(
+            Config::from_vars(&vars).expect("config"),
+            issuer,
+            prefix,
+            stripe,
+        )
+        .await
     }
 
-    pub async fn spawn_from(config: Config, issuer: Issuer, prefix: String) -> Self {
+    pub async fn spawn_from(
+        config: Config,
+        issuer: Issuer,
+        prefix: String,
+        stripe: StripeProxy,
+    ) -> Self {
         let mailer = Arc::new(MemoryMailer::default());
         let app = Application::build_with(config, mailer.clone())
             .await
@@ -138,6 +178,7 @@ impl TestApp {
             mailer,
             issuer,
             prefix,
+            stripe,
         }
     }
 
@@ -251,12 +292,79 @@ impl TestApp {
         page.json().await.expect("order page")
     }
 
-    /// Stands in for the payment provider's verified notification.
+    /// Pays an order the way a buyer does: Stripe Checkout is opened through the API, then
+    /// Stripe's signed `checkout.session.completed` arrives at the webhook.
     pub async fn pay(&self, order: &Value) {
-        let id: Uuid = order["id"].as_str().expect("id").parse().expect("uuid");
-        tiqzy_runtime::payments::payment_received(&self.state, id, &format!("pi_{}", id.simple()))
+        let checkout = self.checkout(order).await;
+        assert_eq!(
+            checkout.status(),
+            200,
+            "{}",
+            checkout.text().await.unwrap_or_default()
+        );
+        self.notify_paid(order).await;
+    }
+
+    /// Stripe's signed `checkout.session.completed` for the order, in a fresh event.
+    pub async fn notify_paid(&self, order: &Value) {
+        let session = stripe::session_event("checkout.session.completed", order, true).await;
+        let (_, delivered) = self.deliver("checkout.session.completed", session).await;
+        assert_eq!(
+            delivered.status(),
+            200,
+            "{}",
+            delivered.text().await.unwrap_or_default()
+        );
+    }
+
+    pub async fn checkout(&self, order: &Value) -> reqwest::Response {
+        let token = order["access_token"].as_str().expect("order token");
+        self.post(&format!("/api/orders/{token}/checkout"), &json!({}))
             .await
-            .expect("payment recorded");
+    }
+
+    /// Signs `payload` like Stripe with the current secret and posts it to the webhook.
+    pub async fn webhook(&self, payload: &str, signature: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/webhooks/stripe", self.url))
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(payload.to_owned())
+            .send()
+            .await
+            .expect("webhook delivery")
+    }
+
+    /// A fresh event of `kind` around `object`, signed and delivered: (event id, response).
+    pub async fn deliver(&self, kind: &str, object: Value) -> (String, reqwest::Response) {
+        let (id, payload) = stripe::event(None, kind, object);
+        let signature = stripe::sign(&payload, stripe::WEBHOOK_SECRET, None);
+        (id, self.webhook(&payload, &signature).await)
+    }
+
+    /// Sets up payouts for the holder of a ticket: an account through the API, then Stripe's
+    /// `account.updated` saying onboarding is finished. Returns the account id.
+    pub async fn onboard(&self, ticket_token: &str) -> String {
+        let started = self
+            .post(&format!("/api/tickets/{ticket_token}/payouts"), &json!({}))
+            .await;
+        assert_eq!(
+            started.status(),
+            200,
+            "{}",
+            started.text().await.unwrap_or_default()
+        );
+        let started: Value = started.json().await.expect("onboarding");
+        let account = started["account_id"].as_str().expect("account").to_owned();
+        let object = stripe::account_object(&account, true).await;
+        let (_, delivered) = self.deliver("account.updated", object).await;
+        assert_eq!(
+            delivered.status(),
+            200,
+            "{}",
+            delivered.text().await.unwrap_or_default()
+        );
+        account
     }
 
     /// (capacity, sold, held) straight from the table.

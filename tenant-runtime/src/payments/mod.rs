@@ -1,0 +1,239 @@
+//! Where orders start and where payment lands: Stripe Checkout for the buyer, verified
+//! webhooks (or a verified read-back) for the result, and the ledger's requested refunds,
+//! payouts and reversals sent to Stripe after the transaction that decided them.
+
+mod checkout;
+pub mod gateway;
+mod settle;
+pub mod webhook;
+
+pub use checkout::{Checkout, confirm_from_stripe, start_checkout, unavailable};
+pub use settle::{close_lapsed_checkouts, settle_requested};
+
+use serde::Serialize;
+use sha2::Digest;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::domain::{BasisPoints, Email};
+use crate::error::{AppError, AppResult};
+use crate::mail::Mail;
+use crate::state::AppState;
+use crate::store::ledger::{self, LedgerEntry};
+use crate::store::orders::{self, Order, Payment, PaymentOutcome};
+use crate::store::payments as store;
+use crate::store::{listings, tickets};
+
+/// A pending primary order for a live hold; the buyer gets the order link by mail.
+pub async fn open_order(state: &AppState, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
+    let order = orders::create_primary_order(&state.db, hold_id, buyer).await?;
+    send_order_link(state, &order);
+    Ok(order)
+}
+
+/// A pending resale order with the listing reserved for this buyer.
+pub async fn open_resale_order(
+    state: &AppState,
+    listing_id: Uuid,
+    buyer: &Email,
+) -> AppResult<Order> {
+    let order =
+        listings::reserve_listing(&state.db, listing_id, buyer, state.config.hold_ttl).await?;
+    send_order_link(state, &order);
+    Ok(order)
+}
+
+/// Records a confirmed payment and sends the buyer their ticket links. Safe to repeat.
+pub async fn payment_received(
+    state: &AppState,
+    order_id: Uuid,
+    payment_ref: &str,
+) -> AppResult<Payment> {
+    let payment = orders::record_payment(&state.db, order_id, payment_ref).await?;
+    if let Payment::Recorded { .. } = &payment {
+        send_tickets(state, order_id).await?;
+    }
+    Ok(payment)
+}
+
+/// Mails the buyer the links to the tickets their order now holds.
+async fn send_tickets(state: &AppState, order_id: Uuid) -> AppResult<()> {
+    if let Some(order) = orders::find_order(&state.db, order_id).await? {
+        let links: Vec<String> = tickets::tickets_of_order(&state.db, order.id)
+            .await?
+            .iter()
+            .map(|t| format!("{}/tickets/{}", state.config.public_url, t.access_token))
+            .collect();
+        state.mailer.send(Mail {
+            to: order.buyer_email.clone(),
+            subject: format!("Your tickets from {}", state.config.branding.display_name),
+            body: format!("Your tickets:\n{}\n", links.join("\n")),
+        });
+    }
+    Ok(())
+}
+
+fn send_order_link(state: &AppState, order: &Order) {
+    state.mailer.send(Mail {
+        to: order.buyer_email.clone(),
+        subject: format!("Your order at {}", state.config.branding.display_name),
+        body: format!(
+            "Your order: {}/orders/{}\n",
+            state.config.public_url, order.access_token
+        ),
+    });
+}
+
+pub(crate) fn application_fee(state: &AppState) -> BasisPoints {
+    BasisPoints::new(state.config.stripe.application_fee_bps)
+        .unwrap_or(BasisPoints::new(0).expect("0 bps"))
+}
+
+fn seller_fee(state: &AppState) -> BasisPoints {
+    BasisPoints::new(state.config.resale.seller_fee_bps)
+        .unwrap_or(BasisPoints::new(0).expect("0 bps"))
+}
+
+pub fn transfer_group(order_id: Uuid) -> String {
+    format!("order_{}", order_id.simple())
+}
+
+/// What applying a payment did, to act on after commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The order is paid now: mail the tickets.
+    Paid,
+    /// Already paid before: nothing to do.
+    Duplicate,
+    /// The order had expired or was cancelled: a full refund was requested.
+    Refunding,
+}
+
+/// A verified payment of `amount` for `order_id`, inside the caller's transaction. An amount
+/// or currency that does not match the order is refused (and nothing changes).
+pub async fn apply_payment(
+    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+    payment_intent: &str,
+    amount_minor: i64,
+    currency: &str,
+) -> AppResult<Applied> {
+    let order = orders::find_order(&state.db, order_id)
+        .await?
+        .ok_or(AppError::not_found("order"))?;
+    if order.total.amount_minor != amount_minor
+        || !order.total.currency.as_str().eq_ignore_ascii_case(currency)
+    {
+        return Err(AppError::invalid(format!(
+            "the payment ({amount_minor} {currency}) does not match the order's total"
+        )));
+    }
+    Ok(
+        match orders::record_payment_in(tx, order_id, payment_intent).await? {
+            PaymentOutcome::Recorded { .. } => {
+                ledger::book_payment(
+                    tx,
+                    order_id,
+                    payment_intent,
+                    state.config.stripe.connected_account.as_deref(),
+                    application_fee(state),
+                    seller_fee(state),
+                )
+                .await?;
+                ledger::unpark(tx, payment_intent).await?;
+                Applied::Paid
+            }
+            PaymentOutcome::AlreadyPaid => Applied::Duplicate,
+            PaymentOutcome::TooLate { state: was } => {
+                // A second notification of the same late payment finds the refund requested.
+                let refunded = sqlx::query_scalar!(
+                    "SELECT refunded_minor >= total_minor AS \"done!\" FROM orders WHERE id = $1",
+                    order_id
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                if refunded {
+                    Applied::Duplicate
+                } else {
+                    ledger::book_late_payment(tx, order_id, payment_intent, &was).await?;
+                    ledger::unpark(tx, payment_intent).await?;
+                    Applied::Refunding
+                }
+            }
+        },
+    )
+}
+
+/// After commit: mail tickets and send whatever Stripe requests the ledger now holds.
+pub async fn after_commit(state: &AppState, order_id: Uuid, applied: Applied) {
+    if applied == Applied::Paid
+        && let Err(e) = send_tickets(state, order_id).await
+    {
+        tracing::warn!(error = %e, "mailing tickets failed");
+    }
+    if applied != Applied::Duplicate {
+        settle_requested(state).await;
+    }
+}
+
+/// Staff refund: partial or full. The Stripe refund is sent right after commit, and retried
+/// by the sweeper with the same idempotency key if Stripe cannot be reached.
+pub async fn refund_order(
+    state: &AppState,
+    order_id: Uuid,
+    amount_minor: Option<i64>,
+    reason: &str,
+) -> AppResult<LedgerEntry> {
+    let mut tx = state.db.begin().await?;
+    let entry = ledger::request_refund(&mut tx, order_id, amount_minor, reason, false).await?;
+    tx.commit().await?;
+    settle_requested(state).await;
+    Ok(ledger::ledger(&state.db, Some(order_id), None)
+        .await?
+        .into_iter()
+        .find(|e| e.id == entry.id)
+        .unwrap_or(entry))
+}
+
+/// Where a seller finishes Stripe onboarding before they can list.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Onboarding {
+    pub account_id: String,
+    /// Stripe's hosted onboarding page (single use, short-lived).
+    pub onboarding_url: String,
+    /// Whether the seller can list already.
+    pub ready: bool,
+}
+
+/// Creates the ticket holder's connected account on first use and a fresh onboarding link.
+pub async fn start_onboarding(state: &AppState, ticket_token: &str) -> AppResult<Onboarding> {
+    let seller = store::seller_of_ticket(&state.db, ticket_token)
+        .await?
+        .ok_or(AppError::not_found("ticket"))?;
+    let account_id = match seller.account_id {
+        Some(account) => account,
+        None => {
+            // Derived from the email (hashed: no personal data in Stripe's request logs).
+            let seller_key = hex::encode(&sha2::Sha256::digest(seller.email.as_bytes())[..16]);
+            let account = state
+                .stripe
+                .create_seller_account(&seller_key, &seller.email)
+                .await
+                .map_err(|f| unavailable(&f, None))?;
+            store::save_seller(&state.db, &seller.email, &account).await?
+        }
+    };
+    let number = store::next_link_number(&state.db, &seller.email).await?;
+    let ticket_url = format!("{}/tickets/{ticket_token}", state.config.public_url);
+    let url = state
+        .stripe
+        .create_onboarding_link(&account_id, number, &ticket_url, &ticket_url)
+        .await
+        .map_err(|f| unavailable(&f, None))?;
+    Ok(Onboarding {
+        account_id,
+        onboarding_url: url,
+        ready: seller.ready,
+    })
+}

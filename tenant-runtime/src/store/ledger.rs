@@ -1,0 +1,526 @@
+//! The ledger: where every amount of an order or listing went. Rows Stripe already settled
+//! are written `done`; refunds, seller payouts and reversals are written `requested` inside
+//! the transaction that decided them and sent to Stripe after it commits.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::money;
+use super::payments::{PayableOrder, lock_order, order_of_payment_intent};
+use crate::domain::{BasisPoints, Money, OrderKind, Split};
+use crate::error::{AppError, AppResult};
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+/// One row of the ledger, for the admin API.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LedgerEntry {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub listing_id: Option<Uuid>,
+    /// charge, application_fee, tenant_share, platform_fee, seller_payout, refund,
+    /// transfer_reversal or dispute.
+    pub kind: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// Who received it: `buyer`, `platform`, or a connected account id.
+    pub party: String,
+    /// requested (Stripe not yet done), done, failed, cancelled.
+    pub state: String,
+    pub stripe_ref: Option<String>,
+    pub note: String,
+    pub created_at: DateTime<Utc>,
+}
+
+struct NewEntry<'a> {
+    order_id: Uuid,
+    listing_id: Option<Uuid>,
+    kind: &'a str,
+    amount: Money,
+    party: &'a str,
+    state: &'a str,
+    stripe_ref: Option<&'a str>,
+    reverses: Option<Uuid>,
+    note: &'a str,
+}
+
+async fn insert_entry(tx: &mut Tx<'_>, e: NewEntry<'_>) -> AppResult<Uuid> {
+    Ok(sqlx::query_scalar!(
+        "INSERT INTO ledger (id, order_id, listing_id, kind, amount_minor, currency, party, state,
+                             stripe_ref, reverses, note, settled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                 CASE WHEN $8 = 'done' THEN now() END)
+         RETURNING id",
+        Uuid::new_v4(),
+        e.order_id,
+        e.listing_id,
+        e.kind,
+        e.amount.amount_minor,
+        e.amount.currency.as_str() as &str,
+        e.party,
+        e.state,
+        e.stripe_ref,
+        e.reverses,
+        e.note,
+    )
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// After a payment was recorded: remembers the payment intent and writes down where the
+/// money went. A resale's seller payout is requested here and sent after commit.
+pub async fn book_payment(
+    tx: &mut Tx<'_>,
+    order_id: Uuid,
+    payment_intent: &str,
+    tenant_account: Option<&str>,
+    application_fee: BasisPoints,
+    seller_fee: BasisPoints,
+) -> AppResult<()> {
+    set_payment_intent(tx, order_id, payment_intent).await?;
+    let order = lock_order(tx, order_id)
+        .await?
+        .ok_or(AppError::not_found("order"))?;
+    let entry = |kind, amount, party, state| NewEntry {
+        order_id,
+        listing_id: order.listing_id,
+        kind,
+        amount,
+        party,
+        state,
+        stripe_ref: Some(payment_intent),
+        reverses: None,
+        note: "",
+    };
+    insert_entry(tx, entry("charge", order.total, "platform", "done")).await?;
+    match order.kind {
+        OrderKind::Primary => {
+            let split = Split::of(order.total, application_fee);
+            let tenant = tenant_account.unwrap_or("tenant");
+            insert_entry(tx, entry("application_fee", split.fee, "platform", "done")).await?;
+            insert_entry(tx, entry("tenant_share", split.payee, tenant, "done")).await?;
+        }
+        OrderKind::Resale => {
+            let split = Split::of(order.total, seller_fee);
+            let seller = order
+                .seller_account
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("listing of order {order_id} has no seller"))?;
+            insert_entry(tx, entry("platform_fee", split.fee, "platform", "done")).await?;
+            let mut payout = entry("seller_payout", split.payee, seller, "requested");
+            payout.stripe_ref = None;
+            insert_entry(tx, payout).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_payment_intent(
+    tx: &mut Tx<'_>,
+    order_id: Uuid,
+    payment_intent: &str,
+) -> AppResult<()> {
+    sqlx::query!(
+        "UPDATE orders SET payment_intent_id = $2 WHERE id = $1",
+        order_id,
+        payment_intent,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A payment for an order that had already expired or been cancelled: it all goes back.
+pub async fn book_late_payment(
+    tx: &mut Tx<'_>,
+    order_id: Uuid,
+    payment_intent: &str,
+    state: &str,
+) -> AppResult<()> {
+    set_payment_intent(tx, order_id, payment_intent).await?;
+    let note = format!("paid after the order was {state}: refunded in full");
+    request_refund(tx, order_id, None, &note, true).await?;
+    Ok(())
+}
+
+/// Asks for a refund of `amount` (the whole remaining amount when `None`). A full refund of a
+/// paid order makes it refunded (its tickets stop admitting); a full refund of a resale also
+/// cancels the seller's payout, or reverses it when it was already sent.
+pub async fn request_refund(
+    tx: &mut Tx<'_>,
+    order_id: Uuid,
+    amount: Option<i64>,
+    note: &str,
+    late: bool,
+) -> AppResult<LedgerEntry> {
+    let order = lock_order(tx, order_id)
+        .await?
+        .ok_or(AppError::not_found("order"))?;
+    if !late && order.state != "paid" {
+        return Err(AppError::conflict(
+            "order-not-refundable",
+            format!(
+                "only a paid order can be refunded; this one is {}",
+                order.state
+            ),
+        ));
+    }
+    let remaining = order.total.amount_minor - order.refunded_minor;
+    let amount = amount.unwrap_or(remaining);
+    if amount <= 0 || amount > remaining {
+        return Err(AppError::invalid(format!(
+            "a refund must be between 1 and {remaining} minor units (what is left to refund)"
+        )));
+    }
+    let refund = money(amount, order.total.currency.as_str())?;
+    let id = insert_entry(
+        tx,
+        NewEntry {
+            order_id,
+            listing_id: order.listing_id,
+            kind: "refund",
+            amount: refund,
+            party: "buyer",
+            state: "requested",
+            stripe_ref: None,
+            reverses: None,
+            note,
+        },
+    )
+    .await?;
+    let full = amount == remaining;
+    sqlx::query!(
+        "UPDATE orders SET refunded_minor = refunded_minor + $2,
+                state = CASE WHEN $3 AND state = 'paid' THEN 'refunded' ELSE state END
+         WHERE id = $1",
+        order_id,
+        amount,
+        full,
+    )
+    .execute(&mut **tx)
+    .await?;
+    if full && order.kind == OrderKind::Resale {
+        take_back_payout(tx, order_id).await?;
+    }
+    ledger_entry(tx, id).await
+}
+
+/// An unsent seller payout is cancelled; a sent one gets a transfer reversal requested.
+async fn take_back_payout(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<()> {
+    let Some(payout) = sqlx::query!(
+        "SELECT id, state, amount_minor, currency AS \"currency!\", listing_id,
+                attempted_at IS NOT NULL AS \"attempted!\"
+         FROM ledger WHERE order_id = $1 AND kind = 'seller_payout' FOR UPDATE",
+        order_id,
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(());
+    };
+    // A payout whose request may have reached Stripe is taken back by a reversal, which
+    // waits until the payout's retry has settled.
+    let state = match payout.state.as_str() {
+        "requested" if payout.attempted => "done",
+        state => state,
+    };
+    match state {
+        "requested" | "failed" => {
+            sqlx::query!(
+                "UPDATE ledger SET state = 'cancelled', settled_at = now(),
+                        note = 'not sent: the buyer was refunded'
+                 WHERE id = $1",
+                payout.id,
+            )
+            .execute(&mut **tx)
+            .await?;
+        }
+        "done" => {
+            let already = sqlx::query_scalar!(
+                "SELECT EXISTS (SELECT 1 FROM ledger WHERE reverses = $1) AS \"exists!\"",
+                payout.id
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            if !already {
+                insert_entry(
+                    tx,
+                    NewEntry {
+                        order_id,
+                        listing_id: payout.listing_id,
+                        kind: "transfer_reversal",
+                        amount: money(payout.amount_minor, &payout.currency)?,
+                        party: "platform",
+                        state: "requested",
+                        stripe_ref: None,
+                        reverses: Some(payout.id),
+                        note: "taken back from the seller: the buyer was refunded",
+                    },
+                )
+                .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Cancelling an event: every paid order is refunded in full and becomes cancelled.
+pub async fn refund_cancelled_event(tx: &mut Tx<'_>, event_id: Uuid) -> AppResult<u64> {
+    let orders = sqlx::query_scalar!(
+        "SELECT o.id FROM orders o
+         LEFT JOIN holds h ON h.id = o.hold_id
+         LEFT JOIN listings l ON l.id = o.listing_id
+         LEFT JOIN tickets lt ON lt.id = l.ticket_id
+         JOIN ticket_types tt ON tt.id = coalesce(h.ticket_type_id, lt.ticket_type_id)
+         WHERE tt.event_id = $1 AND o.state = 'paid'
+         ORDER BY o.id",
+        event_id,
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    for &order_id in &orders {
+        let has_left = sqlx::query_scalar!(
+            "SELECT total_minor > refunded_minor AS \"left!\" FROM orders WHERE id = $1",
+            order_id
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        if has_left {
+            request_refund(tx, order_id, None, "event cancelled", false).await?;
+        } else {
+            take_back_payout(tx, order_id).await?;
+        }
+        sqlx::query!(
+            "UPDATE orders SET state = 'cancelled' WHERE id = $1 AND state IN ('paid', 'refunded')",
+            order_id
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(orders.len() as u64)
+}
+
+/// Stripe reports a charge's refunded total; what we did not ask for ourselves (a refund
+/// from the Stripe dashboard) is booked now. Repeating it changes nothing.
+pub async fn charge_refunded(
+    tx: &mut Tx<'_>,
+    order: &PayableOrder,
+    amount_refunded: i64,
+    charge_id: &str,
+) -> AppResult<()> {
+    let unknown = amount_refunded.min(order.total.amount_minor) - order.refunded_minor;
+    if unknown <= 0 {
+        return Ok(());
+    }
+    insert_entry(
+        tx,
+        NewEntry {
+            order_id: order.id,
+            listing_id: order.listing_id,
+            kind: "refund",
+            amount: money(unknown, order.total.currency.as_str())?,
+            party: "buyer",
+            state: "done",
+            stripe_ref: Some(charge_id),
+            reverses: None,
+            note: "refunded in Stripe",
+        },
+    )
+    .await?;
+    sqlx::query!(
+        "UPDATE orders SET refunded_minor = refunded_minor + $2,
+                state = CASE WHEN refunded_minor + $2 = total_minor AND state = 'paid'
+                             THEN 'refunded' ELSE state END
+         WHERE id = $1",
+        order.id,
+        unknown,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn dispute_created(
+    tx: &mut Tx<'_>,
+    order: &PayableOrder,
+    dispute_id: &str,
+    amount: i64,
+) -> AppResult<()> {
+    insert_entry(
+        tx,
+        NewEntry {
+            order_id: order.id,
+            listing_id: order.listing_id,
+            kind: "dispute",
+            amount: money(amount, order.total.currency.as_str())?,
+            party: "buyer",
+            state: "done",
+            stripe_ref: Some(dispute_id),
+            reverses: None,
+            note: "the buyer's bank disputed the charge",
+        },
+    )
+    .await?;
+    sqlx::query!(
+        "UPDATE orders SET disputed_at = coalesce(disputed_at, now()) WHERE id = $1",
+        order.id
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A ledger row that still needs a Stripe request.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    pub id: Uuid,
+    pub kind: String,
+    pub order_id: Uuid,
+    pub order_kind: OrderKind,
+    pub amount: Money,
+    pub party: String,
+    pub payment_intent: Option<String>,
+    /// For a reversal: the transfer to take back.
+    pub reversed_transfer: Option<String>,
+}
+
+/// Claims the oldest requested row; the lock keeps other replicas off it until `settle`.
+pub async fn next_requested(tx: &mut Tx<'_>) -> AppResult<Option<Requested>> {
+    let Some(r) = sqlx::query!(
+        "SELECT l.id, l.kind, l.order_id, o.kind AS order_kind, l.amount_minor,
+                l.currency AS \"currency!\", l.party, o.payment_intent_id,
+                p.stripe_ref AS \"reversed_transfer?\"
+         FROM ledger l
+         JOIN orders o ON o.id = l.order_id
+         LEFT JOIN ledger p ON p.id = l.reverses
+         WHERE l.state = 'requested' AND (l.reverses IS NULL OR p.state = 'done')
+         ORDER BY l.created_at, l.id
+         LIMIT 1
+         FOR UPDATE OF l SKIP LOCKED",
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Requested {
+        id: r.id,
+        kind: r.kind,
+        order_id: r.order_id,
+        order_kind: OrderKind::parse(&r.order_kind)
+            .ok_or_else(|| anyhow::anyhow!("unknown order kind"))?,
+        amount: money(r.amount_minor, &r.currency)?,
+        party: r.party,
+        payment_intent: r.payment_intent_id,
+        reversed_transfer: r.reversed_transfer,
+    }))
+}
+
+/// The request went out but no clear answer came back; it stays requested.
+pub async fn attempted(tx: &mut Tx<'_>, id: Uuid) -> AppResult<()> {
+    sqlx::query!("UPDATE ledger SET attempted_at = now() WHERE id = $1", id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Stripe answered: done with its object id, or failed for good with the reason.
+pub async fn settle(tx: &mut Tx<'_>, id: Uuid, outcome: Result<&str, &str>) -> AppResult<()> {
+    let (state, stripe_ref, note) = match outcome {
+        Ok(reference) => ("done", Some(reference), None),
+        Err(reason) => ("failed", None, Some(reason)),
+    };
+    sqlx::query!(
+        "UPDATE ledger SET state = $2, stripe_ref = coalesce($3, stripe_ref),
+                note = coalesce($4, note), settled_at = now()
+         WHERE id = $1",
+        id,
+        state,
+        stripe_ref,
+        note,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn ledger_entry(tx: &mut Tx<'_>, id: Uuid) -> AppResult<LedgerEntry> {
+    Ok(sqlx::query_as!(
+        LedgerEntry,
+        "SELECT id, order_id, listing_id, kind, amount_minor, currency AS \"currency!\", party,
+                state, stripe_ref, note, created_at
+         FROM ledger WHERE id = $1",
+        id,
+    )
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Where the money of one order, or of every order of one listing, went.
+pub async fn ledger(
+    db: &PgPool,
+    order_id: Option<Uuid>,
+    listing_id: Option<Uuid>,
+) -> AppResult<Vec<LedgerEntry>> {
+    Ok(sqlx::query_as!(
+        LedgerEntry,
+        "SELECT id, order_id, listing_id, kind, amount_minor, currency AS \"currency!\", party,
+                state, stripe_ref, note, created_at
+         FROM ledger
+         WHERE ($1::uuid IS NULL OR order_id = $1) AND ($2::uuid IS NULL OR listing_id = $2)
+         ORDER BY created_at, id",
+        order_id,
+        listing_id,
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// A refund or dispute for a payment not booked yet, kept until it is.
+pub async fn park(
+    tx: &mut Tx<'_>,
+    event_id: &str,
+    payment_intent: &str,
+    kind: &str,
+    amount_minor: i64,
+    stripe_ref: &str,
+) -> AppResult<()> {
+    sqlx::query!(
+        "INSERT INTO parked_stripe_events (event_id, payment_intent, kind, amount_minor, stripe_ref)
+         VALUES ($1, $2, $3, $4, $5)",
+        event_id,
+        payment_intent,
+        kind,
+        amount_minor,
+        stripe_ref,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Applies what was parked for a payment that has just been booked.
+pub async fn unpark(tx: &mut Tx<'_>, payment_intent: &str) -> AppResult<()> {
+    let parked = sqlx::query!(
+        "DELETE FROM parked_stripe_events WHERE payment_intent = $1
+         RETURNING kind, amount_minor, stripe_ref, parked_at",
+        payment_intent,
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut parked = parked;
+    parked.sort_by_key(|p| p.parked_at);
+    for p in parked {
+        let Some(order) = order_of_payment_intent(tx, payment_intent).await? else {
+            return Ok(());
+        };
+        match p.kind.as_str() {
+            "charge_refunded" => charge_refunded(tx, &order, p.amount_minor, &p.stripe_ref).await?,
+            _ => dispute_created(tx, &order, &p.stripe_ref, p.amount_minor).await?,
+        }
+    }
+    Ok(())
+}

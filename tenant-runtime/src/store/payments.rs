@@ -1,0 +1,320 @@
+//! Payment state: checkout sessions on orders, applied Stripe events, sellers' connected
+//! accounts. Effects of one webhook event run in one transaction together with the row that
+//! records the event id (the money side is in `ledger`).
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::money;
+use crate::domain::{Money, OrderKind};
+use crate::error::AppResult;
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+/// What a checkout for one order needs to know.
+#[derive(Debug, Clone)]
+pub struct CheckoutTarget {
+    pub order_id: Uuid,
+    pub kind: OrderKind,
+    pub state: String,
+    pub buyer_email: String,
+    pub total: Money,
+    pub quantity: u32,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    /// When the hold or listing reservation runs out.
+    pub reserved_until: Option<DateTime<Utc>>,
+    pub session_id: Option<String>,
+    pub session_url: Option<String>,
+    pub session_expires_at: Option<DateTime<Utc>>,
+    pub access_token: String,
+}
+
+pub async fn checkout_target(db: &PgPool, token: &str) -> AppResult<Option<CheckoutTarget>> {
+    let Some(r) = sqlx::query!(
+        "SELECT o.id, o.kind, o.state, o.buyer_email, o.total_minor, o.currency AS \"currency!\",
+                o.created_at, o.access_token, coalesce(h.quantity, 1) AS \"quantity!\",
+                coalesce(h.expires_at, l.reserved_until) AS reserved_until,
+                e.title, tt.name, o.checkout_session_id, o.checkout_url, o.checkout_expires_at
+         FROM orders o
+         LEFT JOIN holds h ON h.id = o.hold_id
+         LEFT JOIN listings l ON l.id = o.listing_id
+         LEFT JOIN tickets lt ON lt.id = l.ticket_id
+         JOIN ticket_types tt ON tt.id = coalesce(h.ticket_type_id, lt.ticket_type_id)
+         JOIN events e ON e.id = tt.event_id
+         WHERE o.access_token = $1",
+        token,
+    )
+    .fetch_optional(db)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let kind = OrderKind::parse(&r.kind).ok_or_else(|| anyhow::anyhow!("unknown order kind"))?;
+    let resale = if kind == OrderKind::Resale {
+        " (resale)"
+    } else {
+        ""
+    };
+    Ok(Some(CheckoutTarget {
+        order_id: r.id,
+        kind,
+        state: r.state,
+        buyer_email: r.buyer_email,
+        total: money(r.total_minor, &r.currency)?,
+        quantity: u32::try_from(r.quantity).map_err(anyhow::Error::from)?,
+        description: format!("{}: {}{resale}", r.title, r.name),
+        created_at: r.created_at,
+        reserved_until: r.reserved_until,
+        session_id: r.checkout_session_id,
+        session_url: r.checkout_url,
+        session_expires_at: r.checkout_expires_at,
+        access_token: r.access_token,
+    }))
+}
+
+pub async fn attach_checkout(
+    db: &PgPool,
+    order_id: Uuid,
+    session_id: &str,
+    url: &str,
+    expires_at: DateTime<Utc>,
+) -> AppResult<()> {
+    sqlx::query!(
+        "UPDATE orders SET checkout_session_id = $2, checkout_url = $3, checkout_expires_at = $4
+         WHERE id = $1 AND state = 'pending'",
+        order_id,
+        session_id,
+        url,
+        expires_at,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records a Stripe event id; false when it was already applied (a duplicate delivery).
+pub async fn record_event(tx: &mut Tx<'_>, id: &str, kind: &str) -> AppResult<bool> {
+    let inserted = sqlx::query_scalar!(
+        "INSERT INTO stripe_events (id, type) VALUES ($1, $2)
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+        id,
+        kind,
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(inserted.is_some())
+}
+
+/// An order as the payment steps see it, locked for the rest of the transaction.
+#[derive(Debug, Clone)]
+pub struct PayableOrder {
+    pub id: Uuid,
+    pub kind: OrderKind,
+    pub state: String,
+    pub total: Money,
+    pub refunded_minor: i64,
+    pub listing_id: Option<Uuid>,
+    pub seller_account: Option<String>,
+    pub payment_intent_id: Option<String>,
+}
+
+pub(crate) async fn lock_order(tx: &mut Tx<'_>, id: Uuid) -> AppResult<Option<PayableOrder>> {
+    let Some(r) = sqlx::query!(
+        "SELECT o.id, o.kind, o.state, o.total_minor, o.currency AS \"currency!\",
+                o.refunded_minor, o.listing_id, l.seller_account AS \"seller_account?\",
+                o.payment_intent_id
+         FROM orders o LEFT JOIN listings l ON l.id = o.listing_id
+         WHERE o.id = $1 FOR UPDATE OF o",
+        id,
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(PayableOrder {
+        id: r.id,
+        kind: OrderKind::parse(&r.kind).ok_or_else(|| anyhow::anyhow!("unknown order kind"))?,
+        state: r.state,
+        total: money(r.total_minor, &r.currency)?,
+        refunded_minor: r.refunded_minor,
+        listing_id: r.listing_id,
+        seller_account: r.seller_account,
+        payment_intent_id: r.payment_intent_id,
+    }))
+}
+
+/// The order a payment intent paid for, locked; `None` when no payment for it is known yet.
+pub async fn order_of_payment_intent(
+    tx: &mut Tx<'_>,
+    payment_intent: &str,
+) -> AppResult<Option<PayableOrder>> {
+    let id = sqlx::query_scalar!(
+        "SELECT id FROM orders WHERE payment_intent_id = $1",
+        payment_intent
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    match id {
+        Some(id) => lock_order(tx, id).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn payment_failed(tx: &mut Tx<'_>, order_id: Uuid, message: &str) -> AppResult<()> {
+    sqlx::query!(
+        "UPDATE orders SET payment_error = $2 WHERE id = $1 AND state = 'pending'",
+        order_id,
+        message,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Stripe closed the checkout unpaid: the order expires and its hold or listing reservation
+/// is given back now rather than at its own expiry. Locks: hold/listing, counter, order.
+pub async fn checkout_expired(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<bool> {
+    let Some(order) = sqlx::query!(
+        "SELECT hold_id, listing_id FROM orders WHERE id = $1",
+        order_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(false);
+    };
+    if let Some(hold_id) = order.hold_id {
+        let pending = sqlx::query_scalar!(
+            "SELECT state = 'pending' AS \"pending!\" FROM orders WHERE id = $1",
+            order_id
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        if !pending {
+            return Ok(false);
+        }
+        sqlx::query!(
+            "WITH expired AS (
+                 UPDATE holds SET state = 'expired' WHERE id = $1 AND state = 'active'
+                 RETURNING ticket_type_id, quantity
+             )
+             UPDATE ticket_types tt SET held = tt.held - expired.quantity
+             FROM expired WHERE tt.id = expired.ticket_type_id",
+            hold_id,
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(listing_id) = order.listing_id {
+        sqlx::query!(
+            "UPDATE listings SET state = 'open', reserved_until = NULL
+             WHERE id = $1 AND state = 'reserved'
+               AND EXISTS (SELECT 1 FROM orders WHERE id = $2 AND state = 'pending')",
+            listing_id,
+            order_id,
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    let expired = sqlx::query!(
+        "UPDATE orders SET state = 'expired', checkout_closed_at = now()
+         WHERE id = $1 AND state = 'pending' RETURNING id",
+        order_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(expired.is_some())
+}
+
+/// A seller's account as Stripe reports it; false when we do not know the account.
+pub async fn account_updated(
+    tx: &mut Tx<'_>,
+    account_id: &str,
+    details_submitted: bool,
+    payouts_enabled: bool,
+) -> AppResult<bool> {
+    let updated = sqlx::query!(
+        "UPDATE sellers SET details_submitted = $2, payouts_enabled = $3, updated_at = now()
+         WHERE account_id = $1 RETURNING email",
+        account_id,
+        details_submitted,
+        payouts_enabled,
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(updated.is_some())
+}
+
+#[derive(Debug, Clone)]
+pub struct Seller {
+    pub email: String,
+    pub account_id: Option<String>,
+    pub ready: bool,
+}
+
+/// The holder of a ticket, as a (possible) seller.
+pub async fn seller_of_ticket(db: &PgPool, ticket_token: &str) -> AppResult<Option<Seller>> {
+    Ok(sqlx::query!(
+        "SELECT t.holder_email, s.account_id AS \"account_id?\",
+                coalesce(s.details_submitted AND s.payouts_enabled, false) AS \"ready!\"
+         FROM tickets t LEFT JOIN sellers s ON s.email = t.holder_email
+         WHERE t.access_token = $1",
+        ticket_token,
+    )
+    .fetch_optional(db)
+    .await?
+    .map(|r| Seller {
+        email: r.holder_email,
+        account_id: r.account_id,
+        ready: r.ready,
+    }))
+}
+
+/// Remembers a seller's new account; when a concurrent request won, its account is kept.
+pub async fn save_seller(db: &PgPool, email: &str, account_id: &str) -> AppResult<String> {
+    Ok(sqlx::query_scalar!(
+        "INSERT INTO sellers (email, account_id) VALUES ($1, $2)
+         ON CONFLICT (email) DO UPDATE SET updated_at = now()
+         RETURNING account_id",
+        email,
+        account_id,
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+pub async fn next_link_number(db: &PgPool, email: &str) -> AppResult<i32> {
+    Ok(sqlx::query_scalar!(
+        "UPDATE sellers SET links_issued = links_issued + 1 WHERE email = $1
+         RETURNING links_issued",
+        email,
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Orders that ended unpaid while their Stripe checkout may still be open.
+pub async fn unclosed_checkouts(db: &PgPool) -> AppResult<Vec<(Uuid, String)>> {
+    let rows = sqlx::query!(
+        "SELECT id, checkout_session_id AS \"session!\" FROM orders
+         WHERE checkout_session_id IS NOT NULL AND checkout_closed_at IS NULL
+           AND state IN ('expired', 'cancelled')
+         LIMIT 100",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.session)).collect())
+}
+
+pub async fn checkout_closed(db: &PgPool, order_id: Uuid) -> AppResult<()> {
+    sqlx::query!(
+        "UPDATE orders SET checkout_closed_at = now() WHERE id = $1",
+        order_id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
