@@ -351,12 +351,24 @@ impl<'a> AdminSession<'a> {
             ConnectFailure::TimedOut => unreachable(server, "no answer within the connect timeout"),
             ConnectFailure::Refused(e) => classify(server, "connect", &name, &e),
         })?;
-        Ok(Self {
+        let session = Self {
             server,
             client,
             ident: escape_identifier(&name),
             name,
-        })
+        };
+        // One session at a time works on a tenant (two operator replicas overlapping during a
+        // fail-over, say): concurrent GRANT/REVOKE on one database fails with "tuple
+        // concurrently updated". The lock ends with the session.
+        session
+            .client
+            .execute(
+                "SELECT pg_advisory_lock(hashtextextended('tiqzy-operator:' || $1, 0))",
+                &[&session.name],
+            )
+            .await
+            .map_err(|e| session.failed("lock the tenant", &e))?;
+        Ok(session)
     }
 
     async fn role(&self) -> Result<Option<RoleState>, DatabaseError> {
