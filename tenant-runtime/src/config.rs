@@ -18,6 +18,8 @@ pub struct Config {
     pub resale: ResalePolicy,
     pub public_url: String,
     pub listen_addr: SocketAddr,
+    /// Where `/metrics` is served: a port of its own, never reachable through the Route.
+    pub metrics_addr: SocketAddr,
     pub database_url: String,
     pub redis_url: Option<String>,
     pub cache_key_prefix: String,
@@ -36,6 +38,7 @@ impl std::fmt::Debug for Config {
             .field("tenant", &self.tenant)
             .field("currency", &self.currency)
             .field("listen_addr", &self.listen_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("cache", &self.redis_url.is_some())
             .field("oauth_issuer", &self.oauth.issuer)
             .finish_non_exhaustive()
@@ -150,6 +153,13 @@ impl Config {
                 Some(v) => v.parse().map_err(|_| ConfigError {
                     name: "TIQZY_LISTEN_ADDR",
                     problem: "not a socket address like 0.0.0.0:8080".to_owned(),
+                })?,
+            },
+            metrics_addr: match env.optional("TIQZY_METRICS_ADDR") {
+                None => SocketAddr::from(([0, 0, 0, 0], 9090)),
+                Some(v) => v.parse().map_err(|_| ConfigError {
+                    name: "TIQZY_METRICS_ADDR",
+                    problem: "not a socket address like 0.0.0.0:9090".to_owned(),
                 })?,
             },
             database_url: env.required("DATABASE_URL")?,

@@ -23,6 +23,8 @@ use crate::{db, http, sweeper};
 pub struct Application {
     listener: TcpListener,
     port: u16,
+    metrics_listener: TcpListener,
+    metrics_port: u16,
     state: AppState,
 }
 
@@ -61,15 +63,26 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", state.config.listen_addr))?;
         let port = listener.local_addr()?.port();
+        let metrics_listener = TcpListener::bind(state.config.metrics_addr)
+            .await
+            .with_context(|| format!("binding {}", state.config.metrics_addr))?;
+        let metrics_port = metrics_listener.local_addr()?.port();
         Ok(Self {
             listener,
             port,
+            metrics_listener,
+            metrics_port,
             state,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of `/metrics`.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     pub fn state(&self) -> &AppState {
@@ -96,6 +109,13 @@ impl Application {
             "serving"
         );
         let db = self.state.db.clone();
+        let metrics = tokio::spawn(
+            axum::serve(
+                self.metrics_listener,
+                http::metrics_router(self.state.clone()),
+            )
+            .into_future(),
+        );
         let app = http::router(self.state);
         axum::serve(
             self.listener,
@@ -103,6 +123,7 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await?;
+        metrics.abort();
         let _ = stop_sweeper.send(true);
         let _ = sweeper.await;
         db.close().await;

@@ -171,6 +171,7 @@ fn runtime_env(database_url: &str, redis_url: &str, port: u16) -> Vec<(&'static 
     env.push(("DATABASE_URL", database_url.to_owned()));
     env.push(("REDIS_URL", redis_url.to_owned()));
     env.push(("TIQZY_LISTEN_ADDR", format!("127.0.0.1:{port}")));
+    env.push(("TIQZY_METRICS_ADDR", "127.0.0.1:0".to_owned()));
     env.push(("TIQZY_TICKET_SIGNING_KEY", "ab".repeat(32)));
     env
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{HTTP_PORT, STOREFRONT, meta};
+use super::{HTTP_PORT, METRICS_PORT, STOREFRONT, meta};
 use crate::reconcile::ValidatedTenant;
 
 pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
@@ -38,6 +38,7 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
         ),
         ("TIQZY_PUBLIC_URL", tenant.url.clone()),
         ("TIQZY_LISTEN_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
+        ("TIQZY_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
     ]);
     if let Some(logo) = &spec.branding.logo_url {
         data.insert("TIQZY_BRAND_LOGO_URL", logo.clone());

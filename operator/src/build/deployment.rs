@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, PAYMENTS_SECRET, SIGNING_SECRET, STOREFRONT, labels,
-    meta, selector,
+    CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, METRICS_PORT, PAYMENTS_SECRET, SIGNING_SECRET,
+    STOREFRONT, labels, meta, selector,
 };
 use crate::reconcile::ValidatedTenant;
 
@@ -66,12 +66,20 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
         name: "runtime".to_owned(),
         image: Some(tenant.runtime_image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_owned()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".to_owned()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".to_owned()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
         env_from: Some(env_from),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(probe("/healthz", 10, 3)),

@@ -28,6 +28,8 @@ pub use secrets::{CERTIFICATE_ANNOTATION, VERSION_ANNOTATION};
 pub const STOREFRONT: &str = "storefront";
 /// Port the runtime listens on inside the pod.
 pub const HTTP_PORT: i32 = 8080;
+/// The storefront's `/metrics` port: never behind the Route or Ingress.
+pub const METRICS_PORT: i32 = 9090;
 pub const SIGNING_SECRET: &str = "storefront-signing";
 pub const DATABASE_SECRET: &str = "storefront-database";
 pub const CACHE_SECRET: &str = "storefront-cache";

@@ -1,5 +1,5 @@
 //! NetworkPolicies: deny everything, then allow only what the storefront needs: traffic from
-//! the cluster's router, DNS, the platform's PostgreSQL and Redis, and HTTPS out (Stripe,
+//! the cluster's router, scrapes of its metrics port from monitoring namespaces, DNS, the platform's PostgreSQL and Redis, and HTTPS out (Stripe,
 //! the OAuth2 issuer's keys).
 
 use std::collections::BTreeMap;
@@ -11,13 +11,17 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{HTTP_PORT, meta, selector};
+use super::{HTTP_PORT, METRICS_PORT, meta, selector};
 use crate::reconcile::ValidatedTenant;
 
 /// Namespaces labelled so may reach storefronts (an ingress controller's namespace, say).
 pub const INGRESS_NAMESPACE_LABEL: &str = "tiqzy.io/storefront-ingress";
 /// OpenShift labels its router namespace with this policy group.
 const OPENSHIFT_INGRESS_LABEL: &str = "policy-group.network.openshift.io/ingress";
+/// Namespaces labelled so may scrape storefronts' metrics (Prometheus's namespace, say).
+pub const MONITORING_NAMESPACE_LABEL: &str = "tiqzy.io/storefront-monitoring";
+/// OpenShift labels its monitoring namespaces (platform and user workload) with this.
+const OPENSHIFT_POLICY_GROUP_LABEL: &str = "network.openshift.io/policy-group";
 
 pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
     let storefront = LabelSelector {
@@ -48,13 +52,31 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(storefront.clone()),
             policy_types: Some(vec!["Ingress".to_owned()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![
-                    namespaces_with(OPENSHIFT_INGRESS_LABEL),
-                    namespaces_with(INGRESS_NAMESPACE_LABEL),
-                ]),
-                ports: Some(vec![tcp(HTTP_PORT)]),
-            }]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![
+                        namespaces_with(OPENSHIFT_INGRESS_LABEL),
+                        namespaces_with(INGRESS_NAMESPACE_LABEL),
+                    ]),
+                    ports: Some(vec![tcp(HTTP_PORT)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![
+                        NetworkPolicyPeer {
+                            namespace_selector: Some(LabelSelector {
+                                match_labels: Some(BTreeMap::from([(
+                                    OPENSHIFT_POLICY_GROUP_LABEL.to_owned(),
+                                    "monitoring".to_owned(),
+                                )])),
+                                ..LabelSelector::default()
+                            }),
+                            ..NetworkPolicyPeer::default()
+                        },
+                        namespaces_with(MONITORING_NAMESPACE_LABEL),
+                    ]),
+                    ports: Some(vec![tcp(METRICS_PORT)]),
+                },
+            ]),
             ..NetworkPolicySpec::default()
         }),
     };
@@ -120,6 +142,30 @@ mod tests {
         let deny = policies[0].spec.as_ref().expect("spec");
         assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
         assert!(deny.ingress.is_none() && deny.egress.is_none());
+        // The public port from routers, the metrics port only from monitoring.
+        let ingress = policies[1]
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress.clone())
+            .expect("ingress");
+        let ports: Vec<_> = ingress
+            .iter()
+            .map(|rule| rule.ports.clone().unwrap_or_default()[0].port.clone())
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                Some(IntOrString::Int(HTTP_PORT)),
+                Some(IntOrString::Int(METRICS_PORT))
+            ]
+        );
+        let monitoring = ingress[1].from.clone().unwrap_or_default();
+        assert!(monitoring.iter().any(|peer| {
+            peer.namespace_selector
+                .as_ref()
+                .and_then(|n| n.match_expressions.as_ref())
+                .is_some_and(|e| e[0].key == MONITORING_NAMESPACE_LABEL)
+        }));
         let egress = policies[2]
             .spec
             .as_ref()

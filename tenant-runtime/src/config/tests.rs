@@ -63,6 +63,7 @@ fn every_error_names_its_variable() {
         ("TIQZY_RESALE_SELLER_FEE_BPS", Some("20000")),
         ("TIQZY_PUBLIC_URL", Some("acme.example")),
         ("TIQZY_LISTEN_ADDR", Some("8080")),
+        ("TIQZY_METRICS_ADDR", Some("9090")),
         ("TIQZY_TICKET_SIGNING_KEY", Some("c2hvcnQ=")),
         ("TIQZY_HOLD_TTL_SECONDS", Some("0")),
     ] {

@@ -1,4 +1,5 @@
-//! Probes for Kubernetes and the Prometheus scrape endpoint.
+//! Probes for Kubernetes, and the Prometheus scrape endpoint on its own listener: the public
+//! port (the one the Route or Ingress reaches) has no `/metrics`.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -13,7 +14,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+}
+
+/// What the metrics port serves.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 /// Alive: the process answers. Deliberately no dependency checks, so a database outage does

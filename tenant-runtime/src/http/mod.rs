@@ -24,6 +24,8 @@ use crate::state::AppState;
 /// Every request body we accept is small; bigger ones are refused before being read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+pub use health::metrics_router;
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())

@@ -13,12 +13,14 @@ async fn probes_and_metrics_answer() {
     assert_eq!(ready["status"], "ready");
     let (_, tt) = app.seed_event(5, 1_000, 2).await;
     assert_eq!(app.hold(tt, 1).await.status(), 201);
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("tiqzy_holds_total{outcome=\"held\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("route=\"/api/holds\""), "{metrics}");
+    // Buyers reach the public port through the Route: the metrics are not there.
+    assert_eq!(app.get("/metrics").await.status(), 404);
 }
 
 #[tokio::test]

@@ -174,7 +174,7 @@ async fn every_stripe_post_carries_a_key_that_survives_a_lost_answer() {
     let ledger = ledger(&app, &format!("/api/admin/orders/{id}/ledger")).await;
     assert_eq!(entry(&ledger, "refund")["state"], "done");
 
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             "tiqzy_stripe_errors_total{operation=\"create_checkout_session\",kind=\"server_error\"} 1"
@@ -226,7 +226,7 @@ async fn stripe_unreachable_is_explained_and_the_hold_is_kept() {
         "pending"
     );
     assert_eq!(app.stock(tt).await, (10, 0, 2), "the hold is kept");
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             "tiqzy_stripe_errors_total{operation=\"create_checkout_session\",kind=\"unreachable\"} 1"

@@ -329,7 +329,7 @@ async fn bad_and_stale_signatures_are_refused_and_change_nothing() {
     assert_eq!(events_recorded(&app).await, 0);
     assert_eq!(order_state(&app, &order).await["order"]["state"], "pending");
     assert_eq!(app.stock(tt).await, (5, 0, 1));
-    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("tiqzy_stripe_webhooks_total{outcome=\"bad_signature\"} 4")
             && metrics.contains("tiqzy_stripe_webhooks_total{outcome=\"malformed_signature\"} 1"),

@@ -48,6 +48,8 @@ impl Default for Options {
 
 pub struct TestApp {
     pub url: String,
+    /// `/metrics` on the metrics port.
+    pub metrics_url: String,
     pub http: reqwest::Client,
     pub state: AppState,
     pub mailer: Arc<MemoryMailer>,
@@ -92,6 +94,7 @@ pub fn config_vars(
         ("TIQZY_RESALE_SELLER_FEE_BPS", "500"),
         ("TIQZY_PUBLIC_URL", "https://acme.example"),
         ("TIQZY_LISTEN_ADDR", "127.0.0.1:0"),
+        ("TIQZY_METRICS_ADDR", "127.0.0.1:0"),
         ("TIQZY_OAUTH_AUDIENCE", issuer::AUDIENCE),
         ("TIQZY_TICKET_SIGNING_KEY", SIGNING_KEY_HEX),
     ]
@@ -169,10 +172,12 @@ impl TestApp {
             .await
             .expect("the application starts");
         let url = format!("http://127.0.0.1:{}", app.port());
+        let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
         let state = app.state().clone();
         tokio::spawn(app.serve(std::future::pending()));
         Self {
             url,
+            metrics_url,
             http: reqwest::Client::new(),
             state,
             mailer,
@@ -184,6 +189,18 @@ impl TestApp {
 
     pub async fn staff_token(&self) -> String {
         self.issuer.token(issuer::AUDIENCE, 300).await
+    }
+
+    /// The text of `/metrics`, from the metrics port.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
