@@ -199,6 +199,25 @@ mod tests {
     }
 
     #[test]
+    fn metrics_have_a_port_of_their_own() {
+        let d = deployment(&fixture::validated(&fixture::tenant("acme")));
+        let pod = d.spec.expect("spec").template.spec.expect("pod");
+        let ports: Vec<_> = pod.containers[0]
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("http".to_owned(), HTTP_PORT),
+                ("metrics".to_owned(), METRICS_PORT)
+            ]
+        );
+    }
+
+    #[test]
     fn a_suspended_storefront_scales_to_zero() {
         let mut tenant = fixture::tenant("acme");
         tenant.spec.storefront.suspended = true;

@@ -470,9 +470,11 @@ fn prometheus_config_scrapes_what_the_operator_and_storefronts_serve() {
         storefronts["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
         "tiqzy-storefront"
     );
+    // The storefront container's port `metrics` (operator/src/build/deployment.rs), which no
+    // Route or Ingress reaches.
     assert_eq!(
         storefronts["spec"]["podMetricsEndpoints"][0]["port"],
-        "http"
+        "metrics"
     );
 
     let rules = find(&monitoring, "PrometheusRule", "tiqzy");
