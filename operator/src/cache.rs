@@ -2,9 +2,14 @@
 //! writes, plus a short-lived cache of the Platform's own Secrets.
 //!
 //! A converged tenant's reconcile compares what it wants with these caches and makes no
-//! request at all, so resyncing a thousand tenants costs the API server nothing. Cached
-//! objects are kept without `managedFields` and the last-applied annotation, which are most
-//! of an object's size and never read here.
+//! request at all, so resyncing a thousand tenants costs the API server nothing.
+//!
+//! To keep a thousand tenants in a few tens of MiB, a cached object is not the object: each
+//! watched object is fingerprinted (everything but its status and resourceVersion), then cut
+//! down to what the reconcile reads (names, the tenant label, Secret data, the storefront's
+//! image and rollout status, the Ingress's load balancer). The applier remembers, per object,
+//! what it last applied and the fingerprint the object had then; while both still hold, the
+//! object is as wanted and nothing is sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -48,6 +53,8 @@ pub struct Caches {
     pub network_policies: Store<NetworkPolicy>,
     pub ingresses: Store<Ingress>,
     pub platforms: Store<Platform>,
+    /// What the applier last sent, per object.
+    pub applied: std::sync::Arc<AppliedRecords>,
 }
 
 /// The writing halves of [`Caches`], consumed by the watches in the controller.
@@ -109,6 +116,7 @@ impl Caches {
             network_policies,
             ingresses,
             platforms,
+            applied: Default::default(),
         };
         let writers = CacheWriters {
             namespaces: namespaces_w,
@@ -157,11 +165,40 @@ impl Caches {
     }
 }
 
+/// The in-memory annotation carrying a cached object's fingerprint (never written anywhere).
+pub const FINGERPRINT_ANNOTATION: &str = "tiqzy.io/fingerprint";
+
+/// What the object holds apart from its status and the fields that change with it: equal
+/// fingerprints mean nobody changed the object.
+pub fn fingerprint<K: serde::Serialize>(object: &K) -> String {
+    use sha2::{Digest, Sha256};
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+    }
+    let digest = Sha256::digest(serde_json::to_vec(&value).unwrap_or_default());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A kind the operator applies, with the cache that holds it.
 pub trait Cached:
-    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static
+    Resource<DynamicType = ()>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + serde::Serialize
+    + Send
+    + Sync
+    + 'static
 {
     fn cache(caches: &Caches) -> &Store<Self>;
+
+    /// Cuts the object down to what the reconcile reads of it.
+    fn slim(&mut self);
 
     /// The cached object of this kind.
     fn cached(
@@ -190,26 +227,128 @@ pub trait Cached:
 }
 
 macro_rules! cached {
-    ($($kind:ty => $field:ident),* $(,)?) => {
+    ($($kind:ty => $field:ident, |$o:ident| $slim:block),* $(,)?) => {
         $(impl Cached for $kind {
             fn cache(caches: &Caches) -> &Store<Self> {
                 &caches.$field
+            }
+            fn slim(&mut self) {
+                let $o = self;
+                $slim
             }
         })*
     };
 }
 
 cached! {
-    Namespace => namespaces,
-    Secret => secrets,
-    ConfigMap => config_maps,
-    ServiceAccount => service_accounts,
-    Deployment => deployments,
-    Service => services,
-    HorizontalPodAutoscaler => autoscalers,
-    PodDisruptionBudget => disruption_budgets,
-    NetworkPolicy => network_policies,
-    Ingress => ingresses,
+    Namespace => namespaces, |o| { o.spec = None; o.status = None; slim_meta(&mut o.metadata) },
+    // Data and annotations are read: the credentials kept across reconciles, the Key Vault
+    // certificate's version.
+    Secret => secrets, |o| {
+        o.metadata.managed_fields = None;
+        o.metadata.owner_references = None;
+    },
+    ConfigMap => config_maps, |o| { o.data = None; o.binary_data = None; slim_meta(&mut o.metadata) },
+    ServiceAccount => service_accounts, |o| {
+        o.secrets = None;
+        o.image_pull_secrets = None;
+        slim_meta(&mut o.metadata)
+    },
+    // The rollout gate reads the image and the rollout's progress.
+    Deployment => deployments, |o| {
+        if let Some(spec) = o.spec.as_mut() {
+            let image = spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|p| p.containers.first())
+                .and_then(|c| c.image.clone());
+            spec.selector = Default::default();
+            spec.strategy = None;
+            spec.template = k8s_openapi::api::core::v1::PodTemplateSpec {
+                metadata: None,
+                spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                    containers: vec![k8s_openapi::api::core::v1::Container {
+                        image,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            };
+        }
+        if let Some(status) = o.status.as_mut() {
+            status.conditions = None;
+        }
+        slim_meta(&mut o.metadata)
+    },
+    Service => services, |o| { o.spec = None; o.status = None; slim_meta(&mut o.metadata) },
+    HorizontalPodAutoscaler => autoscalers, |o| {
+        o.spec = None;
+        o.status = None;
+        slim_meta(&mut o.metadata)
+    },
+    PodDisruptionBudget => disruption_budgets, |o| {
+        o.spec = None;
+        o.status = None;
+        slim_meta(&mut o.metadata)
+    },
+    NetworkPolicy => network_policies, |o| { o.spec = None; slim_meta(&mut o.metadata) },
+    // `Routed` reads the load balancer's status.
+    Ingress => ingresses, |o| { o.spec = None; slim_meta(&mut o.metadata) },
+    // Read whole: the reconcile works from its spec.
+    Platform => platforms, |_platform| {},
+}
+
+/// Keeps the name, namespace, generation and the tenant label.
+fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    let tenant = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(TENANT_LABEL).cloned());
+    meta.labels = tenant.map(|t| BTreeMap::from([(TENANT_LABEL.to_owned(), t)]));
+    meta.annotations = None;
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    meta.uid = None;
+    meta.creation_timestamp = None;
+}
+
+/// What the applier last sent for one object and the fingerprint the object had after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub desired: String,
+    pub fingerprint: String,
+}
+
+/// [`Applied`] per tenant, per object (`Kind/namespace/name`).
+#[derive(Debug, Default)]
+pub struct AppliedRecords {
+    tenants: Mutex<HashMap<String, HashMap<String, Applied>>>,
+}
+
+impl AppliedRecords {
+    pub fn get(&self, tenant: &str, object: &str) -> Option<Applied> {
+        self.tenants
+            .lock()
+            .expect("records lock")
+            .get(tenant)?
+            .get(object)
+            .cloned()
+    }
+
+    pub fn set(&self, tenant: &str, object: String, applied: Applied) {
+        self.tenants
+            .lock()
+            .expect("records lock")
+            .entry(tenant.to_owned())
+            .or_default()
+            .insert(object, applied);
+    }
+
+    pub fn forget(&self, tenant: &str) {
+        self.tenants.lock().expect("records lock").remove(tenant);
+    }
 }
 
 /// A cluster-wide watch of `K` (selected by `config`) feeding `writer`, with the parts of each object the
@@ -220,22 +359,22 @@ pub fn reflected<K>(
     writer: Writer<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Cached,
 {
     watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
-        .modify(slim)
+        .modify(|object: &mut K| {
+            let fingerprint = fingerprint(object);
+            object.slim();
+            object
+                .meta_mut()
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(FINGERPRINT_ANNOTATION.to_owned(), fingerprint);
+        })
         .reflect(writer)
         .touched_objects()
         .boxed()
-}
-
-fn slim<K: Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
 }
 
 /// When a Platform Secret was read, and its data.

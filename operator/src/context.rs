@@ -149,6 +149,7 @@ impl Context {
 
     /// Forgets a deleted tenant.
     pub fn forget(&self, tenant: &str) {
+        self.caches.applied.forget(tenant);
         self.stores.lock().expect("stores lock").remove(tenant);
         self.certificates
             .lock()

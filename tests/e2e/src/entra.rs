@@ -2,7 +2,6 @@
 //! `oauth2-mock-server` (the same package and cache as the runtime's admin-API tests) serving
 //! `/<tenant>/oauth2/v2.0/token`, started on a free loopback port.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,44 +19,14 @@ pub struct EntraIssuer {
     _process: tokio::process::Child,
 }
 
-/// `npm install`s the package once per machine into the cache; a finished install is moved
-/// into place atomically, so concurrent runs never see half of one.
-fn install_dir() -> Result<PathBuf> {
-    let dir = crate::cache_dir()
-        .join("npm")
-        .join(PACKAGE.replace('@', "-"));
-    if !dir
-        .join("node_modules/oauth2-mock-server/package.json")
-        .exists()
-    {
-        let staging = dir.with_extension(format!("tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging)?;
-        let status = std::process::Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-            .arg(&staging)
-            .arg(PACKAGE)
-            .status()
-            .context("running npm (Node.js 20.19+ is needed for the Entra ID test issuer)")?;
-        if !status.success() {
-            bail!("npm install {PACKAGE} failed");
-        }
-        if std::fs::rename(&staging, &dir).is_err() {
-            // Another run finished first; use theirs.
-            let _ = std::fs::remove_dir_all(&staging);
-        }
-    }
-    let staging = dir.join(format!("entra-issuer.mjs.{}", std::process::id()));
-    std::fs::write(&staging, SCRIPT)?;
-    std::fs::rename(&staging, dir.join("entra-issuer.mjs"))?;
-    Ok(dir)
-}
-
 impl EntraIssuer {
     /// Starts the endpoint for directory `tenant_id`; it refuses `refused_client` with
     /// `401 invalid_client`.
     pub async fn start(tenant_id: &str, refused_client: &str) -> Result<Self> {
-        let dir = tokio::task::spawn_blocking(install_dir).await??;
+        let dir = tokio::task::spawn_blocking(|| {
+            crate::npm_package_with_script(PACKAGE, "entra-issuer.mjs", SCRIPT)
+        })
+        .await??;
         let port = crate::free_port()?;
         let process = tokio::process::Command::new("node")
             .arg(dir.join("entra-issuer.mjs"))

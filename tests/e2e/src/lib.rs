@@ -9,6 +9,7 @@ mod controlplane;
 mod crds;
 mod datastores;
 mod entra;
+mod npm;
 pub mod olm;
 mod openshift;
 mod operator;
@@ -30,6 +31,7 @@ pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{Postgres, Redis};
 pub use entra::EntraIssuer;
+pub use npm::npm_package_with_script;
 pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
 pub use operator::{
     BASE_DOMAIN, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET, install_operator,

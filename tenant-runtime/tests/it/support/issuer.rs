@@ -26,33 +26,8 @@ pub struct Issuer {
 fn install_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tiqzy_e2e::cache_dir()
-            .join("npm")
-            .join(PACKAGE.replace('@', "-"));
-        if !dir
-            .join("node_modules/oauth2-mock-server/package.json")
-            .exists()
-        {
-            let staging = dir.with_extension(format!("tmp-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&staging);
-            std::fs::create_dir_all(&staging).expect("npm staging dir");
-            let status = std::process::Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-                .arg(&staging)
-                .arg(PACKAGE)
-                .status()
-                .expect("npm (Node.js 20.19+) is needed for the OAuth2 test issuer");
-            assert!(status.success(), "npm install {PACKAGE} failed");
-            if std::fs::rename(&staging, &dir).is_err() {
-                // Another run finished first; use theirs.
-                let _ = std::fs::remove_dir_all(&staging);
-            }
-        }
-        // Same content from every run: write aside, then rename over, atomically.
-        let staging = dir.join(format!("issuer.mjs.{}", std::process::id()));
-        std::fs::write(&staging, SCRIPT).expect("issuer script");
-        std::fs::rename(&staging, dir.join("issuer.mjs")).expect("issuer script");
-        dir
+        tiqzy_e2e::npm_package_with_script(PACKAGE, "issuer.mjs", SCRIPT)
+            .expect("the OAuth2 test issuer installs (npm, Node.js 20.19+)")
     })
 }
 
