@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use tiqzy_crds::Tenant;
 
 use crate::cache::{Caches, PlatformSecrets};
 use crate::external::keyvault::{KeyVault, VaultConfig};
@@ -105,13 +104,9 @@ impl Context {
         }
     }
 
-    /// The cached Tenants that deserialize.
-    pub fn valid_tenants(&self) -> Vec<std::sync::Arc<Tenant>> {
-        self.tenants
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok().cloned().map(std::sync::Arc::new))
-            .collect()
+    /// The cached Tenants, shared (not copied: a reconcile reads all of them).
+    pub fn tenant_snapshot(&self) -> Vec<std::sync::Arc<GuardedTenant>> {
+        self.tenants.state()
     }
 
     /// Counts a failure of `tenant` and returns how many in a row.

@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, env = "TIQZY_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
     /// Tenants reconciled at once (bounds connections to the database server too).
-    #[arg(long, env = "TIQZY_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "TIQZY_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
     /// Seconds between looks for a new version of a tenant's Key Vault certificate (a Tenant
     /// change looks at once).

@@ -123,7 +123,7 @@ impl Metrics {
     }
 
     /// Sets `tiqzy_tenants{phase}` from the cached Tenants.
-    pub fn count_phases(&self, tenants: &[Arc<tiqzy_crds::Tenant>]) {
+    pub fn count_phases(&self, tenants: &[&tiqzy_crds::Tenant]) {
         let mut counts = std::collections::BTreeMap::<String, i64>::new();
         for phase in [
             "Pending",

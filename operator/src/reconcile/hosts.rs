@@ -1,7 +1,5 @@
 //! Host ownership between tenants: the first Tenant to claim a host keeps it.
 
-use std::sync::Arc;
-
 use kube::ResourceExt;
 use tiqzy_crds::Tenant;
 
@@ -9,7 +7,7 @@ use tiqzy_crds::Tenant;
 pub fn conflict(
     tenant: &Tenant,
     hosts: &[String],
-    others: &[Arc<Tenant>],
+    others: &[&Tenant],
     base_domain: &str,
 ) -> Option<String> {
     let mine = (tenant.creation_timestamp(), tenant.name_any());
@@ -44,14 +42,14 @@ mod tests {
 
     #[test]
     fn the_older_tenant_keeps_its_host() {
-        let first = Arc::new(at(fixture::tenant("first"), 10, &["shared.example.com"]));
+        let first = at(fixture::tenant("first"), 10, &["shared.example.com"]);
         let second = at(
             fixture::tenant("second"),
             20,
             &["shared.example.com", "b.example.com"],
         );
         let hosts = second.spec.hosts.clone();
-        let all = vec![first.clone(), Arc::new(second.clone())];
+        let all = vec![&first, &second];
         assert_eq!(
             conflict(&second, &hosts, &all, "apps.example.com"),
             Some("first".to_owned())

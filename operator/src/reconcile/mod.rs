@@ -96,11 +96,16 @@ async fn reconcile_tenant(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Acti
         Err(_) => "error",
     };
     ctx.metrics.reconciled(started.elapsed(), outcome);
-    ctx.metrics.count_phases(&ctx.valid_tenants());
+    ctx.metrics.count_phases(&valid(&ctx.tenant_snapshot()));
     if result.is_ok() {
         ctx.succeeded(&name);
     }
     result
+}
+
+/// The Tenants of a snapshot that deserialize.
+fn valid(snapshot: &[Arc<GuardedTenant>]) -> Vec<&Tenant> {
+    snapshot.iter().filter_map(|g| g.0.as_ref().ok()).collect()
 }
 
 /// Invalid specs wait for a change; transient errors back off per tenant, exponentially.
@@ -168,7 +173,7 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     let conflict = hosts::conflict(
         tenant,
         &validated.hosts,
-        &ctx.valid_tenants(),
+        &valid(&ctx.tenant_snapshot()),
         &view.spec.base_domain,
     );
     let servers = stores::servers(ctx, &view.spec).await;
@@ -239,8 +244,14 @@ async fn apply(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
     if transient || payments_broken {
         return Ok(Action::requeue(backoff(ctx.failed(&name))));
     }
-    if rollout_queued || status::rolling(&deployment) {
-        return Ok(Action::requeue(Duration::from_secs(2)));
+    // A queued tenant learns of a free slot only by asking again. A rolling one hears of its
+    // Deployment's progress through the watch; the requeue is only a safety net, kept long so
+    // that hundreds of tenants rolling at once do not crowd out new ones.
+    if rollout_queued {
+        return Ok(Action::requeue(Duration::from_secs(3)));
+    }
+    if status::rolling(&deployment) {
+        return Ok(Action::requeue(Duration::from_secs(30)));
     }
     let next = jittered(ctx.settings.resync);
     Ok(Action::requeue(tls.poll_in.map_or(next, |p| p.min(next))))
