@@ -244,10 +244,7 @@ cached! {
     Namespace => namespaces, |o| { o.spec = None; o.status = None; slim_meta(&mut o.metadata) },
     // Data and annotations are read: the credentials kept across reconciles, the Key Vault
     // certificate's version.
-    Secret => secrets, |o| {
-        o.metadata.managed_fields = None;
-        o.metadata.owner_references = None;
-    },
+    Secret => secrets, |o| { o.metadata.managed_fields = None },
     ConfigMap => config_maps, |o| { o.data = None; o.binary_data = None; slim_meta(&mut o.metadata) },
     ServiceAccount => service_accounts, |o| {
         o.secrets = None;
@@ -299,7 +296,8 @@ cached! {
     Platform => platforms, |_platform| {},
 }
 
-/// Keeps the name, namespace, generation and the tenant label.
+/// Keeps the name, namespace, generation, the tenant label and the owner references (the
+/// controller maps a changed object to its Tenant through them).
 fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
     let tenant = meta
         .labels
@@ -308,7 +306,6 @@ fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMe
     meta.labels = tenant.map(|t| BTreeMap::from([(TENANT_LABEL.to_owned(), t)]));
     meta.annotations = None;
     meta.managed_fields = None;
-    meta.owner_references = None;
     meta.finalizers = None;
     meta.uid = None;
     meta.creation_timestamp = None;
