@@ -265,8 +265,10 @@ impl ControlPlane {
                 },
             },
             "status": {
-                "allocatable": { "cpu": "64", "memory": "256Gi", "pods": "2000" },
-                "capacity": { "cpu": "64", "memory": "256Gi", "pods": "2000" },
+                // Room for the operator benchmark's thousand storefronts (100m CPU and
+                // 64Mi each), with rollouts' surge pods on top.
+                "allocatable": { "cpu": "512", "memory": "1Ti", "pods": "4000" },
+                "capacity": { "cpu": "512", "memory": "1Ti", "pods": "4000" },
             },
         }))?;
         nodes
