@@ -40,6 +40,10 @@ struct Args {
     /// Tenants reconciled at once (bounds connections to the database server too).
     #[arg(long, env = "TIQZY_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
+    /// Requests to the API server in flight at once, across all reconciles (watches excepted
+    /// once they stream).
+    #[arg(long, env = "TIQZY_MAX_REQUESTS", default_value_t = 24)]
+    max_requests: u16,
     /// Seconds between looks for a new version of a tenant's Key Vault certificate (a Tenant
     /// change looks at once).
     #[arg(long, env = "TIQZY_KEY_VAULT_POLL_SECONDS", default_value_t = 3600)]
@@ -64,15 +68,23 @@ async fn main() -> anyhow::Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("tiqzy-operator-{}", std::process::id()));
-    let client = match &args.kubeconfig {
+    let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            let config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-            kube::Client::try_from(config)?
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
         }
-        None => kube::Client::try_default().await?,
+        None => kube::Config::infer().await?,
     };
+    // The Lease is renewed on a client of its own, so a queue of reconcile requests never
+    // delays it.
+    let lease_client = kube::Client::try_from(config.clone())?;
+    // Every request of a reconcile goes through one limit: each request in flight holds a
+    // connection (and its buffers), and the API server is not served faster by more of them.
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(usize::from(
+            args.max_requests.max(1),
+        )))
+        .build();
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(http::serve(
@@ -88,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             identity: identity.clone(),
             duration: Duration::from_secs(args.lease_seconds),
         };
-        lease::acquire(client.clone(), settings).await?;
+        lease::acquire(lease_client, settings).await?;
     }
     let settings = Settings {
         resync: Duration::from_secs(args.resync_seconds),
