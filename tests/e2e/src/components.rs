@@ -269,6 +269,31 @@ impl Fnv {
     }
 }
 
+/// The directory of module `module@version` in the Go module cache, downloaded if needed
+/// (CRD manifests shipped inside Go modules are read from there).
+pub fn go_module_dir(module: &str, version: &str) -> Result<PathBuf> {
+    let out = Command::new("go")
+        .args(["mod", "download", "-json"])
+        .arg(format!("{module}@{version}"))
+        // Outside any go.mod, so only the module itself is resolved.
+        .current_dir(std::env::temp_dir())
+        .output()
+        .with_context(|| format!("running go mod download for {module}"))?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "reading go mod download output: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(error) = info["Error"].as_str() {
+        bail!("go mod download {module}@{version}: {error}");
+    }
+    let dir = info["Dir"]
+        .as_str()
+        .with_context(|| format!("go mod download gave no directory for {module}"))?;
+    Ok(PathBuf::from(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
-pub use components::{Binaries, cache_dir, ensure_binaries};
+pub use components::{Binaries, cache_dir, ensure_binaries, go_module_dir};
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};

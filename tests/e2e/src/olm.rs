@@ -108,25 +108,5 @@ pub fn cluster_service_version_crd() -> Result<CustomResourceDefinition> {
 }
 
 fn module_dir() -> Result<PathBuf> {
-    let version = api_version()?;
-    let out = Command::new("go")
-        .args(["mod", "download", "-json"])
-        .arg(format!("{MODULE}@{version}"))
-        // Outside any go.mod, so only the module itself is resolved.
-        .current_dir(std::env::temp_dir())
-        .output()
-        .context("running go mod download for OLM's CRDs")?;
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "reading go mod download output: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    if let Some(error) = info["Error"].as_str() {
-        bail!("go mod download {MODULE}@{version}: {error}");
-    }
-    let dir = info["Dir"]
-        .as_str()
-        .context("go mod download gave no module directory")?;
-    Ok(PathBuf::from(dir))
+    crate::go_module_dir(MODULE, &api_version()?)
 }

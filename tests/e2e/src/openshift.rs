@@ -2,9 +2,8 @@
 //! operator's Route path runs against the harness's API server.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// The openshift/api commit (it has no release tags) whose Route CRD the tests install.
@@ -14,28 +13,8 @@ const MODULE: &str = "github.com/openshift/api";
 /// The CRD with every feature gate merged in (spec.tls.externalCertificate included).
 const ROUTE_CRD: &str = "route/v1/zz_generated.crd-manifests/routes.crd.yaml";
 
-/// The module's directory in the Go module cache, downloaded if needed.
 fn module_dir() -> Result<PathBuf> {
-    let out = Command::new("go")
-        .args(["mod", "download", "-json"])
-        .arg(format!("{MODULE}@{OPENSHIFT_API_VERSION}"))
-        // Outside any go.mod, so only the module itself is resolved.
-        .current_dir(std::env::temp_dir())
-        .output()
-        .context("running go mod download for the OpenShift API")?;
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "reading go mod download output: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    if let Some(error) = info["Error"].as_str() {
-        bail!("go mod download {MODULE}@{OPENSHIFT_API_VERSION}: {error}");
-    }
-    let dir = info["Dir"]
-        .as_str()
-        .context("go mod download gave no module directory for openshift/api")?;
-    Ok(PathBuf::from(dir))
+    crate::go_module_dir(MODULE, OPENSHIFT_API_VERSION)
 }
 
 /// `routes.route.openshift.io`, read from the pinned module.

@@ -2,9 +2,8 @@
 //! its Go module, so `config/prometheus` can be applied to the harness's API server.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// The prometheus-operator release whose CRDs the tests install.
@@ -19,28 +18,8 @@ const CRD_FILES: [&str; 3] = [
     "monitoring.coreos.com_prometheusrules.yaml",
 ];
 
-/// The module's directory in the Go module cache, downloaded if needed.
 fn module_dir() -> Result<PathBuf> {
-    let out = Command::new("go")
-        .args(["mod", "download", "-json"])
-        .arg(format!("{MODULE}@{PROMETHEUS_OPERATOR_VERSION}"))
-        // Outside any go.mod, so only the module itself is resolved.
-        .current_dir(std::env::temp_dir())
-        .output()
-        .context("running go mod download for the Prometheus Operator CRDs")?;
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "reading go mod download output: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    if let Some(error) = info["Error"].as_str() {
-        bail!("go mod download {MODULE}@{PROMETHEUS_OPERATOR_VERSION}: {error}");
-    }
-    let dir = info["Dir"]
-        .as_str()
-        .context("go mod download gave no module directory for prometheus-operator")?;
-    Ok(PathBuf::from(dir))
+    crate::go_module_dir(MODULE, PROMETHEUS_OPERATOR_VERSION)
 }
 
 /// ServiceMonitor, PodMonitor and PrometheusRule, read from the pinned module.
