@@ -153,16 +153,18 @@ impl Caches {
     /// The data of a Secret the operator wrote, as text.
     pub fn secret_data(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
         let secret = self.secrets.get(&ObjectRef::new(name).within(namespace))?;
-        Some(
-            secret
-                .data
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
-                .collect(),
-        )
+        Some(text_data(&secret))
     }
+}
+
+/// A Secret's values that are text.
+pub fn text_data(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| String::from_utf8(v.0.clone()).ok().map(|v| (k.clone(), v)))
+        .collect()
 }
 
 /// The in-memory annotation carrying a cached object's fingerprint (never written anywhere).

@@ -27,21 +27,7 @@ struct Installed {
 
 fn installed() -> &'static Installed {
     static INSTALLED: OnceLock<Result<Installed, String>> = OnceLock::new();
-    let result = INSTALLED.get_or_init(|| {
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(install()).map_err(|e| format!("{e:#}"))
-        })
-        .join()
-        .expect("install thread")
-    });
-    match result {
-        Ok(installed) => installed,
-        Err(e) => panic!("installing the operator failed: {e}"),
-    }
+    common::once_per_binary(&INSTALLED, install)
 }
 
 async fn install() -> anyhow::Result<Installed> {

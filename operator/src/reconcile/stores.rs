@@ -106,13 +106,7 @@ pub async fn existing(
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await?;
-    Ok(secret.map(|s| {
-        s.data
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
-            .collect()
-    }))
+    Ok(secret.as_ref().map(crate::cache::text_data))
 }
 
 /// Database Secret contents: the existing password when there is one, else a new one.

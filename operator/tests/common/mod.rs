@@ -1,12 +1,41 @@
 //! Helpers shared by the operator's end-to-end test binaries.
 #![allow(dead_code)]
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use tiqzy_crds::Tenant;
+
+/// Runs `install` once per test binary, on a runtime of its own (each test has its own), and
+/// gives every test the same result.
+pub fn once_per_binary<T, F, Fut>(
+    cell: &'static OnceLock<Result<T, String>>,
+    install: F,
+) -> &'static T
+where
+    T: Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let result = cell.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(install()).map_err(|e| format!("{e:#}"))
+        })
+        .join()
+        .expect("install thread")
+    });
+    match result {
+        Ok(installed) => installed,
+        Err(e) => panic!("installing the operator failed: {e}"),
+    }
+}
 
 pub async fn create_tenant(client: &kube::Client, name: &str, spec: serde_json::Value) {
     let tenant: Tenant = serde_json::from_value(json!({
