@@ -176,7 +176,9 @@ pub struct Database {
     /// (the default, and safe), `Delete` drops them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-    /// Most connections the tenant's role may hold open at once (1 to 500).
+    /// Most connections the tenant's role may hold open at once (1 to 500). Shared between the
+    /// storefront pods: each opens at most this divided by `storefront.replicas.max` plus a
+    /// rollout's 25% surge (at least one).
     #[serde(default = "default_connection_limit")]
     #[schemars(range(min = 1, max = 500))]
     pub connection_limit: i32,

@@ -25,6 +25,11 @@ pub struct Config {
     pub cache_key_prefix: String,
     pub oauth: OAuth,
     pub ticket_signing_key: Vec<u8>,
+    /// Most connections this replica opens; the operator divides the tenant role's connection
+    /// limit between the replicas the autoscaler and a rollout may run at once.
+    pub db_max_connections: u32,
+    /// How long a request waits for a free connection before it is answered 503.
+    pub db_acquire_timeout: Duration,
     pub hold_ttl: Duration,
     /// Holds one client may create per minute.
     pub hold_rate_limit: u32,
@@ -172,6 +177,12 @@ impl Config {
                 audience: env.required("TIQZY_OAUTH_AUDIENCE")?,
             },
             ticket_signing_key: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_key)?,
+            db_max_connections: env.whole_number_in("TIQZY_DB_MAX_CONNECTIONS", 10, 1..=500)?,
+            db_acquire_timeout: Duration::from_millis(env.whole_number_in(
+                "TIQZY_DB_ACQUIRE_TIMEOUT_MS",
+                5_000,
+                10..=60_000,
+            )?),
             hold_ttl: match env.optional("TIQZY_HOLD_TTL_SECONDS") {
                 None => Duration::from_secs(600),
                 Some(v) => match v.parse::<u64>() {
@@ -290,6 +301,32 @@ impl Vars<'_> {
             name,
             problem: "is not set".to_owned(),
         })
+    }
+
+    /// An optional whole number within `range`, `default` when unset.
+    fn whole_number_in<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        let Some(v) = self.optional(name) else {
+            return Ok(default);
+        };
+        match v.parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(ConfigError {
+                name,
+                problem: format!(
+                    "must be a whole number between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
+            }),
+        }
     }
 
     fn parse<T>(

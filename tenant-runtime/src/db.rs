@@ -9,10 +9,14 @@ use sqlx::postgres::PgPoolOptions;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
-        .max_connections(32)
-        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
         .connect(url)
         .await
         .context("connecting to DATABASE_URL")

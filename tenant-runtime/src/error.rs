@@ -31,6 +31,9 @@ pub enum AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// What a 503 asks the client to wait before trying again.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
 impl AppError {
     pub fn client(
         status: StatusCode,
@@ -77,6 +80,16 @@ impl AppError {
         )
     }
 
+    /// Too busy right now; the client should retry after [`RETRY_AFTER_SECS`].
+    pub fn busy() -> Self {
+        Self::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Busy",
+            "too many requests are being served right now; please try again in a moment",
+        )
+    }
+
     pub fn problem(&self) -> Problem {
         match self {
             Self::Client {
@@ -113,6 +126,11 @@ impl IntoResponse for AppError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -125,6 +143,12 @@ impl IntoResponse for AppError {
 /// Named constraints become the conflict the client caused; anything else is internal.
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            // Every connection stayed busy for the whole acquire timeout: shed this request
+            // rather than queue it further, and tell the client when to come back.
+            tracing::warn!("database pool exhausted; answering 503");
+            return Self::busy();
+        }
         let constraint = e
             .as_database_error()
             .and_then(|d| d.constraint())

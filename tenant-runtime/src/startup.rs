@@ -34,7 +34,12 @@ impl Application {
     }
 
     pub async fn build_with(config: Config, mailer: Arc<dyn Mailer>) -> anyhow::Result<Self> {
-        let db = db::connect(&config.database_url).await?;
+        let db = db::connect(
+            &config.database_url,
+            config.db_max_connections,
+            config.db_acquire_timeout,
+        )
+        .await?;
         db::migrate(&db).await?;
         let metrics = Arc::new(Metrics::new());
         let stripe = Arc::new(Gateway::new(

@@ -8,6 +8,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use super::{HTTP_PORT, METRICS_PORT, STOREFRONT, meta};
 use crate::reconcile::ValidatedTenant;
 
+/// Each pod's share of the tenant role's connection limit, so the most pods that can run at
+/// once (autoscaler maximum plus a rollout's surge) never open more than PostgreSQL allows.
+fn pool_per_pod(tenant: &ValidatedTenant) -> i32 {
+    (tenant.spec.database.connection_limit / super::deployment::most_pods(tenant)).max(1)
+}
+
 pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
     let spec = &tenant.spec;
     let mut data = BTreeMap::from([
@@ -37,6 +43,7 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
             tenant.application_fee_bps.to_string(),
         ),
         ("TIQZY_PUBLIC_URL", tenant.url.clone()),
+        ("TIQZY_DB_MAX_CONNECTIONS", pool_per_pod(tenant).to_string()),
         ("TIQZY_LISTEN_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
         ("TIQZY_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
     ]);
@@ -76,6 +83,28 @@ mod tests {
         assert!(!data.contains_key("TIQZY_BRAND_LOGO_URL"));
         assert!(!data.contains_key("TIQZY_STRIPE_ACCOUNT"));
         assert_eq!(data["TIQZY_APPLICATION_FEE_BPS"], "0");
+    }
+
+    #[test]
+    fn the_role_connection_limit_is_shared_by_every_pod_that_can_run_at_once() {
+        for (limit, max_replicas, per_pod) in [
+            (20, 3, 5),   // 3 pods + 1 surging in a rollout
+            (20, 1, 10),  // 1 + 1
+            (100, 8, 10), // 8 + 2
+            (500, 50, 7), // 50 + 13
+            (5, 10, 1),   // never below one: the limit is then the tenant's to raise
+        ] {
+            let mut tenant = fixture::tenant("acme");
+            tenant.spec.database.connection_limit = limit;
+            tenant.spec.storefront.replicas.max = max_replicas;
+            tenant.spec.storefront.replicas.min = 1;
+            let data = config_map(&fixture::validated(&tenant)).data.expect("data");
+            assert_eq!(
+                data["TIQZY_DB_MAX_CONNECTIONS"],
+                per_pod.to_string(),
+                "limit {limit}, max replicas {max_replicas}"
+            );
+        }
     }
 
     #[test]

@@ -26,6 +26,15 @@ use crate::reconcile::ValidatedTenant;
 /// branding or credentials rolls the pods.
 pub const CONFIG_DIGEST_ANNOTATION: &str = "tiqzy.io/config-digest";
 
+/// Extra pods a rollout may start above the autoscaler's count, in percent (rounded up).
+const MAX_SURGE_PERCENT: i32 = 25;
+
+/// Most storefront pods that can run at once: the autoscaler's maximum plus a rollout's surge.
+pub fn most_pods(tenant: &ValidatedTenant) -> i32 {
+    let max = tenant.spec.storefront.replicas.max.max(1);
+    max + (max * MAX_SURGE_PERCENT + 99) / 100
+}
+
 pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
     let mut env_from = vec![EnvFromSource {
         config_map_ref: Some(ConfigMapEnvSource {
@@ -126,7 +135,7 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),
                 rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::String("25%".to_owned())),
+                    max_surge: Some(IntOrString::String(format!("{MAX_SURGE_PERCENT}%"))),
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),

@@ -49,6 +49,22 @@ fn a_complete_environment_parses_with_defaults() {
     assert_eq!(config.resale.price_cap.percent(), 120);
     assert!(config.redis_url.is_none());
     assert_eq!(config.ticket_signing_key.len(), 32);
+    assert_eq!(config.db_max_connections, 10);
+    assert_eq!(config.db_acquire_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn the_pool_follows_what_the_operator_wrote() {
+    let mut vars = valid();
+    vars.insert("TIQZY_DB_MAX_CONNECTIONS".to_owned(), "4".to_owned());
+    vars.insert("TIQZY_DB_ACQUIRE_TIMEOUT_MS".to_owned(), "750".to_owned());
+    let config = Config::from_vars(&vars).expect("valid");
+    assert_eq!(config.db_max_connections, 4);
+    assert_eq!(config.db_acquire_timeout, Duration::from_millis(750));
+    assert_eq!(
+        error_for("TIQZY_DB_MAX_CONNECTIONS", Some("many")),
+        "TIQZY_DB_MAX_CONNECTIONS: must be a whole number between 1 and 500"
+    );
 }
 
 #[test]
@@ -66,6 +82,9 @@ fn every_error_names_its_variable() {
         ("TIQZY_METRICS_ADDR", Some("9090")),
         ("TIQZY_TICKET_SIGNING_KEY", Some("c2hvcnQ=")),
         ("TIQZY_HOLD_TTL_SECONDS", Some("0")),
+        ("TIQZY_DB_MAX_CONNECTIONS", Some("0")),
+        ("TIQZY_DB_MAX_CONNECTIONS", Some("501")),
+        ("TIQZY_DB_ACQUIRE_TIMEOUT_MS", Some("-5")),
     ] {
         let message = error_for(name, value);
         assert!(message.starts_with(name), "{message}");

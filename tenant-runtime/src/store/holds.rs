@@ -30,30 +30,38 @@ pub async fn place_hold(
     quantity: Quantity,
     ttl: Duration,
 ) -> AppResult<Hold> {
-    if let Some(hold) = try_reserve(db, ticket_type_id, quantity, ttl).await? {
-        return Ok(hold);
-    }
-    let refused = refusal(db, ticket_type_id, quantity).await?;
-    // Sold out, but lapsed holds may still count as held: return them and try once more.
-    if refused.lapsed_holds
-        && release_expired(db, Some(ticket_type_id)).await? > 0
-        && let Some(hold) = try_reserve(db, ticket_type_id, quantity, ttl).await?
-    {
-        return Ok(hold);
+    let refused = match try_reserve(db, ticket_type_id, quantity, ttl).await? {
+        Attempt::Placed(hold) => return Ok(hold),
+        Attempt::Refused(refused) => refused,
+    };
+    // Sold out, but lapsed holds still counted as held: return them and try once more (also
+    // when a sweeper returned them first, between our attempt and this release).
+    if refused.lapsed_holds {
+        release_expired(db, Some(ticket_type_id)).await?;
+        return match try_reserve(db, ticket_type_id, quantity, ttl).await? {
+            Attempt::Placed(hold) => Ok(hold),
+            Attempt::Refused(refused) => Err(refused.error),
+        };
     }
     Err(refused.error)
 }
 
+enum Attempt {
+    Placed(Hold),
+    Refused(Refusal),
+}
+
+/// One statement, one round trip: the conditional UPDATE of the counter row (locked only while
+/// the statement runs, never across a round trip), the hold row, and, when refused, what the
+/// buyer needs to be told.
 async fn try_reserve(
     db: &PgPool,
     ticket_type_id: Uuid,
     quantity: Quantity,
     ttl: Duration,
-) -> AppResult<Option<Hold>> {
+) -> AppResult<Attempt> {
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) as f64;
-    // One statement: the counter row is locked only while this runs, never across a round trip.
-    let hold = sqlx::query_as!(
-        Hold,
+    let row = sqlx::query!(
         "WITH reserved AS (
              UPDATE ticket_types tt SET held = tt.held + $2
              FROM events e
@@ -62,10 +70,22 @@ async fn try_reserve(
                AND $2 <= tt.per_order_limit
                AND tt.sold + tt.held + $2 <= tt.capacity
              RETURNING tt.id
+         ), placed AS (
+             INSERT INTO holds (id, ticket_type_id, quantity, expires_at)
+             SELECT $3, reserved.id, $2, now() + make_interval(secs => $4) FROM reserved
+             RETURNING id, ticket_type_id, quantity, expires_at
          )
-         INSERT INTO holds (id, ticket_type_id, quantity, expires_at)
-         SELECT $3, reserved.id, $2, now() + make_interval(secs => $4) FROM reserved
-         RETURNING id, ticket_type_id, quantity, expires_at",
+         SELECT placed.id AS \"id?\", placed.expires_at AS \"expires_at?\",
+                tt.capacity - tt.sold - tt.held AS \"available!\", tt.per_order_limit,
+                now() >= tt.sales_start AND now() < tt.sales_end AS \"on_sale!\",
+                e.cancelled_at IS NOT NULL AS \"cancelled!\",
+                -- A subquery in CASE runs only when the hold was refused.
+                CASE WHEN placed.id IS NULL THEN EXISTS (
+                    SELECT 1 FROM holds h WHERE h.ticket_type_id = tt.id
+                    AND h.state = 'active' AND h.expires_at <= now()) END AS lapsed_holds
+         FROM ticket_types tt JOIN events e ON e.id = tt.event_id
+         LEFT JOIN placed ON true
+         WHERE tt.id = $1",
         ticket_type_id,
         quantity.as_i32(),
         Uuid::new_v4(),
@@ -73,7 +93,65 @@ async fn try_reserve(
     )
     .fetch_optional(db)
     .await?;
-    Ok(hold)
+    let Some(row) = row else {
+        return Ok(Attempt::Refused(Refusal {
+            error: AppError::not_found("ticket type"),
+            lapsed_holds: false,
+        }));
+    };
+    if let (Some(id), Some(expires_at)) = (row.id, row.expires_at) {
+        return Ok(Attempt::Placed(Hold {
+            id,
+            ticket_type_id,
+            quantity: quantity.as_i32(),
+            expires_at,
+        }));
+    }
+    let lapsed_holds = row.lapsed_holds.unwrap_or(false);
+    let error = if row.cancelled {
+        AppError::conflict("event-cancelled", "this event has been cancelled")
+    } else if !row.on_sale {
+        AppError::conflict("not-on-sale", "this ticket type is not on sale right now")
+    } else if quantity.as_i32() > row.per_order_limit {
+        AppError::invalid(format!(
+            "at most {} tickets of this type per order",
+            row.per_order_limit
+        ))
+    } else if row.available < quantity.as_i32() {
+        sold_out(row.available)
+    } else {
+        // The row read above is the statement's snapshot; another buyer took the tickets
+        // while this statement waited for the counter row. Read the counter again.
+        let available = sqlx::query_scalar!(
+            "SELECT capacity - sold - held AS \"n!\" FROM ticket_types WHERE id = $1",
+            ticket_type_id
+        )
+        .fetch_one(db)
+        .await?;
+        sold_out(available)
+    };
+    let lapsed_holds = lapsed_holds
+        && matches!(
+            &error,
+            AppError::Client {
+                kind: "sold-out",
+                ..
+            }
+        );
+    Ok(Attempt::Refused(Refusal {
+        error,
+        lapsed_holds,
+    }))
+}
+
+fn sold_out(available: i32) -> AppError {
+    AppError::conflict(
+        "sold-out",
+        format!(
+            "only {} tickets of this type are available",
+            available.max(0)
+        ),
+    )
 }
 
 struct Refusal {
@@ -81,52 +159,6 @@ struct Refusal {
     /// Whether lapsed holds still count against capacity, so a retry after releasing them
     /// may succeed.
     lapsed_holds: bool,
-}
-
-/// Explains a refused hold. Read after the fact, so it can race; it only picks the message.
-async fn refusal(db: &PgPool, ticket_type_id: Uuid, quantity: Quantity) -> AppResult<Refusal> {
-    let Some(tt) = sqlx::query!(
-        "SELECT tt.capacity - tt.sold - tt.held AS \"available!\", tt.per_order_limit,
-                now() >= tt.sales_start AND now() < tt.sales_end AS \"on_sale!\",
-                e.cancelled_at IS NOT NULL AS \"cancelled!\",
-                EXISTS (SELECT 1 FROM holds h WHERE h.ticket_type_id = tt.id
-                        AND h.state = 'active' AND h.expires_at <= now()) AS \"lapsed_holds!\"
-         FROM ticket_types tt JOIN events e ON e.id = tt.event_id WHERE tt.id = $1",
-        ticket_type_id,
-    )
-    .fetch_optional(db)
-    .await?
-    else {
-        return Ok(Refusal {
-            error: AppError::not_found("ticket type"),
-            lapsed_holds: false,
-        });
-    };
-    let error = if tt.cancelled {
-        AppError::conflict("event-cancelled", "this event has been cancelled")
-    } else if !tt.on_sale {
-        AppError::conflict("not-on-sale", "this ticket type is not on sale right now")
-    } else if quantity.as_i32() > tt.per_order_limit {
-        AppError::invalid(format!(
-            "at most {} tickets of this type per order",
-            tt.per_order_limit
-        ))
-    } else {
-        return Ok(Refusal {
-            error: AppError::conflict(
-                "sold-out",
-                format!(
-                    "only {} tickets of this type are available",
-                    tt.available.max(0)
-                ),
-            ),
-            lapsed_holds: tt.lapsed_holds,
-        });
-    };
-    Ok(Refusal {
-        error,
-        lapsed_holds: false,
-    })
 }
 
 pub async fn find_hold(db: impl PgExecutor<'_>, id: Uuid) -> AppResult<Option<Hold>> {

@@ -63,31 +63,56 @@ impl TryFrom<OrderRow> for Order {
 }
 
 /// Turns a live hold into a pending order at the ticket type's price. One order per hold.
+///
+/// Two statements and no explicit transaction (the rush path): the price is read and checked
+/// first, then the order is inserted only if the hold is still active, with the hold row
+/// locked by that same statement so a sweeper cannot expire it half-way.
 pub async fn create_primary_order(db: &PgPool, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
-    let mut tx = db.begin().await?;
+    let expired = || AppError::conflict("hold-expired", "this hold has expired or was used");
     let hold = sqlx::query!(
         "SELECT h.quantity, tt.price_minor, tt.currency as \"currency!\"
          FROM holds h JOIN ticket_types tt ON tt.id = h.ticket_type_id
-         WHERE h.id = $1 AND h.state = 'active' AND h.expires_at > now()
-         FOR UPDATE OF h",
+         WHERE h.id = $1 AND h.state = 'active' AND h.expires_at > now()",
         hold_id,
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(db)
     .await?
-    .ok_or_else(|| AppError::conflict("hold-expired", "this hold has expired or was used"))?;
+    .ok_or_else(expired)?;
     let quantity = u32::try_from(hold.quantity).map_err(anyhow::Error::from)?;
     let total = money(hold.price_minor, &hold.currency)?.times(quantity)?;
-    let order = insert_order(
-        &mut tx,
-        OrderKind::Primary,
-        Some(hold_id),
-        None,
-        buyer,
-        total,
+    let row = sqlx::query_as!(
+        OrderRow,
+        "WITH hold AS (
+             SELECT id FROM holds
+             WHERE id = $5 AND state = 'active' AND expires_at > now()
+             FOR UPDATE
+         )
+         INSERT INTO orders (id, kind, buyer_email, access_token, hold_id, total_minor, currency)
+         SELECT $1, 'primary', $2, $3, hold.id, $4, $6 FROM hold
+         RETURNING id, kind, state, buyer_email, access_token, total_minor,
+                   currency as \"currency!\", created_at, paid_at, refunded_minor, payment_error",
+        Uuid::new_v4(),
+        buyer.as_str(),
+        access_token(),
+        total.amount_minor,
+        hold_id,
+        total.currency.as_str() as &str,
     )
-    .await?;
-    tx.commit().await?;
-    Ok(order)
+    .fetch_optional(db)
+    .await
+    .map_err(order_conflict)?
+    .ok_or_else(expired)?;
+    row.try_into()
+}
+
+/// The unique constraints that mean "an order for this already exists".
+fn order_conflict(e: sqlx::Error) -> AppError {
+    match e.as_database_error().and_then(|d| d.constraint()) {
+        Some("orders_hold_key" | "orders_one_pending_per_listing") => {
+            AppError::conflict("already-ordered", "an order for this already exists")
+        }
+        _ => e.into(),
+    }
 }
 
 pub(crate) async fn insert_order(
@@ -120,14 +145,7 @@ pub(crate) async fn insert_order(
     )
     .fetch_one(&mut **tx)
     .await
-    .map_err(
-        |e| match e.as_database_error().and_then(|d| d.constraint()) {
-            Some("orders_hold_key" | "orders_one_pending_per_listing") => {
-                AppError::conflict("already-ordered", "an order for this already exists")
-            }
-            _ => e.into(),
-        },
-    )?;
+    .map_err(order_conflict)?;
     row.try_into()
 }
 

@@ -263,3 +263,42 @@ async fn a_released_hold_gives_its_tickets_back_at_once() {
     assert_eq!(released.status(), 204);
     assert_eq!(app.hold(tt, 3).await.status(), 201);
 }
+
+#[tokio::test]
+async fn a_busy_database_gets_a_503_with_retry_after_and_loses_nothing() {
+    let app = TestApp::spawn_with(Options {
+        db_pool: Some((1, 200)),
+        ..Options::default()
+    })
+    .await;
+    let (_, tt) = app.seed_event(5, 1_000, 4).await;
+    let only_connection = app
+        .state
+        .db
+        .acquire()
+        .await
+        .expect("the pool's one connection");
+    let response = app.hold(tt, 2).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let (status, body) = problem(response).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["type"], "https://tiqzy.io/problems/busy");
+    drop(only_connection);
+    assert_eq!(
+        app.stock(tt).await,
+        (5, 0, 0),
+        "the refused hold took nothing"
+    );
+    assert_eq!(
+        app.hold(tt, 2).await.status(),
+        201,
+        "once a connection is free"
+    );
+    assert_eq!(app.stock(tt).await, (5, 0, 2));
+}

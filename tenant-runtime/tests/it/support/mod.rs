@@ -31,6 +31,8 @@ pub struct Options {
     /// Where the runtime finds Stripe; the recording proxy when `None`.
     pub stripe_api_base: Option<String>,
     pub tenant_account: bool,
+    /// `TIQZY_DB_MAX_CONNECTIONS` and `TIQZY_DB_ACQUIRE_TIMEOUT_MS` when set.
+    pub db_pool: Option<(u32, u64)>,
 }
 
 impl Default for Options {
@@ -42,6 +44,8 @@ impl Default for Options {
             resale_cap_percent: 120,
             stripe_api_base: None,
             tenant_account: true,
+            // Enough for 300 concurrent buyers on a loaded CI machine.
+            db_pool: Some((16, 30_000)),
         }
     }
 }
@@ -116,6 +120,10 @@ pub fn config_vars(
         "TIQZY_RESALE_PRICE_CAP_PERCENT".into(),
         options.resale_cap_percent.to_string(),
     );
+    if let Some((connections, timeout_ms)) = options.db_pool {
+        vars.insert("TIQZY_DB_MAX_CONNECTIONS".into(), connections.to_string());
+        vars.insert("TIQZY_DB_ACQUIRE_TIMEOUT_MS".into(), timeout_ms.to_string());
+    }
     if options.redis {
         vars.insert("REDIS_URL".into(), h.redis.admin_url());
     }
