@@ -54,7 +54,11 @@ impl Locale {
                 }
                 _ => part.to_ascii_lowercase(),
             };
-            let is_region = part.len() == 2 || (part.len() == 3 && part.bytes().all(|b| b.is_ascii_digit()));
+            let is_region = match part.len() {
+                2 => part.bytes().all(|b| b.is_ascii_uppercase()),
+                3 => part.bytes().all(|b| b.is_ascii_digit()),
+                _ => false,
+            };
             if region.is_none() && is_region {
                 region = Some(part.clone());
             }
@@ -138,8 +142,14 @@ impl Locale {
         out.push_str(rules.joiner);
         let (hour, minute) = (at.hour(), at.minute());
         let _ = match rules.clock {
-            Clock::H24 { separator, padded: true } => write!(out, "{hour:02}{separator}{minute:02}"),
-            Clock::H24 { separator, padded: false } => write!(out, "{hour}{separator}{minute:02}"),
+            Clock::H24 {
+                separator,
+                padded: true,
+            } => write!(out, "{hour:02}{separator}{minute:02}"),
+            Clock::H24 {
+                separator,
+                padded: false,
+            } => write!(out, "{hour}{separator}{minute:02}"),
             Clock::H12 => {
                 let half = if hour < 12 { "AM" } else { "PM" };
                 let hour = (hour + 11) % 12 + 1;
@@ -160,7 +170,7 @@ fn group(whole: u64, separator: &str, min_grouping: usize) -> String {
     }
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 * separator.len());
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push_str(separator);
         }
         out.push(digit);

@@ -31,6 +31,8 @@ pub struct Options {
     /// Where the runtime finds Stripe; the recording proxy when `None`.
     pub stripe_api_base: Option<String>,
     pub tenant_account: bool,
+    /// `TIQZY_LOCALE`, as the operator passes the Tenant's `spec.locale`.
+    pub locale: &'static str,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             resale_cap_percent: 120,
             stripe_api_base: None,
             tenant_account: true,
+            locale: "en-GB",
         }
     }
 }
@@ -85,7 +88,6 @@ pub fn config_vars(
         ("TIQZY_TENANT", "acme"),
         ("TIQZY_DISPLAY_NAME", "ACME Live"),
         ("TIQZY_CURRENCY", "EUR"),
-        ("TIQZY_LOCALE", "en-GB"),
         ("TIQZY_BRAND_PRIMARY_COLOR", "#5b21b6"),
         ("TIQZY_BRAND_ACCENT_COLOR", "#f59e0b"),
         ("TIQZY_BRAND_LOGO_URL", "https://cdn.acme.example/logo.svg"),
@@ -101,6 +103,7 @@ pub fn config_vars(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    vars.insert("TIQZY_LOCALE".into(), options.locale.to_owned());
     vars.insert("DATABASE_URL".into(), database_url.to_owned());
     vars.insert("TIQZY_OAUTH_ISSUER".into(), issuer.url.clone());
     vars.insert("TIQZY_CACHE_KEY_PREFIX".into(), prefix);
