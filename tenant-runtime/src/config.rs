@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::domain::{Currency, PriceCap};
+use crate::locale::Locale;
 
 /// Everything one tenant's runtime needs to know, validated.
 #[derive(Clone)]
@@ -14,7 +15,8 @@ pub struct Config {
     pub tenant: String,
     pub branding: Branding,
     pub currency: Currency,
-    pub locale: String,
+    /// How prices and dates are written on pages; any well-formed tag is accepted.
+    pub locale: Locale,
     pub resale: ResalePolicy,
     pub public_url: String,
     pub listen_addr: SocketAddr,
@@ -42,6 +44,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("tenant", &self.tenant)
             .field("currency", &self.currency)
+            .field("locale", &self.locale)
             .field("listen_addr", &self.listen_addr)
             .field("metrics_addr", &self.metrics_addr)
             .field("cache", &self.redis_url.is_some())
@@ -136,7 +139,7 @@ impl Config {
             currency: env.parse("TIQZY_CURRENCY", |v| {
                 Currency::parse(v).map_err(|e| e.to_string())
             })?,
-            locale: env.required("TIQZY_LOCALE")?,
+            locale: env.parse("TIQZY_LOCALE", Locale::parse)?,
             resale: ResalePolicy {
                 enabled: env.parse("TIQZY_RESALE_ENABLED", boolean)?,
                 price_cap: env.parse("TIQZY_RESALE_PRICE_CAP_PERCENT", |v| {

@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod locale;
 pub mod mail;
 pub mod metrics;
 pub mod payments;

@@ -60,7 +60,7 @@ impl Application {
             mailer,
             metrics,
             stripe,
-            pages: Arc::new(http::storefront::pages()?),
+            pages: Arc::new(http::storefront::pages(config.locale.clone())?),
             db,
             config: Arc::new(config),
         };

@@ -85,10 +85,23 @@ fn every_error_names_its_variable() {
         ("TIQZY_DB_MAX_CONNECTIONS", Some("0")),
         ("TIQZY_DB_MAX_CONNECTIONS", Some("501")),
         ("TIQZY_DB_ACQUIRE_TIMEOUT_MS", Some("-5")),
+        ("TIQZY_LOCALE", None),
+        ("TIQZY_LOCALE", Some("de DE")),
     ] {
         let message = error_for(name, value);
         assert!(message.starts_with(name), "{message}");
     }
+}
+
+#[test]
+fn a_locale_the_storefront_has_no_table_for_is_still_accepted() {
+    let mut vars = valid();
+    vars.insert("TIQZY_LOCALE".to_owned(), "de_LU".to_owned());
+    let locale = Config::from_vars(&vars).expect("valid").locale;
+    assert_eq!((locale.tag(), locale.formats_as()), ("de-LU", "de-DE"));
+    vars.insert("TIQZY_LOCALE".to_owned(), "sw-KE".to_owned());
+    let locale = Config::from_vars(&vars).expect("valid").locale;
+    assert_eq!((locale.tag(), locale.formats_as()), ("sw-KE", "en-GB"));
 }
 
 #[test]

@@ -125,7 +125,8 @@ impl Money {
         Self::new(minor, currency)
     }
 
-    /// `12.50 EUR`; for pages only, never parsed back.
+    /// `12.50 EUR`, the same in every locale: for messages the JSON API returns too. Pages
+    /// write amounts the tenant's way (`crate::locale`). Never parsed back.
     pub fn display(&self) -> String {
         let exponent = self.currency.exponent();
         if exponent == 0 {

@@ -221,7 +221,7 @@ async fn a_phone_buyer_goes_from_the_event_page_to_checkout_in_the_tenants_colou
         browser.css("header a", "color").await,
         "rgba(255, 255, 255, 1)"
     );
-    assert!(browser.text("main").await.contains("42.00 EUR"));
+    assert!(browser.text("main").await.contains("€42.00"));
 
     let screenshot = browser.screenshot().await;
     let artifacts = tiqzy_e2e::target_dir().join("artifacts");

@@ -1,8 +1,9 @@
 //! The storefront as a buyer walks it: branded pages, a hold from the event page, checkout,
 //! the order link from the mail, and the ticket with its QR code.
 
-use crate::support::TestApp;
+use crate::support::{Options, TestApp};
 use reqwest::redirect::Policy;
+use serde_json::{Value, json};
 
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
@@ -42,7 +43,7 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
         .await
         .expect("event");
     assert!(
-        event.contains("25.00 EUR") && event.contains("5 available"),
+        event.contains("€25.00") && event.contains("5 available"),
         "{event}"
     );
     assert!(
@@ -68,7 +69,7 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
         .await
         .expect("checkout");
     assert!(
-        checkout.contains("2 × Standing") && checkout.contains("50.00 EUR"),
+        checkout.contains("2 × Standing") && checkout.contains("€50.00"),
         "{checkout}"
     );
     assert!(checkout.contains("id=\"countdown\""));
@@ -110,7 +111,7 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
         "{ticket}"
     );
     assert!(
-        ticket.contains("Sell my ticket") && ticket.contains("at most 30.00 EUR"),
+        ticket.contains("Sell my ticket") && ticket.contains("at most €30.00"),
         "{ticket}"
     );
 
@@ -146,7 +147,7 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
     assert_eq!(listed.status(), 303);
     let market = app.get("/resale").await.text().await.expect("market");
     assert!(
-        market.contains("27.50 EUR") && market.contains("face value 25.00 EUR"),
+        market.contains("€27.50") && market.contains("face value €25.00"),
         "{market}"
     );
 }
@@ -165,4 +166,89 @@ async fn unknown_pages_and_expired_holds_get_a_branded_error_page() {
         .get(&format!("/checkout/{}", uuid::Uuid::new_v4()))
         .await;
     assert_eq!(gone.status(), 409);
+}
+
+#[tokio::test]
+async fn a_german_tenant_shows_prices_and_dates_the_german_way() {
+    let app = TestApp::spawn_with(Options {
+        locale: "de-DE",
+        ..Options::default()
+    })
+    .await;
+    let slug = format!(
+        "konzert-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let created = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/admin/events",
+            Some(&json!({
+                "slug": slug, "title": "Konzert", "venue": "Halle 1", "description": "",
+                "starts_at": "2030-03-16T19:30:00Z", "ends_at": "2030-03-16T23:00:00Z",
+            })),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let now = chrono::Utc::now();
+    let tt = app
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/admin/events/{slug}/ticket-types"),
+            Some(&json!({
+                "name": "Stehplatz", "price_minor": 2_500, "currency": "EUR",
+                "capacity": 10, "per_order_limit": 4,
+                "sales_start": now - chrono::Duration::hours(1),
+                "sales_end": now + chrono::Duration::days(1),
+            })),
+        )
+        .await;
+    assert_eq!(tt.status(), 201);
+    let tt: Value = tt.json().await.expect("ticket type");
+
+    // 16 March 2030 is a Saturday; the tenant has no time zone, so the page says UTC.
+    let event = app
+        .get(&format!("/events/{slug}"))
+        .await
+        .text()
+        .await
+        .expect("event");
+    assert!(event.contains("<html lang=\"de-DE\">"), "{event}");
+    assert!(event.contains("Stehplatz — 25,00\u{a0}€"), "{event}");
+    assert!(event.contains("Sa., 16. März 2030, 19:30 UTC"), "{event}");
+    let home = app.get("/").await.text().await.expect("home");
+    assert!(home.contains("Sa., 16. März 2030, 19:30 UTC"), "{home}");
+
+    let held = browser()
+        .post(format!("{}/events/{slug}/holds", app.url))
+        .form(&[
+            ("ticket_type_id", tt["id"].as_str().expect("id")),
+            ("quantity", "2"),
+        ])
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(held.status(), 303);
+    let checkout = app
+        .get(&location(&held))
+        .await
+        .text()
+        .await
+        .expect("checkout");
+    assert!(
+        checkout.contains("2 × Stehplatz · <strong>50,00\u{a0}€</strong>"),
+        "{checkout}"
+    );
+
+    // The JSON API stays machine-readable: minor units and the ISO code.
+    let api: Value = app
+        .get(&format!("/api/events/{slug}"))
+        .await
+        .json()
+        .await
+        .expect("event json");
+    assert_eq!(
+        api["ticket_types"][0]["price"],
+        json!({ "amount_minor": 2_500, "currency": "EUR" })
+    );
 }

@@ -49,7 +49,7 @@ pub async fn event(State(state): State<AppState>, Path(slug): Path<String>) -> R
             .map(|tt| {
                 context! {
                     id => tt.id, name => tt.name, available => tt.available,
-                    price_display => tt.price.display(),
+                    price_display => state.config.locale.money(tt.price),
                     max_quantity => tt.available.min(tt.per_order_limit).max(0),
                 }
             })
@@ -111,7 +111,7 @@ pub async fn checkout(State(state): State<AppState>, Path(hold_id): Path<Uuid>) 
         let seconds_left = (hold.expires_at - chrono::Utc::now()).num_seconds().max(0);
         render(&state, "checkout.html", context! {
             event => event.event, hold_id => hold.id, quantity, ticket_type => tt.name,
-            total => tt.price.times(quantity)?.display(), expires_at => hold.expires_at, seconds_left,
+            total => state.config.locale.money(tt.price.times(quantity)?), expires_at => hold.expires_at, seconds_left,
         })
         .map(html)
     }
@@ -161,10 +161,10 @@ pub async fn order_page(
             .into_iter()
             .map(|t| ticket_page(&state, t))
             .collect();
-        let total = order.total.display();
+        let locale = &state.config.locale;
+        let total = locale.money(order.total);
         let refunded = (order.refunded_minor > 0)
-            .then(|| Money::new(order.refunded_minor, order.total.currency).map(|m| m.display()))
-            .transpose()?;
+            .then(|| locale.amount(order.refunded_minor, order.total.currency));
         render(
             &state,
             "order.html",
@@ -187,7 +187,7 @@ pub async fn ticket(State(state): State<AppState>, Path(token): Path<String>) ->
             && !ticket.listed
             && ticket.checked_in_at.is_none()
             && ticket.starts_at > chrono::Utc::now();
-        let ceiling = resale.price_cap.ceiling(ticket.face_value).display();
+        let ceiling = state.config.locale.money(resale.price_cap.ceiling(ticket.face_value));
         let currency = ticket.face_value.currency.to_string();
         let view = ticket_page(&state, ticket);
         let qr = match &view.code {
@@ -252,7 +252,8 @@ pub async fn market(State(state): State<AppState>, Query(filter): Query<MarketFi
             .map(|l| {
                 context! {
                     id => l.id, event_title => l.event_title, ticket_type => l.ticket_type,
-                    price_display => l.price.display(), face_display => l.face_value.display(),
+                    price_display => state.config.locale.money(l.price),
+                    face_display => state.config.locale.money(l.face_value),
                 }
             })
             .collect();

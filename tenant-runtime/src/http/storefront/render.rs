@@ -5,6 +5,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::{Environment, Value, context};
 
 use crate::error::AppError;
+use crate::locale::Locale;
 use crate::state::AppState;
 
 macro_rules! templates {
@@ -25,14 +26,15 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "error.html",
 );
 
-pub fn environment() -> anyhow::Result<Environment<'static>> {
+/// The templates, with a `datetime` filter that writes timestamps the tenant's way.
+pub fn environment(locale: Locale) -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();
     for (name, source) in TEMPLATES {
         env.add_template(name, source)?;
     }
-    env.add_filter("datetime", |value: String| {
+    env.add_filter("datetime", move |value: String| {
         chrono::DateTime::parse_from_rfc3339(&value)
-            .map(|t| t.format("%a %-d %b %Y, %H:%M UTC").to_string())
+            .map(|t| locale.datetime(t.to_utc()))
             .unwrap_or(value)
     });
     Ok(env)
@@ -56,7 +58,7 @@ pub fn render(state: &AppState, name: &str, page: Value) -> Result<String, AppEr
     let base = context! {
         brand => &config.branding,
         on_primary => text_on(&config.branding.primary_color),
-        lang => config.locale.split(['-', '_']).next().unwrap_or("en"),
+        lang => config.locale.tag(),
         resale_enabled => config.resale.enabled,
     };
     let template = state

@@ -33,6 +33,8 @@ pub struct Options {
     pub tenant_account: bool,
     /// `TIQZY_DB_MAX_CONNECTIONS` and `TIQZY_DB_ACQUIRE_TIMEOUT_MS` when set.
     pub db_pool: Option<(u32, u64)>,
+    /// `TIQZY_LOCALE`, as the operator passes the Tenant's `spec.locale`.
+    pub locale: &'static str,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             tenant_account: true,
             // Enough for 300 concurrent buyers on a loaded CI machine.
             db_pool: Some((16, 30_000)),
+            locale: "en-GB",
         }
     }
 }
@@ -89,7 +92,6 @@ pub fn config_vars(
         ("TIQZY_TENANT", "acme"),
         ("TIQZY_DISPLAY_NAME", "ACME Live"),
         ("TIQZY_CURRENCY", "EUR"),
-        ("TIQZY_LOCALE", "en-GB"),
         ("TIQZY_BRAND_PRIMARY_COLOR", "#5b21b6"),
         ("TIQZY_BRAND_ACCENT_COLOR", "#f59e0b"),
         ("TIQZY_BRAND_LOGO_URL", "https://cdn.acme.example/logo.svg"),
@@ -105,6 +107,7 @@ pub fn config_vars(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    vars.insert("TIQZY_LOCALE".into(), options.locale.to_owned());
     vars.insert("DATABASE_URL".into(), database_url.to_owned());
     vars.insert("TIQZY_OAUTH_ISSUER".into(), issuer.url.clone());
     vars.insert("TIQZY_CACHE_KEY_PREFIX".into(), prefix);
