@@ -105,6 +105,16 @@ impl Money {
         Self::new(total, self.currency)
     }
 
+    /// The sum of two amounts in the same currency.
+    pub fn plus(self, other: Self) -> Result<Self, MoneyError> {
+        let other = other.in_currency(self.currency)?;
+        let total = self
+            .amount_minor
+            .checked_add(other.amount_minor)
+            .ok_or(MoneyError::OutOfRange)?;
+        Self::new(total, self.currency)
+    }
+
     /// Reads what a person types in a form, `12.5` or `12,50`, exactly: digits only, no
     /// floating point, at most as many decimals as the currency has.
     pub fn parse_major(text: &str, currency: Currency) -> Result<Self, MoneyError> {

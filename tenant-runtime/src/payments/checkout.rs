@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::gateway::{CheckoutRequest, CheckoutSplit, StripeFailure};
 use super::{after_commit, application_fee, apply_payment, transfer_group};
-use crate::domain::{Money, OrderKind, Split};
+use crate::domain::{OrderKind, Split};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::store::payments as store;
@@ -92,12 +92,7 @@ pub async fn start_checkout(state: &AppState, order_token: &str) -> AppResult<Ch
     let public = &state.config.public_url;
     let request = CheckoutRequest {
         order_id: target.order_id,
-        description: target.description.clone(),
-        unit_price: Money::new(
-            target.total.amount_minor / i64::from(target.quantity.max(1)),
-            target.total.currency,
-        )?,
-        quantity: target.quantity,
+        items: target.items.clone(),
         buyer_email: target.buyer_email.clone(),
         success_url: format!("{public}/orders/{}?checkout=done", target.access_token),
         cancel_url: format!("{public}/orders/{}", target.access_token),

@@ -81,9 +81,7 @@ impl From<StripeError> for StripeFailure {
 #[derive(Debug, Clone)]
 pub struct CheckoutRequest {
     pub order_id: uuid::Uuid,
-    pub description: String,
-    pub unit_price: Money,
-    pub quantity: u32,
+    pub items: Vec<crate::store::payments::CheckoutItem>,
     pub buyer_email: String,
     pub success_url: String,
     pub cancel_url: String,
@@ -193,13 +191,21 @@ impl Gateway {
     ) -> Result<CheckoutSession, StripeFailure> {
         const OP: &str = "create_checkout_session";
         let client = self.client(OP)?;
-        let currency = stripe_currency(req.unit_price.currency);
-        let mut price = CreateCheckoutSessionLineItemsPriceData::new(currency);
-        price.unit_amount = Some(req.unit_price.amount_minor);
-        price.product_data = Some(ProductData::new(req.description.clone()));
-        let mut item = CreateCheckoutSessionLineItems::new();
-        item.price_data = Some(price);
-        item.quantity = Some(u64::from(req.quantity));
+        let line_items = req
+            .items
+            .iter()
+            .map(|line| {
+                let mut price = CreateCheckoutSessionLineItemsPriceData::new(stripe_currency(
+                    line.unit_price.currency,
+                ));
+                price.unit_amount = Some(line.unit_price.amount_minor);
+                price.product_data = Some(ProductData::new(line.description.clone()));
+                let mut item = CreateCheckoutSessionLineItems::new();
+                item.price_data = Some(price);
+                item.quantity = Some(u64::from(line.quantity));
+                item
+            })
+            .collect::<Vec<_>>();
         let order_id = req.order_id.to_string();
         let metadata = HashMap::from([("order_id".to_owned(), order_id.clone())]);
         let mut payment = CreateCheckoutSessionPaymentIntentData::new();
@@ -220,7 +226,7 @@ impl Gateway {
         }
         let session = CreateCheckoutSession::new()
             .mode(stripe_shared::CheckoutSessionMode::Payment)
-            .line_items(vec![item])
+            .line_items(line_items)
             .client_reference_id(order_id.clone())
             .customer_email(req.buyer_email.clone())
             .metadata(metadata)

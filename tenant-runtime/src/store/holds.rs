@@ -1,44 +1,71 @@
 //! Holds: tickets reserved for one buyer for a few minutes. The only place stock moves.
 //!
-//! A hold is one conditional UPDATE of its ticket type's counter row, so concurrent buyers of
-//! different ticket types never wait for each other, and buyers of the same ticket type wait
-//! only for that single statement. Expired holds give their tickets back through
-//! [`release_expired`], called by the sweeper and lazily whenever a hold is refused.
+//! A hold covers one or more ticket types of one event (a basket). Each ticket type in it is
+//! one `holds` row and one conditional UPDATE of that type's counter row, so concurrent buyers
+//! of different ticket types never wait for each other, and buyers of the same ticket type
+//! wait only for that single statement. A basket of several types takes its counter rows in
+//! id order inside one transaction, all or nothing, so two baskets cannot deadlock. Expired
+//! holds give their tickets back through [`release_expired`], called by the sweeper and
+//! lazily whenever a hold is refused.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::domain::Quantity;
 use crate::error::{AppError, AppResult};
 
+/// Most ticket types one hold may cover.
+pub const MAX_ITEMS: usize = 20;
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Hold {
+    /// What the buyer orders with and releases by.
     pub id: Uuid,
-    pub ticket_type_id: Uuid,
-    pub quantity: i32,
     pub expires_at: DateTime<Utc>,
+    pub items: Vec<HoldItem>,
 }
 
-/// Reserves `quantity` tickets, or says precisely why not.
-pub async fn place_hold(
-    db: &PgPool,
-    ticket_type_id: Uuid,
-    quantity: Quantity,
-    ttl: Duration,
-) -> AppResult<Hold> {
-    let refused = match try_reserve(db, ticket_type_id, quantity, ttl).await? {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct HoldItem {
+    pub ticket_type_id: Uuid,
+    pub quantity: i32,
+}
+
+impl Hold {
+    /// Tickets held, over every ticket type.
+    pub fn tickets(&self) -> i32 {
+        self.items.iter().map(|i| i.quantity).sum()
+    }
+}
+
+/// Reserves every requested ticket type, or none and says precisely why not.
+pub async fn place_hold(db: &PgPool, items: &[(Uuid, Quantity)], ttl: Duration) -> AppResult<Hold> {
+    if items.is_empty() || items.len() > MAX_ITEMS {
+        return Err(AppError::invalid(format!(
+            "a hold covers between 1 and {MAX_ITEMS} ticket types"
+        )));
+    }
+    let distinct: HashSet<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    if distinct.len() != items.len() {
+        return Err(AppError::invalid(
+            "each ticket type may appear only once in a hold",
+        ));
+    }
+    let basket = Uuid::new_v4();
+    let refused = match reserve_all(db, basket, items, ttl).await? {
         Attempt::Placed(hold) => return Ok(hold),
         Attempt::Refused(refused) => refused,
     };
     // Sold out, but lapsed holds still counted as held: return them and try once more (also
     // when a sweeper returned them first, between our attempt and this release).
-    if refused.lapsed_holds {
+    if let Some(ticket_type_id) = refused.lapsed_holds {
         release_expired(db, Some(ticket_type_id)).await?;
-        return match try_reserve(db, ticket_type_id, quantity, ttl).await? {
+        return match reserve_all(db, basket, items, ttl).await? {
             Attempt::Placed(hold) => Ok(hold),
             Attempt::Refused(refused) => Err(refused.error),
         };
@@ -51,15 +78,84 @@ enum Attempt {
     Refused(Refusal),
 }
 
-/// One statement, one round trip: the conditional UPDATE of the counter row (locked only while
-/// the statement runs, never across a round trip), the hold row, and, when refused, what the
-/// buyer needs to be told.
-async fn try_reserve(
+/// One ticket type: a single statement, no transaction. Several: one transaction that locks
+/// their counter rows in id order first, then reserves each; any refusal rolls back all.
+async fn reserve_all(
     db: &PgPool,
+    basket: Uuid,
+    items: &[(Uuid, Quantity)],
+    ttl: Duration,
+) -> AppResult<Attempt> {
+    if let [(ticket_type_id, quantity)] = items {
+        let mut conn = db.acquire().await?;
+        return Ok(
+            match reserve(&mut conn, basket, basket, *ticket_type_id, *quantity, ttl).await? {
+                Reserved::Yes(expires_at) => Attempt::Placed(Hold {
+                    id: basket,
+                    expires_at,
+                    items: vec![item(*ticket_type_id, *quantity)],
+                }),
+                Reserved::No(refused) => Attempt::Refused(refused),
+            },
+        );
+    }
+    let mut tx = db.begin().await?;
+    let mut ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    let events = sqlx::query_scalar!(
+        "SELECT event_id FROM ticket_types WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &ids,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if events.len() != ids.len() {
+        return Err(AppError::not_found("ticket type"));
+    }
+    if events.iter().collect::<HashSet<_>>().len() > 1 {
+        return Err(AppError::invalid(
+            "a hold covers ticket types of one event only",
+        ));
+    }
+    let mut expires_at = None;
+    for (n, (ticket_type_id, quantity)) in items.iter().enumerate() {
+        // The basket's id is its first row's, so the first row must exist before the others.
+        let id = if n == 0 { basket } else { Uuid::new_v4() };
+        match reserve(&mut tx, id, basket, *ticket_type_id, *quantity, ttl).await? {
+            Reserved::Yes(at) => expires_at = expires_at.or(Some(at)),
+            Reserved::No(refused) => return Ok(Attempt::Refused(refused)),
+        }
+    }
+    tx.commit().await?;
+    Ok(Attempt::Placed(Hold {
+        id: basket,
+        expires_at: expires_at.ok_or_else(|| anyhow::anyhow!("a basket without items"))?,
+        items: items.iter().map(|(id, q)| item(*id, *q)).collect(),
+    }))
+}
+
+fn item(ticket_type_id: Uuid, quantity: Quantity) -> HoldItem {
+    HoldItem {
+        ticket_type_id,
+        quantity: quantity.as_i32(),
+    }
+}
+
+enum Reserved {
+    Yes(DateTime<Utc>),
+    No(Refusal),
+}
+
+/// One statement, one round trip: the conditional UPDATE of the counter row (locked only while
+/// the statement runs, never across a round trip, unless the caller's transaction holds it),
+/// the hold row, and, when refused, what the buyer needs to be told.
+async fn reserve(
+    conn: &mut PgConnection,
+    id: Uuid,
+    basket: Uuid,
     ticket_type_id: Uuid,
     quantity: Quantity,
     ttl: Duration,
-) -> AppResult<Attempt> {
+) -> AppResult<Reserved> {
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) as f64;
     let row = sqlx::query!(
         "WITH reserved AS (
@@ -71,16 +167,16 @@ async fn try_reserve(
                AND tt.sold + tt.held + $2 <= tt.capacity
              RETURNING tt.id
          ), placed AS (
-             INSERT INTO holds (id, ticket_type_id, quantity, expires_at)
-             SELECT $3, reserved.id, $2, now() + make_interval(secs => $4) FROM reserved
-             RETURNING id, ticket_type_id, quantity, expires_at
+             INSERT INTO holds (id, basket_id, ticket_type_id, quantity, expires_at)
+             SELECT $3, $5, reserved.id, $2, now() + make_interval(secs => $4) FROM reserved
+             RETURNING expires_at
          )
-         SELECT placed.id AS \"id?\", placed.expires_at AS \"expires_at?\",
+         SELECT placed.expires_at AS \"expires_at?\", tt.name,
                 tt.capacity - tt.sold - tt.held AS \"available!\", tt.per_order_limit,
                 now() >= tt.sales_start AND now() < tt.sales_end AS \"on_sale!\",
                 e.cancelled_at IS NOT NULL AS \"cancelled!\",
                 -- A subquery in CASE runs only when the hold was refused.
-                CASE WHEN placed.id IS NULL THEN EXISTS (
+                CASE WHEN placed.expires_at IS NULL THEN EXISTS (
                     SELECT 1 FROM holds h WHERE h.ticket_type_id = tt.id
                     AND h.state = 'active' AND h.expires_at <= now()) END AS lapsed_holds
          FROM ticket_types tt JOIN events e ON e.id = tt.event_id
@@ -88,37 +184,36 @@ async fn try_reserve(
          WHERE tt.id = $1",
         ticket_type_id,
         quantity.as_i32(),
-        Uuid::new_v4(),
+        id,
         ttl_secs,
+        basket,
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else {
-        return Ok(Attempt::Refused(Refusal {
+        return Ok(Reserved::No(Refusal {
             error: AppError::not_found("ticket type"),
-            lapsed_holds: false,
+            lapsed_holds: None,
         }));
     };
-    if let (Some(id), Some(expires_at)) = (row.id, row.expires_at) {
-        return Ok(Attempt::Placed(Hold {
-            id,
-            ticket_type_id,
-            quantity: quantity.as_i32(),
-            expires_at,
-        }));
+    if let Some(expires_at) = row.expires_at {
+        return Ok(Reserved::Yes(expires_at));
     }
-    let lapsed_holds = row.lapsed_holds.unwrap_or(false);
+    let name = &row.name;
     let error = if row.cancelled {
         AppError::conflict("event-cancelled", "this event has been cancelled")
     } else if !row.on_sale {
-        AppError::conflict("not-on-sale", "this ticket type is not on sale right now")
+        AppError::conflict(
+            "not-on-sale",
+            format!("{name} tickets are not on sale right now"),
+        )
     } else if quantity.as_i32() > row.per_order_limit {
         AppError::invalid(format!(
-            "at most {} tickets of this type per order",
+            "at most {} {name} tickets per order",
             row.per_order_limit
         ))
     } else if row.available < quantity.as_i32() {
-        sold_out(row.available)
+        sold_out(name, row.available)
     } else {
         // The row read above is the statement's snapshot; another buyer took the tickets
         // while this statement waited for the counter row. Read the counter again.
@@ -126,69 +221,107 @@ async fn try_reserve(
             "SELECT capacity - sold - held AS \"n!\" FROM ticket_types WHERE id = $1",
             ticket_type_id
         )
-        .fetch_one(db)
+        .fetch_one(&mut *conn)
         .await?;
-        sold_out(available)
+        sold_out(name, available)
     };
-    let lapsed_holds = lapsed_holds
-        && matches!(
-            &error,
-            AppError::Client {
-                kind: "sold-out",
-                ..
-            }
-        );
-    Ok(Attempt::Refused(Refusal {
+    let sold_out = matches!(
+        &error,
+        AppError::Client {
+            kind: "sold-out",
+            ..
+        }
+    );
+    Ok(Reserved::No(Refusal {
         error,
-        lapsed_holds,
+        lapsed_holds: (sold_out && row.lapsed_holds == Some(true)).then_some(ticket_type_id),
     }))
 }
 
-fn sold_out(available: i32) -> AppError {
+fn sold_out(name: &str, available: i32) -> AppError {
     AppError::conflict(
         "sold-out",
-        format!(
-            "only {} tickets of this type are available",
-            available.max(0)
-        ),
+        format!("only {} {name} tickets are available", available.max(0)),
     )
 }
 
 struct Refusal {
     error: AppError,
-    /// Whether lapsed holds still count against capacity, so a retry after releasing them
-    /// may succeed.
-    lapsed_holds: bool,
+    /// The ticket type whose lapsed holds still count against its capacity, so a retry after
+    /// releasing them may succeed.
+    lapsed_holds: Option<Uuid>,
 }
 
+/// A live hold: every ticket type in it still held and not lapsed.
 pub async fn find_hold(db: impl PgExecutor<'_>, id: Uuid) -> AppResult<Option<Hold>> {
-    Ok(sqlx::query_as!(
-        Hold,
-        "SELECT id, ticket_type_id, quantity, expires_at FROM holds
-         WHERE id = $1 AND state = 'active' AND expires_at > now()",
+    let rows = sqlx::query!(
+        "SELECT ticket_type_id, quantity, expires_at,
+                state = 'active' AND expires_at > now() AS \"live!\"
+         FROM holds WHERE basket_id = $1 ORDER BY id = basket_id DESC, created_at, id",
         id,
     )
-    .fetch_optional(db)
-    .await?)
+    .fetch_all(db)
+    .await?;
+    if rows.is_empty() || rows.iter().any(|r| !r.live) {
+        return Ok(None);
+    }
+    Ok(Some(Hold {
+        id,
+        expires_at: rows[0].expires_at,
+        items: rows
+            .iter()
+            .map(|r| HoldItem {
+                ticket_type_id: r.ticket_type_id,
+                quantity: r.quantity,
+            })
+            .collect(),
+    }))
 }
 
-/// Gives a hold's tickets back early, e.g. when the buyer leaves the checkout.
+/// Gives a hold's tickets back early, e.g. when the buyer leaves the checkout; not while an
+/// order for it waits for payment.
 pub async fn release_hold(db: &PgPool, id: Uuid) -> AppResult<bool> {
-    let released = sqlx::query_scalar!(
-        "WITH released AS (
-             UPDATE holds SET state = 'released'
-             WHERE id = $1 AND state = 'active'
-               AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.hold_id = $1 AND o.state = 'pending')
+    end_hold(db, id, Ending::Released).await
+}
+
+/// How a hold ends before its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The buyer let it go; refused while an order for it is pending.
+    Released,
+    /// Its order's checkout closed unpaid; the caller has checked the order.
+    CheckoutExpired,
+}
+
+/// Ends every active row of a hold and returns their tickets, in one statement. Counter rows
+/// are taken in id order, as a basket takes them.
+pub async fn end_hold(db: impl PgExecutor<'_>, id: Uuid, ending: Ending) -> AppResult<bool> {
+    let (state, even_if_ordered) = match ending {
+        Ending::Released => ("released", false),
+        Ending::CheckoutExpired => ("expired", true),
+    };
+    let returned = sqlx::query_scalar!(
+        "WITH ended AS (
+             UPDATE holds SET state = $2
+             WHERE basket_id = $1 AND state = 'active'
+               AND ($3 OR NOT EXISTS (
+                   SELECT 1 FROM orders o WHERE o.hold_id = $1 AND o.state = 'pending'))
              RETURNING ticket_type_id, quantity
+         ), locked AS MATERIALIZED (
+             SELECT id FROM ticket_types WHERE id IN (SELECT ticket_type_id FROM ended)
+             ORDER BY id FOR UPDATE
          )
-         UPDATE ticket_types tt SET held = tt.held - released.quantity
-         FROM released WHERE tt.id = released.ticket_type_id
+         UPDATE ticket_types tt SET held = tt.held - ended.quantity
+         FROM ended JOIN locked ON locked.id = ended.ticket_type_id
+         WHERE tt.id = ended.ticket_type_id
          RETURNING tt.id",
         id,
+        state,
+        even_if_ordered,
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(released.is_some())
+    Ok(!returned.is_empty())
 }
 
 /// Expires lapsed holds of one ticket type (or of all, one ticket type at a time) and returns
@@ -222,14 +355,14 @@ async fn release_expired_of(db: &PgPool, ticket_type_id: Uuid) -> AppResult<u64>
              FOR UPDATE SKIP LOCKED
          ), expired AS (
              UPDATE holds h SET state = 'expired' FROM due WHERE h.id = due.id
-             RETURNING h.id, h.quantity
+             RETURNING h.id, h.basket_id, h.quantity
          ), returned AS (
              UPDATE ticket_types SET held = held - (SELECT coalesce(sum(quantity), 0) FROM expired)
              WHERE id = $1 AND EXISTS (SELECT 1 FROM expired)
              RETURNING id
          ), orders_expired AS (
              UPDATE orders SET state = 'expired'
-             WHERE state = 'pending' AND hold_id IN (SELECT id FROM expired)
+             WHERE state = 'pending' AND hold_id IN (SELECT basket_id FROM expired)
              RETURNING id
          )
          SELECT count(*) AS \"n!\" FROM expired",

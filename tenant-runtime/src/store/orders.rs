@@ -62,33 +62,46 @@ impl TryFrom<OrderRow> for Order {
     }
 }
 
-/// Turns a live hold into a pending order at the ticket type's price. One order per hold.
+/// Turns a live hold into a pending order at its ticket types' prices. One order per hold.
 ///
-/// Two statements and no explicit transaction (the rush path): the price is read and checked
-/// first, then the order is inserted only if the hold is still active, with the hold row
-/// locked by that same statement so a sweeper cannot expire it half-way.
+/// Two statements and no explicit transaction (the rush path): the prices are read and summed
+/// first, then the order is inserted only if every row of the hold is still active, with those
+/// rows locked by that same statement so a sweeper cannot expire them half-way.
 pub async fn create_primary_order(db: &PgPool, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
     let expired = || AppError::conflict("hold-expired", "this hold has expired or was used");
-    let hold = sqlx::query!(
-        "SELECT h.quantity, tt.price_minor, tt.currency as \"currency!\"
+    let lines = sqlx::query!(
+        "SELECT h.quantity, tt.price_minor, tt.currency as \"currency!\",
+                h.state = 'active' AND h.expires_at > now() AS \"live!\"
          FROM holds h JOIN ticket_types tt ON tt.id = h.ticket_type_id
-         WHERE h.id = $1 AND h.state = 'active' AND h.expires_at > now()",
+         WHERE h.basket_id = $1",
         hold_id,
     )
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(expired)?;
-    let quantity = u32::try_from(hold.quantity).map_err(anyhow::Error::from)?;
-    let total = money(hold.price_minor, &hold.currency)?.times(quantity)?;
+    .fetch_all(db)
+    .await?;
+    if lines.is_empty() || lines.iter().any(|l| !l.live) {
+        return Err(expired());
+    }
+    let mut total: Option<Money> = None;
+    for line in &lines {
+        let quantity = u32::try_from(line.quantity).map_err(anyhow::Error::from)?;
+        let amount = money(line.price_minor, &line.currency)?.times(quantity)?;
+        total = Some(match total {
+            Some(sum) => sum.plus(amount)?,
+            None => amount,
+        });
+    }
+    let total = total.ok_or_else(expired)?;
+    let rows = i64::try_from(lines.len()).map_err(anyhow::Error::from)?;
     let row = sqlx::query_as!(
         OrderRow,
         "WITH hold AS (
              SELECT id FROM holds
-             WHERE id = $5 AND state = 'active' AND expires_at > now()
-             FOR UPDATE
+             WHERE basket_id = $5 AND state = 'active' AND expires_at > now()
+             ORDER BY id FOR UPDATE
          )
          INSERT INTO orders (id, kind, buyer_email, access_token, hold_id, total_minor, currency)
-         SELECT $1, 'primary', $2, $3, hold.id, $4, $6 FROM hold
+         SELECT $1, 'primary', $2, $3, $5, $4, $6
+         WHERE (SELECT count(*) FROM hold) = $7
          RETURNING id, kind, state, buyer_email, access_token, total_minor,
                    currency as \"currency!\", created_at, paid_at, refunded_minor, payment_error",
         Uuid::new_v4(),
@@ -97,6 +110,7 @@ pub async fn create_primary_order(db: &PgPool, hold_id: Uuid, buyer: &Email) -> 
         total.amount_minor,
         hold_id,
         total.currency.as_str() as &str,
+        rows,
     )
     .fetch_optional(db)
     .await
@@ -230,9 +244,12 @@ pub async fn record_payment_in(
     .await?
     .ok_or(AppError::not_found("order"))?;
     if let Some(hold_id) = order.hold_id {
-        sqlx::query!("SELECT id FROM holds WHERE id = $1 FOR UPDATE", hold_id)
-            .fetch_one(&mut **tx)
-            .await?;
+        sqlx::query!(
+            "SELECT id FROM holds WHERE basket_id = $1 ORDER BY id FOR UPDATE",
+            hold_id
+        )
+        .fetch_all(&mut **tx)
+        .await?;
     }
     if let Some(listing_id) = order.listing_id {
         sqlx::query!(
@@ -278,46 +295,57 @@ pub async fn record_payment_in(
     Ok(PaymentOutcome::Recorded { ticket_ids })
 }
 
-/// Hold -> sold tickets. `None` when the hold is no longer active (expired or converted).
+/// Hold -> sold tickets. `None` when any of its rows is no longer active (expired or
+/// converted): a hold is paid for whole or not at all.
 async fn convert_hold(
     tx: &mut Transaction<'_, Postgres>,
     hold_id: Uuid,
     order_id: Uuid,
     buyer_email: &str,
 ) -> AppResult<Option<Vec<Uuid>>> {
-    // Lock order: the hold first, then its counter row (see `store`).
-    let Some(hold) = sqlx::query!(
-        "UPDATE holds SET state = 'converted' WHERE id = $1 AND state = 'active'
+    // Lock order: the hold's rows first (the caller locked them), then its counter rows in id
+    // order (see `store`).
+    let lines = sqlx::query!(
+        "UPDATE holds SET state = 'converted'
+         WHERE basket_id = $1 AND state = 'active'
+           AND NOT EXISTS (SELECT 1 FROM holds WHERE basket_id = $1 AND state <> 'active')
          RETURNING ticket_type_id, quantity",
         hold_id,
     )
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(None);
-    };
-    sqlx::query!(
-        "UPDATE ticket_types SET held = held - $2, sold = sold + $2 WHERE id = $1",
-        hold.ticket_type_id,
-        hold.quantity,
-    )
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let mut lines: Vec<(Uuid, i32)> = lines
+        .into_iter()
+        .map(|l| (l.ticket_type_id, l.quantity))
+        .collect();
+    lines.sort_unstable();
     let mut ids = Vec::new();
-    for _ in 0..hold.quantity {
-        let id = Uuid::new_v4();
+    for (ticket_type_id, quantity) in lines {
         sqlx::query!(
-            "INSERT INTO tickets (id, ticket_type_id, holder_email, access_token, order_id)
-             VALUES ($1, $2, $3, $4, $5)",
-            id,
-            hold.ticket_type_id,
-            buyer_email,
-            access_token(),
-            order_id,
+            "UPDATE ticket_types SET held = held - $2, sold = sold + $2 WHERE id = $1",
+            ticket_type_id,
+            quantity,
         )
         .execute(&mut **tx)
         .await?;
-        ids.push(id);
+        for _ in 0..quantity {
+            let id = Uuid::new_v4();
+            sqlx::query!(
+                "INSERT INTO tickets (id, ticket_type_id, holder_email, access_token, order_id)
+                 VALUES ($1, $2, $3, $4, $5)",
+                id,
+                ticket_type_id,
+                buyer_email,
+                access_token(),
+                order_id,
+            )
+            .execute(&mut **tx)
+            .await?;
+            ids.push(id);
+        }
     }
     Ok(Some(ids))
 }

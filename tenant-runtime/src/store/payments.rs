@@ -20,8 +20,8 @@ pub struct CheckoutTarget {
     pub state: String,
     pub buyer_email: String,
     pub total: Money,
-    pub quantity: u32,
-    pub description: String,
+    /// What the buyer sees on Stripe's page; they add up to `total`.
+    pub items: Vec<CheckoutItem>,
     pub created_at: DateTime<Utc>,
     /// When the hold or listing reservation runs out.
     pub reserved_until: Option<DateTime<Utc>>,
@@ -31,10 +31,18 @@ pub struct CheckoutTarget {
     pub access_token: String,
 }
 
+/// One line on the checkout page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutItem {
+    pub description: String,
+    pub unit_price: Money,
+    pub quantity: u32,
+}
+
 pub async fn checkout_target(db: &PgPool, token: &str) -> AppResult<Option<CheckoutTarget>> {
     let Some(r) = sqlx::query!(
         "SELECT o.id, o.kind, o.state, o.buyer_email, o.total_minor, o.currency AS \"currency!\",
-                o.created_at, o.access_token, coalesce(h.quantity, 1) AS \"quantity!\",
+                o.created_at, o.access_token, o.hold_id,
                 coalesce(h.expires_at, l.reserved_until) AS reserved_until,
                 e.title, tt.name, o.checkout_session_id, o.checkout_url, o.checkout_expires_at
          FROM orders o
@@ -52,19 +60,22 @@ pub async fn checkout_target(db: &PgPool, token: &str) -> AppResult<Option<Check
         return Ok(None);
     };
     let kind = OrderKind::parse(&r.kind).ok_or_else(|| anyhow::anyhow!("unknown order kind"))?;
-    let resale = if kind == OrderKind::Resale {
-        " (resale)"
-    } else {
-        ""
+    let total = money(r.total_minor, &r.currency)?;
+    let items = match r.hold_id {
+        Some(hold_id) => hold_items(db, hold_id, &r.title, total).await?,
+        None => vec![CheckoutItem {
+            description: format!("{}: {} (resale)", r.title, r.name),
+            unit_price: total,
+            quantity: 1,
+        }],
     };
     Ok(Some(CheckoutTarget {
         order_id: r.id,
         kind,
         state: r.state,
         buyer_email: r.buyer_email,
-        total: money(r.total_minor, &r.currency)?,
-        quantity: u32::try_from(r.quantity).map_err(anyhow::Error::from)?,
-        description: format!("{}: {}{resale}", r.title, r.name),
+        total,
+        items,
         created_at: r.created_at,
         reserved_until: r.reserved_until,
         session_id: r.checkout_session_id,
@@ -72,6 +83,48 @@ pub async fn checkout_target(db: &PgPool, token: &str) -> AppResult<Option<Check
         session_expires_at: r.checkout_expires_at,
         access_token: r.access_token,
     }))
+}
+
+/// A line per ticket type at today's price; should a price have changed since the order was
+/// made, one line at the order's total instead, so the buyer always pays what they were shown.
+async fn hold_items(
+    db: &PgPool,
+    hold_id: Uuid,
+    event: &str,
+    total: Money,
+) -> AppResult<Vec<CheckoutItem>> {
+    let lines = sqlx::query!(
+        "SELECT tt.name, h.quantity, tt.price_minor, tt.currency AS \"currency!\"
+         FROM holds h JOIN ticket_types tt ON tt.id = h.ticket_type_id
+         WHERE h.basket_id = $1 ORDER BY tt.price_minor DESC, tt.name",
+        hold_id,
+    )
+    .fetch_all(db)
+    .await?;
+    let mut items = Vec::with_capacity(lines.len());
+    let mut sum = 0_i64;
+    for line in &lines {
+        let quantity = u32::try_from(line.quantity).map_err(anyhow::Error::from)?;
+        let unit_price = money(line.price_minor, &line.currency)?;
+        sum = sum.saturating_add(unit_price.times(quantity)?.amount_minor);
+        items.push(CheckoutItem {
+            description: format!("{event}: {}", line.name),
+            unit_price,
+            quantity,
+        });
+    }
+    if sum == total.amount_minor {
+        return Ok(items);
+    }
+    let summary: Vec<String> = lines
+        .iter()
+        .map(|l| format!("{} x {}", l.quantity, l.name))
+        .collect();
+    Ok(vec![CheckoutItem {
+        description: format!("{event}: {}", summary.join(", ")),
+        unit_price: total,
+        quantity: 1,
+    }])
 }
 
 pub async fn attach_checkout(
@@ -196,17 +249,7 @@ pub async fn checkout_expired(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<bool
         if !pending {
             return Ok(false);
         }
-        sqlx::query!(
-            "WITH expired AS (
-                 UPDATE holds SET state = 'expired' WHERE id = $1 AND state = 'active'
-                 RETURNING ticket_type_id, quantity
-             )
-             UPDATE ticket_types tt SET held = tt.held - expired.quantity
-             FROM expired WHERE tt.id = expired.ticket_type_id",
-            hold_id,
-        )
-        .execute(&mut **tx)
-        .await?;
+        super::holds::end_hold(&mut **tx, hold_id, super::holds::Ending::CheckoutExpired).await?;
     }
     if let Some(listing_id) = order.listing_id {
         sqlx::query!(

@@ -23,16 +23,25 @@ pub struct SalesLine {
 pub async fn sales_lines(db: &PgPool, event_id: Uuid) -> AppResult<Vec<SalesLine>> {
     Ok(sqlx::query_as!(
         SalesLine,
-        "SELECT o.id AS order_id, o.kind, o.paid_at AS \"paid_at!\", tt.name AS ticket_type,
-                coalesce(h.quantity, 1) AS \"quantity!\", o.total_minor,
-                o.currency AS \"currency!\", o.buyer_email
+        "SELECT o.id AS \"order_id!\", o.kind AS \"kind!\", o.paid_at AS \"paid_at!\",
+                CASE WHEN count(*) = 1 THEN min(tt.name)
+                     ELSE string_agg(tt.name || ' x ' || h.quantity, ', ' ORDER BY tt.name)
+                END AS \"ticket_type!\",
+                sum(h.quantity)::int AS \"quantity!\", o.total_minor AS \"total_minor!\",
+                o.currency AS \"currency!\", o.buyer_email AS \"buyer_email!\"
          FROM orders o
-         LEFT JOIN holds h ON h.id = o.hold_id
-         LEFT JOIN listings l ON l.id = o.listing_id
-         LEFT JOIN tickets lt ON lt.id = l.ticket_id
-         JOIN ticket_types tt ON tt.id = coalesce(h.ticket_type_id, lt.ticket_type_id)
+         JOIN holds h ON h.basket_id = o.hold_id
+         JOIN ticket_types tt ON tt.id = h.ticket_type_id
          WHERE tt.event_id = $1 AND o.paid_at IS NOT NULL
-         ORDER BY o.paid_at, o.id",
+         GROUP BY o.id
+         UNION ALL
+         SELECT o.id, o.kind, o.paid_at, tt.name, 1, o.total_minor, o.currency, o.buyer_email
+         FROM orders o
+         JOIN listings l ON l.id = o.listing_id
+         JOIN tickets lt ON lt.id = l.ticket_id
+         JOIN ticket_types tt ON tt.id = lt.ticket_type_id
+         WHERE tt.event_id = $1 AND o.paid_at IS NOT NULL
+         ORDER BY 3, 1",
         event_id,
     )
     .fetch_all(db)

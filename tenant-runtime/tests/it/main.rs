@@ -2,6 +2,7 @@
 //! and the rest of the local platform) starts once; every test gets its own database.
 
 mod api;
+mod baskets;
 mod browser;
 mod cache;
 mod inventory;

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::support::stripe::{APPLICATION_FEE_BPS, TENANT_ACCOUNT};
+use crate::support::stripe::{APPLICATION_FEE_BPS, TENANT_ACCOUNT, form_value};
 use crate::support::{Options, TestApp, problem};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -44,13 +44,6 @@ fn entry<'a>(ledger: &'a [Value], kind: &str) -> &'a Value {
         .iter()
         .find(|e| e["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} in {ledger:?}"))
-}
-
-fn form_value<'a>(body: &'a str, key: &str) -> Option<&'a str> {
-    body.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.replace("%5B", "[").replace("%5D", "]") == key).then_some(v)
-    })
 }
 
 #[tokio::test]

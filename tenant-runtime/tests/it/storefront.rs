@@ -53,10 +53,7 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
 
     let held = browser
         .post(format!("{}/events/{slug}/holds", app.url))
-        .form(&[
-            ("ticket_type_id", tt.to_string()),
-            ("quantity", "2".to_owned()),
-        ])
+        .form(&[(format!("q-{tt}"), "2".to_owned())])
         .send()
         .await
         .expect("hold");
@@ -221,10 +218,10 @@ async fn a_german_tenant_shows_prices_and_dates_the_german_way() {
 
     let held = browser()
         .post(format!("{}/events/{slug}/holds", app.url))
-        .form(&[
-            ("ticket_type_id", tt["id"].as_str().expect("id")),
-            ("quantity", "2"),
-        ])
+        .form(&[(
+            format!("q-{}", tt["id"].as_str().expect("id")),
+            "2".to_owned(),
+        )])
         .send()
         .await
         .expect("hold");
@@ -236,7 +233,8 @@ async fn a_german_tenant_shows_prices_and_dates_the_german_way() {
         .await
         .expect("checkout");
     assert!(
-        checkout.contains("2 × Stehplatz · <strong>50,00\u{a0}€</strong>"),
+        checkout.contains("2 × Stehplatz · 50,00\u{a0}€")
+            && checkout.contains("Total <strong>50,00\u{a0}€</strong>"),
         "{checkout}"
     );
 
@@ -251,4 +249,65 @@ async fn a_german_tenant_shows_prices_and_dates_the_german_way() {
         api["ticket_types"][0]["price"],
         json!({ "amount_minor": 2_500, "currency": "EUR" })
     );
+}
+
+#[tokio::test]
+async fn a_family_reserves_two_ticket_types_in_one_checkout() {
+    let app = TestApp::spawn().await;
+    let (slug, adult) = app.seed_event(5, 2_500, 4).await;
+    let child = app.add_ticket_type(&slug, "Child", 1_000, 5, 4).await;
+    let event = app
+        .get(&format!("/events/{slug}"))
+        .await
+        .text()
+        .await
+        .expect("event");
+    assert_eq!(
+        event.matches("<form method=\"post\"").count(),
+        1,
+        "one form for every ticket type: {event}"
+    );
+    for tt in [adult, child] {
+        assert!(
+            event.contains(&format!("<label for=\"qty-{tt}\">")),
+            "{event}"
+        );
+    }
+
+    let nothing = browser()
+        .post(format!("{}/events/{slug}/holds", app.url))
+        .form(&[(format!("q-{adult}"), "0"), (format!("q-{child}"), "0")])
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(nothing.status(), 422);
+    assert!(
+        nothing
+            .text()
+            .await
+            .expect("page")
+            .contains("at least one type")
+    );
+
+    let held = browser()
+        .post(format!("{}/events/{slug}/holds", app.url))
+        .form(&[(format!("q-{adult}"), "2"), (format!("q-{child}"), "1")])
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(held.status(), 303);
+    let checkout = app
+        .get(&location(&held))
+        .await
+        .text()
+        .await
+        .expect("checkout");
+    assert!(
+        checkout.contains("2 × Standing · €50.00")
+            && checkout.contains("1 × Child · €10.00")
+            && checkout.contains("Total <strong>€60.00</strong>"),
+        "{checkout}"
+    );
+    assert_eq!(app.stock(adult).await, (5, 0, 2));
+    assert_eq!(app.stock(child).await, (5, 0, 1));
 }

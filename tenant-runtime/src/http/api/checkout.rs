@@ -24,12 +24,40 @@ pub fn router() -> Router<AppState> {
         .route("/api/tickets/{token}", get(get_ticket))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// Either `items` (one or more ticket types of one event) or, for a single ticket type,
+/// `ticket_type_id` and `quantity`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHold {
+    pub ticket_type_id: Option<Uuid>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub quantity: Option<Quantity>,
+    #[schema(max_items = 20)]
+    pub items: Option<Vec<HoldItemRequest>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldItemRequest {
     pub ticket_type_id: Uuid,
     #[schema(value_type = u32, minimum = 1, maximum = 100)]
     pub quantity: Quantity,
+}
+
+impl CreateHold {
+    /// The ticket types and quantities asked for, whichever form the request took.
+    pub fn items(&self) -> AppResult<Vec<(Uuid, Quantity)>> {
+        match (&self.items, self.ticket_type_id, self.quantity) {
+            (Some(items), None, None) => Ok(items
+                .iter()
+                .map(|i| (i.ticket_type_id, i.quantity))
+                .collect()),
+            (None, Some(ticket_type_id), Some(quantity)) => Ok(vec![(ticket_type_id, quantity)]),
+            _ => Err(AppError::invalid(
+                "send either `items` or `ticket_type_id` with `quantity`",
+            )),
+        }
+    }
 }
 
 /// Holds tickets for a few minutes while the buyer checks out.
@@ -51,6 +79,7 @@ pub(crate) async fn hold_tickets(
     client: &ClientId,
     req: CreateHold,
 ) -> AppResult<Hold> {
+    let items = req.items()?;
     if !state
         .cache
         .allow_hold(&client.0, state.config.hold_rate_limit)
@@ -64,13 +93,7 @@ pub(crate) async fn hold_tickets(
             "too many holds from this client; please wait a minute",
         ));
     }
-    let placed = holds::place_hold(
-        &state.db,
-        req.ticket_type_id,
-        req.quantity,
-        state.config.hold_ttl,
-    )
-    .await;
+    let placed = holds::place_hold(&state.db, &items, state.config.hold_ttl).await;
     state
         .metrics
         .hold(if placed.is_ok() { "held" } else { "refused" });

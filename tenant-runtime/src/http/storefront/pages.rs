@@ -13,7 +13,7 @@ use crate::domain::{Email, Money, Quantity};
 use crate::error::{AppError, AppResult};
 use crate::http::ClientId;
 use crate::http::api::catalog::event_page;
-use crate::http::api::checkout::{CreateHold, hold_tickets, ticket_page};
+use crate::http::api::checkout::{CreateHold, HoldItemRequest, hold_tickets, ticket_page};
 use crate::state::AppState;
 use crate::store::{catalog, holds, listings, orders, tickets};
 
@@ -54,37 +54,58 @@ pub async fn event(State(state): State<AppState>, Path(slug): Path<String>) -> R
                 }
             })
             .collect();
+        // With one ticket type to choose from, one ticket is preselected.
+        let on_sale = page
+            .ticket_types
+            .iter()
+            .filter(|tt| tt.available > 0)
+            .count();
         render(
             &state,
             "event.html",
-            context! { event => page.event, ticket_types },
+            context! { event => page.event, ticket_types, on_sale },
         )
     })
     .await;
     page(&state, outcome)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HoldForm {
-    ticket_type_id: Uuid,
-    quantity: String,
-}
-
+/// The event page's one form: a `q-<ticket type id>` field per ticket type, holding how many
+/// of that type; types left at 0 are not held.
 pub async fn hold(
     State(state): State<AppState>,
     client: ClientId,
     Path(_slug): Path<String>,
-    Form(form): Form<HoldForm>,
+    Form(fields): Form<Vec<(String, String)>>,
 ) -> Response {
     let outcome = async {
-        let quantity = form
-            .quantity
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| AppError::invalid("choose how many tickets"))?;
+        let mut items = Vec::new();
+        for (name, value) in &fields {
+            let Some(id) = name.strip_prefix("q-") else {
+                continue;
+            };
+            let ticket_type_id = id
+                .parse::<Uuid>()
+                .map_err(|_| AppError::invalid("the form names an unknown ticket type"))?;
+            let quantity = value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| AppError::invalid("choose how many tickets"))?;
+            if quantity != 0 {
+                items.push(HoldItemRequest {
+                    ticket_type_id,
+                    quantity: Quantity::new(quantity)?,
+                });
+            }
+        }
+        if items.is_empty() {
+            return Err(AppError::invalid(
+                "choose how many tickets of at least one type",
+            ));
+        }
         let request = CreateHold {
-            ticket_type_id: form.ticket_type_id,
-            quantity: Quantity::new(quantity)?,
+            items: Some(items),
+            ..CreateHold::default()
         };
         let hold = hold_tickets(&state, &client, request).await?;
         Ok(see_other(&format!("/checkout/{}", hold.id)))
@@ -95,24 +116,49 @@ pub async fn hold(
 
 pub async fn checkout(State(state): State<AppState>, Path(hold_id): Path<Uuid>) -> Response {
     let outcome = async {
-        let hold = holds::find_hold(&state.db, hold_id)
-            .await?
-            .ok_or_else(|| AppError::conflict("hold-expired", "your reservation has expired; please start again"))?;
-        let slug = catalog::event_slug_of(&state.db, hold.ticket_type_id)
+        let hold = holds::find_hold(&state.db, hold_id).await?.ok_or_else(|| {
+            AppError::conflict(
+                "hold-expired",
+                "your reservation has expired; please start again",
+            )
+        })?;
+        let first = hold
+            .items
+            .first()
+            .ok_or(AppError::not_found("ticket type"))?;
+        let slug = catalog::event_slug_of(&state.db, first.ticket_type_id)
             .await?
             .ok_or(AppError::not_found("ticket type"))?;
         let event = event_page(&state, &slug).await?;
-        let tt = event
-            .ticket_types
-            .iter()
-            .find(|tt| tt.id == hold.ticket_type_id)
-            .ok_or(AppError::not_found("ticket type"))?;
-        let quantity = u32::try_from(hold.quantity).map_err(anyhow::Error::from)?;
+        let locale = &state.config.locale;
+        let mut lines = Vec::with_capacity(hold.items.len());
+        let mut total: Option<Money> = None;
+        for item in &hold.items {
+            let tt = event
+                .ticket_types
+                .iter()
+                .find(|tt| tt.id == item.ticket_type_id)
+                .ok_or(AppError::not_found("ticket type"))?;
+            let quantity = u32::try_from(item.quantity).map_err(anyhow::Error::from)?;
+            let amount = tt.price.times(quantity)?;
+            total = Some(match total {
+                Some(sum) => sum.plus(amount)?,
+                None => amount,
+            });
+            lines.push(context! {
+                quantity, ticket_type => tt.name, amount => locale.money(amount),
+            });
+        }
+        let total = total.ok_or(AppError::not_found("ticket type"))?;
         let seconds_left = (hold.expires_at - chrono::Utc::now()).num_seconds().max(0);
-        render(&state, "checkout.html", context! {
-            event => event.event, hold_id => hold.id, quantity, ticket_type => tt.name,
-            total => state.config.locale.money(tt.price.times(quantity)?), expires_at => hold.expires_at, seconds_left,
-        })
+        render(
+            &state,
+            "checkout.html",
+            context! {
+                event => event.event, hold_id => hold.id, lines, total => locale.money(total),
+                expires_at => hold.expires_at, seconds_left,
+            },
+        )
         .map(html)
     }
     .await;

@@ -274,11 +274,27 @@ impl TestApp {
             created.text().await.unwrap_or_default()
         );
         let tt = self
+            .add_ticket_type(&slug, "Standing", price_minor, capacity, per_order_limit)
+            .await;
+        (slug, tt)
+    }
+
+    /// Another ticket type on sale now for the event, added the way staff would.
+    pub async fn add_ticket_type(
+        &self,
+        slug: &str,
+        name: &str,
+        price_minor: i64,
+        capacity: i32,
+        per_order_limit: i32,
+    ) -> Uuid {
+        let now = Utc::now();
+        let tt = self
             .admin(
                 reqwest::Method::POST,
                 &format!("/api/admin/events/{slug}/ticket-types"),
                 Some(&json!({
-                    "name": "Standing", "price_minor": price_minor, "currency": "EUR",
+                    "name": name, "price_minor": price_minor, "currency": "EUR",
                     "capacity": capacity, "per_order_limit": per_order_limit,
                     "sales_start": now - Duration::hours(1), "sales_end": now + Duration::days(29),
                 })),
@@ -286,7 +302,28 @@ impl TestApp {
             .await;
         assert_eq!(tt.status(), 201, "{}", tt.text().await.unwrap_or_default());
         let tt: Value = tt.json().await.expect("ticket type");
-        (slug, tt["id"].as_str().expect("id").parse().expect("uuid"))
+        tt["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    /// A hold over several ticket types: `(ticket type, quantity)` in the order given.
+    pub async fn hold_basket(&self, items: &[(Uuid, i64)]) -> reqwest::Response {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(tt, q)| json!({ "ticket_type_id": tt, "quantity": q }))
+            .collect();
+        self.post("/api/holds", &json!({ "items": items })).await
+    }
+
+    /// Orders a hold: returns the pending order's JSON.
+    pub async fn order(&self, hold: &Value, email: &str) -> Value {
+        let order = self
+            .post(
+                "/api/orders",
+                &json!({ "hold_id": hold["id"], "email": email }),
+            )
+            .await;
+        assert_eq!(order.status(), 201);
+        order.json().await.expect("order")
     }
 
     pub async fn hold(&self, ticket_type_id: Uuid, quantity: i64) -> reqwest::Response {
@@ -302,14 +339,7 @@ impl TestApp {
         let hold = self.hold(ticket_type_id, quantity).await;
         assert_eq!(hold.status(), 201);
         let hold: Value = hold.json().await.expect("hold");
-        let order = self
-            .post(
-                "/api/orders",
-                &json!({ "hold_id": hold["id"], "email": email }),
-            )
-            .await;
-        assert_eq!(order.status(), 201);
-        let order: Value = order.json().await.expect("order");
+        let order = self.order(&hold, email).await;
         self.pay(&order).await;
         let page = self
             .get(&format!(

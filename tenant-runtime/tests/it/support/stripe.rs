@@ -276,3 +276,11 @@ pub async fn account_object(account_id: &str, onboarded: bool) -> Value {
     account["charges_enabled"] = json!(onboarded);
     account
 }
+
+/// One field of a form-encoded Stripe request, by its bracketed name.
+pub fn form_value<'a>(body: &'a str, key: &str) -> Option<&'a str> {
+    body.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.replace("%5B", "[").replace("%5D", "]") == key).then_some(v)
+    })
+}
