@@ -63,17 +63,22 @@ pub async fn cancel_event(db: &PgPool, event_id: Uuid) -> AppResult<bool> {
     if cancelled.is_none() {
         return Ok(false);
     }
-    // Same lock order as everywhere: holds, then counters, then orders.
+    // Same lock order as everywhere: holds, then counters (in id order, as baskets take
+    // them), then orders.
     sqlx::query!(
         "WITH released AS (
              UPDATE holds h SET state = 'released'
              FROM ticket_types tt
              WHERE tt.id = h.ticket_type_id AND tt.event_id = $1 AND h.state = 'active'
              RETURNING h.id, h.ticket_type_id, h.quantity
+         ), locked AS MATERIALIZED (
+             SELECT id FROM ticket_types WHERE id IN (SELECT ticket_type_id FROM released)
+             ORDER BY id FOR UPDATE
          ), returned AS (
              UPDATE ticket_types tt SET held = tt.held - s.quantity
              FROM (SELECT ticket_type_id, sum(quantity) AS quantity FROM released
                    GROUP BY ticket_type_id) s
+             JOIN locked ON locked.id = s.ticket_type_id
              WHERE tt.id = s.ticket_type_id
              RETURNING tt.id
          )
