@@ -94,6 +94,21 @@ impl Issuer {
         .await
     }
 
+    /// A valid staff token whose `scope` (the issuer's own space-separated claim) is `scope`,
+    /// with `claims` added to the payload (e.g. Entra ID's `scp`, `roles`); `None` leaves
+    /// `scope` out.
+    pub async fn token_with(&self, scope: Option<&str>, claims: Value) -> String {
+        let mut fields = vec![
+            ("aud", AUDIENCE.to_owned()),
+            ("expires_in", "300".to_owned()),
+            ("claims", claims.to_string()),
+        ];
+        if let Some(scope) = scope {
+            fields.push(("scope", scope.to_owned()));
+        }
+        self.issue(&fields).await
+    }
+
     /// Signed by the issuer's key, but claiming to come from somewhere else.
     pub async fn token_from_other_issuer(&self) -> String {
         self.issue(&[

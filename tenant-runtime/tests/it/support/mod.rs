@@ -31,6 +31,8 @@ pub struct Options {
     /// Where the runtime finds Stripe; the recording proxy when `None`.
     pub stripe_api_base: Option<String>,
     pub tenant_account: bool,
+    /// `TIQZY_OAUTH_PERMISSION_PREFIX`, unset when `None`.
+    pub permission_prefix: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             resale_cap_percent: 120,
             stripe_api_base: None,
             tenant_account: true,
+            permission_prefix: None,
         }
     }
 }
@@ -116,6 +119,9 @@ pub fn config_vars(
         "TIQZY_RESALE_PRICE_CAP_PERCENT".into(),
         options.resale_cap_percent.to_string(),
     );
+    if let Some(prefix) = options.permission_prefix {
+        vars.insert("TIQZY_OAUTH_PERMISSION_PREFIX".into(), prefix.into());
+    }
     if options.redis {
         vars.insert("REDIS_URL".into(), h.redis.admin_url());
     }
@@ -187,8 +193,9 @@ impl TestApp {
         }
     }
 
+    /// A token for a staff member allowed everything (`admin`).
     pub async fn staff_token(&self) -> String {
-        self.issuer.token(issuer::AUDIENCE, 300).await
+        self.issuer.token_with(Some("admin"), json!({})).await
     }
 
     /// The text of `/metrics`, from the metrics port.
@@ -226,10 +233,22 @@ impl TestApp {
         path: &str,
         body: Option<&Value>,
     ) -> reqwest::Response {
+        self.admin_as(&self.staff_token().await, method, path, body)
+            .await
+    }
+
+    /// An admin API request with the given bearer token.
+    pub async fn admin_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(self.staff_token().await);
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(body);
         }

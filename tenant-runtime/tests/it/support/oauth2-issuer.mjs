@@ -13,6 +13,10 @@ server.service.on('beforeTokenSigning', (token, req) => {
   if (req.body.iss !== undefined) {
     token.payload.iss = req.body.iss;
   }
+  // Claims other issuers add (Entra ID's `scp` and `roles`), as a JSON object.
+  if (req.body.claims !== undefined) {
+    Object.assign(token.payload, JSON.parse(req.body.claims));
+  }
 });
 // The URL the runtime is configured with, byte for byte (`iss` must match it).
 server.issuer.url = `http://127.0.0.1:${port}`;
