@@ -66,6 +66,7 @@ impl Modify for BearerAuth {
                 &mut item.put,
                 &mut item.post,
                 &mut item.delete,
+                &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
                 for (status, description) in refusals {
