@@ -1,18 +1,21 @@
 //! Staff authentication: OAuth2 bearer JWTs checked against the issuer's published keys
-//! (JWKS via OpenID discovery), the expected audience, and expiry.
+//! (JWKS via OpenID discovery), the expected audience, and expiry; what the token permits is
+//! in [`permission`].
+
+mod permission;
 
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::RwLock;
 
+pub use self::permission::{
+    CheckIn, ClaimValues, EventsWrite, Grants, Permission, Refunds, Required, SalesRead, Staff,
+};
+use crate::config::OAuth;
 use crate::error::AppError;
-use crate::state::AppState;
 
 /// An issuer rotating keys is picked up on the first unknown `kid`, but an attacker sending
 /// made-up `kid`s cannot make us fetch more often than this.
@@ -35,6 +38,7 @@ const ALGORITHMS: &[Algorithm] = &[
 pub struct TokenVerifier {
     issuer: String,
     audience: String,
+    permission_prefix: String,
     http: reqwest::Client,
     keys: RwLock<Keys>,
 }
@@ -50,22 +54,32 @@ struct Discovery {
     jwks_uri: String,
 }
 
+/// Where common issuers put what a token permits: OAuth2 `scope`, Entra ID `scp` (delegated
+/// scopes) and `roles` (app roles). All three count.
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    #[serde(default)]
+    scope: ClaimValues,
+    #[serde(default)]
+    scp: ClaimValues,
+    #[serde(default)]
+    roles: ClaimValues,
 }
 
-/// The member of the tenant's staff a request was made by.
+/// The member of the tenant's staff a request was made by, and what their token permits.
 #[derive(Debug, Clone)]
 pub struct StaffMember {
     pub subject: String,
+    pub grants: Grants,
 }
 
 impl TokenVerifier {
-    pub fn new(issuer: &str, audience: &str) -> anyhow::Result<Self> {
+    pub fn new(oauth: &OAuth) -> anyhow::Result<Self> {
         Ok(Self {
-            issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
+            issuer: oauth.issuer.clone(),
+            audience: oauth.audience.clone(),
+            permission_prefix: oauth.permission_prefix.clone(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()?,
@@ -101,8 +115,13 @@ impl TokenVerifier {
                 _ => refused("is not valid"),
             }
         })?;
+        let claims = claims.claims;
         Ok(StaffMember {
-            subject: claims.claims.sub,
+            grants: Grants::from_claims(
+                [&claims.scope, &claims.scp, &claims.roles],
+                &self.permission_prefix,
+            ),
+            subject: claims.sub,
         })
     }
 
@@ -164,19 +183,5 @@ impl TokenVerifier {
             .error_for_status()?
             .json()
             .await?)
-    }
-}
-
-impl FromRequestParts<AppState> for StaffMember {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| AppError::unauthorized("a staff bearer token is required"))?;
-        state.auth.verify(token.trim()).await
     }
 }

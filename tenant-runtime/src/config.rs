@@ -101,6 +101,10 @@ impl std::fmt::Debug for StripeConfig {
 pub struct OAuth {
     pub issuer: String,
     pub audience: String,
+    /// Put before every permission name in the token (`TIQZY_OAUTH_PERMISSION_PREFIX`, default
+    /// none): with `tiqzy.`, the role `tiqzy.sales:read` grants `sales:read` and a bare
+    /// `sales:read` grants nothing.
+    pub permission_prefix: String,
 }
 
 /// A variable that is missing or does not hold what it must.
@@ -178,6 +182,17 @@ impl Config {
                     http_url(v).map(|u| u.trim_end_matches('/').to_owned())
                 })?,
                 audience: env.required("TIQZY_OAUTH_AUDIENCE")?,
+                permission_prefix: match env.optional("TIQZY_OAUTH_PERMISSION_PREFIX") {
+                    None => String::new(),
+                    Some(v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()) => v,
+                    Some(_) => {
+                        return Err(ConfigError {
+                            name: "TIQZY_OAUTH_PERMISSION_PREFIX",
+                            problem: "must be at most 64 printable characters without spaces"
+                                .to_owned(),
+                        });
+                    }
+                },
             },
             ticket_signing_key: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_key)?,
             db_max_connections: env.whole_number_in("TIQZY_DB_MAX_CONNECTIONS", 10, 1..=500)?,

@@ -90,6 +90,18 @@ impl AppError {
         )
     }
 
+    /// A valid staff token without the permission an operation needs.
+    pub fn forbidden(permission: &str) -> Self {
+        Self::client(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "this operation needs the `{permission}` permission (or `admin`), which the bearer token does not grant"
+            ),
+        )
+    }
+
     pub fn problem(&self) -> Problem {
         match self {
             Self::Client {

@@ -52,10 +52,7 @@ impl Application {
                 config.redis_url.as_deref(),
                 &config.cache_key_prefix,
             )?),
-            auth: Arc::new(TokenVerifier::new(
-                &config.oauth.issuer,
-                &config.oauth.audience,
-            )?),
+            auth: Arc::new(TokenVerifier::new(&config.oauth)?),
             signer: TicketSigner::new(config.ticket_signing_key.clone()),
             mailer,
             metrics,

@@ -46,6 +46,7 @@ fn a_complete_environment_parses_with_defaults() {
     assert_eq!(config.branding.primary_color, "#1a2b3c");
     assert_eq!(config.public_url, "https://acme.example");
     assert_eq!(config.oauth.issuer, "https://login.example/acme");
+    assert_eq!(config.oauth.permission_prefix, "");
     assert_eq!(config.resale.price_cap.percent(), 120);
     assert!(config.redis_url.is_none());
     assert_eq!(config.ticket_signing_key.len(), 32);
@@ -87,6 +88,7 @@ fn every_error_names_its_variable() {
         ("TIQZY_DB_ACQUIRE_TIMEOUT_MS", Some("-5")),
         ("TIQZY_LOCALE", None),
         ("TIQZY_LOCALE", Some("de DE")),
+        ("TIQZY_OAUTH_PERMISSION_PREFIX", Some("tiqzy admin.")),
     ] {
         let message = error_for(name, value);
         assert!(message.starts_with(name), "{message}");
@@ -160,4 +162,15 @@ fn bad_stripe_settings_name_their_variable_but_never_echo_the_secret() {
         assert!(message.starts_with(name), "{message}");
         assert!(!message.contains(value), "{message}");
     }
+}
+
+#[test]
+fn a_permission_prefix_is_read() {
+    let mut vars = valid();
+    vars.insert(
+        "TIQZY_OAUTH_PERMISSION_PREFIX".to_owned(),
+        "tiqzy.".to_owned(),
+    );
+    let config = Config::from_vars(&vars).expect("valid");
+    assert_eq!(config.oauth.permission_prefix, "tiqzy.");
 }

@@ -1,5 +1,7 @@
 //! The admin API for the tenant's staff, behind OAuth2 bearer tokens: events, ticket types,
-//! sales, the CSV report, cancellation, and check-in at the door.
+//! sales, the CSV report, cancellation, and check-in at the door. Each handler names the
+//! permission it needs as `Staff<P>` (`events:write`, `sales:read`, `checkin`, `refunds`;
+//! `admin` grants all) and its OpenAPI operation lists the same name.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -10,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::StaffMember;
+use crate::auth::{self, Staff};
 use crate::cache::event_keys;
 use crate::domain::{Money, Slug};
 use crate::error::{AppError, AppResult, Problem};
@@ -89,11 +91,11 @@ async fn event_for(state: &AppState, slug: &str) -> AppResult<Event> {
 
 /// Creates an event.
 #[utoipa::path(post, path = "/api/admin/events", tag = "admin", request_body = EventInput,
-    security(("bearer" = [])),
-    responses((status = 201, body = Event), (status = 401, body = Problem),
+    security(("bearer" = ["events:write"])),
+    responses((status = 201, body = Event),
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_event(
-    _staff: StaffMember,
+    _staff: Staff<auth::EventsWrite>,
     State(state): State<AppState>,
     ApiJson(input): ApiJson<EventInput>,
 ) -> AppResult<(StatusCode, Json<Event>)> {
@@ -108,11 +110,11 @@ pub async fn create_event(
 
 /// Replaces an event's details.
 #[utoipa::path(put, path = "/api/admin/events/{slug}", tag = "admin",
-    params(("slug" = String, Path)), request_body = EventInput, security(("bearer" = [])),
-    responses((status = 200, body = Event), (status = 401, body = Problem),
+    params(("slug" = String, Path)), request_body = EventInput, security(("bearer" = ["events:write"])),
+    responses((status = 200, body = Event),
               (status = 404, body = Problem)))]
 pub async fn update_event(
-    _staff: StaffMember,
+    _staff: Staff<auth::EventsWrite>,
     State(state): State<AppState>,
     Path(slug): Path<String>,
     ApiJson(input): ApiJson<EventInput>,
@@ -126,10 +128,10 @@ pub async fn update_event(
 /// Cancels an event: sales stop, holds and unpaid orders end, tickets stop admitting, every
 /// buyer is refunded and resale payouts are cancelled or reversed.
 #[utoipa::path(post, path = "/api/admin/events/{slug}/cancel", tag = "admin",
-    params(("slug" = String, Path)), security(("bearer" = [])),
+    params(("slug" = String, Path)), security(("bearer" = ["events:write"])),
     responses((status = 200, body = Event), (status = 404, body = Problem)))]
 pub async fn cancel_event(
-    _staff: StaffMember,
+    _staff: Staff<auth::EventsWrite>,
     State(state): State<AppState>,
     Path(slug): Path<String>,
 ) -> AppResult<Json<Event>> {
@@ -185,11 +187,11 @@ impl TicketTypeInput {
 
 /// Adds a ticket type to an event.
 #[utoipa::path(post, path = "/api/admin/events/{slug}/ticket-types", tag = "admin",
-    params(("slug" = String, Path)), request_body = TicketTypeInput, security(("bearer" = [])),
+    params(("slug" = String, Path)), request_body = TicketTypeInput, security(("bearer" = ["events:write"])),
     responses((status = 201, body = TicketType), (status = 404, body = Problem),
               (status = 422, body = Problem)))]
 pub async fn create_ticket_type(
-    _staff: StaffMember,
+    _staff: Staff<auth::EventsWrite>,
     State(state): State<AppState>,
     Path(slug): Path<String>,
     ApiJson(input): ApiJson<TicketTypeInput>,
@@ -204,10 +206,10 @@ pub async fn create_ticket_type(
 /// Changes a ticket type; capacity cannot drop below what is sold and held.
 #[utoipa::path(put, path = "/api/admin/events/{slug}/ticket-types/{id}", tag = "admin",
     params(("slug" = String, Path), ("id" = Uuid, Path)), request_body = TicketTypeInput,
-    security(("bearer" = [])),
+    security(("bearer" = ["events:write"])),
     responses((status = 200, body = TicketType), (status = 409, body = Problem)))]
 pub async fn update_ticket_type(
-    _staff: StaffMember,
+    _staff: Staff<auth::EventsWrite>,
     State(state): State<AppState>,
     Path((slug, id)): Path<(String, Uuid)>,
     ApiJson(input): ApiJson<TicketTypeInput>,
@@ -228,10 +230,10 @@ pub struct SalesSummary {
 
 /// Stock per ticket type and every paid order.
 #[utoipa::path(get, path = "/api/admin/events/{slug}/sales", tag = "admin",
-    params(("slug" = String, Path)), security(("bearer" = [])),
+    params(("slug" = String, Path)), security(("bearer" = ["sales:read"])),
     responses((status = 200, body = SalesSummary), (status = 404, body = Problem)))]
 pub async fn sales_summary(
-    _staff: StaffMember,
+    _staff: Staff<auth::SalesRead>,
     State(state): State<AppState>,
     Path(slug): Path<String>,
 ) -> AppResult<Json<SalesSummary>> {
@@ -246,11 +248,11 @@ pub async fn sales_summary(
 
 /// The paid orders as CSV, for spreadsheets and accounting.
 #[utoipa::path(get, path = "/api/admin/events/{slug}/sales.csv", tag = "admin",
-    params(("slug" = String, Path)), security(("bearer" = [])),
+    params(("slug" = String, Path)), security(("bearer" = ["sales:read"])),
     responses((status = 200, content_type = "text/csv", body = String),
               (status = 404, body = Problem)))]
 pub async fn sales_csv(
-    _staff: StaffMember,
+    _staff: Staff<auth::SalesRead>,
     State(state): State<AppState>,
     Path(slug): Path<String>,
 ) -> AppResult<impl IntoResponse> {
@@ -293,11 +295,11 @@ pub struct CheckInRequest {
 
 /// Admits a ticket at the door; repeating a scan answers the same.
 #[utoipa::path(post, path = "/api/admin/check-ins", tag = "admin", request_body = CheckInRequest,
-    security(("bearer" = [])),
+    security(("bearer" = ["checkin"])),
     responses((status = 200, body = CheckIn), (status = 409, body = Problem),
               (status = 422, body = Problem)))]
 pub async fn check_in(
-    _staff: StaffMember,
+    _staff: Staff<auth::CheckIn>,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CheckInRequest>,
 ) -> AppResult<Json<CheckIn>> {
@@ -321,11 +323,11 @@ pub struct RefundRequest {
 /// Refunds a paid order, partly or fully. A full refund voids its tickets; for a resale the
 /// seller's payout is cancelled, or reversed when it was already sent.
 #[utoipa::path(post, path = "/api/admin/orders/{id}/refunds", tag = "admin",
-    params(("id" = Uuid, Path)), request_body = RefundRequest, security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body = RefundRequest, security(("bearer" = ["refunds"])),
     responses((status = 201, body = LedgerEntry), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn refund_order(
-    staff: StaffMember,
+    staff: Staff<auth::Refunds>,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     ApiJson(req): ApiJson<RefundRequest>,
@@ -340,10 +342,10 @@ pub async fn refund_order(
 
 /// Where the money of one order went: charge, fees, shares, payouts, refunds, disputes.
 #[utoipa::path(get, path = "/api/admin/orders/{id}/ledger", tag = "admin",
-    params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = [LedgerEntry]), (status = 401, body = Problem)))]
+    params(("id" = Uuid, Path)), security(("bearer" = ["sales:read"])),
+    responses((status = 200, body = [LedgerEntry])))]
 pub async fn order_ledger(
-    _staff: StaffMember,
+    _staff: Staff<auth::SalesRead>,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> AppResult<Json<Vec<LedgerEntry>>> {
@@ -352,10 +354,10 @@ pub async fn order_ledger(
 
 /// Where the money of every order of one resale listing went.
 #[utoipa::path(get, path = "/api/admin/listings/{id}/ledger", tag = "admin",
-    params(("id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = [LedgerEntry]), (status = 401, body = Problem)))]
+    params(("id" = Uuid, Path)), security(("bearer" = ["sales:read"])),
+    responses((status = 200, body = [LedgerEntry])))]
 pub async fn listing_ledger(
-    _staff: StaffMember,
+    _staff: Staff<auth::SalesRead>,
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> AppResult<Json<Vec<LedgerEntry>>> {

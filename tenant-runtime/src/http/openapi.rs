@@ -2,7 +2,9 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::{admin, api};
@@ -29,7 +31,14 @@ use crate::state::AppState;
 )]
 pub struct ApiDoc;
 
+/// The bearer scheme, with the permissions it carries, and on every admin operation the
+/// 401 and 403 answers its `Staff<P>` extractor gives.
 struct BearerAuth;
+
+const BEARER: &str = "OAuth2 access token (JWT) from the tenant's issuer, for its audience. \
+The operation's listed permission must be granted by the token's `scope` claim (space-separated), \
+`scp` (string or array) or `roles` (array): `events:write`, `sales:read`, `checkin`, `refunds`, \
+or `admin` for all. Without a valid token: 401; without the permission: 403.";
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -40,9 +49,39 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .description(Some(BEARER))
                     .build(),
             ),
         );
+        let refusals = [
+            ("401", "No valid staff bearer token"),
+            ("403", "The token lacks the operation's permission"),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/admin/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, description) in refusals {
+                    let problem = ResponseBuilder::new().description(description).content(
+                        "application/problem+json",
+                        Content::new(Some(Ref::from_schema_name("Problem"))),
+                    );
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem.into());
+                }
+            }
+        }
     }
 }
 

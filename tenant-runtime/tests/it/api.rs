@@ -1,5 +1,8 @@
 //! The HTTP surface as clients meet it: probes, problem bodies for bad input, staff
-//! authentication, the admin API, and the OpenAPI document matching the real routes.
+//! authentication and permissions, the admin API, and the OpenAPI document matching the real
+//! routes.
+
+mod permissions;
 
 use crate::support::{TestApp, problem};
 use reqwest::Method;

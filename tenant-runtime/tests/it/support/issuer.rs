@@ -1,6 +1,7 @@
 //! The OAuth2 issuer the admin API is tested against: npm `oauth2-mock-server`, installed once
 //! into the harness cache and started per test on a free port, issuing real RS256 tokens.
 
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -10,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub const AUDIENCE: &str = "tiqzy-acme";
 const PACKAGE: &str = "oauth2-mock-server@8.2.3";
@@ -22,48 +24,47 @@ pub struct Issuer {
 }
 
 /// `npm install`s the issuer once per machine; a finished install is moved into place
-/// atomically so concurrent test runs never see half of one.
-fn install_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        tiqzy_e2e::npm_package_with_script(PACKAGE, "issuer.mjs", SCRIPT)
+/// atomically so concurrent test runs never see half of one. The script's name carries a hash
+/// of its text, so test runs of other checkouts with another version of it never swap it.
+fn script() -> &'static PathBuf {
+    static SCRIPT_PATH: OnceLock<PathBuf> = OnceLock::new();
+    SCRIPT_PATH.get_or_init(|| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        SCRIPT.hash(&mut hasher);
+        let name = format!("issuer-{:016x}.mjs", hasher.finish());
+        tiqzy_e2e::npm_package_with_script(PACKAGE, &name, SCRIPT)
             .expect("the OAuth2 test issuer installs (npm, Node.js 20.19+)")
+            .join(name)
     })
 }
 
 impl Issuer {
     pub async fn start() -> Self {
-        let dir = install_dir();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let process = tokio::process::Command::new("node")
-            .arg(dir.join("issuer.mjs"))
-            .arg(port.to_string())
-            .current_dir(dir)
-            .stdout(Stdio::null())
+        let script = script();
+        let mut process = tokio::process::Command::new("node")
+            .arg(script)
+            .current_dir(script.parent().expect("the install directory"))
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start the OAuth2 issuer");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        for _ in 0..400 {
-            let discovery = http
-                .get(format!("{url}/.well-known/openid-configuration"))
-                .send()
-                .await;
-            if discovery.is_ok_and(|r| r.status().is_success()) {
-                return Self {
-                    url,
-                    http,
-                    _process: process,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let stdout = process.stdout.take().expect("issuer stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the OAuth2 issuer comes up within 30 s")
+            .expect("read the issuer's output");
+        let url = ready
+            .as_deref()
+            .and_then(|line| line.strip_prefix("issuer ready at "))
+            .unwrap_or_else(|| panic!("the OAuth2 issuer did not start: {ready:?}"))
+            .to_owned();
+        Self {
+            url,
+            http: reqwest::Client::new(),
+            _process: process,
         }
-        panic!("the OAuth2 issuer did not come up on port {port}");
     }
 
     async fn issue(&self, fields: &[(&str, String)]) -> String {
@@ -92,6 +93,21 @@ impl Issuer {
             ("expires_in", expires_in.to_string()),
         ])
         .await
+    }
+
+    /// A valid staff token whose `scope` (the issuer's own space-separated claim) is `scope`,
+    /// with `claims` added to the payload (e.g. Entra ID's `scp`, `roles`); `None` leaves
+    /// `scope` out.
+    pub async fn token_with(&self, scope: Option<&str>, claims: Value) -> String {
+        let mut fields = vec![
+            ("aud", AUDIENCE.to_owned()),
+            ("expires_in", "300".to_owned()),
+            ("claims", claims.to_string()),
+        ];
+        if let Some(scope) = scope {
+            fields.push(("scope", scope.to_owned()));
+        }
+        self.issue(&fields).await
     }
 
     /// Signed by the issuer's key, but claiming to come from somewhere else.

@@ -35,6 +35,8 @@ pub struct Options {
     pub db_pool: Option<(u32, u64)>,
     /// `TIQZY_LOCALE`, as the operator passes the Tenant's `spec.locale`.
     pub locale: &'static str,
+    /// `TIQZY_OAUTH_PERMISSION_PREFIX`, unset when `None`.
+    pub permission_prefix: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             // Enough for 300 concurrent buyers on a loaded CI machine.
             db_pool: Some((16, 30_000)),
             locale: "en-GB",
+            permission_prefix: None,
         }
     }
 }
@@ -127,6 +130,9 @@ pub fn config_vars(
         vars.insert("TIQZY_DB_MAX_CONNECTIONS".into(), connections.to_string());
         vars.insert("TIQZY_DB_ACQUIRE_TIMEOUT_MS".into(), timeout_ms.to_string());
     }
+    if let Some(prefix) = options.permission_prefix {
+        vars.insert("TIQZY_OAUTH_PERMISSION_PREFIX".into(), prefix.into());
+    }
     if options.redis {
         vars.insert("REDIS_URL".into(), h.redis.admin_url());
     }
@@ -198,8 +204,9 @@ impl TestApp {
         }
     }
 
+    /// A token for a staff member allowed everything (`admin`).
     pub async fn staff_token(&self) -> String {
-        self.issuer.token(issuer::AUDIENCE, 300).await
+        self.issuer.token_with(Some("admin"), json!({})).await
     }
 
     /// The text of `/metrics`, from the metrics port.
@@ -237,10 +244,22 @@ impl TestApp {
         path: &str,
         body: Option<&Value>,
     ) -> reqwest::Response {
+        self.admin_as(&self.staff_token().await, method, path, body)
+            .await
+    }
+
+    /// An admin API request with the given bearer token.
+    pub async fn admin_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(self.staff_token().await);
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(body);
         }

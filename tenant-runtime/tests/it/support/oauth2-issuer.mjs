@@ -2,7 +2,6 @@
 // key, and a token endpoint. Tests pick claims through extra form fields on /token.
 import { OAuth2Server } from 'oauth2-mock-server';
 
-const port = Number(process.argv[2]);
 const server = new OAuth2Server();
 await server.issuer.keys.generate('RS256');
 server.service.on('beforeTokenSigning', (token, req) => {
@@ -13,8 +12,14 @@ server.service.on('beforeTokenSigning', (token, req) => {
   if (req.body.iss !== undefined) {
     token.payload.iss = req.body.iss;
   }
+  // Claims other issuers add (Entra ID's `scp` and `roles`), as a JSON object.
+  if (req.body.claims !== undefined) {
+    Object.assign(token.payload, JSON.parse(req.body.claims));
+  }
 });
-// The URL the runtime is configured with, byte for byte (`iss` must match it).
-server.issuer.url = `http://127.0.0.1:${port}`;
-await server.start(port, '127.0.0.1');
+// On a port the OS picks while binding, so two issuers never race for one; the test reads
+// the URL from this line. It is the URL the runtime is configured with, byte for byte (`iss`
+// must match it).
+await server.start(0, '127.0.0.1');
+server.issuer.url = `http://127.0.0.1:${server.address().port}`;
 console.log(`issuer ready at ${server.issuer.url}`);
