@@ -80,6 +80,30 @@ pub struct TenantSpec {
     /// Whether and how fans may resell tickets.
     #[serde(default)]
     pub resale: Resale,
+
+    /// How the tenant's staff sign in to the admin API (events, sales, check-in, refunds):
+    /// bearer JWTs from this OpenID Connect issuer. Omit to keep the admin API closed; the
+    /// storefront sells either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staff_auth: Option<StaffAuth>,
+}
+
+/// The identity provider the tenant's staff sign in with.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StaffAuth {
+    /// OpenID Connect issuer, e.g. `https://login.microsoftonline.com/<directory>/v2.0`; the
+    /// keys staff tokens are checked against come from its discovery document.
+    #[schemars(regex(pattern = r"^https://[^\s]+$"), length(max = 2048))]
+    pub issuer: String,
+    /// The `aud` every staff token must carry, e.g. the app registration's client id.
+    #[schemars(length(min = 1, max = 256))]
+    pub audience: String,
+    /// Prefix of the permission names in tokens, e.g. `tiqzy.` when the issuer's roles are
+    /// `tiqzy.admin`, `tiqzy.sales:read`. Empty by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[!-~]{1,64}$"))]
+    pub permission_prefix: Option<String>,
 }
 
 fn default_locale() -> String {

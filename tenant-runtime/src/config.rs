@@ -25,7 +25,8 @@ pub struct Config {
     pub database_url: String,
     pub redis_url: Option<String>,
     pub cache_key_prefix: String,
-    pub oauth: OAuth,
+    /// Staff sign-in for the admin API; without it the admin API is closed.
+    pub oauth: Option<OAuth>,
     pub ticket_signing_key: Vec<u8>,
     /// Most connections this replica opens; the operator divides the tenant role's connection
     /// limit between the replicas the autoscaler and a rollout may run at once.
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Config {
             .field("listen_addr", &self.listen_addr)
             .field("metrics_addr", &self.metrics_addr)
             .field("cache", &self.redis_url.is_some())
-            .field("oauth_issuer", &self.oauth.issuer)
+            .field("oauth_issuer", &self.oauth.as_ref().map(|o| &o.issuer))
             .finish_non_exhaustive()
     }
 }
@@ -60,7 +61,8 @@ pub struct Branding {
     pub primary_color: String,
     pub accent_color: String,
     pub logo_url: Option<String>,
-    pub support_email: String,
+    /// Shown in every page's footer when set.
+    pub support_email: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,8 +125,8 @@ impl Config {
     /// Parses the variables; pure, so every rule is unit-tested without touching the process.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Vars(vars);
+        let tenant = env.required("TIQZY_TENANT")?;
         Ok(Self {
-            tenant: env.required("TIQZY_TENANT")?,
             branding: Branding {
                 display_name: env.required("TIQZY_DISPLAY_NAME")?,
                 primary_color: env.parse("TIQZY_BRAND_PRIMARY_COLOR", hex_color)?,
@@ -138,7 +140,7 @@ impl Config {
                         name: "TIQZY_BRAND_LOGO_URL",
                         problem,
                     })?,
-                support_email: env.required("TIQZY_SUPPORT_EMAIL")?,
+                support_email: env.optional("TIQZY_SUPPORT_EMAIL"),
             },
             currency: env.parse("TIQZY_CURRENCY", |v| {
                 Currency::parse(v).map_err(|e| e.to_string())
@@ -176,24 +178,11 @@ impl Config {
             },
             database_url: env.required("DATABASE_URL")?,
             redis_url: env.optional("REDIS_URL"),
-            cache_key_prefix: env.required("TIQZY_CACHE_KEY_PREFIX")?,
-            oauth: OAuth {
-                issuer: env.parse("TIQZY_OAUTH_ISSUER", |v| {
-                    http_url(v).map(|u| u.trim_end_matches('/').to_owned())
-                })?,
-                audience: env.required("TIQZY_OAUTH_AUDIENCE")?,
-                permission_prefix: match env.optional("TIQZY_OAUTH_PERMISSION_PREFIX") {
-                    None => String::new(),
-                    Some(v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()) => v,
-                    Some(_) => {
-                        return Err(ConfigError {
-                            name: "TIQZY_OAUTH_PERMISSION_PREFIX",
-                            problem: "must be at most 64 printable characters without spaces"
-                                .to_owned(),
-                        });
-                    }
-                },
-            },
+            // Written by the operator with the Redis user; without Redis it names nothing.
+            cache_key_prefix: env
+                .optional("TIQZY_CACHE_KEY_PREFIX")
+                .unwrap_or_else(|| format!("t:{tenant}:")),
+            oauth: OAuth::from_vars(&env)?,
             ticket_signing_key: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_key)?,
             db_max_connections: env.whole_number_in("TIQZY_DB_MAX_CONNECTIONS", 10, 1..=500)?,
             db_acquire_timeout: Duration::from_millis(env.whole_number_in(
@@ -221,6 +210,7 @@ impl Config {
                 })?,
             },
             stripe: StripeConfig::from_vars(&env)?,
+            tenant,
         })
     }
 }
@@ -301,6 +291,53 @@ impl StripeConfig {
             connected_account,
             application_fee_bps,
         })
+    }
+}
+
+impl OAuth {
+    /// Staff sign-in: both the issuer and the audience, or neither (then the admin API answers
+    /// 503 and says why); the permission prefix is optional either way.
+    fn from_vars(env: &Vars<'_>) -> Result<Option<Self>, ConfigError> {
+        let (issuer, audience) = match (
+            env.optional("TIQZY_OAUTH_ISSUER"),
+            env.optional("TIQZY_OAUTH_AUDIENCE"),
+        ) {
+            (None, None) => return Ok(None),
+            (Some(issuer), Some(audience)) => (issuer, audience),
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    name: "TIQZY_OAUTH_ISSUER",
+                    problem: "is not set, but TIQZY_OAUTH_AUDIENCE is".to_owned(),
+                });
+            }
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    name: "TIQZY_OAUTH_AUDIENCE",
+                    problem: "is not set, but TIQZY_OAUTH_ISSUER is".to_owned(),
+                });
+            }
+        };
+        let issuer = http_url(&issuer)
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .map_err(|problem| ConfigError {
+                name: "TIQZY_OAUTH_ISSUER",
+                problem,
+            })?;
+        Ok(Some(Self {
+            issuer,
+            audience,
+            permission_prefix: match env.optional("TIQZY_OAUTH_PERMISSION_PREFIX") {
+                None => String::new(),
+                Some(v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()) => v,
+                Some(_) => {
+                    return Err(ConfigError {
+                        name: "TIQZY_OAUTH_PERMISSION_PREFIX",
+                        problem: "must be at most 64 printable characters without spaces"
+                            .to_owned(),
+                    });
+                }
+            },
+        }))
     }
 }
 

@@ -17,7 +17,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: PgPool,
     pub cache: Arc<Cache>,
-    pub auth: Arc<TokenVerifier>,
+    /// Checks staff tokens; `None` when the tenant has no staff sign-in configured.
+    pub auth: Option<Arc<TokenVerifier>>,
     pub signer: TicketSigner,
     pub mailer: Arc<dyn Mailer>,
     pub metrics: Arc<Metrics>,

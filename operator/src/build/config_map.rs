@@ -56,6 +56,13 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
             payments.connected_account_id.clone(),
         );
     }
+    if let Some(staff) = &spec.staff_auth {
+        data.insert("TIQZY_OAUTH_ISSUER", staff.issuer.clone());
+        data.insert("TIQZY_OAUTH_AUDIENCE", staff.audience.clone());
+        if let Some(prefix) = &staff.permission_prefix {
+            data.insert("TIQZY_OAUTH_PERMISSION_PREFIX", prefix.clone());
+        }
+    }
     if let Some(email) = &spec.branding.support_email {
         data.insert("TIQZY_SUPPORT_EMAIL", email.clone());
     }
@@ -70,6 +77,7 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
 mod tests {
     use super::*;
     use crate::build::fixture;
+    use tiqzy_crds::Tenant;
 
     #[test]
     fn branding_and_currency_reach_the_runtime() {
@@ -144,5 +152,69 @@ mod tests {
             data["TIQZY_APPLICATION_FEE_BPS"], "90",
             "the tenant's own fee"
         );
+    }
+
+    /// The storefront pod's environment as `envFrom` assembles it: this ConfigMap and the
+    /// Secrets the operator writes. The runtime must start on it, with staff sign-in or
+    /// without, with Redis or without; a variable the runtime needs and the operator never
+    /// writes fails here rather than in a crash-looping pod.
+    #[test]
+    fn the_runtime_starts_on_what_the_operator_writes() {
+        use std::collections::HashMap;
+
+        use crate::external::postgres::PostgresServer;
+        use crate::external::redis::RedisServer;
+        use crate::reconcile::stores;
+
+        let postgres = PostgresServer {
+            host: "db.example".to_owned(),
+            port: 5432,
+            admin_user: "tiqzy".to_owned(),
+            admin_password: "admin-secret".to_owned(),
+            admin_database: "postgres".to_owned(),
+            ssl_mode: "require".to_owned(),
+        };
+        let redis = RedisServer {
+            host: "cache.example".to_owned(),
+            port: 6379,
+            admin_user: "default".to_owned(),
+            admin_password: "admin-secret".to_owned(),
+        };
+        let bare = Tenant::new(
+            "bare",
+            serde_json::from_value(serde_json::json!({
+                "displayName": "Bare Hall", "currency": "JPY",
+            }))
+            .expect("spec"),
+        );
+        let mut full = fixture::tenant("acme");
+        full.spec.staff_auth = Some(tiqzy_crds::StaffAuth {
+            issuer: "https://login.example/acme/v2.0".to_owned(),
+            audience: "api://tiqzy-acme".to_owned(),
+            permission_prefix: Some("tiqzy.".to_owned()),
+        });
+        full.spec.payments = Some(tiqzy_crds::Payments {
+            connected_account_id: "acct_1Acme".to_owned(),
+            application_fee_bps: Some(90),
+        });
+        for (tenant, with_redis) in [(&bare, false), (&full, true)] {
+            let v = fixture::validated(tenant);
+            let mut env: HashMap<String, String> =
+                config_map(&v).data.expect("data").into_iter().collect();
+            env.extend(stores::database_secret(&postgres, &v.name, None).expect("database"));
+            env.extend(stores::new_signing_secret());
+            if with_redis {
+                env.extend(stores::cache_secret(&redis, &v.name, None).expect("cache"));
+            }
+            let config = tiqzy_runtime::config::Config::from_vars(&env)
+                .unwrap_or_else(|e| panic!("{}: the runtime refuses its environment: {e}", v.name));
+            assert_eq!(config.tenant, v.name);
+            assert_eq!(config.redis_url.is_some(), with_redis);
+            assert_eq!(config.oauth.is_some(), tenant.spec.staff_auth.is_some());
+            assert_eq!(
+                u32::try_from(pool_per_pod(&v)).ok(),
+                Some(config.db_max_connections)
+            );
+        }
     }
 }

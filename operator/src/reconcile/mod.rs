@@ -4,7 +4,7 @@ mod certificate;
 mod hosts;
 mod payments;
 mod status;
-mod stores;
+pub(crate) mod stores;
 mod validate;
 
 use std::sync::Arc;
@@ -281,14 +281,8 @@ async fn dereference_secrets(
 ) -> Result<TenantSecrets, Error> {
     let signing = stores::existing(ctx, &v.namespace, SIGNING_SECRET)
         .await?
-        .filter(|s| s.contains_key("TIQZY_TICKET_SIGNING_KEY"))
-        .unwrap_or_else(|| {
-            [(
-                "TIQZY_TICKET_SIGNING_KEY".to_owned(),
-                stores::random_password(64),
-            )]
-            .into()
-        });
+        .filter(|s| s.contains_key(stores::SIGNING_KEY))
+        .unwrap_or_else(stores::new_signing_secret);
     let database = match &servers.postgres {
         Some(Ok(server)) => {
             let existing = stores::existing(ctx, &v.namespace, build::DATABASE_SECRET).await?;

@@ -150,6 +150,15 @@ pub fn cache_secret(
     ]))
 }
 
+/// The storefront's ticket-signing key variable.
+pub const SIGNING_KEY: &str = "TIQZY_TICKET_SIGNING_KEY";
+
+/// A new ticket-signing Secret: 64 random alphanumerics, which the runtime reads as base64
+/// (48 bytes of key).
+pub fn new_signing_secret() -> BTreeMap<String, String> {
+    BTreeMap::from([(SIGNING_KEY.to_owned(), random_password(64))])
+}
+
 /// A password of `len` characters from the OS's random source.
 pub fn random_password(len: usize) -> String {
     use rand::distr::{Alphanumeric, SampleString};

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::marker::PhantomData;
 
 use axum::extract::{FromRequestParts, MatchedPath};
-use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -145,13 +145,22 @@ impl<P: Required + Send> FromRequestParts<AppState> for Staff<P> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let Some(verifier) = &state.auth else {
+            return Err(AppError::client(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "staff-sign-in-not-configured",
+                "Staff sign-in not configured",
+                "this storefront has no staff sign-in configured (the Tenant's spec.staffAuth); \
+                 the admin API is closed",
+            ));
+        };
         let token = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| AppError::unauthorized("a staff bearer token is required"))?;
-        let StaffMember { subject, grants } = state.auth.verify(token.trim()).await?;
+        let StaffMember { subject, grants } = verifier.verify(token.trim()).await?;
         let permission = P::PERMISSION.name();
         let route = parts
             .extensions

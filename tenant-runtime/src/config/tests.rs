@@ -45,8 +45,9 @@ fn a_complete_environment_parses_with_defaults() {
     assert_eq!(config.hold_ttl, Duration::from_secs(600));
     assert_eq!(config.branding.primary_color, "#1a2b3c");
     assert_eq!(config.public_url, "https://acme.example");
-    assert_eq!(config.oauth.issuer, "https://login.example/acme");
-    assert_eq!(config.oauth.permission_prefix, "");
+    let oauth = config.oauth.as_ref().expect("staff sign-in");
+    assert_eq!(oauth.issuer, "https://login.example/acme");
+    assert_eq!(oauth.permission_prefix, "");
     assert_eq!(config.resale.price_cap.percent(), 120);
     assert!(config.redis_url.is_none());
     assert_eq!(config.ticket_signing_key.len(), 32);
@@ -172,5 +173,31 @@ fn a_permission_prefix_is_read() {
         "tiqzy.".to_owned(),
     );
     let config = Config::from_vars(&vars).expect("valid");
-    assert_eq!(config.oauth.permission_prefix, "tiqzy.");
+    assert_eq!(
+        config.oauth.expect("staff sign-in").permission_prefix,
+        "tiqzy."
+    );
+}
+
+#[test]
+fn staff_sign_in_and_the_support_address_are_optional_but_sign_in_comes_whole() {
+    let mut vars = valid();
+    for name in [
+        "TIQZY_OAUTH_ISSUER",
+        "TIQZY_OAUTH_AUDIENCE",
+        "TIQZY_SUPPORT_EMAIL",
+    ] {
+        vars.remove(name);
+    }
+    let config = Config::from_vars(&vars).expect("a storefront without staff sign-in");
+    assert!(config.oauth.is_none());
+    assert!(config.branding.support_email.is_none());
+    assert_eq!(
+        error_for("TIQZY_OAUTH_AUDIENCE", None),
+        "TIQZY_OAUTH_AUDIENCE: is not set, but TIQZY_OAUTH_ISSUER is"
+    );
+    assert_eq!(
+        error_for("TIQZY_OAUTH_ISSUER", None),
+        "TIQZY_OAUTH_ISSUER: is not set, but TIQZY_OAUTH_AUDIENCE is"
+    );
 }

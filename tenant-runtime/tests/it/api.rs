@@ -356,3 +356,50 @@ async fn every_api_route_in_the_source_is_documented() {
         "found only {declared} routes: is the parser still right?"
     );
 }
+
+#[tokio::test]
+async fn without_staff_sign_in_the_storefront_sells_and_the_admin_api_says_why_it_is_closed() {
+    use crate::support::{Issuer, Options, StripeProxy, config_vars, fresh_database};
+    use tiqzy_runtime::config::Config;
+
+    let issuer = Issuer::start().await;
+    let stripe = StripeProxy::start().await;
+    let mut vars = config_vars(
+        &fresh_database().await,
+        &issuer,
+        &stripe.url,
+        &Options::default(),
+    );
+    for name in [
+        "TIQZY_OAUTH_ISSUER",
+        "TIQZY_OAUTH_AUDIENCE",
+        "TIQZY_SUPPORT_EMAIL",
+    ] {
+        vars.remove(name);
+    }
+    let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
+    let config = Config::from_vars(&vars).expect("config");
+    let app = TestApp::spawn_from(config, issuer, prefix, stripe).await;
+
+    let token = app
+        .issuer
+        .token(crate::support::issuer::AUDIENCE, 300)
+        .await;
+    let refused = app
+        .http
+        .get(format!("{}/api/admin/events/any/sales", app.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    let (status, body) = problem(refused).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["type"],
+        "https://tiqzy.io/problems/staff-sign-in-not-configured"
+    );
+    let home = app.get("/").await;
+    assert_eq!(home.status(), 200);
+    let home = home.text().await.expect("home");
+    assert!(!home.contains("mailto:"), "no support address: {home}");
+}
