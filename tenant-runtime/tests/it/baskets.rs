@@ -54,15 +54,7 @@ async fn a_basket_is_held_ordered_and_paid_as_one() {
     ] {
         assert_eq!(form_value(body, key), Some(value), "{key} in {body}");
     }
-    let page: Value = app
-        .get(&format!(
-            "/api/orders/{}",
-            order["access_token"].as_str().expect("token")
-        ))
-        .await
-        .json()
-        .await
-        .expect("order page");
+    let page: Value = app.order_page(&order).await;
     assert_eq!(page["order"]["state"], "paid");
     let tickets = page["tickets"].as_array().expect("tickets");
     let of = |name: &str| {

@@ -178,15 +178,7 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
     app.pay(order).await;
     app.notify_paid(order).await; // a second notification changes nothing
 
-    let bought: Value = app
-        .get(&format!(
-            "/api/orders/{}",
-            order["access_token"].as_str().expect("token")
-        ))
-        .await
-        .json()
-        .await
-        .expect("order page");
+    let bought: Value = app.order_page(order).await;
     let (buyer_token, buyer_code) = first_ticket(&bought);
     assert_ne!(buyer_code, seller_code);
     assert_eq!(bought["tickets"][0]["ticket"]["epoch"], 1);

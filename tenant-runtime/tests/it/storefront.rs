@@ -19,6 +19,22 @@ fn location(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// Sends the event page's form and returns the checkout page it leads to.
+async fn reserve(app: &TestApp, slug: &str, fields: &[(String, &str)]) -> String {
+    let held = browser()
+        .post(format!("{}/events/{slug}/holds", app.url))
+        .form(fields)
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(held.status(), 303);
+    app.get(&location(&held))
+        .await
+        .text()
+        .await
+        .expect("checkout")
+}
+
 #[tokio::test]
 async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
     let app = TestApp::spawn().await;
@@ -216,22 +232,8 @@ async fn a_german_tenant_shows_prices_and_dates_the_german_way() {
     let home = app.get("/").await.text().await.expect("home");
     assert!(home.contains("Sa., 16. März 2030, 19:30 UTC"), "{home}");
 
-    let held = browser()
-        .post(format!("{}/events/{slug}/holds", app.url))
-        .form(&[(
-            format!("q-{}", tt["id"].as_str().expect("id")),
-            "2".to_owned(),
-        )])
-        .send()
-        .await
-        .expect("hold");
-    assert_eq!(held.status(), 303);
-    let checkout = app
-        .get(&location(&held))
-        .await
-        .text()
-        .await
-        .expect("checkout");
+    let tt = tt["id"].as_str().expect("id");
+    let checkout = reserve(&app, &slug, &[(format!("q-{tt}"), "2")]).await;
     assert!(
         checkout.contains("2 × Stehplatz · 50,00\u{a0}€")
             && checkout.contains("Total <strong>50,00\u{a0}€</strong>"),
@@ -289,19 +291,12 @@ async fn a_family_reserves_two_ticket_types_in_one_checkout() {
             .contains("at least one type")
     );
 
-    let held = browser()
-        .post(format!("{}/events/{slug}/holds", app.url))
-        .form(&[(format!("q-{adult}"), "2"), (format!("q-{child}"), "1")])
-        .send()
-        .await
-        .expect("hold");
-    assert_eq!(held.status(), 303);
-    let checkout = app
-        .get(&location(&held))
-        .await
-        .text()
-        .await
-        .expect("checkout");
+    let checkout = reserve(
+        &app,
+        &slug,
+        &[(format!("q-{adult}"), "2"), (format!("q-{child}"), "1")],
+    )
+    .await;
     assert!(
         checkout.contains("2 × Standing · €50.00")
             && checkout.contains("1 × Child · €10.00")

@@ -360,13 +360,19 @@ impl TestApp {
         let hold: Value = hold.json().await.expect("hold");
         let order = self.order(&hold, email).await;
         self.pay(&order).await;
-        let page = self
-            .get(&format!(
-                "/api/orders/{}",
-                order["access_token"].as_str().expect("token")
-            ))
-            .await;
-        page.json().await.expect("order page")
+        self.order_page(&order).await
+    }
+
+    /// The order's JSON page, by the secret link the buyer got.
+    pub async fn order_page(&self, order: &Value) -> Value {
+        self.get(&format!(
+            "/api/orders/{}",
+            order["access_token"].as_str().expect("token")
+        ))
+        .await
+        .json()
+        .await
+        .expect("order page")
     }
 
     /// Pays an order the way a buyer does: Stripe Checkout is opened through the API, then
