@@ -71,6 +71,10 @@ pub enum MoneyError {
     WrongCurrency { got: Currency, want: Currency },
     #[error("a resale price cap must be between 50 and 1000 percent of face value")]
     Cap,
+    #[error(
+        "amounts in {currency} are charged in steps of {step} minor units (the last digit must be 0)"
+    )]
+    NotChargeable { currency: Currency, step: i64 },
 }
 
 impl Money {
@@ -103,6 +107,20 @@ impl Money {
             .checked_mul(i64::from(quantity))
             .ok_or(MoneyError::OutOfRange)?;
         Self::new(total, self.currency)
+    }
+
+    /// Checks Stripe can charge exactly this amount: three-decimal currencies only in steps of
+    /// ten minor units.
+    pub fn chargeable(self) -> Result<Self, MoneyError> {
+        let step = super::fees::stripe_step(self.currency);
+        if self.amount_minor % step == 0 {
+            Ok(self)
+        } else {
+            Err(MoneyError::NotChargeable {
+                currency: self.currency,
+                step,
+            })
+        }
     }
 
     /// The sum of two amounts in the same currency.
@@ -254,6 +272,26 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn three_decimal_amounts_are_charged_in_steps_of_ten() {
+        let kwd = Currency::parse("KWD").expect("KWD");
+        assert!(
+            Money::new(12_340, kwd)
+                .expect("amount")
+                .chargeable()
+                .is_ok()
+        );
+        let odd = Money::new(12_345, kwd).expect("amount").chargeable();
+        assert_eq!(
+            odd.map_err(|e| e.to_string()),
+            Err(
+                "amounts in KWD are charged in steps of 10 minor units (the last digit must be 0)"
+                    .to_owned()
+            )
+        );
+        assert!(eur(1_205).chargeable().is_ok());
     }
 
     #[test]

@@ -158,8 +158,9 @@ pub struct TicketTypeInput {
 
 impl TicketTypeInput {
     fn details(self, state: &AppState) -> AppResult<TicketTypeDetails> {
-        let price =
-            Money::new(self.price_minor, self.currency)?.in_currency(state.config.currency)?;
+        let price = Money::new(self.price_minor, self.currency)?
+            .in_currency(state.config.currency)?
+            .chargeable()?;
         if self.name.trim().is_empty() || self.name.len() > 100 {
             return Err(AppError::invalid("a name is 1 to 100 characters"));
         }

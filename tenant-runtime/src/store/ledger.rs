@@ -174,7 +174,7 @@ pub async fn request_refund(
             "a refund must be between 1 and {remaining} minor units (what is left to refund)"
         )));
     }
-    let refund = money(amount, order.total.currency.as_str())?;
+    let refund = money(amount, order.total.currency.as_str())?.chargeable()?;
     let id = insert_entry(
         tx,
         NewEntry {

@@ -39,6 +39,7 @@ pub async fn create_listing(
             "resale is not offered by this storefront",
         ));
     }
+    let price = price.chargeable()?;
     let mut tx = db.begin().await?;
     // Locking the ticket serialises listing against check-in and re-issue of this ticket.
     let t = sqlx::query!(
