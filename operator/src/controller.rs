@@ -10,7 +10,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::runtime::{Predicate, predicates};
@@ -64,7 +64,7 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         route_api,
     ));
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
-    controller
+    let controller = controller
         .owns_stream(reflected::<Namespace>(&client, owned(), w.namespaces))
         .owns_stream(reflected::<Deployment>(&client, owned(), w.deployments))
         .owns_stream(reflected::<Service>(&client, owned(), w.services))
@@ -90,7 +90,22 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
             owned(),
             w.network_policies,
         ))
-        .owns_stream(reflected::<Ingress>(&client, owned(), w.ingresses))
+        .owns_stream(reflected::<Ingress>(&client, owned(), w.ingresses));
+    // On OpenShift the router reports admission in a Route's status: that change, like an
+    // Ingress getting its address, reconciles the tenant at once instead of at resync.
+    let controller = if route_api {
+        let resource = crate::build::route_api_resource();
+        let routes = watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &resource),
+            owned(),
+        )
+        .default_backoff()
+        .touched_objects();
+        controller.owns_stream_with(routes, resource)
+    } else {
+        controller
+    };
+    controller
         .watches_stream(
             reflected::<Platform>(&client, watcher::Config::default(), w.platforms),
             move |_platform| {
