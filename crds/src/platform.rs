@@ -110,7 +110,9 @@ pub struct PostgresServer {
     #[serde(default = "default_pg_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// TLS towards the server: `disable`, `prefer`, `require` or `verify-full`.
+    /// TLS towards the server, for the operator's admin sessions and the storefronts alike, as
+    /// libpq means it: `disable`, `prefer`, `require` (encrypted, certificate not checked) or
+    /// `verify-full` (certificate checked against the public roots and the host name).
     #[serde(default)]
     pub ssl_mode: SslMode,
     /// Secret with keys `username` and `password` of the admin role.

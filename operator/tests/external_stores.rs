@@ -784,3 +784,68 @@ async fn fifty_tenants_ensured_then_removed_leave_the_servers_as_they_were() {
     }
     assert_eq!(snapshot(h).await, before);
 }
+
+/// The harness's server refuses `POSTGRES_TLS_ONLY_ROLE` without TLS and serves a self-signed
+/// certificate: `require` must encrypt, `disable` must not, and `verify-full` must not trust
+/// a certificate no public root vouches for.
+#[tokio::test]
+async fn admin_sessions_use_tls_as_the_platform_asks() {
+    let _shared = SERVERS.read().await;
+    let h = Harness::shared();
+    let admin = pg_admin(h).await;
+    let role = tiqzy_e2e::POSTGRES_TLS_ONLY_ROLE;
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                     CREATE ROLE {role} LOGIN CREATEDB CREATEROLE PASSWORD 'tls-only';
+                 END IF;
+             END $$"
+        ))
+        .await
+        .expect("the TLS-only admin role");
+    let server = |ssl_mode: &str| PostgresServer {
+        admin_user: role.to_owned(),
+        admin_password: "tls-only".to_owned(),
+        ssl_mode: ssl_mode.to_owned(),
+        ..pg_server(h)
+    };
+    let tenant = "tls-managed";
+
+    let changes = ensure_database(&server("require"), tenant, &password(tenant), 5)
+        .await
+        .expect("an encrypted admin session does the work");
+    assert!(changes.created_role && changes.created_database);
+    assert!(
+        ensure_database(&server("prefer"), tenant, &password(tenant), 5)
+            .await
+            .is_ok(),
+        "prefer encrypts when the server offers TLS"
+    );
+
+    let plain = ensure_database(&server("disable"), tenant, &password(tenant), 5)
+        .await
+        .expect_err("the server refuses this role in the clear");
+    assert!(plain.to_string().contains("no encryption"), "{plain}");
+
+    let unverified = ensure_database(&server("verify-full"), tenant, &password(tenant), 5)
+        .await
+        .expect_err("a self-signed certificate is not trusted under verify-full");
+    assert!(
+        unverified
+            .to_string()
+            .to_lowercase()
+            .contains("certificate"),
+        "{unverified}"
+    );
+    assert!(
+        !unverified.to_string().contains("tls-only"),
+        "no password in errors: {unverified}"
+    );
+
+    assert!(
+        remove_database(&server("require"), tenant)
+            .await
+            .expect("removed over TLS")
+    );
+}

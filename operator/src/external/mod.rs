@@ -3,6 +3,7 @@
 //! the tenant's TLS certificate is read from.
 
 pub mod keyvault;
+mod pg_tls;
 pub mod postgres;
 pub mod redis;
 

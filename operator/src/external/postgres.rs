@@ -8,7 +8,8 @@ use super::{url_host, url_part};
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::password::scram_sha_256;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, Config, NoTls, Socket};
 
 /// How long a server may take to open a session before it counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -347,10 +348,15 @@ impl<'a> AdminSession<'a> {
             .user(&server.admin_user)
             .password(&server.admin_password)
             .dbname(&server.admin_database);
-        let client = connect(&config).await.map_err(|failure| match failure {
-            ConnectFailure::TimedOut => unreachable(server, "no answer within the connect timeout"),
-            ConnectFailure::Refused(e) => classify(server, "connect", &name, &e),
-        })?;
+        let client = connect(&config, &server.ssl_mode)
+            .await
+            .map_err(|failure| match failure {
+                ConnectFailure::TimedOut => {
+                    unreachable(server, "no answer within the connect timeout")
+                }
+                ConnectFailure::Refused(e) => classify(server, "connect", &name, &e),
+                ConnectFailure::Tls(e) => unreachable(server, &format!("TLS settings: {e}")),
+            })?;
         let session = Self {
             server,
             client,
@@ -442,7 +448,7 @@ impl<'a> AdminSession<'a> {
             .user(&self.name)
             .password(password)
             .dbname(&self.name);
-        match connect(&config).await {
+        match connect(&config, &self.server.ssl_mode).await {
             Ok(_client) => Ok(false),
             Err(ConnectFailure::Refused(e)) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {
                 Ok(true)
@@ -458,6 +464,9 @@ impl<'a> AdminSession<'a> {
                 self.server,
                 "no answer within the connect timeout",
             )),
+            Err(ConnectFailure::Tls(e)) => {
+                Err(unreachable(self.server, &format!("TLS settings: {e}")))
+            }
         }
     }
 
@@ -488,11 +497,30 @@ fn session_config(server: &PostgresServer) -> Config {
 enum ConnectFailure {
     TimedOut,
     Refused(tokio_postgres::Error),
+    /// The TLS settings could not be built (never expected with the bundled provider).
+    Tls(rustls::Error),
 }
 
 /// Opens a session; the whole handshake is bounded, not just the TCP connect.
-async fn connect(config: &Config) -> Result<Client, ConnectFailure> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
+/// A session with the TLS the server's `sslmode` asks for (see `pg_tls`).
+async fn connect(config: &Config, ssl_mode: &str) -> Result<Client, ConnectFailure> {
+    let (mode, tls) = super::pg_tls::connector(ssl_mode).map_err(ConnectFailure::Tls)?;
+    let mut config = config.clone();
+    config.ssl_mode(mode);
+    match tls {
+        Some(tls) => connect_with(&config, tls).await,
+        None => connect_with(&config, NoTls).await,
+    }
+}
+
+async fn connect_with<T>(config: &Config, tls: T) -> Result<Client, ConnectFailure>
+where
+    T: MakeTlsConnect<Socket> + Send,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls)).await {
         Err(_) => Err(ConnectFailure::TimedOut),
         Ok(Err(e)) => Err(ConnectFailure::Refused(e)),
         Ok(Ok((client, connection))) => {

@@ -12,7 +12,12 @@ use crate::ports::{accepting, free_port};
 use crate::process::{RunAs, Service};
 use crate::system::{postgres_bin_dir, which};
 
-/// A fresh PostgreSQL server. The admin is a superuser with a password.
+/// A role whose sessions the server accepts only over TLS (`hostnossl ... reject`), for tests
+/// that must tell an encrypted admin session from a plain one. Tests create it themselves.
+pub const POSTGRES_TLS_ONLY_ROLE: &str = "tiqzy_tls_admin";
+
+/// A fresh PostgreSQL server with TLS on (a self-signed certificate, as many private servers
+/// have). The admin is a superuser with a password.
 #[derive(Debug)]
 pub struct Postgres {
     pub host: String,
@@ -89,6 +94,7 @@ impl Postgres {
             );
         }
 
+        tls_files(&data, run_as.as_ref())?;
         let port = free_port()?;
         let mut service = Service::spawn(
             "postgres",
@@ -110,6 +116,8 @@ impl Postgres {
                 "full_page_writes=off".to_owned(),
                 "-c".to_owned(),
                 "max_connections=500".to_owned(),
+                "-c".to_owned(),
+                "ssl=on".to_owned(),
             ],
             &run.join("logs"),
             run_as.as_ref(),
@@ -219,4 +227,33 @@ impl Redis {
             self.admin_user, self.admin_password, self.host, self.port
         )
     }
+}
+
+/// The server's certificate and key (`server.crt`/`server.key` in the data directory, where
+/// `ssl=on` looks) and the rule that refuses [`POSTGRES_TLS_ONLY_ROLE`] without TLS.
+fn tls_files(data: &Path, run_as: Option<&RunAs>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let files = [
+        (data.join("server.crt"), cert.pem()),
+        (data.join("server.key"), key.serialize_pem()),
+    ];
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba)?;
+    std::fs::write(
+        &hba,
+        format!("hostnossl all {POSTGRES_TLS_ONLY_ROLE} 0.0.0.0/0 reject\n{rules}"),
+    )?;
+    for (path, pem) in &files {
+        std::fs::write(path, pem)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(run_as) = run_as {
+            let user = nix::unistd::User::from_name(&run_as.user)?.context("postgres user")?;
+            std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw()))?;
+        }
+    }
+    Ok(())
 }

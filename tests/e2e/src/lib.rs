@@ -29,7 +29,7 @@ pub use components::{Binaries, cache_dir, ensure_binaries, go_module_dir};
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
-pub use datastores::{Postgres, Redis};
+pub use datastores::{POSTGRES_TLS_ONLY_ROLE, Postgres, Redis};
 pub use entra::EntraIssuer;
 pub use npm::npm_package_with_script;
 pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
