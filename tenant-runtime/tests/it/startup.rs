@@ -45,3 +45,22 @@ fn the_binary_names_the_missing_variable_and_exits() {
         "{stderr}"
     );
 }
+
+/// The operator's DATABASE_URL says `sslmode=require` by default: the storefront must speak
+/// TLS to PostgreSQL (the harness's server has it on, with a self-signed certificate).
+#[tokio::test]
+async fn a_database_url_that_requires_tls_is_served_over_tls() {
+    let issuer = Issuer::start().await;
+    let database_url = format!("{}?sslmode=require", fresh_database().await);
+    let stripe = StripeProxy::start().await;
+    let vars = config_vars(&database_url, &issuer, &stripe.url, &Options::default());
+    let config = Config::from_vars(&vars).expect("config");
+    let app = TestApp::spawn_from(config, issuer, String::new(), stripe).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&app.state.db)
+            .await
+            .expect("pg_stat_ssl");
+    assert!(encrypted, "the storefront's sessions are encrypted");
+}
