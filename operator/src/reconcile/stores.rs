@@ -45,6 +45,14 @@ pub async fn servers(ctx: &Context, platform: &PlatformSpec) -> Servers {
         None => None,
         Some(r) => Some(credentials(ctx, &r.admin_secret_ref).await.and_then(
             |(user, password)| {
+                if r.url.starts_with("rediss://") {
+                    // Never fall back to plain text where TLS was asked for.
+                    return Err(format!(
+                        "{} asks for TLS, which the operator and storefronts do not speak to \
+                         Redis yet; use redis:// on a private network",
+                        r.url
+                    ));
+                }
                 let (host, port) = redis_address(&r.url)
                     .ok_or_else(|| format!("cannot read host and port from {}", r.url))?;
                 Ok(RedisServer {
