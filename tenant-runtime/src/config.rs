@@ -190,18 +190,13 @@ impl Config {
                 5_000,
                 10..=60_000,
             )?),
-            hold_ttl: match env.optional("TIQZY_HOLD_TTL_SECONDS") {
-                None => Duration::from_secs(600),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(secs) if (1..=86_400).contains(&secs) => Duration::from_secs(secs),
-                    _ => {
-                        return Err(ConfigError {
-                            name: "TIQZY_HOLD_TTL_SECONDS",
-                            problem: "must be seconds between 1 and 86400".to_owned(),
-                        });
-                    }
-                },
-            },
+            // At most two hours: a hold is for checking out, and a Stripe Checkout session
+            // (which lives until the hold ends plus half an hour) may last at most 24 hours.
+            hold_ttl: Duration::from_secs(env.whole_number_in(
+                "TIQZY_HOLD_TTL_SECONDS",
+                600,
+                1..=7_200,
+            )?),
             hold_rate_limit: match env.optional("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE") {
                 None => 30,
                 Some(v) => v.parse().map_err(|_| ConfigError {

@@ -84,6 +84,7 @@ fn every_error_names_its_variable() {
         ("TIQZY_METRICS_ADDR", Some("9090")),
         ("TIQZY_TICKET_SIGNING_KEY", Some("c2hvcnQ=")),
         ("TIQZY_HOLD_TTL_SECONDS", Some("0")),
+        ("TIQZY_HOLD_TTL_SECONDS", Some("86400")),
         ("TIQZY_DB_MAX_CONNECTIONS", Some("0")),
         ("TIQZY_DB_MAX_CONNECTIONS", Some("501")),
         ("TIQZY_DB_ACQUIRE_TIMEOUT_MS", Some("-5")),

@@ -24,8 +24,9 @@ pub struct Checkout {
 
 /// Stripe wants a checkout session to live 30 minutes to 24 hours from its creation; ours is
 /// closed by the sweeper as soon as the hold runs out. Half an hour past the hold is valid
-/// whenever the session is created while the hold lasts, and it is derived from stored times
-/// only, so a retried request sends the same parameters under the same idempotency key.
+/// whenever the session is created while the hold lasts (holds last at most two hours, see
+/// `TIQZY_HOLD_TTL_SECONDS`), and it is derived from stored times only, so a retried request
+/// sends the same parameters under the same idempotency key.
 fn session_expiry(
     created_at: DateTime<Utc>,
     reserved_until: Option<DateTime<Utc>>,
