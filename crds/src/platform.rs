@@ -138,9 +138,9 @@ pub enum SslMode {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisServer {
-    /// `redis://host:port`, without credentials. (`rediss://` is accepted here but not yet
-    /// served: tenants then report `CacheReady=False` rather than talk to Redis in the clear.)
-    #[schemars(regex(pattern = r"^rediss?://[^@\s/]+(:[0-9]+)?/?$"))]
+    /// `redis://host:port`, without credentials. TLS (`rediss://`) is not supported yet and is
+    /// refused, rather than spoken to in the clear.
+    #[schemars(regex(pattern = r"^redis://[^@\s/]+(:[0-9]+)?/?$"))]
     pub url: String,
     /// Secret with keys `username` and `password` of the admin user.
     pub admin_secret_ref: SecretRef,

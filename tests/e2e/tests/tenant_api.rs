@@ -256,6 +256,19 @@ async fn the_platform_is_a_singleton_with_a_digest_pinned_image() {
         .await
         .expect_err("tags are refused");
     assert!(err.to_string().contains("spec.runtimeImage"), "{err}");
+    let mut tls_redis = platform("default", &digest);
+    tls_redis.spec.redis = Some(
+        serde_json::from_value(json!({
+            "url": "rediss://cache.example:6380",
+            "adminSecretRef": { "namespace": "tiqzy-system", "name": "redis-admin" },
+        }))
+        .expect("redis"),
+    );
+    let err = platforms
+        .create(&PostParams::default(), &tls_redis)
+        .await
+        .expect_err("Redis over TLS is not served yet, so it is refused, never used in the clear");
+    assert!(err.to_string().contains("spec.redis.url"), "{err}");
 }
 
 #[tokio::test]
