@@ -197,7 +197,15 @@ fn up() -> Result<()> {
         wait_for_sample(&harness).await;
         print_welcome(&harness, started.elapsed());
         let _ = harness.kube.kubectl().args(["get", "tenants"]).status();
-        tokio::signal::ctrl_c().await?;
+        // Ctrl-C, or the terminal closing, or `kill`/`timeout`: every one stops the processes.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted?,
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
+        }
         eprintln!("\nxtask: stopping the platform");
         drop(harness);
         Ok(())
