@@ -133,6 +133,15 @@ impl Money {
         Self::new(total, self.currency)
     }
 
+    /// Adds `amount` to a running total that starts empty.
+    pub fn accumulate(total: &mut Option<Self>, amount: Self) -> Result<(), MoneyError> {
+        *total = Some(match *total {
+            Some(sum) => sum.plus(amount)?,
+            None => amount,
+        });
+        Ok(())
+    }
+
     /// Reads what a person types in a form, `12.5` or `12,50`, exactly: digits only, no
     /// floating point, at most as many decimals as the currency has.
     pub fn parse_major(text: &str, currency: Currency) -> Result<Self, MoneyError> {

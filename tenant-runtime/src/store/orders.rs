@@ -85,10 +85,7 @@ pub async fn create_primary_order(db: &PgPool, hold_id: Uuid, buyer: &Email) -> 
     for line in &lines {
         let quantity = u32::try_from(line.quantity).map_err(anyhow::Error::from)?;
         let amount = money(line.price_minor, &line.currency)?.times(quantity)?;
-        total = Some(match total {
-            Some(sum) => sum.plus(amount)?,
-            None => amount,
-        });
+        Money::accumulate(&mut total, amount)?;
     }
     let total = total.ok_or_else(expired)?;
     let rows = i64::try_from(lines.len()).map_err(anyhow::Error::from)?;

@@ -141,10 +141,7 @@ pub async fn checkout(State(state): State<AppState>, Path(hold_id): Path<Uuid>) 
                 .ok_or(AppError::not_found("ticket type"))?;
             let quantity = u32::try_from(item.quantity).map_err(anyhow::Error::from)?;
             let amount = tt.price.times(quantity)?;
-            total = Some(match total {
-                Some(sum) => sum.plus(amount)?,
-                None => amount,
-            });
+            Money::accumulate(&mut total, amount)?;
             lines.push(context! {
                 quantity, ticket_type => tt.name, amount => locale.money(amount),
             });
