@@ -1,5 +1,7 @@
-//! Condition types and reasons, as constants: the operator sets them, users read them in
-//! `kubectl describe`, alerts match on them.
+//! Condition types and reasons: the operator sets them, users read them in `kubectl describe`,
+//! alerts match on them. A reason is a typed value here and its CamelCase name on the wire.
+
+use std::fmt;
 
 /// Condition types on a Tenant.
 pub mod types {
@@ -15,42 +17,147 @@ pub mod types {
     pub const PAYMENTS_READY: &str = "PaymentsReady";
 }
 
-/// Reasons, CamelCase, each naming a cause a platform engineer can act on.
-pub mod reasons {
-    pub const RECONCILED: &str = "Reconciled";
-    pub const PROGRESSING: &str = "Progressing";
-    pub const SUSPENDED: &str = "Suspended";
-    pub const AVAILABLE: &str = "Available";
-    pub const ROLLOUT_IN_PROGRESS: &str = "RolloutInProgress";
-    pub const ROLLOUT_QUEUED: &str = "RolloutQueued";
-    pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
-    pub const PLATFORM_NOT_FOUND: &str = "PlatformNotFound";
-    pub const PLATFORM_NOT_CONFIGURED: &str = "PlatformNotConfigured";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const HOST_CONFLICT: &str = "HostConflict";
-    pub const ADMITTED: &str = "Admitted";
-    pub const INGRESS_CREATED: &str = "IngressCreated";
-    pub const ROUTE_CREATED: &str = "RouteCreated";
-    pub const DATABASE_PROVISIONED: &str = "DatabaseProvisioned";
-    pub const DATABASE_UNREACHABLE: &str = "DatabaseUnreachable";
-    pub const CACHE_PROVISIONED: &str = "CacheProvisioned";
-    pub const CACHE_UNREACHABLE: &str = "CacheUnreachable";
-    pub const CACHE_DISABLED: &str = "CacheDisabled";
-    pub const ADMIN_AUTH_FAILED: &str = "AdminAuthFailed";
-    pub const CLEANUP_BLOCKED: &str = "CleanupBlocked";
-    pub const ROUTER_DEFAULT_CERTIFICATE: &str = "RouterDefaultCertificate";
-    pub const SECRET_PROVIDED: &str = "SecretProvided";
-    pub const CERTIFICATE_SERVED: &str = "CertificateServed";
-    pub const CERTIFICATE_NOT_FOUND: &str = "CertificateNotFound";
-    pub const KEY_VAULT_FORBIDDEN: &str = "KeyVaultForbidden";
-    pub const KEY_VAULT_UNREACHABLE: &str = "KeyVaultUnreachable";
-    pub const HOST_NOT_COVERED: &str = "HostNotCovered";
-    pub const CERTIFICATE_EXPIRED: &str = "CertificateExpired";
-    pub const INVALID_CERTIFICATE: &str = "InvalidCertificate";
-    pub const PAYMENTS_CONFIGURED: &str = "PaymentsConfigured";
-    pub const CONNECTED_ACCOUNT_MISSING: &str = "ConnectedAccountMissing";
-    pub const STRIPE_SECRET_UNAVAILABLE: &str = "StripeSecretUnavailable";
-    pub const DEPENDENCIES_NOT_READY: &str = "DependenciesNotReady";
+/// What a reason asks of the operator when its condition is False.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing is wrong, or progress is reported by a watch: look again at the usual time.
+    Settled,
+    /// The cause may pass on its own (a server down, a Secret not written yet): retry with
+    /// per-tenant exponential backoff.
+    Backoff,
+    /// Retrying as things are cannot help: wait for a change to the Tenant, the Platform or
+    /// a Secret.
+    OnChange,
+}
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $name:ident => $retry:ident, )*) => {
+        /// Why a condition is what it is; written to the API as its CamelCase name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $( $(#[$doc])* $name, )*
+        }
+
+        impl Reason {
+            /// Every reason the operator can set, in declaration order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name),*];
+
+            /// The name written to a condition's `reason`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)*
+                }
+            }
+
+            /// What a False condition with this reason asks of the operator.
+            pub const fn retry(self) -> Retry {
+                match self {
+                    $(Reason::$name => Retry::$retry,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Ready: every part is in place and the storefront serves.
+    Reconciled => Settled,
+    /// A part is being created or is waiting for another part (a pod, a Secret).
+    Progressing => Backoff,
+    /// `storefront.suspended` is true: scaled to zero, data kept.
+    Suspended => Settled,
+    /// At least one storefront pod is available on the current template.
+    Available => Settled,
+    /// Serving while pods roll to a new template.
+    RolloutInProgress => Settled,
+    /// Serving on the old image while other tenants use the rollout slots.
+    RolloutQueued => Settled,
+    /// No Platform named `default` exists.
+    PlatformNotFound => OnChange,
+    /// The Platform lacks the section this part needs.
+    PlatformNotConfigured => OnChange,
+    /// The spec cannot work on this cluster.
+    InvalidSpec => OnChange,
+    /// The API server refused an object built from the spec (a value its validation rejects).
+    ObjectRefused => OnChange,
+    /// An older Tenant already claims one of the hosts.
+    HostConflict => OnChange,
+    /// The router or ingress controller serves the tenant's hosts.
+    Admitted => Settled,
+    /// The Ingress exists; no controller has reported an address yet.
+    IngressCreated => Settled,
+    /// The Routes exist; the router has not admitted them yet.
+    RouteCreated => Settled,
+    /// The tenant's database and role exist as specified.
+    DatabaseProvisioned => Settled,
+    /// The PostgreSQL server cannot be reached.
+    DatabaseUnreachable => Backoff,
+    /// The PostgreSQL server answered with an error the operator did not expect.
+    DatabaseFailed => Backoff,
+    /// The tenant's Redis ACL user exists as specified.
+    CacheProvisioned => Settled,
+    /// The Redis server cannot be reached.
+    CacheUnreachable => Backoff,
+    /// The Redis server answered with an error the operator did not expect.
+    CacheFailed => Backoff,
+    /// `cache.mode` is `Disabled`: no cache user.
+    CacheDisabled => Settled,
+    /// A server refuses the admin credentials, or they cannot be read, or the server's
+    /// address cannot be used.
+    AdminAuthFailed => Backoff,
+    /// The tenant's name cannot name a database, role or cache user.
+    InvalidTenantName => OnChange,
+    /// Deleting the tenant could not remove its database or cache user.
+    CleanupBlocked => Backoff,
+    /// No `spec.tls`: the router's default certificate is served.
+    RouterDefaultCertificate => Settled,
+    /// `tls.secretName` names an existing Secret, which is served.
+    SecretProvided => Settled,
+    /// The Key Vault certificate is served.
+    CertificateServed => Settled,
+    /// The certificate (Secret or Key Vault) does not exist. Certificate failures are looked
+    /// at again with the certificate's own backoff, capped at the Key Vault poll interval.
+    CertificateNotFound => Backoff,
+    /// Key Vault or Entra ID refused the operator.
+    KeyVaultForbidden => Backoff,
+    /// Key Vault or the authority cannot be reached.
+    KeyVaultUnreachable => Backoff,
+    /// A tenant host is not among the certificate's DNS names.
+    HostNotCovered => Backoff,
+    /// The certificate's current version is past `notAfter`.
+    CertificateExpired => Backoff,
+    /// The certificate cannot be read, its key does not match, or it is not valid yet.
+    InvalidCertificate => Backoff,
+    /// Stripe keys and the connected account are in place.
+    PaymentsConfigured => Settled,
+    /// No connected account: resales work, primary sales are off.
+    ConnectedAccountMissing => Settled,
+    /// A Stripe Secret the Platform refers to, or one of its keys, is missing.
+    StripeSecretUnavailable => Backoff,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Reason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("no reason named {s:?}"))
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// Annotation an administrator sets to let a Tenant go without cleaning up its database
@@ -58,3 +165,55 @@ pub mod reasons {
 pub const RELEASE_FINALIZER_ANNOTATION: &str = "tiqzy.io/release-finalizer";
 /// The finalizer guarding state outside Kubernetes.
 pub const FINALIZER: &str = "tiqzy.io/external-state";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_camel_case_and_read_back() {
+        for reason in Reason::ALL {
+            let name = reason.as_str();
+            assert!(name.starts_with(|c: char| c.is_ascii_uppercase()), "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+            assert_eq!(name.parse::<Reason>(), Ok(*reason));
+        }
+        assert!("Nonsense".parse::<Reason>().is_err());
+    }
+
+    /// The README's conditions table is the user's reference: it lists every reason the
+    /// operator can set, and nothing else.
+    #[test]
+    fn the_readme_conditions_table_lists_every_reason() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("### Conditions and what to do")
+            .nth(1)
+            .expect("README has a conditions section");
+        let table: Vec<&str> = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .collect();
+        let mut listed = std::collections::BTreeSet::new();
+        for row in &table {
+            let reason_cell = row.split('|').nth(2).expect("a reason column");
+            for name in reason_cell.split('`').skip(1).step_by(2) {
+                let reason = name
+                    .parse::<Reason>()
+                    .unwrap_or_else(|e| panic!("README row {row:?}: {e}"));
+                listed.insert(reason);
+            }
+        }
+        let missing: Vec<&str> = Reason::ALL
+            .iter()
+            .filter(|r| !listed.contains(r))
+            .map(|r| r.as_str())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "reasons missing from the README's table: {missing:?}"
+        );
+    }
+}

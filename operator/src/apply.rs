@@ -56,6 +56,11 @@ impl Applier {
             .extend(labels(&self.tenant));
     }
 
+    /// Writes sent so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Applies a namespaced object unless the cached live one already matches.
     pub async fn apply<K>(&self, mut object: K) -> Result<K, Error>
     where
@@ -102,7 +107,7 @@ impl Applier {
             return Ok(cached.as_ref().clone());
         }
         match api.get_opt(&name).await? {
-            Some(live) if contains(&to_json(&live)?, &to_json(&object)?) => {
+            Some(live) if contains(&to_json(&live, &key)?, &to_json(&object, &key)?) => {
                 let applied = Applied {
                     desired,
                     fingerprint: fingerprint(&live),
@@ -126,7 +131,8 @@ impl Applier {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let live = api
             .patch(&object.name_any(), &params, &Patch::Apply(&object))
-            .await?;
+            .await
+            .map_err(|e| Error::from_write(e, || describe(key)))?;
         let applied = Applied {
             desired,
             fingerprint: fingerprint(&live),
@@ -179,19 +185,26 @@ impl Applier {
         K: Resource + Clone + Debug + Serialize + DeserializeOwned,
     {
         let name = object.name_any();
-        let desired =
-            serde_json::to_value(&object).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-        if let Some(live) = live {
-            let live_json =
-                serde_json::to_value(&live).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-            if contains(&live_json, &desired) {
-                return Ok(live);
-            }
+        let desired = to_json(&object, &name)?;
+        if let Some(live) = live
+            && contains(&to_json(&live, &name)?, &desired)
+        {
+            return Ok(live);
         }
         self.writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        Ok(api.patch(&name, &params, &Patch::Apply(&object)).await?)
+        api.patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map_err(|e| {
+                Error::from_write(e, || {
+                    let kind = desired["kind"].as_str().unwrap_or("object");
+                    match object.namespace() {
+                        Some(ns) => format!("{kind} {ns}/{name}"),
+                        None => format!("{kind} {name}"),
+                    }
+                })
+            })
     }
 
     /// Deletes the tenant's cached objects of kind `K` in `namespace` whose names are not in
@@ -259,8 +272,19 @@ impl Applier {
     }
 }
 
-fn to_json<K: Serialize>(object: &K) -> Result<serde_json::Value, Error> {
-    serde_json::to_value(object).map_err(|e| Error::InvalidSpec(e.to_string()))
+/// `Kind namespace/name` (or `Kind name`) from a record key `Kind/namespace/name`.
+fn describe(key: &str) -> String {
+    match key.split_once('/') {
+        Some((kind, rest)) => format!("{kind} {}", rest.trim_start_matches('/')),
+        None => key.to_owned(),
+    }
+}
+
+fn to_json<K: Serialize>(object: &K, name: &str) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(object).map_err(|source| Error::Serialize {
+        what: name.to_owned(),
+        source,
+    })
 }
 
 /// Whether `live` already holds every value of `desired` (fields the API server defaulted or

@@ -32,6 +32,10 @@ use tiqzy_crds::{Platform, SecretRef};
 
 use crate::build::TENANT_LABEL;
 
+/// A Tenant as the watch delivers it: one that does not deserialize (stored under an older
+/// schema, say) arrives as an error instead of breaking the watch for every tenant.
+pub type GuardedTenant = kube::core::DeserializeGuard<tiqzy_crds::Tenant>;
+
 /// Label selecting every object the operator manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=tiqzy-operator";
 

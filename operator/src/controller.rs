@@ -16,10 +16,10 @@ use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watc
 use kube::runtime::{Predicate, predicates};
 use tiqzy_crds::Platform;
 
-use crate::cache::{Caches, MANAGED_SELECTOR, reflected};
+use crate::cache::{Caches, GuardedTenant, MANAGED_SELECTOR, reflected};
 use crate::context::{Context, Settings};
 use crate::metrics::Metrics;
-use crate::reconcile::{GuardedTenant, error_policy, reconcile};
+use crate::reconcile::{Reconciler, error_policy, reconcile};
 
 /// Whether the API server serves OpenShift Routes.
 pub async fn route_api_served(client: &kube::Client) -> bool {
@@ -55,14 +55,14 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     );
     let store = controller.store();
     let (caches, w) = Caches::new();
-    let ctx = Arc::new(Context::new(
+    let ctx = Arc::new(Reconciler::new(Context::new(
         client.clone(),
         store.clone(),
         caches,
         metrics,
         settings,
         route_api,
-    ));
+    )));
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
     let controller = controller
         .owns_stream(reflected::<Namespace>(&client, owned(), w.namespaces))

@@ -1,7 +1,9 @@
-//! Reconcile errors. The variant name is the metric label and the Event reason; whether it
-//! waits for a change or backs off is decided here.
+//! Reconcile errors. The variant is the metric label; whether it waits for a change or backs
+//! off is decided here, and each keeps the error it came from.
 
 use std::time::Duration;
+
+use crate::external::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -11,29 +13,75 @@ pub enum Error {
     /// No Platform named `default` exists yet.
     #[error("Platform 'default' not found: apply one (see config/samples)")]
     PlatformNotFound,
+    /// The API server refused an object built from the spec (HTTP 422 or 400): the same
+    /// object would be refused again, so this waits for a change like an invalid spec.
+    #[error("the API server refused {object}: {message}")]
+    Refused {
+        /// Kind and name, e.g. `Deployment tiqzy-acme/storefront`.
+        object: String,
+        /// The server's message, which names the field and the rule.
+        message: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// An object could not be turned into JSON: a bug, retried in case it is not.
+    #[error("serialising {what}: {source}")]
+    Serialize {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The Tenant arrived without a uid, so nothing can be owned by it: the API server always
+    /// sets one, so this is a transient oddity of the cache, retried.
+    #[error("the Tenant has no uid yet")]
+    MissingUid,
     #[error("finalizer: {0}")]
-    Finalizer(String),
-    #[error("{0}")]
-    Store(String),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// Deleting the tenant could not clean up its state outside Kubernetes.
+    #[error("{message}")]
+    CleanupBlocked {
+        message: String,
+        #[source]
+        source: StoreError,
+    },
 }
 
 impl Error {
-    /// A CamelCase label for metrics and Events.
+    /// A CamelCase label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::PlatformNotFound => "PlatformNotFound",
+            Error::Refused { .. } => "ObjectRefused",
             Error::Kube(_) => "KubeApi",
+            Error::Serialize { .. } => "Serialize",
+            Error::MissingUid => "MissingUid",
             Error::Finalizer(_) => "Finalizer",
-            Error::Store(_) => "ExternalStore",
+            Error::CleanupBlocked { .. } => "ExternalStore",
         }
     }
 
     /// Whether retrying without a change can help.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Error::InvalidSpec(_) | Error::PlatformNotFound)
+        !matches!(
+            self,
+            Error::InvalidSpec(_) | Error::PlatformNotFound | Error::Refused { .. }
+        )
+    }
+
+    /// A write's error: a refusal by the API server's validation becomes [`Error::Refused`]
+    /// naming `object`; anything else stays a (transient) API error.
+    pub fn from_write(source: kube::Error, object: impl FnOnce() -> String) -> Self {
+        match &source {
+            kube::Error::Api(status) if matches!(status.code, 400 | 422) => Error::Refused {
+                object: object(),
+                message: status.message.clone(),
+                source,
+            },
+            _ => Error::Kube(source),
+        }
     }
 }
 
@@ -55,5 +103,39 @@ mod tests {
         assert_eq!(backoff(0), Duration::from_secs(1));
         assert_eq!(backoff(3), Duration::from_secs(8));
         assert_eq!(backoff(40), Duration::from_secs(300));
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure",
+            "message": "Deployment.apps \"storefront\" is invalid: spec.template.spec.containers[0].resources.requests[cpu]: Invalid value: \"-1\": must be greater than or equal to 0",
+            "reason": "Invalid",
+            "code": code,
+        }))
+        .expect("status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn a_refused_object_waits_for_a_change_and_names_the_field() {
+        let e = Error::from_write(api_error(422), || "Deployment tiqzy-acme/storefront".into());
+        assert!(!e.is_transient());
+        assert_eq!(e.label(), "ObjectRefused");
+        let text = e.to_string();
+        assert!(text.contains("Deployment tiqzy-acme/storefront"), "{text}");
+        assert!(text.contains("resources.requests[cpu]"), "{text}");
+        let conflict = Error::from_write(api_error(409), || unreachable!());
+        assert!(conflict.is_transient(), "a conflict is retried");
+    }
+
+    #[test]
+    fn a_missing_uid_or_a_serde_failure_is_retried() {
+        assert!(Error::MissingUid.is_transient());
+        let source = serde_json::from_str::<u8>("x").expect_err("not JSON");
+        let e = Error::Serialize {
+            what: "Deployment".into(),
+            source,
+        };
+        assert!(e.is_transient());
     }
 }

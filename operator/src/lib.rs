@@ -11,4 +11,6 @@ pub mod external;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod names;
 pub mod reconcile;
+pub mod tenant;

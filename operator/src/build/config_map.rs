@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::{HTTP_PORT, METRICS_PORT, STOREFRONT, meta};
-use crate::reconcile::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 
 /// Each pod's share of the tenant role's connection limit, so the most pods that can run at
 /// once (autoscaler maximum plus a rollout's surge) never open more than PostgreSQL allows.
@@ -164,7 +164,7 @@ mod tests {
 
         use crate::external::postgres::PostgresServer;
         use crate::external::redis::RedisServer;
-        use crate::reconcile::stores;
+        use crate::reconcile::credentials;
 
         let postgres = PostgresServer {
             host: "db.example".to_owned(),
@@ -201,10 +201,10 @@ mod tests {
             let v = fixture::validated(tenant);
             let mut env: HashMap<String, String> =
                 config_map(&v).data.expect("data").into_iter().collect();
-            env.extend(stores::database_secret(&postgres, &v.name, None).expect("database"));
-            env.extend(stores::new_signing_secret());
+            env.extend(credentials::database_secret(&postgres, &v.name, None).expect("database"));
+            env.extend(credentials::new_signing_secret());
             if with_redis {
-                env.extend(stores::cache_secret(&redis, &v.name, None).expect("cache"));
+                env.extend(credentials::cache_secret(&redis, &v.name, None).expect("cache"));
             }
             let config = tiqzy_runtime::config::Config::from_vars(&env)
                 .unwrap_or_else(|e| panic!("{}: the runtime refuses its environment: {e}", v.name));

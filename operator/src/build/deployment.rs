@@ -20,7 +20,7 @@ use super::{
     CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, METRICS_PORT, PAYMENTS_SECRET, SIGNING_SECRET,
     STOREFRONT, labels, meta, selector,
 };
-use crate::reconcile::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 
 /// Annotation on the pod template carrying a digest of the configuration, so a change of
 /// branding or credentials rolls the pods.

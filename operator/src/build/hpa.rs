@@ -6,7 +6,7 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 
 use super::{STOREFRONT, meta};
-use crate::reconcile::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 
 pub fn hpa(tenant: &ValidatedTenant) -> Option<HorizontalPodAutoscaler> {
     let storefront = &tenant.spec.storefront;

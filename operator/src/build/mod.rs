@@ -20,7 +20,7 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::reconcile::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 pub use routing::{ROUTER_ACCESS, Route, RouterAccess, route_api_resource};
 pub use secrets::{CERTIFICATE_ANNOTATION, VERSION_ANNOTATION};
 
@@ -44,13 +44,27 @@ pub enum Exposure {
     Ingress(Box<Ingress>),
 }
 
-/// Every object a tenant should have, in the order they are applied. Adding a kind means
-/// adding a field here, and the applier's destructuring then refuses to compile until it is
-/// applied and pruned.
+/// Every object a tenant should have, in three groups applied in this order: the namespace
+/// and credentials (the external stores are converged once these exist), the workload, and
+/// the exposure. Adding a kind means adding a field to a group, and the apply step's
+/// destructuring then refuses to compile until it is applied and pruned.
 #[derive(Debug, Clone)]
 pub struct Desired {
+    pub credentials: Credentials,
+    pub workload: Workload,
+    pub exposure: Exposure,
+}
+
+/// The namespace and the Secrets in it.
+#[derive(Debug, Clone)]
+pub struct Credentials {
     pub namespace: Namespace,
     pub secrets: Vec<Secret>,
+}
+
+/// What runs the storefront and guards it.
+#[derive(Debug, Clone)]
+pub struct Workload {
     pub service_account: ServiceAccount,
     pub config_map: ConfigMap,
     pub deployment: Deployment,
@@ -58,21 +72,24 @@ pub struct Desired {
     pub hpa: Option<HorizontalPodAutoscaler>,
     pub pdb: PodDisruptionBudget,
     pub network_policies: Vec<NetworkPolicy>,
-    pub exposure: Exposure,
 }
 
 /// Builds the desired objects of `tenant`.
 pub fn desired(tenant: &ValidatedTenant) -> Desired {
     Desired {
-        namespace: namespace::namespace(tenant),
-        secrets: secrets::secrets(tenant),
-        service_account: service::service_account(tenant),
-        config_map: config_map::config_map(tenant),
-        deployment: deployment::deployment(tenant),
-        service: service::service(tenant),
-        hpa: hpa::hpa(tenant),
-        pdb: pdb::pdb(tenant),
-        network_policies: network_policy::network_policies(tenant),
+        credentials: Credentials {
+            namespace: namespace::namespace(tenant),
+            secrets: secrets::secrets(tenant),
+        },
+        workload: Workload {
+            service_account: service::service_account(tenant),
+            config_map: config_map::config_map(tenant),
+            deployment: deployment::deployment(tenant),
+            service: service::service(tenant),
+            hpa: hpa::hpa(tenant),
+            pdb: pdb::pdb(tenant),
+            network_policies: network_policy::network_policies(tenant),
+        },
         exposure: routing::exposure(tenant),
     }
 }
@@ -122,7 +139,8 @@ fn meta(tenant: &ValidatedTenant, name: &str) -> ObjectMeta {
 pub(crate) mod fixture {
     use tiqzy_crds::{Currency, Tenant, TenantSpec};
 
-    use crate::reconcile::{PlatformView, ValidatedTenant, validate};
+    use crate::reconcile::validate;
+    use crate::tenant::{PlatformView, ValidatedTenant};
 
     pub fn tenant(name: &str) -> Tenant {
         let spec: TenantSpec = serde_json::from_value(serde_json::json!({

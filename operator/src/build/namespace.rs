@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::reconcile::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 
 pub fn namespace(tenant: &ValidatedTenant) -> Namespace {
     let labels = [

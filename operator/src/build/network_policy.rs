@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{HTTP_PORT, METRICS_PORT, meta, selector};
-use crate::reconcile::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 
 /// Namespaces labelled so may reach storefronts (an ingress controller's namespace, say).
 pub const INGRESS_NAMESPACE_LABEL: &str = "tiqzy.io/storefront-ingress";

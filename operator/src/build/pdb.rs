@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{STOREFRONT, meta, selector};
-use crate::reconcile::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 
 pub fn pdb(tenant: &ValidatedTenant) -> PodDisruptionBudget {
     PodDisruptionBudget {

@@ -10,7 +10,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::{Exposure, STOREFRONT, meta};
-use crate::reconcile::{RoutingKind, ValidatedTenant};
+use crate::tenant::{RoutingKind, ValidatedTenant};
 
 /// An OpenShift Route (route.openshift.io/v1), which k8s-openapi does not model.
 pub type Route = Vec<DynamicObject>;

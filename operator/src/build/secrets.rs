@@ -8,7 +8,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::{CACHE_SECRET, DATABASE_SECRET, PAYMENTS_SECRET, SIGNING_SECRET, TLS_SECRET, meta};
-use crate::reconcile::{TlsSecret, ValidatedTenant};
+use crate::tenant::{TlsSecret, ValidatedTenant};
 
 /// Annotations on `storefront-tls` naming the Key Vault certificate and version it holds.
 pub const CERTIFICATE_ANNOTATION: &str = "tiqzy.io/key-vault-certificate";

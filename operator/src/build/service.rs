@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceAccount, ServicePort, ServiceSp
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{STOREFRONT, meta, selector};
-use crate::reconcile::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 
 pub fn service(tenant: &ValidatedTenant) -> Service {
     Service {

@@ -29,3 +29,16 @@ fn url_host(host: &str) -> String {
         host.to_owned()
     }
 }
+
+/// Why a tenant's state outside Kubernetes could not be ensured or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Database(#[from] postgres::DatabaseError),
+    #[error(transparent)]
+    Cache(#[from] redis::CacheError),
+    /// A server's admin credentials or address could not be read (the message names the
+    /// Secret or the URL, never a value).
+    #[error("{0}")]
+    Admin(String),
+}

@@ -5,17 +5,16 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{url_host, url_part};
+use crate::names::{self, InvalidTenantName};
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 use postgres_protocol::password::scram_sha_256;
+use tiqzy_crds::conditions::Reason;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
 /// How long a server may take to open a session before it counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// PostgreSQL cuts identifiers at 63 bytes: `tiqzy_` plus 57 fills one exactly.
-const MAX_TENANT_NAME: usize = 57;
 
 /// A lock held elsewhere (a long transaction on the template, say) must fail the reconcile,
 /// which then backs off, rather than stall it.
@@ -110,8 +109,8 @@ impl fmt::Debug for TenantDatabase {
 /// Why a tenant's database could not be ensured or removed. Messages never hold a password.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
-    #[error("{0:?} is not a tenant name (a DNS label of at most {MAX_TENANT_NAME} characters)")]
-    InvalidTenantName(String),
+    #[error(transparent)]
+    InvalidTenantName(#[from] InvalidTenantName),
     #[error("PostgreSQL at {endpoint} is unreachable: {detail}")]
     Unreachable { endpoint: String, detail: String },
     #[error("PostgreSQL refused the admin role {user:?}: {detail}")]
@@ -126,12 +125,12 @@ pub enum DatabaseError {
 
 impl DatabaseError {
     /// The CamelCase reason of the tenant's `DatabaseReady` condition.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::InvalidTenantName(_) => "InvalidTenantName",
-            Self::Unreachable { .. } => "DatabaseUnreachable",
-            Self::AdminAuthFailed { .. } => "AdminAuthFailed",
-            Self::Failed { .. } => "DatabaseFailed",
+            Self::InvalidTenantName(_) => Reason::InvalidTenantName,
+            Self::Unreachable { .. } => Reason::DatabaseUnreachable,
+            Self::AdminAuthFailed { .. } => Reason::AdminAuthFailed,
+            Self::Failed { .. } => Reason::DatabaseFailed,
         }
     }
 }
@@ -154,19 +153,9 @@ impl DatabaseChanges {
     }
 }
 
-/// The database and role name of `tenant`: `tiqzy_<tenant>`, with `-` mapped to `_`.
+/// The database and role name of `tenant` (see [`names::database`]).
 pub fn database_name(tenant: &str) -> Result<String, DatabaseError> {
-    let is_label = !tenant.is_empty()
-        && tenant.len() <= MAX_TENANT_NAME
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !tenant.starts_with('-')
-        && !tenant.ends_with('-');
-    if !is_label {
-        return Err(DatabaseError::InvalidTenantName(tenant.to_owned()));
-    }
-    Ok(format!("tiqzy_{}", tenant.replace('-', "_")))
+    Ok(names::database(tenant)?)
 }
 
 /// Makes `tenant`'s role and database exist as specified, logging in with `password`, at most
@@ -654,7 +643,7 @@ mod tests {
             database_name("jazz-club-7").expect("a tenant name"),
             "tiqzy_jazz_club_7"
         );
-        let longest = "a".repeat(MAX_TENANT_NAME);
+        let longest = "a".repeat(tiqzy_crds::MAX_TENANT_NAME);
         assert_eq!(
             database_name(&longest)
                 .expect("the longest tenant name")
@@ -665,7 +654,7 @@ mod tests {
 
     #[test]
     fn names_that_are_not_dns_labels_are_refused() {
-        let too_long = "a".repeat(MAX_TENANT_NAME + 1);
+        let too_long = "a".repeat(tiqzy_crds::MAX_TENANT_NAME + 1);
         for bad in [
             "",
             "-a",

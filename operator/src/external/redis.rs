@@ -4,11 +4,13 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{url_host, url_part};
+use crate::names::{self, InvalidTenantName};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
     RedisConnectionInfo, ServerErrorKind, Value,
 };
+use tiqzy_crds::conditions::Reason;
 
 /// How long a server may take to accept and authenticate a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,8 +114,8 @@ impl fmt::Debug for TenantCache {
 /// Why a tenant's Redis user could not be ensured or removed. Messages never hold a password.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{0:?} is not a tenant name (a DNS label)")]
-    InvalidTenantName(String),
+    #[error(transparent)]
+    InvalidTenantName(#[from] InvalidTenantName),
     #[error("Redis at {endpoint} is unreachable: {detail}")]
     Unreachable { endpoint: String, detail: String },
     #[error("Redis refused the admin user {user:?}: {detail}")]
@@ -128,34 +130,32 @@ pub enum CacheError {
 
 impl CacheError {
     /// The CamelCase reason of the tenant's `CacheReady` condition.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::InvalidTenantName(_) => "InvalidTenantName",
-            Self::Unreachable { .. } => "CacheUnreachable",
-            Self::AdminAuthFailed { .. } => "AdminAuthFailed",
-            Self::Failed { .. } => "CacheFailed",
+            Self::InvalidTenantName(_) => Reason::InvalidTenantName,
+            Self::Unreachable { .. } => Reason::CacheUnreachable,
+            Self::AdminAuthFailed { .. } => Reason::AdminAuthFailed,
+            Self::Failed { .. } => Reason::CacheFailed,
         }
     }
 }
 
 /// The ACL user of `tenant`: `tiqzy-<tenant>`.
 pub fn acl_user(tenant: &str) -> Result<String, CacheError> {
-    check_tenant_name(tenant)?;
-    Ok(format!("tiqzy-{tenant}"))
+    Ok(names::acl_user(tenant)?)
 }
 
 /// The prefix of every key and channel of `tenant`: `t:<tenant>:`.
 pub fn key_prefix(tenant: &str) -> Result<String, CacheError> {
-    check_tenant_name(tenant)?;
-    Ok(format!("t:{tenant}:"))
+    Ok(names::key_prefix(tenant)?)
 }
 
 /// The key, channel and command rules of `tenant`'s user, without its password.
 ///
 /// They start from `reset` so that applying them replaces whatever the user had before.
 pub fn permission_rules(tenant: &str) -> Result<Vec<String>, CacheError> {
-    // The prefix is a glob in the rules: a DNS label holds none of `*?[]\`, which the check
-    // below guarantees, so it needs no escaping.
+    // The prefix is a glob in the rules: a tenant name holds none of `*?[]\`, which
+    // `names::check_tenant_name` guarantees, so it needs no escaping.
     let pattern = format!("{}*", key_prefix(tenant)?);
     // `reset` leaves channels to `acl-pubsub-default`; `resetchannels` does not depend on it.
     let mut rules = vec![
@@ -214,21 +214,6 @@ pub async fn remove_cache_user(server: &RedisServer, tenant: &str) -> Result<boo
         .await
         .map_err(|e| classify(server, "delete the user", &user, &e, None))?;
     Ok(deleted > 0)
-}
-
-fn check_tenant_name(tenant: &str) -> Result<(), CacheError> {
-    let is_label = !tenant.is_empty()
-        && tenant.len() <= 63
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !tenant.starts_with('-')
-        && !tenant.ends_with('-');
-    if is_label {
-        Ok(())
-    } else {
-        Err(CacheError::InvalidTenantName(tenant.to_owned()))
-    }
 }
 
 async fn connect(server: &RedisServer) -> Result<MultiplexedConnection, CacheError> {

@@ -2,25 +2,89 @@
 //! the Tenant (or the vault settings) changed or the poll interval passed; a certificate that
 //! cannot be served leaves the last good one in place, so the storefront keeps its TLS.
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType};
-use tiqzy_crds::conditions::{reasons, types};
+use tiqzy_crds::conditions::{Reason, types};
 use tiqzy_crds::{CertificateStatus, KeyVaultAuthMethod, PlatformSpec};
 
 use super::status::Observed;
-use super::{TlsSecret, ValidatedTenant};
-use crate::apply::Applier;
-use crate::build::{
-    CERTIFICATE_ANNOTATION, ROUTER_ACCESS, RouterAccess, TLS_SECRET, VERSION_ANNOTATION,
-};
+use crate::build::{CERTIFICATE_ANNOTATION, TLS_SECRET, VERSION_ANNOTATION};
 use crate::certificate::{ServingCertificate, Unusable, rfc3339};
-use crate::context::{Context, PolledCertificate};
+use crate::context::Context;
 use crate::error::{Error, backoff};
-use crate::external::keyvault::{Credential, VaultConfig, VaultError};
+use crate::external::keyvault::{Credential, KeyVault, VaultConfig, VaultError};
+use crate::tenant::{TlsSecret, ValidatedTenant};
+
+/// What this step remembers between reconciles: the vault client (for its token) and the
+/// last look at each tenant's certificate.
+#[derive(Default)]
+pub struct Polls {
+    /// One Platform, one vault: the client is reused while its settings stay the same.
+    vault: Mutex<Option<Arc<KeyVault>>>,
+    by_tenant: Mutex<HashMap<String, PolledCertificate>>,
+}
+
+/// When a tenant's Key Vault certificate was last looked at, and what was found.
+#[derive(Debug, Clone)]
+pub struct PolledCertificate {
+    /// What the look depended on (certificate name, hosts, vault settings).
+    pub inputs: String,
+    pub checked: Instant,
+    /// Failed looks in a row (0 after a success).
+    pub failures: u32,
+    pub observed: Observed,
+    /// The version found, when it could be served.
+    pub version: Option<String>,
+    /// Versions whose near expiry was announced.
+    pub warned: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Polls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Polls").finish_non_exhaustive()
+    }
+}
+
+impl Polls {
+    /// The Key Vault client for `config`, reused while the config stays the same.
+    fn key_vault(&self, config: VaultConfig) -> Result<Arc<KeyVault>, String> {
+        let mut vault = self.vault.lock().expect("vault lock");
+        if let Some(existing) = vault.as_ref().filter(|v| *v.config() == config) {
+            return Ok(existing.clone());
+        }
+        let client = Arc::new(KeyVault::new(config)?);
+        *vault = Some(client.clone());
+        Ok(client)
+    }
+
+    fn last(&self, tenant: &str) -> Option<PolledCertificate> {
+        self.by_tenant
+            .lock()
+            .expect("certificates lock")
+            .get(tenant)
+            .cloned()
+    }
+
+    fn remember(&self, tenant: &str, polled: PolledCertificate) {
+        self.by_tenant
+            .lock()
+            .expect("certificates lock")
+            .insert(tenant.to_owned(), polled);
+    }
+
+    /// Forgets a deleted tenant.
+    pub fn forget(&self, tenant: &str) {
+        self.by_tenant
+            .lock()
+            .expect("certificates lock")
+            .remove(tenant);
+    }
+}
 
 /// What the reconcile serves and reports for the tenant's TLS.
 pub struct Certificate {
@@ -59,6 +123,7 @@ impl Certificate {
 /// The certificate of `v`, as its `spec.tls` says.
 pub async fn certificate(
     ctx: &Context,
+    polls: &Polls,
     v: &ValidatedTenant,
     platform: &PlatformSpec,
 ) -> Result<Certificate, Error> {
@@ -66,7 +131,7 @@ pub async fn certificate(
         ctx.metrics.forget_certificate(&v.name);
         return Ok(Certificate::without_key_vault(Observed::ok(
             types::CERTIFICATE_READY,
-            reasons::ROUTER_DEFAULT_CERTIFICATE,
+            Reason::RouterDefaultCertificate,
             "served with the router's default certificate",
         )));
     };
@@ -80,13 +145,13 @@ pub async fn certificate(
                 }
                 Observed::ok(
                     types::CERTIFICATE_READY,
-                    reasons::SECRET_PROVIDED,
+                    Reason::SecretProvided,
                     format!("served from Secret {name}"),
                 )
             }
             None => Observed::failed(
                 types::CERTIFICATE_READY,
-                reasons::CERTIFICATE_NOT_FOUND,
+                Reason::CertificateNotFound,
                 format!("Secret {name} does not exist in {}", v.namespace),
             ),
         };
@@ -106,7 +171,7 @@ pub async fn certificate(
     });
     let inputs = serde_json::json!([name, v.hosts, platform.key_vault]).to_string();
     let now = unix_now();
-    let previous = ctx.polled_certificate(&v.name);
+    let previous = polls.last(&v.name);
     let due = previous.as_ref().is_none_or(|p| {
         due(
             p,
@@ -118,7 +183,7 @@ pub async fn certificate(
     let polled = match (due, previous) {
         (false, Some(previous)) => previous,
         (_, previous) => {
-            let fetched = fetch(ctx, platform, &name, &v.hosts, now).await;
+            let fetched = fetch(ctx, polls, platform, &name, &v.hosts, now).await;
             let failures = match (&fetched, &previous) {
                 (Ok(_), _) => 0,
                 (Err(_), Some(p)) if p.inputs == inputs => p.failures + 1,
@@ -129,7 +194,7 @@ pub async fn certificate(
                 Ok(fresh) => (
                     Observed::ok(
                         types::CERTIFICATE_READY,
-                        reasons::CERTIFICATE_SERVED,
+                        Reason::CertificateServed,
                         format!(
                             "serving Key Vault certificate {name} version {}, valid until {}",
                             fresh.version,
@@ -167,16 +232,18 @@ pub async fn certificate(
                 version,
                 warned,
             };
-            return Ok(finish(ctx, v, &name, polled, serve, last_good, now));
+            return Ok(finish(ctx, polls, v, &name, polled, serve, last_good, now));
         }
     };
     // Not due: keep serving what is in the Secret.
-    Ok(finish(ctx, v, &name, polled, None, last_good, now))
+    Ok(finish(ctx, polls, v, &name, polled, None, last_good, now))
 }
 
 /// Chooses what to serve, the status and Events, and remembers the look.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     ctx: &Context,
+    polls: &Polls,
     v: &ValidatedTenant,
     name: &str,
     mut polled: PolledCertificate,
@@ -226,7 +293,7 @@ fn finish(
     }
     let poll_in = ttl(ctx, polled.failures).saturating_sub(polled.checked.elapsed());
     let observed = polled.observed.clone();
-    ctx.remember_certificate(&v.name, polled);
+    polls.remember(&v.name, polled);
     Certificate {
         observed,
         status: serve.as_ref().map(|s| CertificateStatus {
@@ -268,14 +335,15 @@ fn ttl(ctx: &Context, failures: u32) -> Duration {
 /// Reads the current version of `name` and checks it can be served for `hosts`.
 async fn fetch(
     ctx: &Context,
+    polls: &Polls,
     platform: &PlatformSpec,
     name: &str,
     hosts: &[String],
     now: i64,
-) -> Result<TlsSecret, (&'static str, String)> {
+) -> Result<TlsSecret, (Reason, String)> {
     let Some(kv) = &platform.key_vault else {
         return Err((
-            reasons::PLATFORM_NOT_CONFIGURED,
+            Reason::PlatformNotConfigured,
             "Platform.spec.keyVault is not set, so Key Vault certificates cannot be read".into(),
         ));
     };
@@ -292,7 +360,7 @@ async fn fetch(
         KeyVaultAuthMethod::ClientSecret => {
             let Some(reference) = &kv.auth.client_secret_ref else {
                 return Err((
-                    reasons::KEY_VAULT_FORBIDDEN,
+                    Reason::KeyVaultForbidden,
                     "auth.clientSecretRef is not set".into(),
                 ));
             };
@@ -301,7 +369,7 @@ async fn fetch(
                 .await
                 .map_err(|e| {
                     (
-                        reasons::KEY_VAULT_FORBIDDEN,
+                        Reason::KeyVaultForbidden,
                         format!(
                             "reading Secret {}/{}: {e}",
                             reference.namespace, reference.name
@@ -315,7 +383,7 @@ async fn fetch(
                 })
                 .ok_or_else(|| {
                     (
-                        reasons::KEY_VAULT_FORBIDDEN,
+                        Reason::KeyVaultForbidden,
                         format!(
                             "Secret {}/{} with key clientSecret does not exist",
                             reference.namespace, reference.name
@@ -332,21 +400,21 @@ async fn fetch(
         client_id: kv.auth.client_id.clone(),
         credential,
     };
-    let vault = ctx
+    let vault = polls
         .key_vault(config)
-        .map_err(|e| (reasons::KEY_VAULT_UNREACHABLE, e))?;
+        .map_err(|e| (Reason::KeyVaultUnreachable, e))?;
     let secret = vault.certificate(name).await.map_err(|e| match e {
-        VaultError::NotFound(m) => (reasons::CERTIFICATE_NOT_FOUND, m),
-        VaultError::Forbidden(m) => (reasons::KEY_VAULT_FORBIDDEN, m),
-        VaultError::Unreachable(m) => (reasons::KEY_VAULT_UNREACHABLE, m),
+        VaultError::NotFound(m) => (Reason::CertificateNotFound, m),
+        VaultError::Forbidden(m) => (Reason::KeyVaultForbidden, m),
+        VaultError::Unreachable(m) => (Reason::KeyVaultUnreachable, m),
     })?;
     let certificate = ServingCertificate::from_key_vault(&secret.content_type, &secret.value)
         .and_then(|c| c.check(hosts, now).map(|()| c))
         .map_err(|e| {
             let reason = match e {
-                Unusable::Invalid(_) => reasons::INVALID_CERTIFICATE,
-                Unusable::HostNotCovered(..) => reasons::HOST_NOT_COVERED,
-                Unusable::Expired(_) => reasons::CERTIFICATE_EXPIRED,
+                Unusable::Invalid(_) => Reason::InvalidCertificate,
+                Unusable::HostNotCovered(..) => Reason::HostNotCovered,
+                Unusable::Expired(_) => Reason::CertificateExpired,
             };
             (
                 reason,
@@ -361,29 +429,6 @@ async fn fetch(
         source: name.to_owned(),
         version: secret.version,
     })
-}
-
-/// Grants the OpenShift router read access to the Routes' TLS Secret, or takes it back.
-pub async fn router_access(
-    applier: &Applier,
-    client: &kube::Client,
-    ns: &str,
-    access: Option<RouterAccess>,
-) -> Result<(), Error> {
-    let keep = match access {
-        Some(RouterAccess { role, binding }) => {
-            applier.apply_uncached(role).await?;
-            applier.apply_uncached(binding).await?;
-            vec![ROUTER_ACCESS.to_owned()]
-        }
-        None => Vec::new(),
-    };
-    applier
-        .prune_listed(Api::<RoleBinding>::namespaced(client.clone(), ns), &keep)
-        .await?;
-    applier
-        .prune_listed(Api::<Role>::namespaced(client.clone(), ns), &keep)
-        .await
 }
 
 /// The certificate in a `kubernetes.io/tls` Secret, if it reads.
@@ -408,7 +453,7 @@ mod tests {
             inputs: "shop-cert".to_owned(),
             checked: Instant::now() - age,
             failures,
-            observed: Observed::ok(types::CERTIFICATE_READY, reasons::CERTIFICATE_SERVED, ""),
+            observed: Observed::ok(types::CERTIFICATE_READY, Reason::CertificateServed, ""),
             version: version.map(str::to_owned),
             warned: Default::default(),
         }

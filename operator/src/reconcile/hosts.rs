@@ -3,6 +3,8 @@
 use kube::ResourceExt;
 use tiqzy_crds::Tenant;
 
+use crate::names;
+
 /// The name of an older Tenant already claiming one of `hosts`, if any.
 pub fn conflict(
     tenant: &Tenant,
@@ -16,11 +18,7 @@ pub fn conflict(
         .filter(|other| other.name_any() != mine.1 && other.metadata.deletion_timestamp.is_none())
         .filter(|other| (other.creation_timestamp(), other.name_any()) < mine)
         .find(|other| {
-            let claimed = if other.spec.hosts.is_empty() {
-                vec![format!("{}.{base_domain}", other.name_any())]
-            } else {
-                other.spec.hosts.clone()
-            };
+            let claimed = names::hosts(&other.name_any(), &other.spec.hosts, base_domain);
             claimed.iter().any(|h| hosts.contains(h))
         })
         .map(|other| other.name_any())

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use tiqzy_crds::conditions::{reasons, types};
+use tiqzy_crds::conditions::{Reason, types};
 use tiqzy_crds::{PlatformSpec, TenantSpec};
 
 use super::Observed;
-use super::stores::secret_fields;
+use super::servers::secret_fields;
 use crate::context::Context;
 
 /// The storefront's Stripe Secret (when the Platform has Stripe keys) and `PaymentsReady`.
@@ -19,7 +19,7 @@ pub async fn payments(
     let Some(stripe) = &platform.stripe else {
         let observed = Observed::failed(
             types::PAYMENTS_READY,
-            reasons::PLATFORM_NOT_CONFIGURED,
+            Reason::PlatformNotConfigured,
             "Platform.spec.stripe is not set: the storefront cannot take payments",
         );
         return (None, observed);
@@ -34,7 +34,7 @@ pub async fn payments(
         Err(cause) => {
             let observed = Observed::failed(
                 types::PAYMENTS_READY,
-                reasons::STRIPE_SECRET_UNAVAILABLE,
+                Reason::StripeSecretUnavailable,
                 cause,
             );
             return (None, observed);
@@ -47,29 +47,14 @@ pub async fn payments(
     let observed = match &tenant.payments {
         Some(_) => Observed::ok(
             types::PAYMENTS_READY,
-            reasons::PAYMENTS_CONFIGURED,
+            Reason::PaymentsConfigured,
             "primary sales and resales are paid through Stripe",
         ),
         None => Observed::failed(
             types::PAYMENTS_READY,
-            reasons::CONNECTED_ACCOUNT_MISSING,
+            Reason::ConnectedAccountMissing,
             "spec.payments.connectedAccountId is not set: resales work, primary sales are off",
         ),
     };
     (Some(secret), observed)
-}
-
-/// The application fee on primary sales: the tenant's own, else the Platform's default.
-pub fn application_fee_bps(platform: &PlatformSpec, tenant: &TenantSpec) -> i32 {
-    tenant
-        .payments
-        .as_ref()
-        .and_then(|p| p.application_fee_bps)
-        .or_else(|| {
-            platform
-                .stripe
-                .as_ref()
-                .map(|s| s.default_application_fee_bps)
-        })
-        .unwrap_or(0)
 }

@@ -2,20 +2,23 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use tiqzy_crds::conditions::{reasons, types};
+use tiqzy_crds::conditions::{Reason, types};
 use tiqzy_crds::{TenantPhase, TenantStatus};
+
+use super::Applied;
+use super::dereference::Found;
 
 /// One condition as the reconcile sees it, before timestamps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub type_: &'static str,
     pub ok: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Observed {
-    pub fn ok(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn ok(type_: &'static str, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_,
             ok: true,
@@ -23,13 +26,52 @@ impl Observed {
             message: message.into(),
         }
     }
-    pub fn failed(type_: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn failed(type_: &'static str, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             type_,
             ok: false,
             reason,
             message: message.into(),
         }
+    }
+}
+
+/// Every condition of a reconcile that went through, `Ready` first, and the phase.
+pub fn observe(
+    found: &Found,
+    applied: &Applied,
+    rollout_queued: bool,
+) -> (Vec<Observed>, TenantPhase) {
+    let suspended = found.tenant.spec.storefront.suspended;
+    let mut observed = vec![storefront(
+        Some(&applied.deployment),
+        suspended,
+        rollout_queued,
+    )];
+    observed.extend(applied.stores.iter().cloned());
+    observed.push(found.payments.clone());
+    observed.push(found.certificate.observed.clone());
+    observed.push(applied.routed.clone());
+    let (ready, phase) = summarise(&observed, suspended);
+    observed.insert(0, ready);
+    (observed, phase)
+}
+
+/// The status fields besides the conditions and the phase.
+pub fn base(found: &Found) -> TenantStatus {
+    let v = &found.tenant;
+    TenantStatus {
+        url: Some(v.url.clone()),
+        namespace: Some(v.namespace.clone()),
+        // A tenant that lost a host conflict serves no host.
+        hosts: if found.conflict.is_some() {
+            Vec::new()
+        } else {
+            v.hosts.clone()
+        },
+        runtime_image: Some(v.runtime_image.clone()),
+        certificate: found.certificate.status.clone(),
+        ..TenantStatus::default()
     }
 }
 
@@ -42,14 +84,14 @@ pub fn storefront(
     if suspended {
         return Observed::failed(
             types::STOREFRONT_AVAILABLE,
-            reasons::SUSPENDED,
+            Reason::Suspended,
             "the storefront is suspended (scaled to zero)",
         );
     }
     let Some(d) = deployment else {
         return Observed::failed(
             types::STOREFRONT_AVAILABLE,
-            reasons::PROGRESSING,
+            Reason::Progressing,
             "the storefront Deployment is being created",
         );
     };
@@ -62,25 +104,25 @@ pub fn storefront(
     if available >= 1 && current && !rollout_queued {
         Observed::ok(
             types::STOREFRONT_AVAILABLE,
-            reasons::AVAILABLE,
+            Reason::Available,
             format!("{available} of {replicas} storefront pods available"),
         )
     } else if available >= 1 && rollout_queued {
         Observed::ok(
             types::STOREFRONT_AVAILABLE,
-            reasons::ROLLOUT_QUEUED,
+            Reason::RolloutQueued,
             "serving; waiting for a rollout slot for the new runtime image",
         )
     } else if available >= 1 {
         Observed::ok(
             types::STOREFRONT_AVAILABLE,
-            reasons::ROLLOUT_IN_PROGRESS,
+            Reason::RolloutInProgress,
             format!("serving while rolling out: {updated} of {replicas} pods updated"),
         )
     } else {
         Observed::failed(
             types::STOREFRONT_AVAILABLE,
-            reasons::PROGRESSING,
+            Reason::Progressing,
             "waiting for a storefront pod to become ready",
         )
     }
@@ -105,7 +147,7 @@ pub fn summarise(parts: &[Observed], suspended: bool) -> (Observed, TenantPhase)
     if suspended {
         let ready = Observed::failed(
             types::READY,
-            reasons::SUSPENDED,
+            Reason::Suspended,
             "the storefront is suspended; data and configuration are kept",
         );
         return (ready, TenantPhase::Suspended);
@@ -114,15 +156,13 @@ pub fn summarise(parts: &[Observed], suspended: bool) -> (Observed, TenantPhase)
     let failing: Vec<&Observed> = parts
         .iter()
         .filter(|p| !p.ok)
-        .filter(|p| {
-            p.type_ != types::PAYMENTS_READY || p.reason == reasons::STRIPE_SECRET_UNAVAILABLE
-        })
+        .filter(|p| p.type_ != types::PAYMENTS_READY || p.reason == Reason::StripeSecretUnavailable)
         .collect();
     match failing.first() {
         None => (
             Observed::ok(
                 types::READY,
-                reasons::RECONCILED,
+                Reason::Reconciled,
                 "the storefront is serving",
             ),
             TenantPhase::Ready,
@@ -133,12 +173,12 @@ pub fn summarise(parts: &[Observed], suspended: bool) -> (Observed, TenantPhase)
                 .map(|p| format!("{}: {}", p.type_, p.message))
                 .collect::<Vec<_>>()
                 .join("; ");
-            let phase = if first.reason == reasons::PROGRESSING {
+            let phase = if first.reason == Reason::Progressing {
                 TenantPhase::Provisioning
             } else {
                 TenantPhase::Degraded
             };
-            let phase = if failing.iter().any(|p| p.reason == reasons::HOST_CONFLICT) {
+            let phase = if failing.iter().any(|p| p.reason == Reason::HostConflict) {
                 TenantPhase::Failed
             } else {
                 phase
@@ -172,7 +212,7 @@ pub fn next_status(
             Condition {
                 type_: o.type_.to_owned(),
                 status,
-                reason: o.reason.to_owned(),
+                reason: o.reason.as_str().to_owned(),
                 message: o.message,
                 observed_generation: generation,
                 last_transition_time: since,
@@ -210,16 +250,16 @@ mod tests {
     #[test]
     fn ready_only_when_every_part_is() {
         let parts = vec![
-            Observed::ok(types::STOREFRONT_AVAILABLE, reasons::AVAILABLE, "ok"),
+            Observed::ok(types::STOREFRONT_AVAILABLE, Reason::Available, "ok"),
             Observed::failed(
                 types::DATABASE_READY,
-                reasons::DATABASE_UNREACHABLE,
+                Reason::DatabaseUnreachable,
                 "connection refused",
             ),
         ];
         let (ready, phase) = summarise(&parts, false);
         assert!(!ready.ok);
-        assert_eq!(ready.reason, reasons::DATABASE_UNREACHABLE);
+        assert_eq!(ready.reason, Reason::DatabaseUnreachable);
         assert!(ready.message.contains("DatabaseReady: connection refused"));
         assert_eq!(phase, TenantPhase::Degraded);
         let (ready, phase) = summarise(&parts[..1], false);
@@ -229,10 +269,10 @@ mod tests {
 
     #[test]
     fn payments_not_set_up_leave_the_tenant_ready_but_broken_keys_do_not() {
-        let available = Observed::ok(types::STOREFRONT_AVAILABLE, reasons::AVAILABLE, "ok");
+        let available = Observed::ok(types::STOREFRONT_AVAILABLE, Reason::Available, "ok");
         let off = Observed::failed(
             types::PAYMENTS_READY,
-            reasons::CONNECTED_ACCOUNT_MISSING,
+            Reason::ConnectedAccountMissing,
             "no account",
         );
         let (ready, phase) = summarise(&[available.clone(), off], false);
@@ -240,12 +280,12 @@ mod tests {
         assert_eq!(phase, TenantPhase::Ready);
         let broken = Observed::failed(
             types::PAYMENTS_READY,
-            reasons::STRIPE_SECRET_UNAVAILABLE,
+            Reason::StripeSecretUnavailable,
             "Secret tiqzy-system/stripe does not exist",
         );
         let (ready, phase) = summarise(&[available, broken], false);
         assert!(!ready.ok);
-        assert_eq!(ready.reason, reasons::STRIPE_SECRET_UNAVAILABLE);
+        assert_eq!(ready.reason, Reason::StripeSecretUnavailable);
         assert_eq!(phase, TenantPhase::Degraded);
     }
 
@@ -254,7 +294,7 @@ mod tests {
         let first = next_status(
             None,
             Some(1),
-            vec![Observed::ok(types::READY, reasons::RECONCILED, "a")],
+            vec![Observed::ok(types::READY, Reason::Reconciled, "a")],
             TenantStatus::default(),
             now(),
         );
@@ -262,7 +302,7 @@ mod tests {
         let second = next_status(
             Some(&first),
             Some(2),
-            vec![Observed::ok(types::READY, reasons::RECONCILED, "b")],
+            vec![Observed::ok(types::READY, Reason::Reconciled, "b")],
             TenantStatus::default(),
             later.clone(),
         );
@@ -271,7 +311,7 @@ mod tests {
         let third = next_status(
             Some(&second),
             Some(2),
-            vec![Observed::failed(types::READY, reasons::PROGRESSING, "c")],
+            vec![Observed::failed(types::READY, Reason::Progressing, "c")],
             TenantStatus::default(),
             later.clone(),
         );

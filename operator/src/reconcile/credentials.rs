@@ -1,0 +1,149 @@
+//! The contents of the tenant's own Secrets: values already in Kubernetes are kept, missing
+//! ones are generated here (never in a builder), so a reconcile that stops anywhere leaves a
+//! password the next one reuses.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use tiqzy_crds::CacheMode;
+
+use super::servers::Servers;
+use crate::build::{CACHE_SECRET, DATABASE_SECRET, SIGNING_SECRET};
+use crate::context::Context;
+use crate::external::postgres::{PostgresServer, TenantDatabase};
+use crate::external::redis::{RedisServer, TenantCache};
+use crate::tenant::TenantSecrets;
+
+/// The storefront's ticket-signing key variable.
+pub const SIGNING_KEY: &str = "TIQZY_TICKET_SIGNING_KEY";
+
+/// The signing, database and cache Secrets of `tenant` in `namespace`, as they are or new.
+pub async fn tenant_secrets(
+    ctx: &Context,
+    tenant: &str,
+    namespace: &str,
+    cache: CacheMode,
+    servers: &Servers,
+) -> Result<TenantSecrets, kube::Error> {
+    let signing = existing(ctx, namespace, SIGNING_SECRET)
+        .await?
+        .filter(|s| s.contains_key(SIGNING_KEY))
+        .unwrap_or_else(new_signing_secret);
+    let database = match &servers.postgres {
+        Some(Ok(server)) => {
+            let existing = existing(ctx, namespace, DATABASE_SECRET).await?;
+            database_secret(server, tenant, existing.as_ref())
+        }
+        _ => None,
+    };
+    let cache = match &servers.redis {
+        Some(Ok(server)) if cache == CacheMode::Shared => {
+            let existing = existing(ctx, namespace, CACHE_SECRET).await?;
+            cache_secret(server, tenant, existing.as_ref())
+        }
+        _ => None,
+    };
+    Ok(TenantSecrets {
+        signing,
+        database,
+        cache,
+        payments: None,
+        tls: None,
+    })
+}
+
+/// Existing values of a Secret the operator wrote in the tenant's namespace. A cache miss
+/// is confirmed with the API server: a Secret that is only late in the cache must never be
+/// taken for missing and get new credentials.
+async fn existing(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, kube::Error> {
+    if let Some(data) = ctx.caches.secret_data(namespace, name) {
+        return Ok(Some(data));
+    }
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await?;
+    Ok(secret.as_ref().map(crate::cache::text_data))
+}
+
+/// Database Secret contents: the existing password when there is one, else a new one.
+pub fn database_secret(
+    server: &PostgresServer,
+    tenant: &str,
+    existing: Option<&BTreeMap<String, String>>,
+) -> Option<BTreeMap<String, String>> {
+    let password = existing
+        .and_then(|e| e.get("PGPASSWORD").cloned())
+        .unwrap_or_else(|| random_password(40));
+    let db = TenantDatabase::new(server, tenant, &password).ok()?;
+    Some(BTreeMap::from([
+        ("DATABASE_URL".to_owned(), db.url()),
+        ("PGHOST".to_owned(), db.host.clone()),
+        ("PGPORT".to_owned(), db.port.to_string()),
+        ("PGDATABASE".to_owned(), db.dbname.clone()),
+        ("PGUSER".to_owned(), db.user.clone()),
+        ("PGPASSWORD".to_owned(), db.password.clone()),
+        ("PGSSLMODE".to_owned(), db.sslmode.clone()),
+    ]))
+}
+
+/// Cache Secret contents, likewise.
+pub fn cache_secret(
+    server: &RedisServer,
+    tenant: &str,
+    existing: Option<&BTreeMap<String, String>>,
+) -> Option<BTreeMap<String, String>> {
+    let password = existing
+        .and_then(|e| e.get("REDIS_PASSWORD").cloned())
+        .unwrap_or_else(|| random_password(40));
+    let cache = TenantCache::new(server, tenant, &password).ok()?;
+    Some(BTreeMap::from([
+        ("REDIS_URL".to_owned(), cache.url()),
+        ("REDIS_PASSWORD".to_owned(), cache.password.clone()),
+        (
+            "TIQZY_CACHE_KEY_PREFIX".to_owned(),
+            cache.key_prefix.clone(),
+        ),
+    ]))
+}
+
+/// A new ticket-signing Secret: 64 random alphanumerics, which the runtime reads as base64
+/// (48 bytes of key).
+pub fn new_signing_secret() -> BTreeMap<String, String> {
+    BTreeMap::from([(SIGNING_KEY.to_owned(), random_password(64))])
+}
+
+/// A password of `len` characters from the OS's random source.
+fn random_password(len: usize) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_existing_password_is_kept() {
+        let server = PostgresServer {
+            host: "db".into(),
+            port: 5432,
+            admin_user: "admin".into(),
+            admin_password: "x".into(),
+            admin_database: "postgres".into(),
+            ssl_mode: "require".into(),
+        };
+        let first = database_secret(&server, "acme", None).expect("secret");
+        assert!(first["PGPASSWORD"].len() >= 32);
+        let again = database_secret(&server, "acme", Some(&first)).expect("secret");
+        assert_eq!(first, again);
+        assert_eq!(again["PGDATABASE"], "tiqzy_acme");
+        let signing = new_signing_secret();
+        assert_eq!(signing[SIGNING_KEY].len(), 64);
+        assert_ne!(signing, new_signing_secret(), "each tenant its own key");
+    }
+}

@@ -1,0 +1,115 @@
+//! Telling users what happened: the Tenant's status (written only when it changes) and
+//! Kubernetes Events, all published through [`publish`].
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use tiqzy_crds::conditions::{Reason, types};
+use tiqzy_crds::{Tenant, TenantPhase, TenantStatus};
+
+use super::status::{self, Observed};
+use crate::apply::FIELD_MANAGER;
+use crate::context::Context;
+use crate::error::Error;
+
+/// Publishes `event` on `reference`. An Event that cannot be written is logged, never fatal.
+pub async fn publish(ctx: &Context, reference: &ObjectReference, event: Event) {
+    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+        tracing::warn!(error = %e, reason = %event.reason, "could not publish an Event");
+    }
+}
+
+/// An Event for `action` with `reason` and `note`.
+pub fn event(type_: EventType, reason: &str, note: String, action: &str) -> Event {
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    }
+}
+
+/// Writes the status when it differs from the stored one, and an Event per transition.
+pub async fn write_status(
+    tenant: &Tenant,
+    ctx: &Context,
+    observed: Vec<Observed>,
+    phase: TenantPhase,
+    mut base: TenantStatus,
+) -> Result<(), Error> {
+    base.phase = Some(phase);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let previous = tenant.status.as_ref();
+    let next = status::next_status(previous, tenant.metadata.generation, observed, base, now);
+    if previous == Some(&next) {
+        return Ok(());
+    }
+    let reference = tenant.object_ref(&());
+    for condition in status::transitions(previous, &next) {
+        let type_ = if condition.status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        let note = format!(
+            "{} is {}: {}",
+            condition.type_, condition.status, condition.message
+        );
+        publish(
+            ctx,
+            &reference,
+            event(type_, &condition.reason, note, "Reconcile"),
+        )
+        .await;
+    }
+    let patch =
+        serde_json::json!({ "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant", "status": next });
+    Api::<Tenant>::all(ctx.client.clone())
+        .patch_status(
+            &tenant.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.metrics.writes.inc();
+    Ok(())
+}
+
+/// The status of a tenant stopped before anything was applied: `Ready=False` with `reason`.
+pub async fn stopped(
+    tenant: &Tenant,
+    ctx: &Context,
+    reason: Reason,
+    message: String,
+    phase: TenantPhase,
+    base: TenantStatus,
+) -> Result<(), Error> {
+    let observed = vec![Observed::failed(types::READY, reason, message)];
+    write_status(tenant, ctx, observed, phase, base).await
+}
+
+/// A Tenant that does not deserialize: a Warning Event on it, nothing else.
+pub async fn malformed(ctx: &Context, invalid: &DeserializeGuard<Tenant>) {
+    let Err(invalid) = &invalid.0 else { return };
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    tracing::warn!(tenant = %name, error = %invalid.error, "Tenant cannot be read; skipping it");
+    ctx.metrics.error("MalformedTenant");
+    let reference = ObjectReference {
+        api_version: Some(format!("{}/{}", tiqzy_crds::GROUP, tiqzy_crds::VERSION)),
+        kind: Some("Tenant".to_owned()),
+        name: Some(name),
+        uid: invalid.metadata.uid.clone(),
+        ..ObjectReference::default()
+    };
+    let note = format!("the operator cannot read this Tenant: {}", invalid.error);
+    publish(
+        ctx,
+        &reference,
+        event(EventType::Warning, "MalformedTenant", note, "Reconcile"),
+    )
+    .await;
+}
