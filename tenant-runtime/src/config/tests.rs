@@ -1,3 +1,5 @@
+//! The configuration rules, each tried with one variable changed from a valid environment.
+
 use std::collections::HashMap;
 
 use secrecy::ExposeSecret;

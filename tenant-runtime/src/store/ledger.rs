@@ -15,7 +15,7 @@ use crate::error::{AppError, AppResult};
 mod reported;
 mod requests;
 
-pub use reported::{ParkedEvent, charge_refunded, dispute_created, park, unpark};
+pub use reported::{ParkedEvent, Reported, book_reported, park, unpark};
 pub use requests::{Requested, attempted, next_requested, settle};
 
 type Tx<'a> = Transaction<'a, Postgres>;

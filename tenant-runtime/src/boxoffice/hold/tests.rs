@@ -1,3 +1,5 @@
+//! Pricing a basket from a hold and the event's current ticket types.
+
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::error::AppResult;
 use crate::payments::{Applied, VerifiedPayment, apply_payment};
 use crate::state::AppState;
-use crate::store::ledger::{self, ParkedEvent};
+use crate::store::ledger::{self, ParkedEvent, Reported};
 use crate::store::payments::{self as store, AccountStatus};
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
@@ -59,6 +59,7 @@ async fn our_order(tx: &mut Tx<'_>, id: Option<Uuid>) -> AppResult<Option<Uuid>>
     )
 }
 
+/// Mailing the tickets and settling with Stripe wait until the transaction has committed.
 async fn paid(
     state: &AppState,
     tx: &mut Tx<'_>,
@@ -149,7 +150,12 @@ pub(super) async fn charge_refunded(
     event_id: &str,
     charge: &Charge,
 ) -> AppResult<Effect> {
-    book_or_park(tx, event_id, Reported::refund(charge)).await
+    let reported = Reported::Refund {
+        charge_id: charge.id.as_str(),
+        amount_refunded: charge.amount_refunded,
+    };
+    let intent = charge.payment_intent.as_ref().map(|p| p.id().to_string());
+    book_or_park(tx, event_id, intent, reported).await
 }
 
 /// `charge.dispute.created`: the buyer's bank disputes a charge.
@@ -158,38 +164,12 @@ pub(super) async fn dispute_created(
     event_id: &str,
     dispute: &Dispute,
 ) -> AppResult<Effect> {
-    book_or_park(tx, event_id, Reported::dispute(dispute)).await
-}
-
-/// Money Stripe reports moving back on a payment.
-struct Reported<'a> {
-    /// `charge_refunded` or `dispute_created`, as the ledger parks it.
-    kind: &'static str,
-    payment_intent: Option<String>,
-    amount_minor: i64,
-    /// The charge or dispute id.
-    stripe_ref: &'a str,
-}
-
-impl<'a> Reported<'a> {
-    /// A charge reports its refunded total, not the latest refund.
-    fn refund(charge: &'a Charge) -> Self {
-        Self {
-            kind: "charge_refunded",
-            payment_intent: charge.payment_intent.as_ref().map(|p| p.id().to_string()),
-            amount_minor: charge.amount_refunded,
-            stripe_ref: charge.id.as_str(),
-        }
-    }
-
-    fn dispute(dispute: &'a Dispute) -> Self {
-        Self {
-            kind: "dispute_created",
-            payment_intent: dispute.payment_intent.as_ref().map(|p| p.id().to_string()),
-            amount_minor: dispute.amount,
-            stripe_ref: dispute.id.as_str(),
-        }
-    }
+    let reported = Reported::Dispute {
+        dispute_id: dispute.id.as_str(),
+        amount: dispute.amount,
+    };
+    let intent = dispute.payment_intent.as_ref().map(|p| p.id().to_string());
+    book_or_park(tx, event_id, intent, reported).await
 }
 
 /// Booked against the order the payment intent paid for; when that payment is not booked
@@ -197,26 +177,22 @@ impl<'a> Reported<'a> {
 async fn book_or_park(
     tx: &mut Tx<'_>,
     event_id: &str,
+    payment_intent: Option<String>,
     reported: Reported<'_>,
 ) -> AppResult<Effect> {
-    let Some(payment_intent) = &reported.payment_intent else {
+    let Some(payment_intent) = payment_intent else {
         return Ok(Effect::Ignored);
     };
-    let Some(order) = store::order_of_payment_intent(tx, payment_intent).await? else {
-        let parked = ParkedEvent {
-            event_id,
-            payment_intent,
-            kind: reported.kind,
-            amount_minor: reported.amount_minor,
-            stripe_ref: reported.stripe_ref,
-        };
-        ledger::park(tx, &parked).await?;
-        return Ok(Effect::Applied);
-    };
-    let (amount, stripe_ref) = (reported.amount_minor, reported.stripe_ref);
-    match reported.kind {
-        "charge_refunded" => ledger::charge_refunded(tx, &order, amount, stripe_ref).await?,
-        _ => ledger::dispute_created(tx, &order, stripe_ref, amount).await?,
+    match store::order_of_payment_intent(tx, &payment_intent).await? {
+        Some(order) => ledger::book_reported(tx, &order, &reported).await?,
+        None => {
+            let parked = ParkedEvent {
+                event_id,
+                payment_intent: &payment_intent,
+                reported,
+            };
+            ledger::park(tx, &parked).await?;
+        }
     }
     Ok(Effect::Applied)
 }

@@ -6,9 +6,71 @@ use crate::error::AppResult;
 use crate::store::money;
 use crate::store::payments::{PayableOrder, order_of_payment_intent};
 
+/// Money Stripe reports moving back on a payment, whoever moved it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported<'a> {
+    /// A charge's refunded total so far, not the latest refund alone.
+    Refund {
+        charge_id: &'a str,
+        amount_refunded: i64,
+    },
+    /// The buyer's bank disputes a charge.
+    Dispute { dispute_id: &'a str, amount: i64 },
+}
+
+impl<'a> Reported<'a> {
+    /// The `parked_stripe_events.kind` it is parked as.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Refund { .. } => "charge_refunded",
+            Self::Dispute { .. } => "dispute_created",
+        }
+    }
+
+    fn parts(&self) -> (i64, &'a str) {
+        match *self {
+            Self::Refund {
+                charge_id,
+                amount_refunded,
+            } => (amount_refunded, charge_id),
+            Self::Dispute { dispute_id, amount } => (amount, dispute_id),
+        }
+    }
+
+    fn unparked(kind: &str, amount_minor: i64, stripe_ref: &'a str) -> Self {
+        match kind {
+            "charge_refunded" => Self::Refund {
+                charge_id: stripe_ref,
+                amount_refunded: amount_minor,
+            },
+            _ => Self::Dispute {
+                dispute_id: stripe_ref,
+                amount: amount_minor,
+            },
+        }
+    }
+}
+
+/// Books what Stripe reported against the order its payment paid for.
+pub async fn book_reported(
+    tx: &mut Tx<'_>,
+    order: &PayableOrder,
+    reported: &Reported<'_>,
+) -> AppResult<()> {
+    match *reported {
+        Reported::Refund {
+            charge_id,
+            amount_refunded,
+        } => charge_refunded(tx, order, amount_refunded, charge_id).await,
+        Reported::Dispute { dispute_id, amount } => {
+            dispute_created(tx, order, dispute_id, amount).await
+        }
+    }
+}
+
 /// Stripe reports a charge's refunded total; what we did not ask for ourselves (a refund
 /// from the Stripe dashboard) is booked now. Repeating it changes nothing.
-pub async fn charge_refunded(
+async fn charge_refunded(
     tx: &mut Tx<'_>,
     order: &PayableOrder,
     amount_refunded: i64,
@@ -46,7 +108,7 @@ pub async fn charge_refunded(
     Ok(())
 }
 
-pub async fn dispute_created(
+async fn dispute_created(
     tx: &mut Tx<'_>,
     order: &PayableOrder,
     dispute_id: &str,
@@ -81,23 +143,20 @@ pub async fn dispute_created(
 pub struct ParkedEvent<'a> {
     pub event_id: &'a str,
     pub payment_intent: &'a str,
-    /// `charge_refunded` or `dispute_created`: what [`unpark`] books it as.
-    pub kind: &'a str,
-    pub amount_minor: i64,
-    /// The charge or dispute id.
-    pub stripe_ref: &'a str,
+    pub reported: Reported<'a>,
 }
 
 /// Keeps a refund or dispute until its payment is booked.
 pub async fn park(tx: &mut Tx<'_>, parked: &ParkedEvent<'_>) -> AppResult<()> {
+    let (amount_minor, stripe_ref) = parked.reported.parts();
     sqlx::query!(
         "INSERT INTO parked_stripe_events (event_id, payment_intent, kind, amount_minor, stripe_ref)
          VALUES ($1, $2, $3, $4, $5)",
         parked.event_id,
         parked.payment_intent,
-        parked.kind,
-        parked.amount_minor,
-        parked.stripe_ref,
+        parked.reported.kind(),
+        amount_minor,
+        stripe_ref,
     )
     .execute(&mut **tx)
     .await?;
@@ -119,10 +178,8 @@ pub async fn unpark(tx: &mut Tx<'_>, payment_intent: &str) -> AppResult<()> {
         let Some(order) = order_of_payment_intent(tx, payment_intent).await? else {
             return Ok(());
         };
-        match p.kind.as_str() {
-            "charge_refunded" => charge_refunded(tx, &order, p.amount_minor, &p.stripe_ref).await?,
-            _ => dispute_created(tx, &order, &p.stripe_ref, p.amount_minor).await?,
-        }
+        let reported = Reported::unparked(&p.kind, p.amount_minor, &p.stripe_ref);
+        book_reported(tx, &order, &reported).await?;
     }
     Ok(())
 }
