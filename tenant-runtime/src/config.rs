@@ -5,12 +5,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
+use secrecy::{SecretSlice, SecretString};
 
 use crate::domain::{Currency, PriceCap};
 use crate::locale::Locale;
 
-/// Everything one tenant's runtime needs to know, validated.
-#[derive(Clone)]
+/// Everything one tenant's runtime needs to know, validated. Secrets are kept in `secrecy`
+/// wrappers, so printing a `Config` never prints them and using one is a visible
+/// `expose_secret()`.
+#[derive(Debug, Clone)]
 pub struct Config {
     pub tenant: String,
     pub branding: Branding,
@@ -22,12 +25,14 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Where `/metrics` is served: a port of its own, never reachable through the Route.
     pub metrics_addr: SocketAddr,
-    pub database_url: String,
-    pub redis_url: Option<String>,
+    /// Carries the tenant role's password.
+    pub database_url: SecretString,
+    /// Carries the tenant's Redis user's password.
+    pub redis_url: Option<SecretString>,
     pub cache_key_prefix: String,
     /// Staff sign-in for the admin API; without it the admin API is closed.
     pub oauth: Option<OAuth>,
-    pub ticket_signing_key: Vec<u8>,
+    pub ticket_signing_key: SecretSlice<u8>,
     /// Most connections this replica opens; the operator divides the tenant role's connection
     /// limit between the replicas the autoscaler and a rollout may run at once.
     pub db_max_connections: u32,
@@ -37,21 +42,6 @@ pub struct Config {
     /// Holds one client may create per minute.
     pub hold_rate_limit: u32,
     pub stripe: StripeConfig,
-}
-
-/// Written by hand so the signing key and the database password never reach a log line.
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("tenant", &self.tenant)
-            .field("currency", &self.currency)
-            .field("locale", &self.locale)
-            .field("listen_addr", &self.listen_addr)
-            .field("metrics_addr", &self.metrics_addr)
-            .field("cache", &self.redis_url.is_some())
-            .field("oauth_issuer", &self.oauth.as_ref().map(|o| &o.issuer))
-            .finish_non_exhaustive()
-    }
 }
 
 /// The tenant's look on every storefront page.
@@ -74,29 +64,16 @@ pub struct ResalePolicy {
 
 /// How this tenant takes money. Without a secret key the storefront cannot take payments;
 /// without a connected account it cannot sell its own tickets (resale may still work).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StripeConfig {
-    pub secret_key: Option<String>,
+    pub secret_key: Option<SecretString>,
     /// Every secret a webhook signature may be made with: more than one while rotating.
-    pub webhook_secrets: Vec<String>,
+    pub webhook_secrets: Vec<SecretString>,
     pub api_base: String,
     /// The tenant's connected account, which primary sales pay into.
     pub connected_account: Option<String>,
     /// The platform's share of a primary sale, in basis points.
     pub application_fee_bps: u32,
-}
-
-/// Written by hand: the key and the webhook secrets never reach a log line.
-impl std::fmt::Debug for StripeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StripeConfig")
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
-            .field("webhook_secrets", &self.webhook_secrets.len())
-            .field("api_base", &self.api_base)
-            .field("connected_account", &self.connected_account)
-            .field("application_fee_bps", &self.application_fee_bps)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -176,14 +153,14 @@ impl Config {
                     problem: "not a socket address like 0.0.0.0:9090".to_owned(),
                 })?,
             },
-            database_url: env.required("DATABASE_URL")?,
-            redis_url: env.optional("REDIS_URL"),
+            database_url: env.required("DATABASE_URL")?.into(),
+            redis_url: env.optional("REDIS_URL").map(SecretString::from),
             // Written by the operator with the Redis user; without Redis it names nothing.
             cache_key_prefix: env
                 .optional("TIQZY_CACHE_KEY_PREFIX")
                 .unwrap_or_else(|| format!("t:{tenant}:")),
             oauth: OAuth::from_vars(&env)?,
-            ticket_signing_key: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_key)?,
+            ticket_signing_key: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_key)?.into(),
             db_max_connections: env.whole_number_in("TIQZY_DB_MAX_CONNECTIONS", 10, 1..=500)?,
             db_acquire_timeout: Duration::from_millis(env.whole_number_in(
                 "TIQZY_DB_ACQUIRE_TIMEOUT_MS",
@@ -222,7 +199,7 @@ impl StripeConfig {
                 let valid = (key.starts_with("sk_") || key.starts_with("rk_"))
                     && key.len() > 8
                     && key.bytes().all(|b| b.is_ascii_graphic());
-                valid.then_some(key).ok_or(ConfigError {
+                valid.then(|| key.into()).ok_or(ConfigError {
                     name: "STRIPE_SECRET_KEY",
                     problem: "must be a Stripe secret or restricted key (sk_... or rk_...)"
                         .to_owned(),
@@ -237,7 +214,7 @@ impl StripeConfig {
                 .filter(|s| !s.is_empty())
                 .map(|s| {
                     (s.starts_with("whsec_") && s.len() > 8)
-                        .then(|| s.to_owned())
+                        .then(|| SecretString::from(s))
                         .ok_or(ConfigError {
                             name: "STRIPE_WEBHOOK_SECRETS",
                             problem: "must be a comma-separated list of whsec_... secrets"

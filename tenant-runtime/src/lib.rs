@@ -2,6 +2,7 @@
 //! (optionally) Redis.
 
 pub mod auth;
+pub mod boxoffice;
 pub mod cache;
 pub mod config;
 pub mod db;

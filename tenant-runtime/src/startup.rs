@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -35,7 +36,7 @@ impl Application {
 
     pub async fn build_with(config: Config, mailer: Arc<dyn Mailer>) -> anyhow::Result<Self> {
         let db = db::connect(
-            &config.database_url,
+            config.database_url.expose_secret(),
             config.db_max_connections,
             config.db_acquire_timeout,
         )
@@ -49,7 +50,7 @@ impl Application {
         )?);
         let state = AppState {
             cache: Arc::new(Cache::new(
-                config.redis_url.as_deref(),
+                config.redis_url.as_ref().map(ExposeSecret::expose_secret),
                 &config.cache_key_prefix,
             )?),
             auth: match &config.oauth {

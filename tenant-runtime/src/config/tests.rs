@@ -1,4 +1,8 @@
+//! The configuration rules, each tried with one variable changed from a valid environment.
+
 use std::collections::HashMap;
+
+use secrecy::ExposeSecret;
 
 use super::*;
 
@@ -15,7 +19,7 @@ fn valid() -> HashMap<String, String> {
         ("TIQZY_RESALE_PRICE_CAP_PERCENT", "120"),
         ("TIQZY_RESALE_SELLER_FEE_BPS", "500"),
         ("TIQZY_PUBLIC_URL", "https://acme.example/"),
-        ("DATABASE_URL", "postgres://acme:secret@db/acme"),
+        ("DATABASE_URL", "postgres://acme:pg-password-1f2e@db/acme"),
         ("TIQZY_CACHE_KEY_PREFIX", "t:acme:"),
         ("TIQZY_OAUTH_ISSUER", "https://login.example/acme/"),
         ("TIQZY_OAUTH_AUDIENCE", "tiqzy-acme"),
@@ -50,7 +54,7 @@ fn a_complete_environment_parses_with_defaults() {
     assert_eq!(oauth.permission_prefix, "");
     assert_eq!(config.resale.price_cap.percent(), 120);
     assert!(config.redis_url.is_none());
-    assert_eq!(config.ticket_signing_key.len(), 32);
+    assert_eq!(config.ticket_signing_key.expose_secret().len(), 32);
     assert_eq!(config.db_max_connections, 10);
     assert_eq!(config.db_acquire_timeout, Duration::from_secs(5));
 }
@@ -116,9 +120,38 @@ fn the_signing_key_never_appears_in_errors_or_debug_output() {
     let config = Config::from_vars(&valid()).expect("valid");
     let debug = format!("{config:?}");
     assert!(
-        !debug.contains(&"ab".repeat(32)) && !debug.contains("secret"),
+        !debug.contains(&"ab".repeat(32)) && !debug.contains("pg-password-1f2e"),
         "{debug}"
     );
+}
+
+#[test]
+fn no_secret_appears_in_the_debug_output_of_a_full_configuration() {
+    let mut vars = valid();
+    for (k, v) in [
+        ("REDIS_URL", "redis://t-acme:redis-password-9c8d@redis:6379"),
+        ("STRIPE_SECRET_KEY", "sk_test_stripe-key-7a6b"),
+        (
+            "STRIPE_WEBHOOK_SECRETS",
+            "whsec_hook-one-5e4f,whsec_hook-two-3c2d",
+        ),
+    ] {
+        vars.insert(k.to_owned(), v.to_owned());
+    }
+    let config = Config::from_vars(&vars).expect("valid");
+    let debug = format!("{config:?}");
+    for secret in [
+        "ab".repeat(32),
+        "pg-password-1f2e".to_owned(),
+        "redis-password-9c8d".to_owned(),
+        "stripe-key-7a6b".to_owned(),
+        "hook-one-5e4f".to_owned(),
+        "hook-two-3c2d".to_owned(),
+    ] {
+        assert!(!debug.contains(&secret), "{secret} in {debug}");
+    }
+    // What is not secret is still there to help whoever reads the log.
+    assert!(debug.contains("acme.example"), "{debug}");
 }
 
 #[test]
@@ -139,7 +172,12 @@ fn stripe_settings_parse_with_defaults_and_several_webhook_secrets() {
         vars.insert(k.to_owned(), v.to_owned());
     }
     let stripe = Config::from_vars(&vars).expect("valid").stripe;
-    assert_eq!(stripe.webhook_secrets, ["whsec_new1234", "whsec_old5678"]);
+    let webhook_secrets: Vec<&str> = stripe
+        .webhook_secrets
+        .iter()
+        .map(ExposeSecret::expose_secret)
+        .collect();
+    assert_eq!(webhook_secrets, ["whsec_new1234", "whsec_old5678"]);
     assert_eq!(stripe.api_base, "http://127.0.0.1:12111");
     assert_eq!(stripe.connected_account.as_deref(), Some("acct_1Tenant"));
     assert_eq!(stripe.application_fee_bps, 250);

@@ -5,6 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretSlice};
 use sha2::Sha256;
 use uuid::Uuid;
 
@@ -26,25 +27,19 @@ pub enum CodeError {
 }
 
 /// Signs and verifies codes with the tenant's key.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct TicketSigner {
-    key: Vec<u8>,
-}
-
-impl std::fmt::Debug for TicketSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TicketSigner(..)")
-    }
+    key: SecretSlice<u8>,
 }
 
 impl TicketSigner {
-    pub fn new(key: Vec<u8>) -> Self {
+    pub fn new(key: SecretSlice<u8>) -> Self {
         Self { key }
     }
 
     fn mac(&self, ticket_id: Uuid, epoch: i32) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose_secret())
             .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
         mac.update(Self::message(ticket_id, epoch).as_bytes());
         mac
@@ -92,7 +87,7 @@ mod tests {
     use super::*;
 
     fn signer(byte: u8) -> TicketSigner {
-        TicketSigner::new(vec![byte; 32])
+        TicketSigner::new(vec![byte; 32].into())
     }
 
     #[test]

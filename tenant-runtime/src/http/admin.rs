@@ -13,15 +13,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::{self, Staff};
+use crate::boxoffice;
 use crate::cache::event_keys;
 use crate::domain::{Money, Slug};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::ApiJson;
 use crate::state::AppState;
 use crate::store::catalog::{self, Event, EventDetails, TicketType, TicketTypeDetails};
-use crate::store::ledger::{self, LedgerEntry};
+use crate::store::ledger::{self, LedgerEntry, LedgerOf};
 use crate::store::sales::{self, SalesLine};
-use crate::store::tickets::{self, CheckIn};
+use crate::store::tickets::CheckIn;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -238,11 +239,11 @@ pub async fn sales_summary(
     State(state): State<AppState>,
     Path(slug): Path<String>,
 ) -> AppResult<Json<SalesSummary>> {
-    let page = crate::http::api::catalog::event_page(&state, &slug).await?;
-    let orders = sales::sales_lines(&state.db, page.event.id).await?;
+    let view = boxoffice::catalog::event_view(&state, &slug).await?;
+    let orders = sales::sales_lines(&state.db, view.event.id).await?;
     Ok(Json(SalesSummary {
-        event: page.event,
-        ticket_types: page.ticket_types,
+        event: view.event,
+        ticket_types: view.ticket_types,
         orders,
     }))
 }
@@ -304,11 +305,7 @@ pub async fn check_in(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CheckInRequest>,
 ) -> AppResult<Json<CheckIn>> {
-    let code = state
-        .signer
-        .verify(&req.code)
-        .map_err(|e| AppError::invalid(e.to_string()))?;
-    Ok(Json(tickets::check_in(&state.db, code).await?))
+    Ok(Json(boxoffice::door::check_in(&state, &req.code).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -350,7 +347,7 @@ pub async fn order_ledger(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> AppResult<Json<Vec<LedgerEntry>>> {
-    Ok(Json(ledger::ledger(&state.db, Some(id), None).await?))
+    Ok(Json(ledger::ledger(&state.db, LedgerOf::Order(id)).await?))
 }
 
 /// Where the money of every order of one resale listing went.
@@ -362,5 +359,7 @@ pub async fn listing_ledger(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> AppResult<Json<Vec<LedgerEntry>>> {
-    Ok(Json(ledger::ledger(&state.db, None, Some(id)).await?))
+    Ok(Json(
+        ledger::ledger(&state.db, LedgerOf::Listing(id)).await?,
+    ))
 }

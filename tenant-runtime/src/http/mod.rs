@@ -75,6 +75,20 @@ where
     }
 }
 
+/// The query of an order link the buyer follows back from Stripe Checkout.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct ReturnFromCheckout {
+    /// `done` when the buyer comes back from Stripe Checkout: the payment is then read back
+    /// from Stripe (the redirect itself proves nothing).
+    pub checkout: Option<String>,
+}
+
+impl ReturnFromCheckout {
+    pub fn from_checkout(&self) -> bool {
+        self.checkout.as_deref() == Some("done")
+    }
+}
+
 /// Who is asking, for rate limits: the first `X-Forwarded-For` hop set by the router in
 /// front of us, else the peer address.
 #[derive(Debug, Clone)]

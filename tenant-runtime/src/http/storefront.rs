@@ -1,11 +1,14 @@
 //! The server-rendered, white-labelled storefront: browse, hold, check out, see tickets,
 //! resell. Forms post and redirect, so every page works without JavaScript.
 
-mod pages;
+mod browse;
+mod checkout;
 mod render;
+mod resale;
 
 use axum::Router;
 use axum::routing::{get, post};
+use serde::Deserialize;
 
 use crate::state::AppState;
 
@@ -13,19 +16,25 @@ pub use render::environment as pages;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(pages::events))
-        .route("/events/{slug}", get(pages::event))
-        .route("/events/{slug}/holds", post(pages::hold))
+        .route("/", get(browse::events))
+        .route("/events/{slug}", get(browse::event))
+        .route("/events/{slug}/holds", post(checkout::hold))
         .route(
             "/checkout/{hold_id}",
-            get(pages::checkout).post(pages::order),
+            get(checkout::checkout).post(checkout::order),
         )
-        .route("/orders/{token}", get(pages::order_page))
-        .route("/orders/{token}/pay", post(pages::pay))
-        .route("/tickets/{token}/payouts", post(pages::payouts))
-        .route("/tickets/{token}", get(pages::ticket))
-        .route("/tickets/{token}/sell", post(pages::sell))
-        .route("/tickets/{token}/withdraw", post(pages::withdraw))
-        .route("/resale", get(pages::market))
-        .route("/resale/{listing_id}", post(pages::buy_listing))
+        .route("/orders/{token}", get(checkout::order_page))
+        .route("/orders/{token}/pay", post(checkout::pay))
+        .route("/tickets/{token}/payouts", post(resale::payouts))
+        .route("/tickets/{token}", get(resale::ticket))
+        .route("/tickets/{token}/sell", post(resale::sell))
+        .route("/tickets/{token}/withdraw", post(resale::withdraw))
+        .route("/resale", get(resale::market))
+        .route("/resale/{listing_id}", post(resale::buy_listing))
+}
+
+/// The buyer's address, from the checkout and the resale market's purchase forms.
+#[derive(Debug, Deserialize)]
+pub struct EmailForm {
+    email: String,
 }

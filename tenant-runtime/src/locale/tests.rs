@@ -1,3 +1,5 @@
+//! How each locale writes amounts and dates, at the edges too.
+
 use chrono::TimeZone;
 
 use super::*;

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::gateway::{CheckoutRequest, CheckoutSplit, StripeFailure};
-use super::{after_commit, application_fee, apply_payment, transfer_group};
+use super::{VerifiedPayment, after_commit, application_fee, apply_payment, transfer_group};
 use crate::domain::{OrderKind, Split};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -105,14 +105,13 @@ pub async fn start_checkout(state: &AppState, order_token: &str) -> AppResult<Ch
         .create_checkout_session(&request)
         .await
         .map_err(|failure| unavailable(&failure, target.reserved_until))?;
-    store::attach_checkout(
-        &state.db,
-        target.order_id,
-        &session.id,
-        &session.url,
+    let opened = store::OpenedCheckout {
+        order_id: target.order_id,
+        session_id: &session.id,
+        url: &session.url,
         expires_at,
-    )
-    .await?;
+    };
+    store::attach_checkout(&state.db, &opened).await?;
     Ok(Checkout {
         checkout_url: session.url,
         session_id: session.id,
@@ -175,9 +174,14 @@ pub async fn confirm_from_stripe(state: &AppState, order_token: &str) -> AppResu
     ) else {
         return Ok(());
     };
+    let payment = VerifiedPayment {
+        order_id: target.order_id,
+        payment_intent: &intent,
+        amount_minor: amount,
+        currency: &currency,
+    };
     let mut tx = state.db.begin().await?;
-    let applied =
-        apply_payment(state, &mut tx, target.order_id, &intent, amount, &currency).await?;
+    let applied = apply_payment(state, &mut tx, &payment).await?;
     tx.commit().await?;
     after_commit(state, target.order_id, applied).await;
     Ok(())

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
@@ -129,7 +130,7 @@ impl Gateway {
         let client = match &config.secret_key {
             None => None,
             Some(key) => Some(
-                ClientBuilder::new(key.as_str())
+                ClientBuilder::new(key.expose_secret())
                     .url(format!("{}/", config.api_base))
                     .timeout(TIMEOUT)
                     .build()

@@ -1,6 +1,6 @@
-//! Where orders start and where payment lands: Stripe Checkout for the buyer, verified
-//! webhooks (or a verified read-back) for the result, and the ledger's requested refunds,
-//! payouts and reversals sent to Stripe after the transaction that decided them.
+//! Where payment lands: Stripe Checkout for the buyer, verified webhooks (or a verified
+//! read-back) for the result, and the ledger's requested refunds, payouts and reversals sent
+//! to Stripe after the transaction that decided them.
 
 mod checkout;
 pub mod gateway;
@@ -15,33 +15,14 @@ use sha2::Digest;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{BasisPoints, Email};
+use crate::domain::BasisPoints;
 use crate::error::{AppError, AppResult};
 use crate::mail::Mail;
 use crate::state::AppState;
-use crate::store::ledger::{self, LedgerEntry};
-use crate::store::orders::{self, Order, Payment, PaymentOutcome};
+use crate::store::ledger::{self, LedgerEntry, LedgerOf, PaymentBooking, RefundRequest};
+use crate::store::orders::{self, Payment, PaymentOutcome};
 use crate::store::payments as store;
-use crate::store::{listings, tickets};
-
-/// A pending primary order for a live hold; the buyer gets the order link by mail.
-pub async fn open_order(state: &AppState, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
-    let order = orders::create_primary_order(&state.db, hold_id, buyer).await?;
-    send_order_link(state, &order);
-    Ok(order)
-}
-
-/// A pending resale order with the listing reserved for this buyer.
-pub async fn open_resale_order(
-    state: &AppState,
-    listing_id: Uuid,
-    buyer: &Email,
-) -> AppResult<Order> {
-    let order =
-        listings::reserve_listing(&state.db, listing_id, buyer, state.config.hold_ttl).await?;
-    send_order_link(state, &order);
-    Ok(order)
-}
+use crate::store::tickets;
 
 /// Records a confirmed payment and sends the buyer their ticket links. Safe to repeat.
 pub async fn payment_received(
@@ -73,17 +54,6 @@ async fn send_tickets(state: &AppState, order_id: Uuid) -> AppResult<()> {
     Ok(())
 }
 
-fn send_order_link(state: &AppState, order: &Order) {
-    state.mailer.send(Mail {
-        to: order.buyer_email.clone(),
-        subject: format!("Your order at {}", state.config.branding.display_name),
-        body: format!(
-            "Your order: {}/orders/{}\n",
-            state.config.public_url, order.access_token
-        ),
-    });
-}
-
 pub(crate) fn application_fee(state: &AppState) -> BasisPoints {
     BasisPoints::new(state.config.stripe.application_fee_bps)
         .unwrap_or(BasisPoints::new(0).expect("0 bps"))
@@ -109,16 +79,28 @@ pub enum Applied {
     Refunding,
 }
 
-/// A verified payment of `amount` for `order_id`, inside the caller's transaction. An amount
-/// or currency that does not match the order is refused (and nothing changes).
+/// A payment Stripe confirmed, by a verified webhook or a read-back.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedPayment<'a> {
+    pub order_id: Uuid,
+    pub payment_intent: &'a str,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+}
+
+/// Applies a verified payment inside the caller's transaction. An amount or currency that
+/// does not match the order is refused (and nothing changes).
 pub async fn apply_payment(
     state: &AppState,
     tx: &mut Transaction<'_, Postgres>,
-    order_id: Uuid,
-    payment_intent: &str,
-    amount_minor: i64,
-    currency: &str,
+    payment: &VerifiedPayment<'_>,
 ) -> AppResult<Applied> {
+    let VerifiedPayment {
+        order_id,
+        payment_intent,
+        amount_minor,
+        currency,
+    } = *payment;
     let order = orders::find_order(&state.db, order_id)
         .await?
         .ok_or(AppError::not_found("order"))?;
@@ -132,15 +114,14 @@ pub async fn apply_payment(
     Ok(
         match orders::record_payment_in(tx, order_id, payment_intent).await? {
             PaymentOutcome::Recorded { .. } => {
-                ledger::book_payment(
-                    tx,
+                let booking = PaymentBooking {
                     order_id,
                     payment_intent,
-                    state.config.stripe.connected_account.as_deref(),
-                    application_fee(state),
-                    seller_fee(state),
-                )
-                .await?;
+                    tenant_account: state.config.stripe.connected_account.as_deref(),
+                    application_fee: application_fee(state),
+                    seller_fee: seller_fee(state),
+                };
+                ledger::book_payment(tx, &booking).await?;
                 ledger::unpark(tx, payment_intent).await?;
                 Applied::Paid
             }
@@ -186,10 +167,16 @@ pub async fn refund_order(
     reason: &str,
 ) -> AppResult<LedgerEntry> {
     let mut tx = state.db.begin().await?;
-    let entry = ledger::request_refund(&mut tx, order_id, amount_minor, reason, false).await?;
+    let refund = RefundRequest {
+        order_id,
+        amount_minor,
+        note: reason,
+        late: false,
+    };
+    let entry = ledger::request_refund(&mut tx, &refund).await?;
     tx.commit().await?;
     settle_requested(state).await;
-    Ok(ledger::ledger(&state.db, Some(order_id), None)
+    Ok(ledger::ledger(&state.db, LedgerOf::Order(order_id))
         .await?
         .into_iter()
         .find(|e| e.id == entry.id)

@@ -103,15 +103,15 @@ pub async fn close_lapsed_checkouts(state: &AppState) {
     let Ok(open) = store::unclosed_checkouts(&state.db).await else {
         return;
     };
-    for (order_id, session_id) in open {
+    for checkout in open {
         match state
             .stripe
-            .expire_checkout_session(order_id, &session_id)
+            .expire_checkout_session(checkout.order_id, &checkout.session_id)
             .await
         {
             // Refused: Stripe says it is complete or expired already; either way, closed.
             Ok(()) | Err(StripeFailure::Refused { .. }) => {
-                let _ = store::checkout_closed(&state.db, order_id).await;
+                let _ = store::checkout_closed(&state.db, checkout.order_id).await;
             }
             Err(_) => return,
         }

@@ -3,14 +3,15 @@
 //! transaction as the event's effect; a redelivery finds it and changes nothing, and events
 //! arriving out of order either wait for what they need (parked) or find it already done.
 
-use stripe_shared::CheckoutSessionPaymentStatus;
-use stripe_webhook::{Event, EventObject, Webhook, WebhookError};
-use uuid::Uuid;
+mod events;
 
-use super::{Applied, after_commit, apply_payment};
+use secrecy::{ExposeSecret, SecretString};
+use stripe_webhook::{Event, EventObject, Webhook, WebhookError};
+
+use self::events::Effect;
+use super::after_commit;
 use crate::error::AppResult;
 use crate::state::AppState;
-use crate::store::ledger;
 use crate::store::payments as store;
 
 /// Why a delivery was refused; nothing was changed.
@@ -42,13 +43,17 @@ impl Rejection {
 
 /// Checks the signature with each secret in turn. async-stripe accepts a header when any of
 /// its `v1` signatures matches, and rejects timestamps more than 300 s from now.
-pub fn verify(payload: &str, header: Option<&str>, secrets: &[String]) -> Result<Event, Rejection> {
+pub fn verify(
+    payload: &str,
+    header: Option<&str>,
+    secrets: &[SecretString],
+) -> Result<Event, Rejection> {
     if secrets.is_empty() {
         return Err(Rejection::NotConfigured);
     }
     let header = header.ok_or(Rejection::MalformedSignature)?;
     for secret in secrets {
-        match Webhook::construct_event(payload, header, secret) {
+        match Webhook::construct_event(payload, header, secret.expose_secret()) {
             Ok(event) => return Ok(event),
             Err(WebhookError::BadSignature) => continue,
             // The signature matched this secret; the checks after it failed.
@@ -82,175 +87,41 @@ impl Handled {
     }
 }
 
-fn order_id(
-    reference: Option<&str>,
-    metadata: Option<&std::collections::HashMap<String, String>>,
-) -> Option<Uuid> {
-    reference
-        .or_else(|| metadata.and_then(|m| m.get("order_id")).map(String::as_str))
-        .and_then(|id| Uuid::parse_str(id).ok())
-}
-
-async fn is_our_order(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, id: Uuid) -> AppResult<bool> {
-    Ok(
-        sqlx::query_scalar!("SELECT id FROM orders WHERE id = $1", id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .is_some(),
-    )
-}
-
-/// Applies a verified event exactly once.
+/// Applies a verified event exactly once: the event id is recorded in the transaction that
+/// applies it.
 pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
     let mut tx = state.db.begin().await?;
     if !store::record_event(&mut tx, event.id.as_str(), event.type_.as_str()).await? {
         return Ok(Handled::Duplicate);
     }
-    let mut paid: Option<(Uuid, Applied)> = None;
-    let handled = match event.data.object {
+    let id = event.id.as_str();
+    let effect = match &event.data.object {
         EventObject::CheckoutSessionCompleted(session) => {
-            let order = order_id(
-                session.client_reference_id.as_deref(),
-                session.metadata.as_ref(),
-            );
-            let intent = session.payment_intent.as_ref().map(|p| p.id().to_string());
-            match (order, intent, session.amount_total, session.currency) {
-                (Some(order), Some(intent), Some(amount), Some(currency))
-                    if session.payment_status == CheckoutSessionPaymentStatus::Paid
-                        && is_our_order(&mut tx, order).await? =>
-                {
-                    let applied = apply_payment(
-                        state,
-                        &mut tx,
-                        order,
-                        &intent,
-                        amount,
-                        &currency.to_string(),
-                    )
-                    .await?;
-                    paid = Some((order, applied));
-                    Handled::Applied
-                }
-                // Unpaid (a delayed payment method) or not ours: the payment intent's own
-                // event will say when the money arrives.
-                _ => Handled::Ignored,
-            }
-        }
-        EventObject::PaymentIntentSucceeded(intent) => {
-            match order_id(None, Some(&intent.metadata)) {
-                Some(order) if is_our_order(&mut tx, order).await? => {
-                    let applied = apply_payment(
-                        state,
-                        &mut tx,
-                        order,
-                        intent.id.as_str(),
-                        intent.amount_received,
-                        &intent.currency.to_string(),
-                    )
-                    .await?;
-                    paid = Some((order, applied));
-                    Handled::Applied
-                }
-                _ => Handled::Ignored,
-            }
+            events::checkout_completed(state, &mut tx, session).await?
         }
         EventObject::CheckoutSessionExpired(session) => {
-            match order_id(
-                session.client_reference_id.as_deref(),
-                session.metadata.as_ref(),
-            ) {
-                Some(order) if store::checkout_expired(&mut tx, order).await? => Handled::Applied,
-                _ => Handled::Ignored,
-            }
+            events::checkout_expired(&mut tx, session).await?
+        }
+        EventObject::PaymentIntentSucceeded(intent) => {
+            events::payment_succeeded(state, &mut tx, intent).await?
         }
         EventObject::PaymentIntentPaymentFailed(intent) => {
-            let message = intent
-                .last_payment_error
-                .as_ref()
-                .and_then(|e| e.message.clone())
-                .unwrap_or_else(|| "the payment was declined".to_owned());
-            match order_id(None, Some(&intent.metadata)) {
-                Some(order) if is_our_order(&mut tx, order).await? => {
-                    store::payment_failed(&mut tx, order, &message).await?;
-                    Handled::Applied
-                }
-                _ => Handled::Ignored,
-            }
+            events::payment_failed(&mut tx, intent).await?
         }
-        EventObject::ChargeRefunded(charge) => {
-            match charge.payment_intent.as_ref().map(|p| p.id().to_string()) {
-                Some(intent) => match store::order_of_payment_intent(&mut tx, &intent).await? {
-                    Some(order) => {
-                        ledger::charge_refunded(
-                            &mut tx,
-                            &order,
-                            charge.amount_refunded,
-                            charge.id.as_str(),
-                        )
-                        .await?;
-                        Handled::Applied
-                    }
-                    None => {
-                        ledger::park(
-                            &mut tx,
-                            event.id.as_str(),
-                            &intent,
-                            "charge_refunded",
-                            charge.amount_refunded,
-                            charge.id.as_str(),
-                        )
-                        .await?;
-                        Handled::Applied
-                    }
-                },
-                None => Handled::Ignored,
-            }
+        EventObject::ChargeRefunded(charge) => events::charge_refunded(&mut tx, id, charge).await?,
+        EventObject::ChargeDisputeCreated(dispute) => {
+            events::dispute_created(&mut tx, id, dispute).await?
         }
-        EventObject::ChargeDisputeCreated(dispute) => match dispute
-            .payment_intent
-            .as_ref()
-            .map(|p| p.id().to_string())
-        {
-            Some(intent) => match store::order_of_payment_intent(&mut tx, &intent).await? {
-                Some(order) => {
-                    ledger::dispute_created(&mut tx, &order, dispute.id.as_str(), dispute.amount)
-                        .await?;
-                    Handled::Applied
-                }
-                None => {
-                    ledger::park(
-                        &mut tx,
-                        event.id.as_str(),
-                        &intent,
-                        "dispute_created",
-                        dispute.amount,
-                        dispute.id.as_str(),
-                    )
-                    .await?;
-                    Handled::Applied
-                }
-            },
-            None => Handled::Ignored,
-        },
-        EventObject::AccountUpdated(account) => {
-            let known = store::account_updated(
-                &mut tx,
-                account.id.as_str(),
-                account.details_submitted.unwrap_or(false),
-                account.payouts_enabled.unwrap_or(false),
-            )
-            .await?;
-            if known {
-                Handled::Applied
-            } else {
-                Handled::Ignored
-            }
-        }
-        _ => Handled::Ignored,
+        EventObject::AccountUpdated(account) => events::account_updated(&mut tx, account).await?,
+        _ => Effect::Ignored,
     };
     tx.commit().await?;
-    if let Some((order, applied)) = paid {
-        after_commit(state, order, applied).await;
-    }
-    Ok(handled)
+    Ok(match effect {
+        Effect::Ignored => Handled::Ignored,
+        Effect::Applied => Handled::Applied,
+        Effect::Paid { order, applied } => {
+            after_commit(state, order, applied).await;
+            Handled::Applied
+        }
+    })
 }

@@ -36,6 +36,13 @@ pub struct HoldItem {
     pub quantity: i32,
 }
 
+/// One ticket type of a hold request, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldLine {
+    pub ticket_type_id: Uuid,
+    pub quantity: Quantity,
+}
+
 impl Hold {
     /// Tickets held, over every ticket type.
     pub fn tickets(&self) -> i32 {
@@ -44,13 +51,13 @@ impl Hold {
 }
 
 /// Reserves every requested ticket type, or none and says precisely why not.
-pub async fn place_hold(db: &PgPool, items: &[(Uuid, Quantity)], ttl: Duration) -> AppResult<Hold> {
+pub async fn place_hold(db: &PgPool, items: &[HoldLine], ttl: Duration) -> AppResult<Hold> {
     if items.is_empty() || items.len() > MAX_ITEMS {
         return Err(AppError::invalid(format!(
             "a hold covers between 1 and {MAX_ITEMS} ticket types"
         )));
     }
-    let distinct: HashSet<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    let distinct: HashSet<Uuid> = items.iter().map(|i| i.ticket_type_id).collect();
     if distinct.len() != items.len() {
         return Err(AppError::invalid(
             "each ticket type may appear only once in a hold",
@@ -83,24 +90,28 @@ enum Attempt {
 async fn reserve_all(
     db: &PgPool,
     basket: Uuid,
-    items: &[(Uuid, Quantity)],
+    items: &[HoldLine],
     ttl: Duration,
 ) -> AppResult<Attempt> {
-    if let [(ticket_type_id, quantity)] = items {
+    if let [line] = items {
         let mut conn = db.acquire().await?;
-        return Ok(
-            match reserve(&mut conn, basket, basket, *ticket_type_id, *quantity, ttl).await? {
-                Reserved::Yes(expires_at) => Attempt::Placed(Hold {
-                    id: basket,
-                    expires_at,
-                    items: vec![item(*ticket_type_id, *quantity)],
-                }),
-                Reserved::No(refused) => Attempt::Refused(refused),
-            },
-        );
+        let reservation = Reservation {
+            id: basket,
+            basket,
+            line: *line,
+            ttl,
+        };
+        return Ok(match reserve(&mut conn, &reservation).await? {
+            Reserved::Yes(expires_at) => Attempt::Placed(Hold {
+                id: basket,
+                expires_at,
+                items: vec![item(line)],
+            }),
+            Reserved::No(refused) => Attempt::Refused(refused),
+        });
     }
     let mut tx = db.begin().await?;
-    let mut ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+    let mut ids: Vec<Uuid> = items.iter().map(|i| i.ticket_type_id).collect();
     ids.sort_unstable();
     let events = sqlx::query_scalar!(
         "SELECT event_id FROM ticket_types WHERE id = ANY($1) ORDER BY id FOR UPDATE",
@@ -117,10 +128,16 @@ async fn reserve_all(
         ));
     }
     let mut expires_at = None;
-    for (n, (ticket_type_id, quantity)) in items.iter().enumerate() {
+    for (n, line) in items.iter().enumerate() {
         // The basket's id is its first row's, so the first row must exist before the others.
         let id = if n == 0 { basket } else { Uuid::new_v4() };
-        match reserve(&mut tx, id, basket, *ticket_type_id, *quantity, ttl).await? {
+        let reservation = Reservation {
+            id,
+            basket,
+            line: *line,
+            ttl,
+        };
+        match reserve(&mut tx, &reservation).await? {
             Reserved::Yes(at) => expires_at = expires_at.or(Some(at)),
             Reserved::No(refused) => return Ok(Attempt::Refused(refused)),
         }
@@ -129,15 +146,24 @@ async fn reserve_all(
     Ok(Attempt::Placed(Hold {
         id: basket,
         expires_at: expires_at.ok_or_else(|| anyhow::anyhow!("a basket without items"))?,
-        items: items.iter().map(|(id, q)| item(*id, *q)).collect(),
+        items: items.iter().map(item).collect(),
     }))
 }
 
-fn item(ticket_type_id: Uuid, quantity: Quantity) -> HoldItem {
+fn item(line: &HoldLine) -> HoldItem {
     HoldItem {
-        ticket_type_id,
-        quantity: quantity.as_i32(),
+        ticket_type_id: line.ticket_type_id,
+        quantity: line.quantity.as_i32(),
     }
+}
+
+/// One `holds` row to place: `id` is the row's, `basket` the hold's (its first row's id).
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    id: Uuid,
+    basket: Uuid,
+    line: HoldLine,
+    ttl: Duration,
 }
 
 enum Reserved {
@@ -148,14 +174,16 @@ enum Reserved {
 /// One statement, one round trip: the conditional UPDATE of the counter row (locked only while
 /// the statement runs, never across a round trip, unless the caller's transaction holds it),
 /// the hold row, and, when refused, what the buyer needs to be told.
-async fn reserve(
-    conn: &mut PgConnection,
-    id: Uuid,
-    basket: Uuid,
-    ticket_type_id: Uuid,
-    quantity: Quantity,
-    ttl: Duration,
-) -> AppResult<Reserved> {
+async fn reserve(conn: &mut PgConnection, reservation: &Reservation) -> AppResult<Reserved> {
+    let Reservation {
+        id,
+        basket,
+        line: HoldLine {
+            ticket_type_id,
+            quantity,
+        },
+        ttl,
+    } = *reservation;
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) as f64;
     let row = sqlx::query!(
         "WITH reserved AS (

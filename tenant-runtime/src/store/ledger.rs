@@ -8,9 +8,15 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::money;
-use super::payments::{PayableOrder, lock_order, order_of_payment_intent};
+use super::payments::lock_order;
 use crate::domain::{BasisPoints, Money, OrderKind, Split};
 use crate::error::{AppError, AppResult};
+
+mod reported;
+mod requests;
+
+pub use reported::{ParkedEvent, Reported, book_reported, park, unpark};
+pub use requests::{Requested, attempted, next_requested, settle};
 
 type Tx<'a> = Transaction<'a, Postgres>;
 
@@ -34,6 +40,7 @@ pub struct LedgerEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// A row to write; `insert_entry` settles it at once when it is `done`.
 struct NewEntry<'a> {
     order_id: Uuid,
     listing_id: Option<Uuid>,
@@ -69,16 +76,29 @@ async fn insert_entry(tx: &mut Tx<'_>, e: NewEntry<'_>) -> AppResult<Uuid> {
     .await?)
 }
 
+/// A payment to book, with the fees of the storefront it was made at.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentBooking<'a> {
+    pub order_id: Uuid,
+    pub payment_intent: &'a str,
+    /// The tenant's connected account, which a primary sale's share goes to.
+    pub tenant_account: Option<&'a str>,
+    /// The platform's share of a primary sale.
+    pub application_fee: BasisPoints,
+    /// The platform's share of a resale.
+    pub seller_fee: BasisPoints,
+}
+
 /// After a payment was recorded: remembers the payment intent and writes down where the
 /// money went. A resale's seller payout is requested here and sent after commit.
-pub async fn book_payment(
-    tx: &mut Tx<'_>,
-    order_id: Uuid,
-    payment_intent: &str,
-    tenant_account: Option<&str>,
-    application_fee: BasisPoints,
-    seller_fee: BasisPoints,
-) -> AppResult<()> {
+pub async fn book_payment(tx: &mut Tx<'_>, booking: &PaymentBooking<'_>) -> AppResult<()> {
+    let PaymentBooking {
+        order_id,
+        payment_intent,
+        tenant_account,
+        application_fee,
+        seller_fee,
+    } = *booking;
     set_payment_intent(tx, order_id, payment_intent).await?;
     let order = lock_order(tx, order_id)
         .await?
@@ -141,20 +161,38 @@ pub async fn book_late_payment(
 ) -> AppResult<()> {
     set_payment_intent(tx, order_id, payment_intent).await?;
     let note = format!("paid after the order was {state}: refunded in full");
-    request_refund(tx, order_id, None, &note, true).await?;
+    let refund = RefundRequest {
+        order_id,
+        amount_minor: None,
+        note: &note,
+        late: true,
+    };
+    request_refund(tx, &refund).await?;
     Ok(())
 }
 
-/// Asks for a refund of `amount` (the whole remaining amount when `None`). A full refund of a
-/// paid order makes it refunded (its tickets stop admitting); a full refund of a resale also
-/// cancels the seller's payout, or reverses it when it was already sent.
-pub async fn request_refund(
-    tx: &mut Tx<'_>,
-    order_id: Uuid,
-    amount: Option<i64>,
-    note: &str,
-    late: bool,
-) -> AppResult<LedgerEntry> {
+/// A refund to ask Stripe for.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundRequest<'a> {
+    pub order_id: Uuid,
+    /// The whole remaining amount when `None`.
+    pub amount_minor: Option<i64>,
+    /// Kept in the ledger.
+    pub note: &'a str,
+    /// The money came after the order expired or was cancelled: refunded whatever its state.
+    pub late: bool,
+}
+
+/// Asks for a refund. A full refund of a paid order makes it refunded (its tickets stop
+/// admitting); a full refund of a resale also cancels the seller's payout, or reverses it
+/// when it was already sent.
+pub async fn request_refund(tx: &mut Tx<'_>, refund: &RefundRequest<'_>) -> AppResult<LedgerEntry> {
+    let RefundRequest {
+        order_id,
+        amount_minor: amount,
+        note,
+        late,
+    } = *refund;
     let order = lock_order(tx, order_id)
         .await?
         .ok_or(AppError::not_found("order"))?;
@@ -289,7 +327,13 @@ pub async fn refund_cancelled_event(tx: &mut Tx<'_>, event_id: Uuid) -> AppResul
         .fetch_one(&mut **tx)
         .await?;
         if has_left {
-            request_refund(tx, order_id, None, "event cancelled", false).await?;
+            let refund = RefundRequest {
+                order_id,
+                amount_minor: None,
+                note: "event cancelled",
+                late: false,
+            };
+            request_refund(tx, &refund).await?;
         } else {
             take_back_payout(tx, order_id).await?;
         }
@@ -301,150 +345,6 @@ pub async fn refund_cancelled_event(tx: &mut Tx<'_>, event_id: Uuid) -> AppResul
         .await?;
     }
     Ok(orders.len() as u64)
-}
-
-/// Stripe reports a charge's refunded total; what we did not ask for ourselves (a refund
-/// from the Stripe dashboard) is booked now. Repeating it changes nothing.
-pub async fn charge_refunded(
-    tx: &mut Tx<'_>,
-    order: &PayableOrder,
-    amount_refunded: i64,
-    charge_id: &str,
-) -> AppResult<()> {
-    let unknown = amount_refunded.min(order.total.amount_minor) - order.refunded_minor;
-    if unknown <= 0 {
-        return Ok(());
-    }
-    insert_entry(
-        tx,
-        NewEntry {
-            order_id: order.id,
-            listing_id: order.listing_id,
-            kind: "refund",
-            amount: money(unknown, order.total.currency.as_str())?,
-            party: "buyer",
-            state: "done",
-            stripe_ref: Some(charge_id),
-            reverses: None,
-            note: "refunded in Stripe",
-        },
-    )
-    .await?;
-    sqlx::query!(
-        "UPDATE orders SET refunded_minor = refunded_minor + $2,
-                state = CASE WHEN refunded_minor + $2 = total_minor AND state = 'paid'
-                             THEN 'refunded' ELSE state END
-         WHERE id = $1",
-        order.id,
-        unknown,
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-pub async fn dispute_created(
-    tx: &mut Tx<'_>,
-    order: &PayableOrder,
-    dispute_id: &str,
-    amount: i64,
-) -> AppResult<()> {
-    insert_entry(
-        tx,
-        NewEntry {
-            order_id: order.id,
-            listing_id: order.listing_id,
-            kind: "dispute",
-            amount: money(amount, order.total.currency.as_str())?,
-            party: "buyer",
-            state: "done",
-            stripe_ref: Some(dispute_id),
-            reverses: None,
-            note: "the buyer's bank disputed the charge",
-        },
-    )
-    .await?;
-    sqlx::query!(
-        "UPDATE orders SET disputed_at = coalesce(disputed_at, now()) WHERE id = $1",
-        order.id
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// A ledger row that still needs a Stripe request.
-#[derive(Debug, Clone)]
-pub struct Requested {
-    pub id: Uuid,
-    pub kind: String,
-    pub order_id: Uuid,
-    pub order_kind: OrderKind,
-    pub amount: Money,
-    pub party: String,
-    pub payment_intent: Option<String>,
-    /// For a reversal: the transfer to take back.
-    pub reversed_transfer: Option<String>,
-}
-
-/// Claims the oldest requested row; the lock keeps other replicas off it until `settle`.
-pub async fn next_requested(tx: &mut Tx<'_>) -> AppResult<Option<Requested>> {
-    let Some(r) = sqlx::query!(
-        "SELECT l.id, l.kind, l.order_id, o.kind AS order_kind, l.amount_minor,
-                l.currency AS \"currency!\", l.party, o.payment_intent_id,
-                p.stripe_ref AS \"reversed_transfer?\"
-         FROM ledger l
-         JOIN orders o ON o.id = l.order_id
-         LEFT JOIN ledger p ON p.id = l.reverses
-         WHERE l.state = 'requested' AND (l.reverses IS NULL OR p.state = 'done')
-         ORDER BY l.created_at, l.id
-         LIMIT 1
-         FOR UPDATE OF l SKIP LOCKED",
-    )
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(Requested {
-        id: r.id,
-        kind: r.kind,
-        order_id: r.order_id,
-        order_kind: OrderKind::parse(&r.order_kind)
-            .ok_or_else(|| anyhow::anyhow!("unknown order kind"))?,
-        amount: money(r.amount_minor, &r.currency)?,
-        party: r.party,
-        payment_intent: r.payment_intent_id,
-        reversed_transfer: r.reversed_transfer,
-    }))
-}
-
-/// The request went out but no clear answer came back; it stays requested.
-pub async fn attempted(tx: &mut Tx<'_>, id: Uuid) -> AppResult<()> {
-    sqlx::query!("UPDATE ledger SET attempted_at = now() WHERE id = $1", id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Stripe answered: done with its object id, or failed for good with the reason.
-pub async fn settle(tx: &mut Tx<'_>, id: Uuid, outcome: Result<&str, &str>) -> AppResult<()> {
-    let (state, stripe_ref, note) = match outcome {
-        Ok(reference) => ("done", Some(reference), None),
-        Err(reason) => ("failed", None, Some(reason)),
-    };
-    sqlx::query!(
-        "UPDATE ledger SET state = $2, stripe_ref = coalesce($3, stripe_ref),
-                note = coalesce($4, note), settled_at = now()
-         WHERE id = $1",
-        id,
-        state,
-        stripe_ref,
-        note,
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 async fn ledger_entry(tx: &mut Tx<'_>, id: Uuid) -> AppResult<LedgerEntry> {
@@ -459,12 +359,20 @@ async fn ledger_entry(tx: &mut Tx<'_>, id: Uuid) -> AppResult<LedgerEntry> {
     .await?)
 }
 
+/// Whose money a ledger read follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerOf {
+    Order(Uuid),
+    /// Every order of one resale listing.
+    Listing(Uuid),
+}
+
 /// Where the money of one order, or of every order of one listing, went.
-pub async fn ledger(
-    db: &PgPool,
-    order_id: Option<Uuid>,
-    listing_id: Option<Uuid>,
-) -> AppResult<Vec<LedgerEntry>> {
+pub async fn ledger(db: &PgPool, of: LedgerOf) -> AppResult<Vec<LedgerEntry>> {
+    let (order_id, listing_id) = match of {
+        LedgerOf::Order(id) => (Some(id), None),
+        LedgerOf::Listing(id) => (None, Some(id)),
+    };
     Ok(sqlx::query_as!(
         LedgerEntry,
         "SELECT id, order_id, listing_id, kind, amount_minor, currency AS \"currency!\", party,
@@ -477,50 +385,4 @@ pub async fn ledger(
     )
     .fetch_all(db)
     .await?)
-}
-
-/// A refund or dispute for a payment not booked yet, kept until it is.
-pub async fn park(
-    tx: &mut Tx<'_>,
-    event_id: &str,
-    payment_intent: &str,
-    kind: &str,
-    amount_minor: i64,
-    stripe_ref: &str,
-) -> AppResult<()> {
-    sqlx::query!(
-        "INSERT INTO parked_stripe_events (event_id, payment_intent, kind, amount_minor, stripe_ref)
-         VALUES ($1, $2, $3, $4, $5)",
-        event_id,
-        payment_intent,
-        kind,
-        amount_minor,
-        stripe_ref,
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Applies what was parked for a payment that has just been booked.
-pub async fn unpark(tx: &mut Tx<'_>, payment_intent: &str) -> AppResult<()> {
-    let parked = sqlx::query!(
-        "DELETE FROM parked_stripe_events WHERE payment_intent = $1
-         RETURNING kind, amount_minor, stripe_ref, parked_at",
-        payment_intent,
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut parked = parked;
-    parked.sort_by_key(|p| p.parked_at);
-    for p in parked {
-        let Some(order) = order_of_payment_intent(tx, payment_intent).await? else {
-            return Ok(());
-        };
-        match p.kind.as_str() {
-            "charge_refunded" => charge_refunded(tx, &order, p.amount_minor, &p.stripe_ref).await?,
-            _ => dispute_created(tx, &order, &p.stripe_ref, p.amount_minor).await?,
-        }
-    }
-    Ok(())
 }

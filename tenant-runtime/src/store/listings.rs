@@ -217,15 +217,14 @@ pub async fn reserve_listing(
     .execute(&mut *tx)
     .await?;
     let price = money(listing.price_minor, &listing.currency)?;
-    let order = orders::insert_order(
-        &mut tx,
-        OrderKind::Resale,
-        None,
-        Some(listing_id),
+    let new = orders::NewOrder {
+        kind: OrderKind::Resale,
+        hold_id: None,
+        listing_id: Some(listing_id),
         buyer,
-        price,
-    )
-    .await?;
+        total: price,
+    };
+    let order = orders::insert_order(&mut tx, &new).await?;
     tx.commit().await?;
     Ok(order)
 }

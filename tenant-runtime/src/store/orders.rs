@@ -126,14 +126,27 @@ fn order_conflict(e: sqlx::Error) -> AppError {
     }
 }
 
+/// An order to open for a hold (primary) or a listing (resale).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewOrder<'a> {
+    pub kind: OrderKind,
+    pub hold_id: Option<Uuid>,
+    pub listing_id: Option<Uuid>,
+    pub buyer: &'a Email,
+    pub total: Money,
+}
+
 pub(crate) async fn insert_order(
     tx: &mut Transaction<'_, Postgres>,
-    kind: OrderKind,
-    hold_id: Option<Uuid>,
-    listing_id: Option<Uuid>,
-    buyer: &Email,
-    total: Money,
+    new: &NewOrder<'_>,
 ) -> AppResult<Order> {
+    let NewOrder {
+        kind,
+        hold_id,
+        listing_id,
+        buyer,
+        total,
+    } = *new;
     let kind = match kind {
         OrderKind::Primary => "primary",
         OrderKind::Resale => "resale",
@@ -292,6 +305,14 @@ pub async fn record_payment_in(
     Ok(PaymentOutcome::Recorded { ticket_ids })
 }
 
+/// One ticket type of a converted hold. Ordered by ticket type first, the order counter rows
+/// are locked in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SoldLine {
+    ticket_type_id: Uuid,
+    quantity: i32,
+}
+
 /// Hold -> sold tickets. `None` when any of its rows is no longer active (expired or
 /// converted): a hold is paid for whole or not at all.
 async fn convert_hold(
@@ -314,13 +335,20 @@ async fn convert_hold(
     if lines.is_empty() {
         return Ok(None);
     }
-    let mut lines: Vec<(Uuid, i32)> = lines
+    let mut lines: Vec<SoldLine> = lines
         .into_iter()
-        .map(|l| (l.ticket_type_id, l.quantity))
+        .map(|l| SoldLine {
+            ticket_type_id: l.ticket_type_id,
+            quantity: l.quantity,
+        })
         .collect();
     lines.sort_unstable();
     let mut ids = Vec::new();
-    for (ticket_type_id, quantity) in lines {
+    for SoldLine {
+        ticket_type_id,
+        quantity,
+    } in lines
+    {
         sqlx::query!(
             "UPDATE ticket_types SET held = held - $2, sold = sold + $2 WHERE id = $1",
             ticket_type_id,

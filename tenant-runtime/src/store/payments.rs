@@ -127,20 +127,24 @@ async fn hold_items(
     }])
 }
 
-pub async fn attach_checkout(
-    db: &PgPool,
-    order_id: Uuid,
-    session_id: &str,
-    url: &str,
-    expires_at: DateTime<Utc>,
-) -> AppResult<()> {
+/// The Stripe Checkout session opened for an order.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenedCheckout<'a> {
+    pub order_id: Uuid,
+    pub session_id: &'a str,
+    pub url: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Remembers an order's session, so the buyer who asks to pay again is sent to the same one.
+pub async fn attach_checkout(db: &PgPool, opened: &OpenedCheckout<'_>) -> AppResult<()> {
     sqlx::query!(
         "UPDATE orders SET checkout_session_id = $2, checkout_url = $3, checkout_expires_at = $4
          WHERE id = $1 AND state = 'pending'",
-        order_id,
-        session_id,
-        url,
-        expires_at,
+        opened.order_id,
+        opened.session_id,
+        opened.url,
+        opened.expires_at,
     )
     .execute(db)
     .await?;
@@ -272,19 +276,22 @@ pub async fn checkout_expired(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<bool
     Ok(expired.is_some())
 }
 
-/// A seller's account as Stripe reports it; false when we do not know the account.
-pub async fn account_updated(
-    tx: &mut Tx<'_>,
-    account_id: &str,
-    details_submitted: bool,
-    payouts_enabled: bool,
-) -> AppResult<bool> {
+/// A seller's connected account as Stripe reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountStatus<'a> {
+    pub account_id: &'a str,
+    pub details_submitted: bool,
+    pub payouts_enabled: bool,
+}
+
+/// Records a seller's account status; false when we do not know the account.
+pub async fn account_updated(tx: &mut Tx<'_>, status: &AccountStatus<'_>) -> AppResult<bool> {
     let updated = sqlx::query!(
         "UPDATE sellers SET details_submitted = $2, payouts_enabled = $3, updated_at = now()
          WHERE account_id = $1 RETURNING email",
-        account_id,
-        details_submitted,
-        payouts_enabled,
+        status.account_id,
+        status.details_submitted,
+        status.payouts_enabled,
     )
     .fetch_optional(&mut **tx)
     .await?;
@@ -339,8 +346,15 @@ pub async fn next_link_number(db: &PgPool, email: &str) -> AppResult<i32> {
     .await?)
 }
 
+/// An order that ended unpaid and the Stripe Checkout session that may still be open for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnclosedCheckout {
+    pub order_id: Uuid,
+    pub session_id: String,
+}
+
 /// Orders that ended unpaid while their Stripe checkout may still be open.
-pub async fn unclosed_checkouts(db: &PgPool) -> AppResult<Vec<(Uuid, String)>> {
+pub async fn unclosed_checkouts(db: &PgPool) -> AppResult<Vec<UnclosedCheckout>> {
     let rows = sqlx::query!(
         "SELECT id, checkout_session_id AS \"session!\" FROM orders
          WHERE checkout_session_id IS NOT NULL AND checkout_closed_at IS NULL
@@ -349,7 +363,13 @@ pub async fn unclosed_checkouts(db: &PgPool) -> AppResult<Vec<(Uuid, String)>> {
     )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.session)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| UnclosedCheckout {
+            order_id: r.id,
+            session_id: r.session,
+        })
+        .collect())
 }
 
 pub async fn checkout_closed(db: &PgPool, order_id: Uuid) -> AppResult<()> {

@@ -334,8 +334,10 @@ async fn every_api_route_in_the_source_is_documented() {
                 continue;
             };
             let (path, handlers) = rest.split_once('"').expect("path literal");
-            // The handler chain ends where the next builder call or statement begins.
+            // The handler chain ends where the next builder call or statement begins, or
+            // where the router function ends.
             let handlers = handlers.split("\n        .").next().unwrap_or(handlers);
+            let handlers = handlers.split("\n}").next().unwrap_or(handlers);
             for method in ["get", "post", "put", "delete", "patch"] {
                 let routed = handlers.contains(&format!(" {method}("))
                     || handlers.contains(&format!("({method}("))

@@ -4,16 +4,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::boxoffice::hold;
+use crate::boxoffice::order::{self, OrderView, TicketView};
 use crate::domain::{Email, Quantity};
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::{ApiJson, ClientId};
+use crate::http::{ApiJson, ClientId, ReturnFromCheckout};
 use crate::state::AppState;
-use crate::store::holds::{self, Hold};
-use crate::store::orders::{self, Order};
-use crate::store::tickets::{self, Ticket};
+use crate::store::holds::{Hold, HoldLine};
+use crate::store::orders::Order;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -46,13 +47,19 @@ pub struct HoldItemRequest {
 
 impl CreateHold {
     /// The ticket types and quantities asked for, whichever form the request took.
-    pub fn items(&self) -> AppResult<Vec<(Uuid, Quantity)>> {
+    pub fn lines(&self) -> AppResult<Vec<HoldLine>> {
         match (&self.items, self.ticket_type_id, self.quantity) {
             (Some(items), None, None) => Ok(items
                 .iter()
-                .map(|i| (i.ticket_type_id, i.quantity))
+                .map(|i| HoldLine {
+                    ticket_type_id: i.ticket_type_id,
+                    quantity: i.quantity,
+                })
                 .collect()),
-            (None, Some(ticket_type_id), Some(quantity)) => Ok(vec![(ticket_type_id, quantity)]),
+            (None, Some(ticket_type_id), Some(quantity)) => Ok(vec![HoldLine {
+                ticket_type_id,
+                quantity,
+            }]),
             _ => Err(AppError::invalid(
                 "send either `items` or `ticket_type_id` with `quantity`",
             )),
@@ -69,35 +76,8 @@ pub async fn create_hold(
     client: ClientId,
     ApiJson(req): ApiJson<CreateHold>,
 ) -> AppResult<(StatusCode, Json<Hold>)> {
-    let hold = hold_tickets(&state, &client, req).await?;
+    let hold = hold::hold_tickets(&state, &client.0, &req.lines()?).await?;
     Ok((StatusCode::CREATED, Json(hold)))
-}
-
-/// Shared with the storefront's form: rate limit, then the one conditional UPDATE.
-pub(crate) async fn hold_tickets(
-    state: &AppState,
-    client: &ClientId,
-    req: CreateHold,
-) -> AppResult<Hold> {
-    let items = req.items()?;
-    if !state
-        .cache
-        .allow_hold(&client.0, state.config.hold_rate_limit)
-        .await
-    {
-        state.metrics.hold("rate_limited");
-        return Err(AppError::client(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
-            "too many holds from this client; please wait a minute",
-        ));
-    }
-    let placed = holds::place_hold(&state.db, &items, state.config.hold_ttl).await;
-    state
-        .metrics
-        .hold(if placed.is_ok() { "held" } else { "refused" });
-    placed
 }
 
 /// Gives held tickets back before the hold would expire.
@@ -108,11 +88,8 @@ pub async fn release_hold(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> AppResult<StatusCode> {
-    if holds::release_hold(&state.db, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(AppError::not_found("active hold"))
-    }
+    hold::release_hold(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -131,76 +108,30 @@ pub async fn create_order(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateOrder>,
 ) -> AppResult<(StatusCode, Json<Order>)> {
-    let order = crate::payments::open_order(&state, req.hold_id, &req.email).await?;
+    let order = order::open_order(&state, req.hold_id, &req.email).await?;
     Ok((StatusCode::CREATED, Json(order)))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OrderPage {
-    pub order: Order,
-    pub tickets: Vec<TicketPage>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TicketPage {
-    pub ticket: Ticket,
-    /// The secret in this ticket's link.
-    pub access_token: String,
-    /// What the QR code encodes; present while the ticket is valid.
-    pub code: Option<String>,
-}
-
-pub(crate) fn ticket_page(state: &AppState, ticket: Ticket) -> TicketPage {
-    let code = ticket
-        .valid
-        .then(|| state.signer.sign(ticket.id, ticket.epoch));
-    TicketPage {
-        access_token: ticket.access_token.clone(),
-        ticket,
-        code,
-    }
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ReturnFromCheckout {
-    /// `done` when the buyer comes back from Stripe Checkout: the payment is then read back
-    /// from Stripe (the redirect itself proves nothing).
-    pub checkout: Option<String>,
 }
 
 /// An order and the tickets it holds, by the secret link the buyer received.
 #[utoipa::path(get, path = "/api/orders/{token}", tag = "checkout",
     params(("token" = String, Path), ReturnFromCheckout),
-    responses((status = 200, body = OrderPage), (status = 404, body = Problem)))]
+    responses((status = 200, body = OrderView), (status = 404, body = Problem)))]
 pub async fn get_order(
     State(state): State<AppState>,
     Path(token): Path<String>,
     Query(back): Query<ReturnFromCheckout>,
-) -> AppResult<Json<OrderPage>> {
-    if back.checkout.as_deref() == Some("done") {
-        crate::payments::confirm_from_stripe(&state, &token).await?;
-    }
-    let order = orders::find_order_by_token(&state.db, &token)
-        .await?
-        .ok_or(AppError::not_found("order"))?;
-    let tickets = tickets::tickets_of_order(&state.db, order.id)
-        .await?
-        .into_iter()
-        .map(|t| ticket_page(&state, t))
-        .collect();
-    Ok(Json(OrderPage { order, tickets }))
+) -> AppResult<Json<OrderView>> {
+    let view = order::order_view(&state, &token, back.from_checkout()).await?;
+    Ok(Json(view))
 }
 
 /// One ticket with its signed code, by the secret link its holder received.
 #[utoipa::path(get, path = "/api/tickets/{token}", tag = "checkout",
     params(("token" = String, Path)),
-    responses((status = 200, body = TicketPage), (status = 404, body = Problem)))]
+    responses((status = 200, body = TicketView), (status = 404, body = Problem)))]
 pub async fn get_ticket(
     State(state): State<AppState>,
     Path(token): Path<String>,
-) -> AppResult<Json<TicketPage>> {
-    let ticket = tickets::find_ticket_by_token(&state.db, &token)
-        .await?
-        .ok_or(AppError::not_found("ticket"))?;
-    Ok(Json(ticket_page(&state, ticket)))
+) -> AppResult<Json<TicketView>> {
+    Ok(Json(order::ticket_view(&state, &token).await?))
 }

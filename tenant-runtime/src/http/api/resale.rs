@@ -7,11 +7,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::boxoffice::resale;
 use crate::domain::{Currency, Email, Money};
 use crate::error::{AppResult, Problem};
 use crate::http::ApiJson;
 use crate::state::AppState;
-use crate::store::listings::{self, Listing};
+use crate::store::listings::Listing;
 use crate::store::orders::Order;
 
 pub fn router() -> Router<AppState> {
@@ -43,7 +44,7 @@ pub async fn create_listing(
     ApiJson(req): ApiJson<CreateListing>,
 ) -> AppResult<(StatusCode, Json<Listing>)> {
     let price = Money::new(req.amount_minor, req.currency)?;
-    let listing = listings::create_listing(&state.db, &token, price, &state.config.resale).await?;
+    let listing = resale::list_ticket(&state, &token, price).await?;
     Ok((StatusCode::CREATED, Json(listing)))
 }
 
@@ -55,7 +56,7 @@ pub async fn withdraw_listing(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> AppResult<StatusCode> {
-    listings::withdraw_listing(&state.db, &token).await?;
+    resale::withdraw_listing(&state, &token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -72,9 +73,7 @@ pub async fn list_listings(
     State(state): State<AppState>,
     Query(filter): Query<ListingFilter>,
 ) -> AppResult<Json<Vec<Listing>>> {
-    Ok(Json(
-        listings::open_listings(&state.db, filter.event.as_deref()).await?,
-    ))
+    Ok(Json(resale::market(&state, filter.event.as_deref()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -94,6 +93,6 @@ pub async fn purchase_listing(
     Path(id): Path<Uuid>,
     ApiJson(req): ApiJson<PurchaseListing>,
 ) -> AppResult<(StatusCode, Json<Order>)> {
-    let order = crate::payments::open_resale_order(&state, id, &req.email).await?;
+    let order = resale::buy_listing(&state, id, &req.email).await?;
     Ok((StatusCode::CREATED, Json(order)))
 }

@@ -1,10 +1,11 @@
-//! Templates, the branding every page carries, and error pages.
+//! Templates, the branding every page carries, the page cache, and error pages.
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::{Environment, Value, context};
 
-use crate::error::AppError;
+use crate::cache::PAGE_TTL_SECS;
+use crate::error::{AppError, AppResult};
 use crate::locale::Locale;
 use crate::state::AppState;
 
@@ -68,6 +69,20 @@ pub fn render(state: &AppState, name: &str, page: Value) -> Result<String, AppEr
     template
         .render(context! { ..page, ..base })
         .map_err(|e| anyhow::anyhow!("rendering {name}: {e:#}").into())
+}
+
+/// Serves a page from the cache, or renders and caches it.
+pub async fn cached(
+    state: &AppState,
+    key: &str,
+    build: impl Future<Output = AppResult<String>>,
+) -> AppResult<Response> {
+    if let Some(body) = state.cache.get(key).await {
+        return Ok(html(body));
+    }
+    let body = build.await?;
+    state.cache.put(key, &body, PAGE_TTL_SECS).await;
+    Ok(html(body))
 }
 
 /// Turns a handler's outcome into a page: errors become a branded error page.

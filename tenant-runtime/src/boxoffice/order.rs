@@ -1,0 +1,88 @@
+//! Orders and tickets as their buyer sees them, by the secret links they were sent.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::{Email, TicketSigner};
+use crate::error::{AppError, AppResult};
+use crate::mail::Mail;
+use crate::state::AppState;
+use crate::store::orders::{self, Order};
+use crate::store::tickets::{self, Ticket};
+
+/// A pending primary order for a live hold; the buyer gets the order link by mail.
+pub async fn open_order(state: &AppState, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
+    let order = orders::create_primary_order(&state.db, hold_id, buyer).await?;
+    send_order_link(state, &order);
+    Ok(order)
+}
+
+/// The link is the buyer's only way back to an order, so it goes out as soon as it exists.
+pub(super) fn send_order_link(state: &AppState, order: &Order) {
+    state.mailer.send(Mail {
+        to: order.buyer_email.clone(),
+        subject: format!("Your order at {}", state.config.branding.display_name),
+        body: format!(
+            "Your order: {}/orders/{}\n",
+            state.config.public_url, order.access_token
+        ),
+    });
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OrderPage)]
+pub struct OrderView {
+    pub order: Order,
+    pub tickets: Vec<TicketView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TicketPage)]
+pub struct TicketView {
+    pub ticket: Ticket,
+    /// The secret in this ticket's link.
+    pub access_token: String,
+    /// What the QR code encodes; present while the ticket is valid.
+    pub code: Option<String>,
+}
+
+impl TicketView {
+    /// Only a valid ticket carries a code: a refunded or cancelled one must not admit anyone.
+    fn new(signer: &TicketSigner, ticket: Ticket) -> Self {
+        let code = ticket.valid.then(|| signer.sign(ticket.id, ticket.epoch));
+        Self {
+            access_token: ticket.access_token.clone(),
+            ticket,
+            code,
+        }
+    }
+}
+
+/// An order and the tickets it holds. A buyer `back_from_checkout` makes us ask Stripe
+/// whether they paid first: the redirect itself proves nothing, but the read-back does.
+pub async fn order_view(
+    state: &AppState,
+    token: &str,
+    back_from_checkout: bool,
+) -> AppResult<OrderView> {
+    if back_from_checkout {
+        crate::payments::confirm_from_stripe(state, token).await?;
+    }
+    let order = orders::find_order_by_token(&state.db, token)
+        .await?
+        .ok_or(AppError::not_found("order"))?;
+    let tickets = tickets::tickets_of_order(&state.db, order.id)
+        .await?
+        .into_iter()
+        .map(|t| TicketView::new(&state.signer, t))
+        .collect();
+    Ok(OrderView { order, tickets })
+}
+
+/// One ticket with its signed code.
+pub async fn ticket_view(state: &AppState, token: &str) -> AppResult<TicketView> {
+    let ticket = tickets::find_ticket_by_token(&state.db, token)
+        .await?
+        .ok_or(AppError::not_found("ticket"))?;
+    Ok(TicketView::new(&state.signer, ticket))
+}

@@ -1,0 +1,136 @@
+//! The resale market: a holder lists a ticket within the cap or withdraws it, buyers browse
+//! and reserve a listing while they pay.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::order::send_order_link;
+use crate::config::ResalePolicy;
+use crate::domain::{Email, Money};
+use crate::error::AppResult;
+use crate::state::AppState;
+use crate::store::listings::{self, Listing};
+use crate::store::orders::Order;
+use crate::store::tickets::Ticket;
+
+/// Puts the ticket behind `ticket_token` on the market at `price`.
+pub async fn list_ticket(state: &AppState, ticket_token: &str, price: Money) -> AppResult<Listing> {
+    listings::create_listing(&state.db, ticket_token, price, &state.config.resale).await
+}
+
+/// Takes the ticket off the market.
+pub async fn withdraw_listing(state: &AppState, ticket_token: &str) -> AppResult<()> {
+    listings::withdraw_listing(&state.db, ticket_token).await
+}
+
+/// Listings a buyer can reserve now, of one event or of all.
+pub async fn market(state: &AppState, event_slug: Option<&str>) -> AppResult<Vec<Listing>> {
+    listings::open_listings(&state.db, event_slug).await
+}
+
+/// Reserves the listing for this buyer and opens their resale order; the buyer gets the
+/// order link by mail.
+pub async fn buy_listing(state: &AppState, listing_id: Uuid, buyer: &Email) -> AppResult<Order> {
+    let order =
+        listings::reserve_listing(&state.db, listing_id, buyer, state.config.hold_ttl).await?;
+    send_order_link(state, &order);
+    Ok(order)
+}
+
+/// What the holder of a ticket is offered on the resale market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResaleTerms {
+    /// Whether the ticket may be listed now. Listing checks again, and says why not.
+    pub open: bool,
+    /// The highest price the cap allows.
+    pub ceiling: Money,
+    /// The platform's share of the sale, in basis points.
+    pub seller_fee_bps: u32,
+}
+
+/// A ticket can be offered while resale is on and it is valid, unlisted, unused and its
+/// event has not started.
+pub fn terms(ticket: &Ticket, policy: &ResalePolicy, now: DateTime<Utc>) -> ResaleTerms {
+    ResaleTerms {
+        open: policy.enabled
+            && ticket.valid
+            && !ticket.listed
+            && ticket.checked_in_at.is_none()
+            && ticket.starts_at > now,
+        ceiling: policy.price_cap.ceiling(ticket.face_value),
+        seller_fee_bps: policy.seller_fee_bps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::{Currency, PriceCap};
+
+    fn ticket() -> Ticket {
+        Ticket {
+            id: Uuid::new_v4(),
+            epoch: 0,
+            access_token: "t".to_owned(),
+            event_slug: "gala".to_owned(),
+            event_title: "Gala".to_owned(),
+            venue: "Hall".to_owned(),
+            starts_at: Utc::now() + Duration::days(3),
+            ticket_type: "Standing".to_owned(),
+            face_value: Money::new(5_000, Currency::parse("EUR").expect("EUR")).expect("money"),
+            listed: false,
+            checked_in_at: None,
+            valid: true,
+        }
+    }
+
+    fn policy() -> ResalePolicy {
+        ResalePolicy {
+            enabled: true,
+            price_cap: PriceCap::new(120).expect("cap"),
+            seller_fee_bps: 500,
+        }
+    }
+
+    #[test]
+    fn a_valid_unused_ticket_of_a_future_event_can_be_offered_up_to_the_cap() {
+        let terms = terms(&ticket(), &policy(), Utc::now());
+        assert!(terms.open);
+        assert_eq!(terms.ceiling.amount_minor, 6_000);
+        assert_eq!(terms.seller_fee_bps, 500);
+    }
+
+    #[test]
+    fn no_offer_when_resale_is_off_or_the_ticket_cannot_be_resold() {
+        let now = Utc::now();
+        let off = ResalePolicy {
+            enabled: false,
+            ..policy()
+        };
+        assert!(!terms(&ticket(), &off, now).open);
+        let refused = [
+            Ticket {
+                valid: false,
+                ..ticket()
+            },
+            Ticket {
+                listed: true,
+                ..ticket()
+            },
+            Ticket {
+                checked_in_at: Some(now),
+                ..ticket()
+            },
+            Ticket {
+                starts_at: now,
+                ..ticket()
+            },
+        ];
+        for t in refused {
+            assert!(!terms(&t, &policy(), now).open, "{t:?}");
+        }
+    }
+}
