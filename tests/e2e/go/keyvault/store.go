@@ -27,8 +27,12 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 )
 
-// The extensions a certificate file may have, with the content type Key Vault gives its secret.
-var contentTypes = map[string]string{".pem": "application/x-pem-file", ".pfx": "application/x-pkcs12"}
+// The extensions a certificate file may have, in the order they are looked for, and the
+// content type Key Vault gives each one's secret.
+var (
+	extensions   = []string{".pem", ".pfx"}
+	contentTypes = map[string]string{".pem": "application/x-pem-file", ".pfx": "application/x-pkcs12"}
+)
 
 type store struct{ dir string }
 
@@ -45,7 +49,7 @@ var errNotFound = errors.New("not found")
 
 // The named version, or the current one when version is empty.
 func (s *store) load(name, want string) (*version, error) {
-	for ext := range contentTypes {
+	for _, ext := range extensions {
 		data, err := os.ReadFile(filepath.Join(s.dir, name+ext))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -63,7 +67,7 @@ func (s *store) load(name, want string) (*version, error) {
 	if want == "" {
 		return nil, errNotFound
 	}
-	for ext := range contentTypes {
+	for _, ext := range extensions {
 		path := filepath.Join(s.dir, ".versions", name, want+ext)
 		data, err := os.ReadFile(path)
 		if err == nil {
