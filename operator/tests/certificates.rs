@@ -1,8 +1,8 @@
 //! TLS end to end: the operator (as its own ServiceAccount, config/rbac only) with the OpenShift
 //! Route CRD from the `github.com/openshift/api` module installed, so tenants get Routes; the
 //! Ingress path by switching the Platform's routing mode. Key Vault failures that need no vault
-//! server (credentials missing, vault unreachable) run here; see the README for what is not
-//! covered end to end.
+//! server (credentials missing, vault unreachable) run here; reading a vault is in
+//! `key_vault.rs`.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -93,8 +93,11 @@ pub fn certificate_between(
     from_days: i64,
     until_days: i64,
 ) -> (String, String, i64) {
-    use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
+    use rcgen::{CertificateParams, CertifiedIssuer, DnType, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca");
+    // Distinct names, as real ones have: PKCS#12 readers link a chain by issuer name.
+    ca.distinguished_name
+        .push(DnType::CommonName, "Tiqzy test CA");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
     let now = time::OffsetDateTime::now_utc()
@@ -103,6 +106,9 @@ pub fn certificate_between(
     let mut params =
         CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
             .expect("params");
+    if let Some(host) = hosts.first() {
+        params.distinguished_name.push(DnType::CommonName, *host);
+    }
     params.not_before = now + time::Duration::days(from_days);
     params.not_after = now + time::Duration::days(until_days);
     let key = KeyPair::generate().expect("key");
