@@ -344,6 +344,9 @@ async fn a_vault_certificate_reaches_the_storefront_secret_and_rotates_in_place(
     assert!(!status.contains("PRIVATE KEY") && !status.contains("kv-client-secret-value"));
 }
 
+/// What breaks the certificate, and the reason the Tenant must show for it.
+type Step<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
 #[tokio::test]
 async fn every_unusable_version_or_refusal_names_its_reason_and_the_last_good_one_stays() {
     let client = admin().await;
@@ -369,7 +372,7 @@ async fn every_unusable_version_or_refusal_names_its_reason_and_the_last_good_on
     let (expired, expired_key, _) = certificate_between(&[host], -30, -1);
     let (mismatched, _, _) = certificate(&[host], 60);
     let (_, unrelated_key, _) = certificate(&[host], 60);
-    let steps: [(&str, Box<dyn Fn()>); 5] = [
+    let steps: [Step; 5] = [
         (
             "HostNotCovered",
             Box::new(|| {
