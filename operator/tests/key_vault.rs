@@ -40,20 +40,13 @@ fn vault() -> &'static Vault {
     })
 }
 
-/// A client of the operator's, trusting the vault's CA and resolving its name to loopback.
-fn client(vault: &Vault) -> KeyVault {
-    let transport = Transport::new(
-        Some(&vault.server.ca_path),
-        &[format!(
-            "{}={}",
-            tiqzy_e2e::VAULT_HOST,
-            vault.server.address
-        )],
-    )
-    .expect("transport");
+/// A client of the operator's for the vault at `vault_url`, trusting the vault's CA and
+/// resolving `resolve` (`<host>=<ip>`) entries.
+fn client_at(vault: &Vault, vault_url: String, resolve: &[String]) -> KeyVault {
+    let transport = Transport::new(Some(&vault.server.ca_path), resolve).expect("transport");
     KeyVault::with_transport(
         VaultConfig {
-            vault_url: vault.server.url.clone(),
+            vault_url,
             authority_host: vault.issuer.authority_host.clone(),
             tenant_id: vault.issuer.tenant_id.clone(),
             client_id: "tiqzy-operator".to_owned(),
@@ -64,6 +57,12 @@ fn client(vault: &Vault) -> KeyVault {
         &transport,
     )
     .expect("client")
+}
+
+/// The client as the operator runs it against this vault.
+fn client(vault: &Vault) -> KeyVault {
+    let resolve = format!("{}={}", tiqzy_e2e::VAULT_HOST, vault.server.address);
+    client_at(vault, vault.server.url.clone(), &[resolve])
 }
 
 /// PKCS#12 with an empty password, written by OpenSSL as Key Vault imports them.
@@ -156,20 +155,7 @@ async fn a_vault_not_named_for_its_service_gets_no_token() {
     // The same server by its address: it still asks for a token of https://vault.azure.net,
     // which a vault at 127.0.0.1 may not collect.
     let port = vault.server.url.rsplit(':').next().expect("port");
-    let transport = Transport::new(Some(&vault.server.ca_path), &[]).expect("transport");
-    let kv = KeyVault::with_transport(
-        VaultConfig {
-            vault_url: format!("https://127.0.0.1:{port}"),
-            authority_host: vault.issuer.authority_host.clone(),
-            tenant_id: vault.issuer.tenant_id.clone(),
-            client_id: "tiqzy-operator".to_owned(),
-            credential: Credential::ClientSecret {
-                secret: "s3cret".to_owned(),
-            },
-        },
-        &transport,
-    )
-    .expect("client");
+    let kv = client_at(vault, format!("https://127.0.0.1:{port}"), &[]);
     match kv.certificate("any-cert").await {
         Err(VaultError::Forbidden(message)) => {
             assert!(message.contains("not its own service"), "{message}")
@@ -344,8 +330,15 @@ async fn a_vault_certificate_reaches_the_storefront_secret_and_rotates_in_place(
     assert!(!status.contains("PRIVATE KEY") && !status.contains("kv-client-secret-value"));
 }
 
-/// What breaks the certificate, and the reason the Tenant must show for it.
-type Step<'a> = (&'static str, Box<dyn Fn() + 'a>);
+/// What is done to the vault's certificate.
+enum Break {
+    /// A new version with this PEM.
+    Put(String),
+    /// Access denied (403).
+    Deny,
+    /// Deleted (404).
+    Remove,
+}
 
 #[tokio::test]
 async fn every_unusable_version_or_refusal_names_its_reason_and_the_last_good_one_stays() {
@@ -372,46 +365,32 @@ async fn every_unusable_version_or_refusal_names_its_reason_and_the_last_good_on
     let (expired, expired_key, _) = certificate_between(&[host], -30, -1);
     let (mismatched, _, _) = certificate(&[host], 60);
     let (_, unrelated_key, _) = certificate(&[host], 60);
-    let steps: [Step; 5] = [
+    let steps = [
         (
             "HostNotCovered",
-            Box::new(|| {
-                certificates
-                    .put_pem(cert_name, &format!("{other_host}{other_key}"))
-                    .expect("put")
-            }),
+            Break::Put(format!("{other_host}{other_key}")),
         ),
         (
             "CertificateExpired",
-            Box::new(|| {
-                certificates
-                    .put_pem(cert_name, &format!("{expired}{expired_key}"))
-                    .expect("put")
-            }),
+            Break::Put(format!("{expired}{expired_key}")),
         ),
+        // The key is not the certificate's.
         (
             "InvalidCertificate",
-            // The key is not the certificate's.
-            Box::new(|| {
-                certificates
-                    .put_pem(cert_name, &format!("{mismatched}{unrelated_key}"))
-                    .expect("put")
-            }),
+            Break::Put(format!("{mismatched}{unrelated_key}")),
         ),
-        (
-            "KeyVaultForbidden",
-            Box::new(|| certificates.deny(cert_name, true).expect("deny")),
-        ),
-        (
-            "CertificateNotFound",
-            Box::new(|| {
-                certificates.deny(cert_name, false).expect("allow");
-                certificates.remove(cert_name).expect("remove");
-            }),
-        ),
+        ("KeyVaultForbidden", Break::Deny),
+        ("CertificateNotFound", Break::Remove),
     ];
     for (reason, step) in steps {
-        step();
+        match step {
+            Break::Put(pem) => certificates.put_pem(cert_name, &pem).expect("put"),
+            Break::Deny => certificates.deny(cert_name, true).expect("deny"),
+            Break::Remove => {
+                certificates.deny(cert_name, false).expect("allow");
+                certificates.remove(cert_name).expect("remove");
+            }
+        }
         let tenant = served_reason(&client, name, reason).await;
         let ready = condition(&tenant, "CertificateReady").expect("condition");
         assert_eq!(ready.status, "False", "{reason}");
