@@ -319,6 +319,27 @@ async fn a_vault_certificate_reaches_the_storefront_secret_and_rotates_in_place(
         second.not_after,
         tiqzy_operator::certificate::rfc3339(not_after2)
     );
+    // The rotation is told in an Event naming both versions.
+    let rotated_event = format!("version {} replaces {}", second.version, first.version);
+    let mut events = String::new();
+    for _ in 0..100 {
+        let out = Harness::shared()
+            .kube
+            .kubectl()
+            .args(["get", "events", "-A", "-o", "json"])
+            .output()
+            .expect("kubectl");
+        events = String::from_utf8_lossy(&out.stdout).into_owned();
+        if events.contains(&rotated_event) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        events.contains(&rotated_event),
+        "no CertificateRotated Event"
+    );
+    assert!(!events.contains("PRIVATE KEY") && !events.contains("kv-client-secret-value"));
     let status = serde_json::to_string(
         &Api::<Tenant>::all(client.clone())
             .get(name)

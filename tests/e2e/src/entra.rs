@@ -32,7 +32,8 @@ impl EntraIssuer {
         let port = crate::free_port()?;
         // A process that dies with the test binary, also when a test keeps the issuer for
         // the binary's lifetime.
-        let logs = std::env::temp_dir().join(format!("tiqzy-entra-{}", std::process::id()));
+        // Named like the harness's runs, so a later run removes it.
+        let logs = crate::target_dir().join(format!("e2e/run-{}-entra", std::process::id()));
         std::fs::create_dir_all(&logs)?;
         let mut process = Service::spawn_long_lived(
             &format!("entra-issuer-{port}"),
