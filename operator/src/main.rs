@@ -74,13 +74,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         builder.init();
     }
-    tiqzy_operator::external::keyvault::set_transport(
-        tiqzy_operator::external::keyvault::Transport::new(
-            args.extra_ca_file.as_deref(),
-            &args.key_vault_resolve,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
+    let transport = tiqzy_operator::external::keyvault::Transport::new(
+        args.extra_ca_file.as_deref(),
+        &args.key_vault_resolve,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if args.extra_ca_file.is_some() || !args.key_vault_resolve.is_empty() {
+        tracing::info!(?transport, "connections to Key Vault and Entra ID");
+    }
+    tiqzy_operator::external::keyvault::set_transport(transport);
     let identity = args
         .identity
         .clone()
