@@ -48,6 +48,16 @@ struct Args {
     /// change looks at once).
     #[arg(long, env = "TIQZY_KEY_VAULT_POLL_SECONDS", default_value_t = 3600)]
     key_vault_poll_seconds: u64,
+    /// PEM certificates to trust besides the public roots when connecting to Key Vault and
+    /// Entra ID (a private CA, a TLS-inspecting proxy; e.g. OpenShift's injected trusted CA
+    /// bundle).
+    #[arg(long, env = "TIQZY_EXTRA_CA_FILE")]
+    extra_ca_file: Option<std::path::PathBuf>,
+    /// `<host>=<ip>`: connect to this Key Vault or Entra ID host at this address instead of
+    /// asking DNS (tests; a private endpoint without private DNS). The vault must still be
+    /// named for its service and present a certificate valid for the name.
+    #[arg(long, env = "TIQZY_KEY_VAULT_RESOLVE", value_delimiter = ',')]
+    key_vault_resolve: Vec<String>,
     /// Log format: json or text.
     #[arg(long, env = "TIQZY_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -64,6 +74,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         builder.init();
     }
+    let transport = tiqzy_operator::external::keyvault::Transport::new(
+        args.extra_ca_file.as_deref(),
+        &args.key_vault_resolve,
+    )
+    .map_err(anyhow::Error::msg)?;
+    if args.extra_ca_file.is_some() || !args.key_vault_resolve.is_empty() {
+        tracing::info!(?transport, "connections to Key Vault and Entra ID");
+    }
+    tiqzy_operator::external::keyvault::set_transport(transport);
     let identity = args
         .identity
         .clone()

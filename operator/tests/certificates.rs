@@ -1,8 +1,8 @@
 //! TLS end to end: the operator (as its own ServiceAccount, config/rbac only) with the OpenShift
 //! Route CRD from the `github.com/openshift/api` module installed, so tenants get Routes; the
 //! Ingress path by switching the Platform's routing mode. Key Vault failures that need no vault
-//! server (credentials missing, vault unreachable) run here; see the README for what is not
-//! covered end to end.
+//! server (credentials missing, vault unreachable) run here; reading a vault is in
+//! `key_vault.rs`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tiqzy_crds::{Platform, Tenant};
 use tiqzy_e2e::{Harness, OperatorProcess};
 
 mod common;
-use common::{condition, create_tenant, is_ready, wait_for};
+use common::{certificate, condition, create_tenant, is_ready, wait_for};
 
 /// The operator, started once for this test binary after the Route CRD is in place.
 struct Installed {
@@ -65,29 +65,6 @@ async fn patch_platform(client: &kube::Client, spec: serde_json::Value) {
         )
         .await
         .expect("patch platform");
-}
-
-/// A CA-signed certificate and key (PEM) for `hosts`, valid for `days`.
-fn certificate(hosts: &[&str], days: i64) -> (String, String, i64) {
-    use rcgen::{CertificateParams, CertifiedIssuer, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("now");
-    let mut params =
-        CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
-            .expect("params");
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(days);
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca).expect("cert");
-    (
-        format!("{}{}", cert.pem(), ca.pem()),
-        key.serialize_pem(),
-        params.not_after.unix_timestamp(),
-    )
 }
 
 async fn routes(client: &kube::Client, namespace: &str) -> Vec<DynamicObject> {

@@ -4,7 +4,9 @@
 //! comes from Microsoft Entra ID, by workload identity (a federated service-account token) or
 //! a client secret. Tokens are kept until shortly before they expire.
 
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -93,6 +95,90 @@ struct Token {
     renew_at: Instant,
 }
 
+/// How the operator's HTTPS connections to Key Vault and Entra ID are made, the same for every
+/// vault: set once at start ([`set_transport`]).
+#[derive(Clone, Default)]
+pub struct Transport {
+    /// Trusted besides the public roots (a private CA, a TLS-inspecting proxy).
+    extra_roots: Vec<reqwest::Certificate>,
+    /// Host names connected to at these addresses instead of asking DNS. Only where to
+    /// connect changes: the vault must still be named for its service and its certificate
+    /// must still be valid for the name.
+    resolve: Vec<(String, IpAddr)>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("extra_roots", &self.extra_roots.len())
+            .field("resolve", &self.resolve)
+            .finish()
+    }
+}
+
+impl Transport {
+    /// From `--extra-ca-file` (PEM) and `--key-vault-resolve` (`<host>=<ip>` entries).
+    pub fn new(extra_ca_file: Option<&Path>, resolve: &[String]) -> Result<Self, String> {
+        let extra_roots = match extra_ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("reading the extra CA file {}: {e}", path.display()))?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| format!("the extra CA file {} is not PEM: {e}", path.display()))?;
+                if roots.is_empty() {
+                    return Err(format!(
+                        "the extra CA file {} holds no certificate",
+                        path.display()
+                    ));
+                }
+                roots
+            }
+            None => Vec::new(),
+        };
+        let resolve = resolve
+            .iter()
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .and_then(|(host, ip)| {
+                        Some((host.trim().to_ascii_lowercase(), ip.trim().parse().ok()?))
+                    })
+                    .filter(|(host, _)| !host.is_empty())
+                    .ok_or_else(|| {
+                        format!("--key-vault-resolve {entry:?} is not <host>=<ip address>")
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            extra_roots,
+            resolve,
+        })
+    }
+
+    fn client(&self) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20));
+        for root in &self.extra_roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        for (host, ip) in &self.resolve {
+            // Port 0: the URL's port is used.
+            builder = builder.resolve(host, SocketAddr::new(*ip, 0));
+        }
+        builder
+            .build()
+            .map_err(|e| format!("building the HTTP client: {e}"))
+    }
+}
+
+static TRANSPORT: OnceLock<Transport> = OnceLock::new();
+
+/// Sets the transport of every client made by [`KeyVault::new`]; the first call wins.
+pub fn set_transport(transport: Transport) {
+    let _ = TRANSPORT.set(transport);
+}
+
 /// A client for one vault. Keeps the challenge and the token between calls.
 pub struct KeyVault {
     config: VaultConfig,
@@ -157,12 +243,13 @@ struct VaultErrorDetail {
 }
 
 impl KeyVault {
+    /// A client over the transport set at start (or the default one).
     pub fn new(config: VaultConfig) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
-            .build()
-            .map_err(|e| format!("building the HTTP client: {e}"))?;
+        Self::with_transport(config, TRANSPORT.get_or_init(Transport::default))
+    }
+
+    pub fn with_transport(config: VaultConfig, transport: &Transport) -> Result<Self, String> {
+        let http = transport.client()?;
         Ok(Self {
             config,
             http,
@@ -452,6 +539,33 @@ mod tests {
             scope: "https://azure.net.evil.example/.default".into(),
         };
         assert!(verify_resource(vault, &lookalike).is_err());
+    }
+
+    #[test]
+    fn the_transport_reads_its_flags() {
+        let dir = std::env::temp_dir().join(format!("tiqzy-transport-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let not_pem = dir.join("not-pem");
+        std::fs::write(&not_pem, "hello").expect("write");
+        assert!(Transport::new(Some(&not_pem), &[]).is_err());
+        assert!(Transport::new(Some(&dir.join("missing")), &[]).is_err());
+        let transport =
+            Transport::new(None, &["Tiqzy.vault.azure.net=127.0.0.1".to_owned()]).expect("resolve");
+        assert_eq!(
+            transport.resolve,
+            vec![(
+                "tiqzy.vault.azure.net".to_owned(),
+                IpAddr::from([127, 0, 0, 1])
+            )]
+        );
+        for bad in [
+            "tiqzy.vault.azure.net",
+            "=127.0.0.1",
+            "v.vault.azure.net=localhost",
+        ] {
+            assert!(Transport::new(None, &[bad.to_owned()]).is_err(), "{bad}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -81,6 +81,45 @@ pub async fn wait_for(
     );
 }
 
+/// A CA-signed certificate and key (PEM) for `hosts`, valid for `days` from a day ago: the
+/// chain (leaf first), the key and the end of validity (Unix seconds).
+pub fn certificate(hosts: &[&str], days: i64) -> (String, String, i64) {
+    certificate_between(hosts, -1, days)
+}
+
+/// Like [`certificate`], valid from `from_days` to `until_days` days from now.
+pub fn certificate_between(
+    hosts: &[&str],
+    from_days: i64,
+    until_days: i64,
+) -> (String, String, i64) {
+    use rcgen::{CertificateParams, CertifiedIssuer, DnType, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca");
+    // Distinct names, as real ones have: PKCS#12 readers link a chain by issuer name.
+    ca.distinguished_name
+        .push(DnType::CommonName, "Tiqzy test CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("now");
+    let mut params =
+        CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())
+            .expect("params");
+    if let Some(host) = hosts.first() {
+        params.distinguished_name.push(DnType::CommonName, *host);
+    }
+    params.not_before = now + time::Duration::days(from_days);
+    params.not_after = now + time::Duration::days(until_days);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca).expect("cert");
+    (
+        format!("{}{}", cert.pem(), ca.pem()),
+        key.serialize_pem(),
+        params.not_after.unix_timestamp(),
+    )
+}
+
 pub fn is_ready(t: &Tenant) -> bool {
     condition(t, "Ready").is_some_and(|c| c.status == "True")
 }

@@ -8,6 +8,7 @@
 //! | `kwok`         | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                                      |
 //! | `stripe-mock`  | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`                           |
 //! | `olm-validate` | `tests/e2e/go/olm-validate`: the operator-framework bundle validators         |
+//! | `keyvault`     | `tests/e2e/go/keyvault`: the Azure SDK's Key Vault fakes behind HTTPS (on demand) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,14 @@ pub fn ensure_binaries() -> Result<Binaries> {
     })
 }
 
+/// The Key Vault test server, built on first use (tests that need it start it themselves).
+pub fn ensure_keyvault() -> Result<PathBuf> {
+    let go = go_version()?;
+    let bin = cache_dir().join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    build_module(&bin, "keyvault", &go)
+}
+
 fn go_version() -> Result<String> {
     let out = Command::new("go").arg("version").output().context(
         "running `go version`: Go 1.26 or newer must be on PATH to build the control plane",
@@ -106,7 +115,7 @@ fn build_module(bin: &Path, name: &str, go: &str) -> Result<PathBuf> {
     let mut key = Fnv::new();
     key.write(go.as_bytes());
     key.write(ldflags.as_bytes());
-    for file in ["go.mod", "go.sum", "main.go"] {
+    for file in module_files(&dir)? {
         let path = dir.join(file);
         key.write(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
     }
@@ -119,6 +128,20 @@ fn build_module(bin: &Path, name: &str, go: &str) -> Result<PathBuf> {
             .current_dir(&dir);
         cmd
     })
+}
+
+/// The files a module's build depends on: go.mod, go.sum, main.go, then its other Go files
+/// by name (so modules of just those three keep their cache keys).
+fn module_files(dir: &Path) -> Result<Vec<String>> {
+    let mut others: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".go") && name != "main.go")
+        .collect();
+    others.sort();
+    let mut files: Vec<String> = ["go.mod", "go.sum", "main.go"].map(String::from).into();
+    files.extend(others);
+    Ok(files)
 }
 
 /// Stamps the Kubernetes release a module requires into its version package, as the

@@ -1,11 +1,13 @@
 //! A Microsoft Entra ID token endpoint for the operator's Key Vault sign-in: npm
 //! `oauth2-mock-server` (the same package and cache as the runtime's admin-API tests) serving
-//! `/<tenant>/oauth2/v2.0/token`, started on a free loopback port.
+//! `/<tenant>/oauth2/v2.0/token`, started on a free loopback port. Its keys are at
+//! `<authority_host>/jwks`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
+
+use crate::process::Service;
 
 const PACKAGE: &str = "oauth2-mock-server@8.2.3";
 const SCRIPT: &str = include_str!("entra-issuer.mjs");
@@ -16,7 +18,7 @@ pub struct EntraIssuer {
     /// What `Platform.spec.keyVault.authorityHost` is set to.
     pub authority_host: String,
     pub tenant_id: String,
-    _process: tokio::process::Child,
+    _process: Service,
 }
 
 impl EntraIssuer {
@@ -28,28 +30,29 @@ impl EntraIssuer {
         })
         .await??;
         let port = crate::free_port()?;
-        let process = tokio::process::Command::new("node")
-            .arg(dir.join("entra-issuer.mjs"))
-            .args([&port.to_string(), tenant_id, refused_client])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the Entra ID test issuer")?;
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(Self {
-                    authority_host: format!("http://127.0.0.1:{port}"),
-                    tenant_id: tenant_id.to_owned(),
-                    _process: process,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        bail!("the Entra ID test issuer did not listen on port {port} within 10 s")
+        // A process that dies with the test binary, also when a test keeps the issuer for
+        // the binary's lifetime.
+        // Named like the harness's runs, so a later run removes it.
+        let logs = crate::target_dir().join(format!("e2e/run-{}-entra", std::process::id()));
+        std::fs::create_dir_all(&logs)?;
+        let mut process = Service::spawn_long_lived(
+            &format!("entra-issuer-{port}"),
+            std::path::Path::new("node"),
+            vec![
+                dir.join("entra-issuer.mjs").display().to_string(),
+                port.to_string(),
+                tenant_id.to_owned(),
+                refused_client.to_owned(),
+            ],
+            &logs,
+        )?;
+        process
+            .wait_ready(Duration::from_secs(10), || crate::ports::accepting(port))
+            .await?;
+        Ok(Self {
+            authority_host: format!("http://127.0.0.1:{port}"),
+            tenant_id: tenant_id.to_owned(),
+            _process: process,
+        })
     }
 }

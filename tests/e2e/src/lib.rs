@@ -9,6 +9,7 @@ mod controlplane;
 mod crds;
 mod datastores;
 mod entra;
+mod keyvault;
 mod npm;
 pub mod olm;
 mod openshift;
@@ -25,12 +26,13 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
-pub use components::{Binaries, cache_dir, ensure_binaries, go_module_dir};
+pub use components::{Binaries, cache_dir, ensure_binaries, ensure_keyvault, go_module_dir};
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{POSTGRES_TLS_ONLY_ROLE, Postgres, Redis};
 pub use entra::EntraIssuer;
+pub use keyvault::{KeyVaultServer, VAULT_HOST, VaultCertificates};
 pub use npm::npm_package_with_script;
 pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
 pub use operator::{
