@@ -157,12 +157,45 @@ pub struct Storefront {
     /// Replica bounds for the HorizontalPodAutoscaler (CPU and memory).
     #[serde(default)]
     pub replicas: Replicas,
-    /// CPU and memory for each storefront container. Defaults suit a small storefront.
+    /// CPU and memory for each storefront container (`requests`, `limits`). Defaults suit a
+    /// small storefront. Every value is a quantity of at least 0, e.g. `250m` or `256Mi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
     /// Scale the storefront to zero while keeping its data, hosts and configuration.
     #[serde(default)]
     pub suspended: bool,
+}
+
+/// A non-negative Kubernetes quantity: the API server's own grammar without the sign.
+const QUANTITY: &str = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE]\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)))?$";
+
+/// `resources` as a Deployment container has them, but refusing what the Deployment would
+/// refuse later: negative or malformed quantities (checked by pattern, because CEL's
+/// quantity functions over an open map exceed the API server's cost budget).
+fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let quantities = |what: &str| {
+        serde_json::json!({
+            "type": "object",
+            "description": format!("{what}, by resource name (cpu, memory, ephemeral-storage, ...)."),
+            "maxProperties": 16,
+            // An integer or a string; the pattern applies to strings, the minimum to integers.
+            "additionalProperties": {
+                "x-kubernetes-int-or-string": true,
+                "pattern": QUANTITY,
+                "minimum": 0,
+            },
+        })
+    };
+    schemars::Schema::try_from(serde_json::json!({
+        "type": "object",
+        "nullable": true,
+        "properties": {
+            "requests": quantities("What each storefront container is guaranteed"),
+            "limits": quantities("The most each storefront container may use (at least its request)"),
+        },
+    }))
+    .expect("a schema object")
 }
 
 /// Replica bounds; the autoscaler moves between them.

@@ -189,6 +189,71 @@ async fn drift_is_repaired() {
     );
 }
 
+/// A value the schema lets through but the API server refuses in the Deployment (a CPU
+/// request above its limit) shows on the Tenant, with the server's words, instead of a silent
+/// retry loop; fixing the spec recovers.
+#[tokio::test]
+async fn an_object_the_api_server_refuses_is_reported_on_the_tenant() {
+    let client = admin().await;
+    let resources = json!({ "requests": { "cpu": "2" }, "limits": { "cpu": "1" } });
+    create_tenant(
+        &client,
+        "shop-refused",
+        json!({ "displayName": "Refused", "currency": "EUR",
+                "storefront": { "resources": resources } }),
+    )
+    .await;
+    let refused = wait_for(&client, "shop-refused", "ObjectRefused", |t| {
+        condition(t, "Ready").is_some_and(|c| c.status == "False" && c.reason == "ObjectRefused")
+    })
+    .await;
+    let message = &condition(&refused, "Ready").expect("ready").message;
+    assert!(
+        message.contains("Deployment tiqzy-shop-refused/storefront"),
+        "{message}"
+    );
+    assert!(
+        message.contains("must be less than or equal to cpu limit"),
+        "{message}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let mut reported = false;
+    for _ in 0..50 {
+        let list = events.list(&ListParams::default()).await.expect("events");
+        reported = list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("ObjectRefused")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("shop-refused")
+        });
+        if reported {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reported, "an Event on the Tenant says why");
+    // No hot loop: the operator waits for a change, so the status stays as written.
+    let written = refused.metadata.resource_version.clone();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = Api::<Tenant>::all(client.clone())
+        .get("shop-refused")
+        .await
+        .expect("tenant");
+    assert_eq!(
+        later.metadata.resource_version, written,
+        "nothing rewritten"
+    );
+    let fixed = json!({ "spec": { "storefront": { "resources": {
+        "requests": { "cpu": "100m" }, "limits": { "cpu": "1" } } } } });
+    Api::<Tenant>::all(client.clone())
+        .patch(
+            "shop-refused",
+            &PatchParams::default(),
+            &Patch::Merge(&fixed),
+        )
+        .await
+        .expect("fix the spec");
+    wait_for(&client, "shop-refused", "Ready", is_ready).await;
+}
+
 #[tokio::test]
 async fn a_host_claimed_by_an_older_tenant_is_not_stolen() {
     let client = admin().await;

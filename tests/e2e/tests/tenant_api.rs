@@ -195,6 +195,16 @@ async fn invalid_tenants_are_refused_with_the_field_and_the_rule() {
             spec_with(json!({ "database": { "connectionLimit": 10000 } })),
             "spec.database.connectionLimit",
         ),
+        (
+            "negative-cpu",
+            spec_with(json!({ "storefront": { "resources": { "requests": { "cpu": "-1" } } } })),
+            "spec.storefront.resources.requests.cpu",
+        ),
+        (
+            "not-a-quantity",
+            spec_with(json!({ "storefront": { "resources": { "limits": { "memory": "lots" } } } })),
+            "spec.storefront.resources.limits.memory",
+        ),
     ];
     assert!(cases.len() >= 15);
     let mut failures = Vec::new();
