@@ -12,6 +12,7 @@ use kube::runtime::events::{Event, EventType};
 use tiqzy_crds::conditions::{Reason, types};
 use tiqzy_crds::{CertificateStatus, KeyVaultAuthMethod, PlatformSpec};
 
+use super::report::event;
 use super::status::Observed;
 use crate::build::{CERTIFICATE_ANNOTATION, TLS_SECRET, VERSION_ANNOTATION};
 use crate::certificate::{ServingCertificate, Unusable, rfc3339};
@@ -255,18 +256,18 @@ fn finish(
     if let (Some(fresh), Some(old)) = (&fresh, &last_good)
         && fresh.version != old.version
     {
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "CertificateRotated".into(),
-            note: Some(format!(
-                "Key Vault certificate {name}: version {} replaces {} in Secret {TLS_SECRET} (valid until {})",
-                fresh.version,
-                old.version,
-                rfc3339(fresh.certificate.not_after)
-            )),
-            action: "Rotate".into(),
-            secondary: None,
-        });
+        let note = format!(
+            "Key Vault certificate {name}: version {} replaces {} in Secret {TLS_SECRET} (valid until {})",
+            fresh.version,
+            old.version,
+            rfc3339(fresh.certificate.not_after)
+        );
+        events.push(event(
+            EventType::Normal,
+            "CertificateRotated",
+            note,
+            "Rotate",
+        ));
     }
     let serve = fresh.or(last_good);
     match &serve {
@@ -276,17 +277,13 @@ fn finish(
             // The newest version is the one served (or Key Vault could not be asked): warn
             // once per version.
             if s.certificate.expires_soon(now) && polled.warned.insert(s.version.clone()) {
-                events.push(Event {
-                    type_: EventType::Warning,
-                    reason: "CertificateExpiringSoon".into(),
-                    note: Some(format!(
-                        "Key Vault certificate {name} version {} expires at {} and Key Vault has no newer version: renew it",
-                        s.version,
-                        rfc3339(s.certificate.not_after)
-                    )),
-                    action: "Check".into(),
-                    secondary: None,
-                });
+                let note = format!(
+                    "Key Vault certificate {name} version {} expires at {} and Key Vault has no newer version: renew it",
+                    s.version,
+                    rfc3339(s.certificate.not_after)
+                );
+                let reason = "CertificateExpiringSoon";
+                events.push(event(EventType::Warning, reason, note, "Check"));
             }
         }
         None => ctx.metrics.forget_certificate(&v.name),
