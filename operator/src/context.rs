@@ -7,6 +7,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
 use crate::cache::{Caches, GuardedTenant, PlatformSecrets};
+use crate::external::keyvault::Transport;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// How often Key Vault is asked for a new version of a tenant's certificate.
     pub key_vault_poll: Duration,
+    /// Extra trusted roots and address overrides for Key Vault and Entra ID.
+    pub key_vault_transport: Transport,
 }
 
 pub struct Context {

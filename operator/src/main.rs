@@ -82,7 +82,6 @@ async fn main() -> anyhow::Result<()> {
     if args.extra_ca_file.is_some() || !args.key_vault_resolve.is_empty() {
         tracing::info!(?transport, "connections to Key Vault and Entra ID");
     }
-    tiqzy_operator::external::keyvault::set_transport(transport);
     let identity = args
         .identity
         .clone()
@@ -126,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         instance: identity,
         concurrency: args.concurrency,
         key_vault_poll: Duration::from_secs(args.key_vault_poll_seconds.max(1)),
+        key_vault_transport: transport,
     };
     controller::run(client, metrics, settings).await;
     Ok(())

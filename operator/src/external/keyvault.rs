@@ -6,7 +6,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -96,7 +95,7 @@ struct Token {
 }
 
 /// How the operator's HTTPS connections to Key Vault and Entra ID are made, the same for every
-/// vault: set once at start ([`set_transport`]).
+/// vault: from the operator's flags, kept in its settings.
 #[derive(Clone, Default)]
 pub struct Transport {
     /// Trusted besides the public roots (a private CA, a TLS-inspecting proxy).
@@ -172,13 +171,6 @@ impl Transport {
     }
 }
 
-static TRANSPORT: OnceLock<Transport> = OnceLock::new();
-
-/// Sets the transport of every client made by [`KeyVault::new`]; the first call wins.
-pub fn set_transport(transport: Transport) {
-    let _ = TRANSPORT.set(transport);
-}
-
 /// A client for one vault. Keeps the challenge and the token between calls.
 pub struct KeyVault {
     config: VaultConfig,
@@ -243,9 +235,9 @@ struct VaultErrorDetail {
 }
 
 impl KeyVault {
-    /// A client over the transport set at start (or the default one).
+    /// A client over the default transport (public roots, DNS).
     pub fn new(config: VaultConfig) -> Result<Self, String> {
-        Self::with_transport(config, TRANSPORT.get_or_init(Transport::default))
+        Self::with_transport(config, &Transport::default())
     }
 
     pub fn with_transport(config: VaultConfig, transport: &Transport) -> Result<Self, String> {

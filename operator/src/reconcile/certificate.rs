@@ -18,7 +18,7 @@ use crate::build::{CERTIFICATE_ANNOTATION, TLS_SECRET, VERSION_ANNOTATION};
 use crate::certificate::{ServingCertificate, Unusable, rfc3339};
 use crate::context::Context;
 use crate::error::{Error, backoff};
-use crate::external::keyvault::{Credential, KeyVault, VaultConfig, VaultError};
+use crate::external::keyvault::{Credential, KeyVault, Transport, VaultConfig, VaultError};
 use crate::tenant::{TlsSecret, ValidatedTenant};
 
 /// What this step remembers between reconciles: the vault client (for its token) and the
@@ -53,12 +53,16 @@ impl std::fmt::Debug for Polls {
 
 impl Polls {
     /// The Key Vault client for `config`, reused while the config stays the same.
-    fn key_vault(&self, config: VaultConfig) -> Result<Arc<KeyVault>, String> {
+    fn key_vault(
+        &self,
+        config: VaultConfig,
+        transport: &Transport,
+    ) -> Result<Arc<KeyVault>, String> {
         let mut vault = self.vault.lock().expect("vault lock");
         if let Some(existing) = vault.as_ref().filter(|v| *v.config() == config) {
             return Ok(existing.clone());
         }
-        let client = Arc::new(KeyVault::new(config)?);
+        let client = Arc::new(KeyVault::with_transport(config, transport)?);
         *vault = Some(client.clone());
         Ok(client)
     }
@@ -398,7 +402,7 @@ async fn fetch(
         credential,
     };
     let vault = polls
-        .key_vault(config)
+        .key_vault(config, &ctx.settings.key_vault_transport)
         .map_err(|e| (Reason::KeyVaultUnreachable, e))?;
     let secret = vault.certificate(name).await.map_err(|e| match e {
         VaultError::NotFound(m) => (Reason::CertificateNotFound, m),
