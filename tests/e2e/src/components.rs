@@ -3,12 +3,13 @@
 //!
 //! | binary         | source                                                                        |
 //! |----------------|-------------------------------------------------------------------------------|
-//! | `kube`         | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl |
+//! | `kube`         | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl, kubelet |
 //! | `etcd`         | `tests/e2e/go/etcd`: etcd server (etcdmain)                                   |
 //! | `kwok`         | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                                      |
 //! | `stripe-mock`  | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`                           |
 //! | `olm-validate` | `tests/e2e/go/olm-validate`: the operator-framework bundle validators         |
 //! | `keyvault`     | `tests/e2e/go/keyvault`: the Azure SDK's Key Vault fakes behind HTTPS (on demand) |
+//! | `containerd`, `cni-plugins` | upstream modules, for the real node (on demand, see [`crate::node`]) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ pub const STRIPE_MOCK_VERSION: &str = "v0.199.0";
 /// Paths of the built programs.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// Multi-call binary: `kube <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl>`.
+    /// Multi-call binary: `kube <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet>`.
     pub kube: PathBuf,
     /// A link to `kube` named `kubectl`, which runs kubectl directly.
     pub kubectl: PathBuf,
@@ -94,7 +95,7 @@ pub fn ensure_keyvault() -> Result<PathBuf> {
     build_module(&bin, "keyvault", &go)
 }
 
-fn go_version() -> Result<String> {
+pub(crate) fn go_version() -> Result<String> {
     let out = Command::new("go").arg("version").output().context(
         "running `go version`: Go 1.26 or newer must be on PATH to build the control plane",
     )?;
@@ -205,7 +206,19 @@ fn cached_or_build(
     name: &str,
     command: impl FnOnce(&Path) -> Command,
 ) -> Result<PathBuf> {
-    let program = target.join(name);
+    cached_or_build_as(target, name, name, command)
+}
+
+/// Like [`cached_or_build`] for a build that yields several programs: `program` is the one
+/// whose presence marks the build done, `label` names the build in progress lines.
+pub(crate) fn cached_or_build_as(
+    target: &Path,
+    label: &str,
+    program: &str,
+    command: impl FnOnce(&Path) -> Command,
+) -> Result<PathBuf> {
+    let name = label;
+    let program = target.join(program);
     if program.exists() {
         return Ok(program);
     }
@@ -224,7 +237,11 @@ fn cached_or_build(
     let out = command(&scratch)
         .output()
         .with_context(|| format!("running go to build {name}"))?;
-    if !out.status.success() || !scratch.join(name).exists() {
+    if !out.status.success()
+        || !scratch
+            .join(program.file_name().unwrap_or_default())
+            .exists()
+    {
         bail!(
             "building {name} failed:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -275,19 +292,19 @@ fn kwok_stages() -> Result<Vec<PathBuf>> {
 }
 
 /// FNV-1a, enough to key a build cache on file contents.
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Fnv {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(0xcbf2_9ce4_8422_2325)
     }
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    fn finish(&self) -> u64 {
+    pub(crate) fn finish(&self) -> u64 {
         self.0
     }
 }

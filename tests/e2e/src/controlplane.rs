@@ -179,7 +179,9 @@ impl ControlPlane {
             [
                 kubeconfig_flag,
                 format!("--config={}", stages.display()),
-                "--manage-all-nodes=true".to_owned(),
+                // Only its own fake nodes: a real node (see node.rs) has a kubelet.
+                "--manage-all-nodes=false".to_owned(),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".to_owned(),
                 format!("--server-address=127.0.0.1:{}", free_port()?),
                 "--cidr=10.244.0.0/16".to_owned(),
                 "--node-ip=127.0.0.1".to_owned(),

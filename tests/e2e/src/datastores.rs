@@ -34,6 +34,12 @@ impl Postgres {
     }
 
     pub async fn start(run: &Path) -> Result<Self> {
+        Self::start_with_pods(run, None).await
+    }
+
+    /// Like [`Postgres::start`], and with `pods = Some((gateway, subnet))` also listening on
+    /// the real node's bridge gateway and taking password logins from its pod subnet.
+    pub async fn start_with_pods(run: &Path, pods: Option<(&str, &str)>) -> Result<Self> {
         let bin = postgres_bin_dir()?;
         let dir = run.join("postgres");
         let data = dir.join("data");
@@ -95,6 +101,16 @@ impl Postgres {
         }
 
         tls_files(&data, run_as.as_ref())?;
+        let mut listen = "127.0.0.1".to_owned();
+        if let Some((gateway, subnet)) = pods {
+            listen = format!("{listen},{gateway}");
+            let hba = data.join("pg_hba.conf");
+            let rules = std::fs::read_to_string(&hba)?;
+            std::fs::write(
+                &hba,
+                format!("{rules}host all all {subnet} scram-sha-256\n"),
+            )?;
+        }
         let port = free_port()?;
         let mut service = Service::spawn(
             "postgres",
@@ -107,7 +123,7 @@ impl Postgres {
                 "-k".to_owned(),
                 sockets.display().to_string(),
                 "-c".to_owned(),
-                "listen_addresses=127.0.0.1".to_owned(),
+                format!("listen_addresses={listen}"),
                 "-c".to_owned(),
                 "fsync=off".to_owned(),
                 "-c".to_owned(),

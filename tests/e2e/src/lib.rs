@@ -10,6 +10,7 @@ mod crds;
 mod datastores;
 mod entra;
 mod keyvault;
+mod node;
 mod npm;
 pub mod olm;
 mod openshift;
@@ -33,6 +34,11 @@ pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{POSTGRES_TLS_ONLY_ROLE, Postgres, Redis};
 pub use entra::EntraIssuer;
 pub use keyvault::{KeyVaultServer, VAULT_HOST, VaultCertificates};
+pub use node::{
+    BRIDGE, CNI_PLUGINS_VERSION, CONTAINERD_VERSION, GATEWAY, NodeBinaries, PAUSE_IMAGE,
+    POD_SUBNET, REAL_NODE_LABEL, REAL_NODE_NAME, RUNTIME_REPOSITORY, RealNode, RealNodeHarness,
+    build_runtime_binary, ensure_node_binaries,
+};
 pub use npm::npm_package_with_script;
 pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
 pub use operator::{
@@ -65,12 +71,21 @@ impl Harness {
         let bins = tokio::task::spawn_blocking(ensure_binaries)
             .await
             .context("building the Go components")??;
-        let dir = new_run_dir()?;
+        Self::start_with(&bins, new_run_dir()?, None).await
+    }
+
+    /// Starts every component in `dir`; `pods = Some((gateway, subnet))` has PostgreSQL
+    /// also serve a real node's pods (see [`RealNodeHarness`]).
+    pub(crate) async fn start_with(
+        bins: &Binaries,
+        dir: PathBuf,
+        pods: Option<(&str, &str)>,
+    ) -> Result<Self> {
         let (kube, postgres, redis, stripe) = tokio::try_join!(
-            ControlPlane::start(&bins, &dir),
-            Postgres::start(&dir),
+            ControlPlane::start(bins, &dir),
+            Postgres::start_with_pods(&dir, pods),
             Redis::start(&dir),
-            StripeMock::start(&bins, &dir),
+            StripeMock::start(bins, &dir),
         )?;
         Ok(Self {
             dir,
@@ -131,7 +146,7 @@ pub fn target_dir() -> PathBuf {
 
 /// Creates `target/e2e/run-<pid>-<n>` after removing the directories of runs whose process
 /// is gone.
-fn new_run_dir() -> Result<PathBuf> {
+pub(crate) fn new_run_dir() -> Result<PathBuf> {
     let root = target_dir().join("e2e");
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     for entry in std::fs::read_dir(&root)?.flatten() {

@@ -22,7 +22,12 @@ const PACKAGES: &[(&str, &str)] = &[
 
 /// Installs the missing packages (as root) or explains how to.
 pub fn ensure_system_packages() -> Result<()> {
-    let missing = missing_packages();
+    ensure_packages(PACKAGES)
+}
+
+/// Installs the missing ones of `packages` (Debian package, a program it provides).
+pub(crate) fn ensure_packages(packages: &[(&'static str, &str)]) -> Result<()> {
+    let missing = missing_packages(packages);
     if missing.is_empty() {
         return Ok(());
     }
@@ -52,8 +57,8 @@ pub fn ensure_system_packages() -> Result<()> {
     Ok(())
 }
 
-fn missing_packages() -> Vec<&'static str> {
-    PACKAGES
+fn missing_packages(packages: &[(&'static str, &str)]) -> Vec<&'static str> {
+    packages
         .iter()
         .filter(|(_, program)| {
             if program.starts_with('/') {

@@ -5,12 +5,15 @@
 //	kube kube-controller-manager [flags]
 //	kube kube-scheduler [flags]
 //	kube kubectl [args]
+//	kube kubelet [flags]
 //
 // Invoked through a link named after one of the programs (kubectl -> kube),
-// it runs that program directly.
+// it runs that program directly. The kubelet only runs when a test asks for a
+// real node (see tests/e2e/src/node.rs).
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,13 +24,14 @@ import (
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 func main() {
 	program, args := filepath.Base(os.Args[0]), os.Args[1:]
 	if !known(program) {
 		if len(args) == 0 || !known(args[0]) {
-			fmt.Fprintln(os.Stderr, "usage: kube kube-apiserver|kube-controller-manager|kube-scheduler|kubectl [args]")
+			fmt.Fprintln(os.Stderr, "usage: kube kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet [args]")
 			os.Exit(2)
 		}
 		program, args = args[0], args[1:]
@@ -42,6 +46,8 @@ func main() {
 		command = scheduler.NewSchedulerCommand()
 	case "kubectl":
 		command = kubectl.NewDefaultKubectlCommand()
+	case "kubelet":
+		command = kubelet.NewKubeletCommand(context.Background())
 	}
 	command.SetArgs(args)
 	os.Exit(cli.Run(command))
@@ -49,7 +55,7 @@ func main() {
 
 func known(program string) bool {
 	switch program {
-	case "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl":
+	case "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet":
 		return true
 	}
 	return false
