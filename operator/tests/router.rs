@@ -214,15 +214,11 @@ async fn the_router_serves_the_tenant_host_with_its_vault_certificate_and_admits
         }
     })
     .await;
-    let tenant = wait_for(&client, name, "Routed=True Admitted", |t| {
-        condition(t, "Routed").is_some_and(|c| c.status == "True" && c.reason == "Admitted")
+    wait_for(&client, name, "Routed=True Admitted and Ready", |t| {
+        is_ready(t)
+            && condition(t, "Routed").is_some_and(|c| c.status == "True" && c.reason == "Admitted")
     })
     .await;
-    assert!(
-        is_ready(&tenant),
-        "{:#?}",
-        tenant.status.map(|s| s.conditions)
-    );
 
     // The pod's address, made real on this host, with a server behind it.
     let (address, port) = eventually("a ready storefront endpoint", || {

@@ -89,6 +89,7 @@ fn flags(https_port: u16, http_port: u16) -> Vec<String> {
         "--global.checknewversion=false".to_owned(),
         "--global.sendanonymoususage=false".to_owned(),
         "--log.level=INFO".to_owned(),
+        "--log.nocolor=true".to_owned(),
         "--accesslog=true".to_owned(),
         format!("--entrypoints.websecure.address=127.0.0.1:{https_port}"),
         "--entrypoints.websecure.http.tls=true".to_owned(),
@@ -147,7 +148,9 @@ fn cluster_role() -> serde_json::Value {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": { "name": "tiqzy-e2e-traefik" },
         "rules": [
-            { "apiGroups": [""], "resources": ["services", "secrets"],
+            // Traefik v3.6 also watches nodes (for `nodePortLB`) and serves nothing until
+            // that informer has synced.
+            { "apiGroups": [""], "resources": ["services", "secrets", "nodes"],
               "verbs": ["get", "list", "watch"] },
             { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
               "verbs": ["get", "list", "watch"] },
