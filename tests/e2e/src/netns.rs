@@ -4,7 +4,9 @@
 //! HTTP there, answering with what it received so a test sees what the router forwarded.
 //!
 //! The API server refuses loopback addresses in EndpointSlices, so the address must be the
-//! pod's own: nothing in the operator or the cluster is changed for the test.
+//! pod's own: nothing in the operator or the cluster is changed for the test. The route to the
+//! address is the host's, so one backend per address can exist on a machine at a time (two
+//! harnesses running at once hand out the same kwok pod IPs).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
