@@ -84,9 +84,11 @@ reasons! {
     HostConflict => OnChange,
     /// The router or ingress controller serves the tenant's hosts.
     Admitted => Settled,
-    /// The Ingress exists; no controller has reported an address yet.
+    /// The Ingress exists; waiting for an ingress controller to report an address (the
+    /// watch on the Ingress brings that news). The tenant stays Ready meanwhile.
     IngressCreated => Settled,
-    /// The Routes exist; the router has not admitted them yet.
+    /// The Routes exist; waiting for the router to admit them (the watch on the Routes
+    /// brings that news). The tenant stays Ready meanwhile.
     RouteCreated => Settled,
     /// The tenant's database and role exist as specified.
     DatabaseProvisioned => Settled,

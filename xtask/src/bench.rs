@@ -35,7 +35,9 @@ pub async fn operator(
             .await
             .context("removing the stores from the Platform")?;
     }
-    // Without stores a tenant is as ready as it can be when it serves and is routed.
+    // Without stores a tenant is as ready as it can be when it serves and is routed; no
+    // router runs here, so an Ingress waiting for one (`Routed=False IngressCreated`) is as
+    // routed as it gets.
     let done: &[&str] = if with_stores {
         &["Ready"]
     } else {
@@ -86,9 +88,10 @@ pub async fn operator(
             .filter(|t| {
                 t.status.as_ref().is_some_and(|s| {
                     done.iter().all(|type_| {
-                        s.conditions
-                            .iter()
-                            .any(|c| &c.type_ == type_ && c.status == "True")
+                        s.conditions.iter().any(|c| {
+                            &c.type_ == type_
+                                && (c.status == "True" || c.reason == "IngressCreated")
+                        })
                     })
                 })
             })

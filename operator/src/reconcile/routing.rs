@@ -105,10 +105,10 @@ fn routed_ingress(ingress: &Ingress) -> Observed {
             "the ingress controller serves the storefront's hosts",
         )
     } else {
-        Observed::ok(
+        Observed::failed(
             types::ROUTED,
             Reason::IngressCreated,
-            "Ingress created; no ingress controller has reported an address yet",
+            "Ingress created; waiting for the ingress controller to report an address",
         )
     }
 }
@@ -152,10 +152,10 @@ fn routed_routes(routes: &[DynamicObject]) -> Observed {
             "the router admitted every Route",
         )
     } else {
-        Observed::ok(
+        Observed::failed(
             types::ROUTED,
             Reason::RouteCreated,
-            "Routes created; the router has not admitted them yet",
+            "Routes created; waiting for the router to admit them",
         )
     }
 }
@@ -183,10 +183,9 @@ mod tests {
             routed_routes(std::slice::from_ref(&admitted)).reason,
             Reason::Admitted
         );
-        assert_eq!(
-            routed_routes(&[admitted.clone(), waiting]).reason,
-            Reason::RouteCreated
-        );
+        let partly = routed_routes(&[admitted.clone(), waiting]);
+        assert_eq!(partly.reason, Reason::RouteCreated);
+        assert!(!partly.ok);
         let refused = routed_routes(&[admitted, rejected]);
         assert!(!refused.ok);
         assert_eq!(refused.reason, Reason::HostConflict);
@@ -198,11 +197,18 @@ mod tests {
             "metadata": { "name": "storefront" },
         }))
         .expect("ingress");
-        assert_eq!(routed_ingress(&ingress).reason, Reason::IngressCreated);
+        let waiting = routed_ingress(&ingress);
+        assert_eq!(waiting.reason, Reason::IngressCreated);
+        assert!(
+            !waiting.ok,
+            "Routed is False until the controller admits the hosts"
+        );
         ingress.status = serde_json::from_value(json!({
             "loadBalancer": { "ingress": [{ "hostname": "router.local" }] },
         }))
         .expect("status");
-        assert_eq!(routed_ingress(&ingress).reason, Reason::Admitted);
+        let admitted = routed_ingress(&ingress);
+        assert_eq!(admitted.reason, Reason::Admitted);
+        assert!(admitted.ok);
     }
 }

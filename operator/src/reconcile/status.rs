@@ -152,12 +152,7 @@ pub fn summarise(parts: &[Observed], suspended: bool) -> (Observed, TenantPhase)
         );
         return (ready, TenantPhase::Suspended);
     }
-    // Payments that are merely not set up leave the storefront serving; broken keys do not.
-    let failing: Vec<&Observed> = parts
-        .iter()
-        .filter(|p| !p.ok)
-        .filter(|p| p.type_ != types::PAYMENTS_READY || p.reason == Reason::StripeSecretUnavailable)
-        .collect();
+    let failing: Vec<&Observed> = parts.iter().filter(|p| !p.ok && blocks_ready(p)).collect();
     match failing.first() {
         None => (
             Observed::ok(
@@ -185,6 +180,19 @@ pub fn summarise(parts: &[Observed], suspended: bool) -> (Observed, TenantPhase)
             };
             (Observed::failed(types::READY, first.reason, message), phase)
         }
+    }
+}
+
+/// Whether a False part makes the tenant not Ready. Payments that are merely not set up leave
+/// the storefront serving; broken keys do not. A router that has not admitted the hosts yet
+/// leaves everything the operator controls in place: `Routed` says so on its own, and a
+/// cluster whose controller never writes Ingress status would otherwise keep every tenant
+/// from Ready.
+fn blocks_ready(part: &Observed) -> bool {
+    match part.type_ {
+        types::PAYMENTS_READY => part.reason == Reason::StripeSecretUnavailable,
+        types::ROUTED => !matches!(part.reason, Reason::IngressCreated | Reason::RouteCreated),
+        _ => true,
     }
 }
 
@@ -287,6 +295,19 @@ mod tests {
         assert!(!ready.ok);
         assert_eq!(ready.reason, Reason::StripeSecretUnavailable);
         assert_eq!(phase, TenantPhase::Degraded);
+    }
+
+    #[test]
+    fn waiting_for_the_router_leaves_the_tenant_ready_but_a_host_conflict_does_not() {
+        let available = Observed::ok(types::STOREFRONT_AVAILABLE, Reason::Available, "ok");
+        let waiting = Observed::failed(types::ROUTED, Reason::IngressCreated, "no address yet");
+        let (ready, phase) = summarise(&[available.clone(), waiting], false);
+        assert!(ready.ok);
+        assert_eq!(phase, TenantPhase::Ready);
+        let conflict = Observed::failed(types::ROUTED, Reason::HostConflict, "taken");
+        let (ready, phase) = summarise(&[available, conflict], false);
+        assert!(!ready.ok);
+        assert_eq!(phase, TenantPhase::Failed);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `olm-validate` | `tests/e2e/go/olm-validate`: the operator-framework bundle validators         |
 //! | `keyvault`     | `tests/e2e/go/keyvault`: the Azure SDK's Key Vault fakes behind HTTPS (on demand) |
 //! | `containerd`, `cni-plugins` | upstream modules, for the real node (on demand, see [`crate::node`]) |
+//! | `traefik`      | `tests/e2e/go/traefik`: Traefik's own command, pinned by that module (on demand) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -95,6 +96,20 @@ pub fn ensure_keyvault() -> Result<PathBuf> {
     build_module(&bin, "keyvault", &go)
 }
 
+/// Traefik, the ingress controller, built on first use from the `tool` its module pins (its
+/// first build takes many minutes: tests that need it start it themselves).
+pub fn ensure_traefik() -> Result<PathBuf> {
+    let go = go_version()?;
+    let bin = cache_dir().join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    build_tool(
+        &bin,
+        "traefik",
+        "github.com/traefik/traefik/v3/cmd/traefik",
+        &go,
+    )
+}
+
 pub(crate) fn go_version() -> Result<String> {
     let out = Command::new("go").arg("version").output().context(
         "running `go version`: Go 1.26 or newer must be on PATH to build the control plane",
@@ -126,6 +141,28 @@ fn build_module(bin: &Path, name: &str, go: &str) -> Result<PathBuf> {
         cmd.args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
             .arg(out.join(name))
             .arg(".")
+            .current_dir(&dir);
+        cmd
+    })
+}
+
+/// `go build` of `package`, a `tool` of the module `tests/e2e/go/<name>` (which pins its
+/// version and dependencies), cached under a key of go.mod, go.sum and the Go version.
+fn build_tool(bin: &Path, name: &str, package: &str, go: &str) -> Result<PathBuf> {
+    let dir = go_sources().join(name);
+    let mut key = Fnv::new();
+    key.write(go.as_bytes());
+    key.write(package.as_bytes());
+    for file in ["go.mod", "go.sum"] {
+        let path = dir.join(file);
+        key.write(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let target = bin.join(format!("{name}-{:016x}", key.finish()));
+    cached_or_build(&target, name, |out| {
+        let mut cmd = Command::new("go");
+        cmd.args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
+            .arg(out.join(name))
+            .arg(package)
             .current_dir(&dir);
         cmd
     })
@@ -234,20 +271,40 @@ pub(crate) fn cached_or_build_as(
     std::fs::create_dir_all(&scratch)?;
     eprintln!("tiqzy: building {name} (first run only; the control plane takes several minutes)");
     let started = Instant::now();
-    let out = command(&scratch)
-        .output()
+    // Go prints nothing while it compiles: say every minute that the build goes on, so a
+    // long first build (Traefik's takes over ten minutes) does not look hung.
+    let log_path = scratch.join("build.log");
+    let log = File::create(&log_path)?;
+    let mut child = command(&scratch)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
         .with_context(|| format!("running go to build {name}"))?;
-    if !out.status.success()
+    let mut reported = started;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if reported.elapsed().as_secs() >= 60 {
+            reported = Instant::now();
+            eprintln!(
+                "tiqzy: still building {name} ({:.0?} so far)",
+                started.elapsed()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    if !status.success()
         || !scratch
             .join(program.file_name().unwrap_or_default())
             .exists()
     {
         bail!(
-            "building {name} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "building {name} failed:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
         );
     }
+    let _ = std::fs::remove_file(&log_path);
     let _ = std::fs::remove_dir_all(target);
     std::fs::rename(&scratch, target)?;
     eprintln!("tiqzy: built {name} in {:.0?}", started.elapsed());

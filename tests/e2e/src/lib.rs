@@ -10,6 +10,7 @@ mod crds;
 mod datastores;
 mod entra;
 mod keyvault;
+mod netns;
 mod node;
 mod npm;
 pub mod olm;
@@ -19,6 +20,7 @@ mod pki;
 mod ports;
 mod process;
 mod prometheus;
+mod router;
 mod stripe;
 mod system;
 
@@ -27,13 +29,16 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
-pub use components::{Binaries, cache_dir, ensure_binaries, ensure_keyvault, go_module_dir};
+pub use components::{
+    Binaries, cache_dir, ensure_binaries, ensure_keyvault, ensure_traefik, go_module_dir,
+};
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{POSTGRES_TLS_ONLY_ROLE, Postgres, Redis};
 pub use entra::EntraIssuer;
 pub use keyvault::{KeyVaultServer, VAULT_HOST, VaultCertificates};
+pub use netns::PodBackend;
 pub use node::{
     BRIDGE, CNI_PLUGINS_VERSION, CONTAINERD_VERSION, GATEWAY, NodeBinaries, PAUSE_IMAGE,
     POD_SUBNET, REAL_NODE_LABEL, REAL_NODE_NAME, RUNTIME_REPOSITORY, RealNode, RealNodeHarness,
@@ -50,6 +55,7 @@ pub use process::Service;
 pub use prometheus::{
     PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds,
 };
+pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, Traefik};
 pub use stripe::StripeMock;
 pub use system::ensure_system_packages;
 

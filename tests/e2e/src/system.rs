@@ -1,4 +1,4 @@
-//! System packages the tests need from Debian: PostgreSQL 15, Redis 7, `setpriv`, Chromium
+//! System packages the tests need from Debian: PostgreSQL 15, Redis 7, `setpriv`, `ip`, Chromium
 //! with chromedriver, and Node.js with npm.
 //! Installed with apt when running as root; otherwise the error says what to install.
 
@@ -12,6 +12,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("postgresql-15", "/usr/lib/postgresql/15/bin/postgres"),
     ("redis-server", "redis-server"),
     ("util-linux", "setpriv"),
+    // Network namespaces standing in for pods behind the test router (`ip netns`).
+    ("iproute2", "ip"),
     // Browser tests of the storefront.
     ("chromium", "chromium"),
     ("chromium-driver", "chromedriver"),
