@@ -247,7 +247,8 @@ async fn an_object_the_api_server_refuses_is_reported_on_the_tenant() {
         .expect("tenant");
     assert_eq!(
         later.metadata.resource_version, written,
-        "nothing rewritten"
+        "nothing rewritten: was {:#?}\nnow {:#?}",
+        refused.status, later.status
     );
     let fixed = json!({ "spec": { "storefront": { "resources": {
         "requests": { "cpu": "100m" }, "limits": { "cpu": "1" } } } } });

@@ -62,7 +62,7 @@ pub async fn cleanup(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
     let base = tenant.status.clone().unwrap_or_default();
     report::stopped(
         tenant,
-        ctx,
+        r,
         Reason::CleanupBlocked,
         message.clone(),
         TenantPhase::Terminating,

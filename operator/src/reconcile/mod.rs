@@ -52,6 +52,7 @@ pub struct Memory {
     pub rollouts: rollout::Slots,
     pub stores: stores::Checks,
     pub certificates: certificate::Polls,
+    pub written: report::Written,
 }
 
 impl Reconciler {
@@ -70,6 +71,7 @@ impl Reconciler {
         self.memory.certificates.forget(tenant);
         self.memory.rollouts.finished(tenant);
         self.memory.failures.succeeded(tenant);
+        self.memory.written.forget(tenant);
     }
 }
 
@@ -124,13 +126,13 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
     let Some(platform) = dereference::platform(ctx).await else {
         let message = Error::PlatformNotFound.to_string();
         let (reason, phase) = (Reason::PlatformNotFound, TenantPhase::Pending);
-        report::stopped(tenant, ctx, reason, message, phase, TenantStatus::default()).await?;
+        report::stopped(tenant, r, reason, message, phase, TenantStatus::default()).await?;
         return Ok(Action::await_change());
     };
     let validated = match validate(tenant, &platform) {
         Err(Error::InvalidSpec(message)) => {
             let (reason, phase) = (Reason::InvalidSpec, TenantPhase::Failed);
-            report::stopped(tenant, ctx, reason, message, phase, TenantStatus::default()).await?;
+            report::stopped(tenant, r, reason, message, phase, TenantStatus::default()).await?;
             return Ok(Action::await_change());
         }
         other => other?,
@@ -151,12 +153,12 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
     let applied = match converge(&applier, r, &found, build::desired(&found.tenant)).await {
         Err(Error::Refused {
             object, message, ..
-        }) => return refused(tenant, ctx, &found, object, message).await,
+        }) => return refused(tenant, r, &found, object, message).await,
         other => other?,
     };
     ctx.metrics.writes.inc_by(applier.writes());
     let (observed, phase) = status::observe(&found, &applied, queued);
-    report::write_status(tenant, ctx, observed, phase, status::base(&found)).await?;
+    report::write_status(tenant, r, observed, phase, status::base(&found)).await?;
     let reference = tenant.object_ref(&());
     for event in std::mem::take(&mut found.certificate.events) {
         report::publish(ctx, &reference, event).await;
@@ -222,15 +224,15 @@ async fn converge(
 /// (which names the field), an Event, and a wait for a change instead of a hot loop.
 async fn refused(
     tenant: &Tenant,
-    ctx: &Context,
+    r: &Reconciler,
     found: &dereference::Found,
     object: String,
     message: String,
 ) -> Result<Action, Error> {
     let text = format!("the API server refused {object}: {message}");
     tracing::warn!(tenant = %found.tenant.name, error = %text, "an object was refused");
-    ctx.metrics.error("ObjectRefused");
+    r.ctx.metrics.error("ObjectRefused");
     let (reason, phase) = (Reason::ObjectRefused, TenantPhase::Failed);
-    report::stopped(tenant, ctx, reason, text, phase, status::base(found)).await?;
+    report::stopped(tenant, r, reason, text, phase, status::base(found)).await?;
     Ok(Action::await_change())
 }

@@ -1,6 +1,9 @@
 //! Telling users what happened: the Tenant's status (written only when it changes) and
 //! Kubernetes Events, all published through [`publish`].
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -10,10 +13,56 @@ use kube::{Resource, ResourceExt};
 use tiqzy_crds::conditions::{Reason, types};
 use tiqzy_crds::{Tenant, TenantPhase, TenantStatus};
 
+use super::Reconciler;
 use super::status::{self, Observed};
 use crate::apply::FIELD_MANAGER;
 use crate::context::Context;
 use crate::error::Error;
+
+/// The last status written per tenant, kept until the cache shows a newer Tenant. A reconcile
+/// can run on the cached Tenant from before that write (another trigger was queued behind it);
+/// it then compares with what was written, so it neither writes the same status again with
+/// fresh transition times nor repeats its Events.
+#[derive(Debug, Default)]
+pub struct Written {
+    by_tenant: Mutex<HashMap<String, Write>>,
+}
+
+#[derive(Debug)]
+struct Write {
+    /// The Tenant's resourceVersion the write was computed from.
+    over: Option<String>,
+    status: TenantStatus,
+}
+
+impl Written {
+    /// The status to compare with: the one written last when `tenant` is the copy from before
+    /// that write, else the Tenant's own.
+    fn previous(&self, tenant: &Tenant) -> Option<TenantStatus> {
+        let mut written = self.by_tenant.lock().expect("written lock");
+        let name = tenant.name_any();
+        match written.get(&name) {
+            Some(w) if w.over == tenant.metadata.resource_version => Some(w.status.clone()),
+            Some(_) => {
+                written.remove(&name);
+                tenant.status.clone()
+            }
+            None => tenant.status.clone(),
+        }
+    }
+
+    fn wrote(&self, tenant: &Tenant, status: TenantStatus) {
+        let over = tenant.metadata.resource_version.clone();
+        self.by_tenant
+            .lock()
+            .expect("written lock")
+            .insert(tenant.name_any(), Write { over, status });
+    }
+
+    pub fn forget(&self, tenant: &str) {
+        self.by_tenant.lock().expect("written lock").remove(tenant);
+    }
+}
 
 /// Publishes `event` on `reference`. An Event that cannot be written is logged, never fatal.
 pub async fn publish(ctx: &Context, reference: &ObjectReference, event: Event) {
@@ -36,14 +85,16 @@ pub fn event(type_: EventType, reason: &str, note: String, action: &str) -> Even
 /// Writes the status when it differs from the stored one, and an Event per transition.
 pub async fn write_status(
     tenant: &Tenant,
-    ctx: &Context,
+    r: &Reconciler,
     observed: Vec<Observed>,
     phase: TenantPhase,
     mut base: TenantStatus,
 ) -> Result<(), Error> {
+    let (ctx, written) = (&r.ctx, &r.memory.written);
     base.phase = Some(phase);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let previous = tenant.status.as_ref();
+    let remembered = written.previous(tenant);
+    let previous = remembered.as_ref();
     let next = status::next_status(previous, tenant.metadata.generation, observed, base, now);
     if previous == Some(&next) {
         return Ok(());
@@ -75,6 +126,7 @@ pub async fn write_status(
             &Patch::Apply(&patch),
         )
         .await?;
+    written.wrote(tenant, next);
     ctx.metrics.writes.inc();
     Ok(())
 }
@@ -82,14 +134,14 @@ pub async fn write_status(
 /// The status of a tenant stopped before anything was applied: `Ready=False` with `reason`.
 pub async fn stopped(
     tenant: &Tenant,
-    ctx: &Context,
+    r: &Reconciler,
     reason: Reason,
     message: String,
     phase: TenantPhase,
     base: TenantStatus,
 ) -> Result<(), Error> {
     let observed = vec![Observed::failed(types::READY, reason, message)];
-    write_status(tenant, ctx, observed, phase, base).await
+    write_status(tenant, r, observed, phase, base).await
 }
 
 /// A Tenant that does not deserialize: a Warning Event on it, nothing else.
@@ -112,4 +164,42 @@ pub async fn malformed(ctx: &Context, invalid: &DeserializeGuard<Tenant>) {
         event(EventType::Warning, "MalformedTenant", note, "Reconcile"),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(version: &str, phase: Option<TenantPhase>) -> Tenant {
+        let mut t: Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
+            "metadata": { "name": "shop", "resourceVersion": version },
+            "spec": { "displayName": "Shop", "currency": "EUR" }
+        }))
+        .expect("tenant");
+        t.status = phase.map(|p| TenantStatus {
+            phase: Some(p),
+            ..TenantStatus::default()
+        });
+        t
+    }
+
+    #[test]
+    fn a_copy_from_before_the_last_write_compares_with_what_was_written() {
+        let written = Written::default();
+        let before = tenant("7", None);
+        let status = TenantStatus {
+            phase: Some(TenantPhase::Failed),
+            ..TenantStatus::default()
+        };
+        written.wrote(&before, status.clone());
+        assert_eq!(written.previous(&before), Some(status.clone()));
+        // The cache caught up: the Tenant's own status counts, and the memory is let go.
+        let after = tenant("9", Some(TenantPhase::Ready));
+        assert_eq!(
+            written.previous(&after).and_then(|s| s.phase),
+            Some(TenantPhase::Ready)
+        );
+        assert_eq!(written.previous(&before), None);
+    }
 }
