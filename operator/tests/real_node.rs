@@ -1,78 +1,102 @@
-//! The operator's storefront running for real: a kubelet, containerd and runc run the pod the
+//! The storefront as its users meet it. A kubelet, containerd and runc run the pods the
 //! operator builds (unchanged, under Pod Security `restricted`), from an image of the
-//! workspace's `tiqzy-runtime` binary, against the harness's PostgreSQL on the pod bridge.
+//! workspace's `tiqzy-runtime` binary, against the harness's PostgreSQL on the pod bridge;
+//! Traefik serves the operator's Ingress with the certificate the operator took from the Key
+//! Vault test server, and proxies to those pods.
 //!
 //! Its own test binary, because it uses [`RealNodeHarness`]: kwok's fake node is cordoned while
 //! the real node runs, so every pod of this binary lands on the real node.
 
 use std::io::{Read, Write};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tiqzy_crds::{Platform, Tenant};
-use tiqzy_e2e::{GATEWAY, OperatorProcess, REAL_NODE_NAME, RealNodeHarness};
+use tiqzy_e2e::{
+    EntraIssuer, GATEWAY, KeyVaultServer, OperatorProcess, REAL_NODE_NAME, RealNodeHarness, Traefik,
+};
 
 mod common;
-use common::{condition, create_tenant};
+use common::{ca_of, certificate, client_for, condition, create_tenant, ders, peer_leaf};
 
-const TENANT: &str = "real-node-shop";
-const DISPLAY_NAME: &str = "Real Node Tickets";
+/// What this binary's tests share: the vault and its issuer, the router, the operator.
+struct Installed {
+    vault: KeyVaultServer,
+    router: Traefik,
+    _issuer: EntraIssuer,
+    _operator: tiqzy_e2e::Service,
+}
 
-#[tokio::test]
-async fn a_storefront_pod_runs_on_a_real_node_and_serves_its_events_page() {
+fn installed() -> &'static Installed {
+    static INSTALLED: OnceLock<Result<Installed, String>> = OnceLock::new();
+    common::once_per_binary(&INSTALLED, install)
+}
+
+async fn install() -> anyhow::Result<Installed> {
     let started = Instant::now();
     let rn = RealNodeHarness::shared();
     let h = &rn.harness;
     eprintln!("real node harness up after {:.1?}", started.elapsed());
-
-    let runtime = tokio::task::spawn_blocking(tiqzy_e2e::build_runtime_binary)
-        .await
-        .expect("build thread")
-        .expect("building tiqzy-runtime");
-    let image = rn
-        .node
-        .import_runtime_image(&runtime)
-        .expect("importing the runtime image");
+    let runtime = tokio::task::spawn_blocking(tiqzy_e2e::build_runtime_binary).await??;
+    let image = rn.node.import_runtime_image(&runtime)?;
     eprintln!("runtime image {image}");
-
-    let kubeconfig = tiqzy_e2e::install_tiqzy(h).await.expect("installing tiqzy");
-    let admin = h.kube.client().await.expect("admin client");
+    let issuer = EntraIssuer::start("contoso", "unknown-app").await?;
+    let vault = KeyVaultServer::start(&h.dir, &issuer).await?;
+    let router = Traefik::start(h).await?;
+    let kubeconfig = tiqzy_e2e::install_tiqzy(h).await?;
+    let admin = h.kube.client().await?;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "kv-client" },
+        "stringData": { "clientSecret": "kv-client-secret-value" },
+    }))?;
+    Api::<Secret>::namespaced(admin.clone(), "tiqzy-system")
+        .create(&PostParams::default(), &secret)
+        .await?;
     // The pods reach PostgreSQL on the bridge gateway; the image is the one just imported.
-    Api::<Platform>::all(admin.clone())
+    Api::<Platform>::all(admin)
         .patch(
             "default",
             &PatchParams::default(),
             &Patch::Merge(json!({ "spec": {
                 "runtimeImage": image,
                 "postgres": { "host": GATEWAY },
-            }})),
+                "routing": { "mode": "Ingress", "ingressClassName": tiqzy_e2e::INGRESS_CLASS },
+                "keyVault": {
+                    "vaultUrl": vault.url,
+                    "authorityHost": issuer.authority_host,
+                    "auth": { "method": "ClientSecret", "clientId": "tiqzy-operator",
+                              "tenantId": issuer.tenant_id,
+                              "clientSecretRef": { "namespace": "tiqzy-system",
+                                                   "name": "kv-client" } } } } })),
         )
-        .await
-        .expect("pointing the Platform at the real node");
+        .await?;
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_tiqzy-operator"));
-    let _operator = OperatorProcess::new(binary, &kubeconfig, "operator-real-node")
-        .start(h)
-        .expect("starting the operator");
+    let mut operator = OperatorProcess::new(binary, &kubeconfig, "operator-real-node");
+    operator.args.push("--key-vault-poll-seconds=2".to_owned());
+    operator.args.extend(vault.operator_args());
+    let operator = operator.start(h)?;
+    Ok(Installed {
+        vault,
+        router,
+        _issuer: issuer,
+        _operator: operator,
+    })
+}
 
-    create_tenant(
-        &admin,
-        TENANT,
-        json!({ "displayName": DISPLAY_NAME, "currency": "EUR",
-                "cache": { "mode": "Disabled" } }),
-    )
-    .await;
-
+/// Waits (4 minutes at most) for `StorefrontAvailable=True`, naming the pods' states if not.
+async fn wait_available(admin: &kube::Client, tenant: &str) -> Tenant {
     let tenants: Api<Tenant> = Api::all(admin.clone());
-    let namespace = format!("tiqzy-{TENANT}");
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &format!("tiqzy-{tenant}"));
     let deadline = Instant::now() + Duration::from_secs(240);
-    let tenant = loop {
-        let tenant = tenants.get(TENANT).await.expect("get tenant");
-        if condition(&tenant, "StorefrontAvailable").is_some_and(|c| c.status == "True") {
-            break tenant;
+    loop {
+        let t = tenants.get(tenant).await.expect("get tenant");
+        if condition(&t, "StorefrontAvailable").is_some_and(|c| c.status == "True") {
+            return t;
         }
         if Instant::now() > deadline {
             let pod_states: Vec<_> = pods
@@ -87,18 +111,39 @@ async fn a_storefront_pod_runs_on_a_real_node_and_serves_its_events_page() {
                 .unwrap_or_default();
             panic!(
                 "StorefrontAvailable never became True; tenant status: {:#?}\npods: {pod_states:#?}\nlogs in {}",
-                tenant.status,
-                h.log_dir().display()
+                t.status,
+                RealNodeHarness::shared().harness.log_dir().display()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_storefront_pod_runs_on_a_real_node_and_serves_its_events_page() {
+    const TENANT: &str = "real-node-shop";
+    const DISPLAY_NAME: &str = "Real Node Tickets";
+    let _ = installed();
+    let admin = RealNodeHarness::shared()
+        .harness
+        .kube
+        .client()
+        .await
+        .expect("admin client");
+    create_tenant(
+        &admin,
+        TENANT,
+        json!({ "displayName": DISPLAY_NAME, "currency": "EUR",
+                "cache": { "mode": "Disabled" } }),
+    )
+    .await;
+    let tenant = wait_available(&admin, TENANT).await;
     eprintln!(
-        "StorefrontAvailable after {:.1?}: {}",
-        started.elapsed(),
+        "StorefrontAvailable: {}",
         condition(&tenant, "StorefrontAvailable").map_or("", |c| c.message.as_str())
     );
 
+    let namespace = format!("tiqzy-{TENANT}");
     let ns = Api::<Namespace>::all(admin.clone())
         .get(&namespace)
         .await
@@ -107,7 +152,7 @@ async fn a_storefront_pod_runs_on_a_real_node_and_serves_its_events_page() {
         ns.labels()["pod-security.kubernetes.io/enforce"],
         "restricted"
     );
-    let running: Vec<Pod> = pods
+    let running: Vec<Pod> = Api::<Pod>::namespaced(admin.clone(), &namespace)
         .list(&ListParams::default())
         .await
         .expect("pods")
@@ -152,6 +197,199 @@ async fn a_storefront_pod_runs_on_a_real_node_and_serves_its_events_page() {
     assert!(
         page.contains(DISPLAY_NAME),
         "the events page does not show the display name: {page}"
+    );
+}
+
+/// What a client polling the storefront through the router saw.
+#[derive(Debug, Default)]
+struct Seen {
+    answered: usize,
+    failures: Vec<String>,
+    /// The leaf certificates presented, in order, each once per run of equal ones.
+    leaves: Vec<Vec<u8>>,
+}
+
+/// Asks for `url` every 100 ms, on a new connection each time, until `stop` is set.
+async fn poll(client: reqwest::Client, url: String, stop: &AtomicBool) -> Seen {
+    let mut seen = Seen::default();
+    while !stop.load(Ordering::Relaxed) {
+        match client.get(&url).send().await {
+            Ok(response) => {
+                let leaf = peer_leaf(&response);
+                let status = response.status();
+                if status == reqwest::StatusCode::OK {
+                    seen.answered += 1;
+                } else {
+                    seen.failures.push(format!("{status}"));
+                }
+                if let Some(leaf) = leaf
+                    && seen.leaves.last() != Some(&leaf)
+                {
+                    seen.leaves.push(leaf);
+                }
+            }
+            Err(e) => seen.failures.push(format!("{e:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+/// The whole path a buyer takes: `kubectl apply` of a Tenant naming a Key Vault certificate,
+/// then its own host over HTTPS through the router, answered by the storefront pod the
+/// operator deployed, with the vault's certificate; a new version in the vault reaches clients
+/// while they keep being served.
+#[tokio::test]
+async fn a_vault_certificate_reaches_buyers_through_the_router_and_rotates_without_a_failed_request()
+ {
+    const TENANT: &str = "live-shop";
+    const DISPLAY_NAME: &str = "Live Arena Tickets";
+    let host = "tickets.live-arena.example";
+    let installed = installed();
+    let h = &RealNodeHarness::shared().harness;
+    let admin = h.kube.client().await.expect("admin client");
+    let (chain, key, _) = certificate(&[host], 60);
+    installed
+        .vault
+        .certificates
+        .put_pem("live-cert", &format!("{chain}{key}"))
+        .expect("put");
+
+    let applied = Instant::now();
+    let manifest = serde_json::to_string(&json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
+        "metadata": { "name": TENANT },
+        "spec": { "displayName": DISPLAY_NAME, "currency": "EUR", "hosts": [host],
+                  "cache": { "mode": "Disabled" },
+                  "storefront": { "replicas": { "min": 1, "max": 1 } },
+                  "tls": { "keyVaultCertificate": "live-cert" } }
+    }))
+    .expect("manifest");
+    let manifest_path = h.dir.join("live-shop.json");
+    std::fs::write(&manifest_path, manifest).expect("manifest file");
+    let status = h
+        .kube
+        .kubectl()
+        .arg("apply")
+        .arg("-f")
+        .arg(&manifest_path)
+        .status()
+        .expect("kubectl");
+    assert!(status.success(), "kubectl apply failed");
+
+    // The first page through the router, over the vault's certificate, from the real pod.
+    let first_ca = ca_of(&chain);
+    let router_port = installed.router.https_port;
+    let url = format!("https://{host}:{router_port}/");
+    let https = client_for(host, router_port, &[&first_ca]);
+    let deadline = applied + Duration::from_secs(300);
+    let (leaf, page) = loop {
+        let answer = match https.get(&url).send().await {
+            Ok(response) if response.status() == reqwest::StatusCode::OK => {
+                let leaf = peer_leaf(&response);
+                Ok((leaf, response.text().await.unwrap_or_default()))
+            }
+            Ok(response) => Err(format!("{}", response.status())),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        match answer {
+            Ok(answer) => break answer,
+            Err(last) if Instant::now() > deadline => {
+                let tenant = Api::<Tenant>::all(admin.clone()).get(TENANT).await;
+                panic!(
+                    "no page through the router after 5 minutes (last: {last}); tenant: {:#?}; Traefik's log: {}",
+                    tenant.map(|t| t.status),
+                    installed.router.log_path().display()
+                );
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    eprintln!(
+        "apply -> first page through the router: {:.1?}",
+        applied.elapsed()
+    );
+    assert_eq!(
+        leaf.as_deref(),
+        Some(ders(chain.as_bytes())[0].as_slice()),
+        "the router presents the vault's certificate"
+    );
+    assert!(
+        page.contains(DISPLAY_NAME),
+        "the page is the tenant's storefront: {page}"
+    );
+    let tenant = wait_available(&admin, TENANT).await;
+    let pods = Api::<Pod>::namespaced(admin.clone(), &format!("tiqzy-{TENANT}"))
+        .list(&ListParams::default())
+        .await
+        .expect("pods");
+    assert!(
+        pods.items
+            .iter()
+            .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(REAL_NODE_NAME)),
+        "the page came from a pod on the real node"
+    );
+    assert!(
+        condition(&tenant, "Routed").is_some_and(|c| c.status == "True"),
+        "{:#?}",
+        tenant.status
+    );
+
+    // A new version in the vault, while a buyer keeps asking: every request answered, the
+    // new certificate seen on new connections.
+    let (next_chain, next_key, _) = certificate(&[host], 90);
+    let next_ca = ca_of(&next_chain);
+    let next_leaf = ders(next_chain.as_bytes())[0].clone();
+    let stop = AtomicBool::new(false);
+    let poller = poll(
+        client_for(host, router_port, &[&first_ca, &next_ca]),
+        url.clone(),
+        &stop,
+    );
+    let rotate = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        installed
+            .vault
+            .certificates
+            .put_pem("live-cert", &format!("{next_chain}{next_key}"))
+            .expect("rotate");
+        let checker = client_for(host, router_port, &[&next_ca]);
+        let rotated = Instant::now();
+        let mut took = None;
+        while rotated.elapsed() < Duration::from_secs(60) {
+            if let Ok(response) = checker.get(&url).send().await
+                && peer_leaf(&response).as_ref() == Some(&next_leaf)
+            {
+                took = Some(rotated.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A few more seconds of polling on the new certificate.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.store(true, Ordering::Relaxed);
+        took
+    };
+    let (seen, took) = tokio::join!(poller, rotate);
+    let took = took.expect("the new certificate never reached a client within 60 s");
+    eprintln!(
+        "rotation reached clients after {took:.1?}; {} requests answered during it",
+        seen.answered
+    );
+    assert!(
+        seen.failures.is_empty(),
+        "requests failed during the rotation: {:?}",
+        seen.failures
+    );
+    assert!(
+        seen.answered >= 20,
+        "the client kept asking: {}",
+        seen.answered
+    );
+    assert_eq!(
+        seen.leaves.last(),
+        Some(&next_leaf),
+        "the polling client ends on the new certificate"
     );
 }
 

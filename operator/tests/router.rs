@@ -15,14 +15,14 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use tiqzy_crds::Platform;
 use tiqzy_e2e::{EntraIssuer, Harness, KeyVaultServer, OperatorProcess, PodBackend, Traefik};
 
 mod common;
-use common::{certificate, condition, create_tenant, is_ready, wait_for};
+use common::{
+    ca_of, certificate, client_for, condition, create_tenant, ders, is_ready, peer_leaf, wait_for,
+};
 
 /// Everything this binary's tests share: the vault and its issuer, the router, the operator.
 struct Installed {
@@ -82,13 +82,6 @@ async fn install() -> anyhow::Result<Installed> {
     })
 }
 
-/// The DER certificates of a PEM chain.
-fn ders(pem: &[u8]) -> Vec<Vec<u8>> {
-    CertificateDer::pem_slice_iter(pem)
-        .map(|c| c.expect("PEM certificate").to_vec())
-        .collect()
-}
-
 /// Polls `check` every 200 ms for up to 60 s; panics naming `what` with the last answer.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -133,20 +126,6 @@ async fn endpoint(client: &kube::Client, namespace: &str) -> Result<(Ipv4Addr, u
         }
     }
     Err("no ready endpoint yet".to_owned())
-}
-
-/// An HTTPS client that sends `host` to the router's loopback port, trusts `ca_pem` only,
-/// keeps the peer's certificate and follows no redirect.
-fn client_for(host: &str, port: u16, ca_pem: &[u8]) -> reqwest::Client {
-    reqwest::Client::builder()
-        .resolve(host, SocketAddr::from(([127, 0, 0, 1], port)))
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("CA"))
-        .tls_info(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client")
 }
 
 #[tokio::test]
@@ -229,23 +208,15 @@ async fn the_router_serves_the_tenant_host_with_its_vault_certificate_and_admits
 
     // HTTPS to the tenant's host: its certificate (the whole chain checked against its CA),
     // and the answer of the backend the EndpointSlice names.
-    let ca = chain
-        .split_inclusive("-----END CERTIFICATE-----")
-        .nth(1)
-        .expect("the chain carries its CA");
-    let https = client_for(host, installed.router.https_port, ca.trim().as_bytes());
+    let ca = ca_of(&chain);
+    let https = client_for(host, installed.router.https_port, &[&ca]);
     let url = format!(
         "https://{host}:{}/events?from=router",
         installed.router.https_port
     );
     let (peer, body) = eventually("an answer through the router", || async {
         let response = https.get(&url).send().await.map_err(|e| format!("{e:?}"))?;
-        let peer = response
-            .extensions()
-            .get::<reqwest::tls::TlsInfo>()
-            .and_then(|info| info.peer_certificate())
-            .map(<[u8]>::to_vec)
-            .ok_or("no peer certificate")?;
+        let peer = peer_leaf(&response).ok_or("no peer certificate")?;
         let status = response.status();
         let body = response.text().await.map_err(|e| e.to_string())?;
         if status == reqwest::StatusCode::OK {
@@ -271,7 +242,7 @@ async fn the_router_serves_the_tenant_host_with_its_vault_certificate_and_admits
     assert!(body.contains("x-forwarded-proto https"), "{body}");
 
     // Plain HTTP is redirected to HTTPS on the same host.
-    let http = client_for(host, installed.router.http_port, ca.trim().as_bytes());
+    let http = client_for(host, installed.router.http_port, &[&ca]);
     let response = http
         .get(format!(
             "http://{host}:{}/events",
@@ -309,11 +280,7 @@ async fn the_router_serves_the_tenant_host_with_its_vault_certificate_and_admits
         .send()
         .await
         .expect("unknown host");
-    let peer = response
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|info| info.peer_certificate())
-        .expect("peer certificate");
-    assert_ne!(peer, served_chain[0].as_slice());
+    let peer = peer_leaf(&response).expect("peer certificate");
+    assert_ne!(peer, served_chain[0]);
     assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
 }

@@ -123,3 +123,50 @@ pub fn certificate_between(
 pub fn is_ready(t: &Tenant) -> bool {
     condition(t, "Ready").is_some_and(|c| c.status == "True")
 }
+
+/// The DER certificates of a PEM chain.
+pub fn ders(pem: &[u8]) -> Vec<Vec<u8>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.expect("PEM certificate").to_vec())
+        .collect()
+}
+
+/// The CA of a chain made by [`certificate`] (its last certificate), as PEM.
+pub fn ca_of(chain: &str) -> String {
+    chain
+        .split_inclusive("-----END CERTIFICATE-----")
+        .filter(|pem| pem.contains("BEGIN CERTIFICATE"))
+        .last()
+        .expect("the chain carries its CA")
+        .trim()
+        .to_owned()
+}
+
+/// An HTTPS client that sends `host` to the router's loopback `port`, trusts only `cas`,
+/// keeps the peer's certificate, follows no redirect and opens a new connection (so a new
+/// TLS handshake) for every request.
+pub fn client_for(host: &str, port: u16, cas: &[&str]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .tls_built_in_root_certs(false)
+        .tls_info(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5));
+    for ca in cas {
+        builder = builder
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).expect("CA"));
+    }
+    builder.build().expect("client")
+}
+
+/// The leaf certificate (DER) the server presented for `response`.
+pub fn peer_leaf(response: &reqwest::Response) -> Option<Vec<u8>> {
+    response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .map(<[u8]>::to_vec)
+}
