@@ -209,6 +209,11 @@ pub struct Stripe {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10000))]
     pub default_application_fee_bps: i32,
+    /// Where storefronts reach Stripe's API, e.g. `http://stripe-mock.staging:12111`; unset
+    /// means Stripe itself. For staging platforms with a Stripe-compatible test server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/]+/?$"))]
+    pub api_base: Option<String>,
 }
 
 /// Pace of rollouts across tenants.

@@ -84,8 +84,11 @@ pub struct ValidatedTenant {
     /// The `kubernetes.io/tls` Secret the router serves, when not its default certificate.
     pub tls_secret: Option<String>,
     pub secrets: TenantSecrets,
-    /// Ports of the platform's PostgreSQL and Redis, for egress policies.
+    /// Ports the storefront calls besides 443 (the platform's PostgreSQL and Redis, a Stripe
+    /// API base on another port), for egress policies.
     pub store_ports: Vec<i32>,
+    /// `Platform.spec.stripe.apiBase`: where the storefront reaches Stripe, when not Stripe.
+    pub stripe_api_base: Option<String>,
     /// The platform's application fee on primary sales, in basis points.
     pub application_fee_bps: i32,
     /// Digest of everything the pods read, so a change rolls them.
@@ -108,10 +111,14 @@ impl ValidatedTenant {
             .flatten()
             .flat_map(|map| map.iter())
             .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]);
+        // Platform values the pods read join the digest only when set, so digests of
+        // tenants without them stay as they were and no pod rolls for nothing.
+        let platform = self.stripe_api_base.iter().map(String::as_bytes);
         self.config_digest = names::digest(
             [spec.as_slice(), self.url.as_bytes()]
                 .into_iter()
-                .chain(pairs),
+                .chain(pairs)
+                .chain(platform),
         );
         self
     }

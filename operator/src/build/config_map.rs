@@ -56,6 +56,9 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
             payments.connected_account_id.clone(),
         );
     }
+    if let Some(base) = &tenant.stripe_api_base {
+        data.insert("STRIPE_API_BASE", base.clone());
+    }
     if let Some(staff) = &spec.staff_auth {
         data.insert("TIQZY_OAUTH_ISSUER", staff.issuer.clone());
         data.insert("TIQZY_OAUTH_AUDIENCE", staff.audience.clone());
@@ -139,6 +142,13 @@ mod tests {
             data["TIQZY_APPLICATION_FEE_BPS"], "250",
             "the Platform's default"
         );
+        assert!(!data.contains_key("STRIPE_API_BASE"), "Stripe itself");
+        platform.spec.stripe.as_mut().expect("stripe").api_base =
+            Some("http://stripe-mock.staging:12111".to_owned());
+        let data = config_map(&crate::reconcile::validate(&tenant, &platform).expect("valid"))
+            .data
+            .expect("data");
+        assert_eq!(data["STRIPE_API_BASE"], "http://stripe-mock.staging:12111");
         tenant
             .spec
             .payments

@@ -34,6 +34,11 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
     });
     // A Redis URL that does not read is reported by CacheReady; no egress is opened for it.
     let redis_port = |url: &str| names::redis_address(url).ok().map(|(_, p)| i32::from(p));
+    let stripe_api_base = platform
+        .spec
+        .stripe
+        .as_ref()
+        .and_then(|s| s.api_base.clone());
     let store_ports = [
         platform.spec.postgres.as_ref().map(|p| p.port),
         platform
@@ -41,6 +46,7 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
             .redis
             .as_ref()
             .and_then(|r| redis_port(&r.url)),
+        stripe_api_base.as_deref().and_then(api_port),
     ]
     .into_iter()
     .flatten()
@@ -58,8 +64,22 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         secrets: TenantSecrets::default(),
         store_ports,
         application_fee_bps: application_fee_bps(&platform.spec, &tenant.spec),
+        stripe_api_base,
         config_digest: String::new(),
     })
+}
+
+/// The port of an `http(s)://host[:port]` API base when it is not 443 (which every
+/// storefront may call anyway).
+fn api_port(base: &str) -> Option<i32> {
+    let (scheme, rest) = base.split_once("://")?;
+    let authority = rest.trim_end_matches('/');
+    let port = match authority.rsplit_once(':') {
+        Some((_, port)) if !port.ends_with(']') => port.parse().ok()?,
+        _ if scheme == "http" => 80,
+        _ => 443,
+    };
+    (port != 443).then_some(port)
 }
 
 /// The application fee on primary sales: the tenant's own, else the Platform's default.
@@ -142,5 +162,45 @@ mod tests {
             v.store_ports.is_empty(),
             "a port that does not read opens nothing"
         );
+    }
+
+    #[test]
+    fn a_stripe_api_base_reaches_the_pods_rolls_them_and_opens_its_port() {
+        let mut platform = fixture::platform();
+        let stripe = |base: Option<&str>| {
+            let mut stripe = serde_json::json!({
+                "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
+            });
+            if let Some(base) = base {
+                stripe["apiBase"] = base.into();
+            }
+            Some(serde_json::from_value(stripe).expect("stripe"))
+        };
+        platform.spec.stripe = stripe(None);
+        let tenant = fixture::tenant("acme");
+        let plain = validate(&tenant, &platform)
+            .expect("valid")
+            .with_secrets(TenantSecrets::default());
+        assert_eq!(plain.stripe_api_base, None);
+        platform.spec.stripe = stripe(Some("http://stripe-mock.staging:12111"));
+        let mocked = validate(&tenant, &platform)
+            .expect("valid")
+            .with_secrets(TenantSecrets::default());
+        assert_eq!(
+            mocked.stripe_api_base.as_deref(),
+            Some("http://stripe-mock.staging:12111")
+        );
+        assert_eq!(mocked.store_ports, vec![12111]);
+        assert_ne!(plain.config_digest, mocked.config_digest, "the pods roll");
+        for (base, port) in [
+            ("https://stripe.example", None),
+            ("https://stripe.example:443/", None),
+            ("http://stripe.example", Some(80)),
+            ("https://[::1]:8443", Some(8443)),
+            ("https://[::1]", None),
+        ] {
+            assert_eq!(api_port(base), port, "{base}");
+        }
     }
 }

@@ -302,3 +302,34 @@ async fn kubectl_explain_shows_the_field_docs() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_stripe_api_base_must_be_an_http_url_without_a_path() {
+    let client = client().await;
+    let platforms: Api<Platform> = Api::all(client);
+    for base in [
+        "api.stripe.com",
+        "ftp://stripe.example",
+        "https://stripe.example/v1",
+    ] {
+        let platform: Platform = serde_json::from_value(json!({
+            "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
+            "metadata": { "name": "default" },
+            "spec": {
+                "runtimeImage": format!("quay.io/tiqzy/runtime@sha256:{}", "a".repeat(64)),
+                "baseDomain": "apps.example.com",
+                "stripe": { "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                            "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                            "apiBase": base } }
+        }))
+        .expect("platform");
+        let err = platforms
+            .create(&PostParams::default(), &platform)
+            .await
+            .expect_err("refused");
+        assert!(
+            err.to_string().contains("spec.stripe.apiBase"),
+            "{base}: {err}"
+        );
+    }
+}
