@@ -4,6 +4,7 @@
 //! Tests call [`Harness::shared`] (one platform per test binary, stopped when the binary
 //! exits); `cargo xtask up` calls [`Harness::start`] and drops it on Ctrl-C.
 
+pub mod browser;
 mod components;
 mod controlplane;
 mod crds;
@@ -81,7 +82,8 @@ impl Harness {
     }
 
     /// Starts every component in `dir`; `pods = Some((gateway, subnet))` has PostgreSQL
-    /// also serve a real node's pods (see [`RealNodeHarness`]).
+    /// also serve a real node's pods, and stripe-mock listen on the gateway (see
+    /// [`RealNodeHarness`]).
     pub(crate) async fn start_with(
         bins: &Binaries,
         dir: PathBuf,
@@ -91,7 +93,7 @@ impl Harness {
             ControlPlane::start(bins, &dir),
             Postgres::start_with_pods(&dir, pods),
             Redis::start(&dir),
-            StripeMock::start(bins, &dir),
+            StripeMock::start(bins, &dir, pods.map_or("127.0.0.1", |(gateway, _)| gateway)),
         )?;
         Ok(Self {
             dir,

@@ -10,10 +10,15 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Succeeds once something accepts TCP connections on the port.
+/// Succeeds once something accepts TCP connections on the loopback port.
 pub async fn accepting(port: u16) -> Result<()> {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
+    accepting_on("127.0.0.1", port).await
+}
+
+/// Succeeds once something accepts TCP connections on `address:port`.
+pub async fn accepting_on(address: &str, port: u16) -> Result<()> {
+    tokio::net::TcpStream::connect((address, port))
         .await
-        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+        .with_context(|| format!("connecting to {address}:{port}"))?;
     Ok(())
 }

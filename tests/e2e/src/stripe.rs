@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::components::Binaries;
-use crate::ports::{accepting, free_port};
+use crate::ports::{accepting_on, free_port};
 use crate::process::Service;
 
 #[derive(Debug)]
 pub struct StripeMock {
-    /// `http://127.0.0.1:<port>`: give it to async-stripe's `ClientBuilder::url`.
+    /// `http://<address>:<port>`: give it to async-stripe's `ClientBuilder::url`.
     pub url: String,
     service: Service,
 }
@@ -23,7 +23,9 @@ impl StripeMock {
         self.service.log_path()
     }
 
-    pub async fn start(bins: &Binaries, run: &Path) -> Result<Self> {
+    /// Starts stripe-mock on `address` (loopback, or a real node's bridge gateway so its
+    /// pods reach it too).
+    pub async fn start(bins: &Binaries, run: &Path, address: &str) -> Result<Self> {
         let port = free_port()?;
         let mut service = Service::spawn(
             "stripe-mock",
@@ -31,17 +33,17 @@ impl StripeMock {
             // Both listeners on free ports: left alone, HTTPS takes the fixed 12112 and two
             // platforms on one machine collide.
             [
-                format!("-http-addr=127.0.0.1:{port}"),
-                format!("-https-addr=127.0.0.1:{}", free_port()?),
+                format!("-http-addr={address}:{port}"),
+                format!("-https-addr={address}:{}", free_port()?),
             ],
             &run.join("logs"),
             None,
         )?;
         service
-            .wait_ready(Duration::from_secs(30), || accepting(port))
+            .wait_ready(Duration::from_secs(30), || accepting_on(address, port))
             .await?;
         Ok(Self {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{address}:{port}"),
             service,
         })
     }
