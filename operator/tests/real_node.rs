@@ -22,7 +22,10 @@ use tiqzy_e2e::{
 };
 
 mod common;
-use common::{ca_of, certificate, client_for, condition, create_tenant, ders, peer_leaf};
+use common::{
+    ca_of, certificate, client_for, condition, create_tenant, ders, peer_leaf, spki_hash,
+};
+use tiqzy_e2e::browser::{Browser, SessionOptions, keep_screenshot};
 
 /// What this binary's tests share: the vault and its issuer, the router, the operator.
 struct Installed {
@@ -318,6 +321,27 @@ async fn a_vault_certificate_reaches_buyers_through_the_router_and_rotates_witho
         page.contains(DISPLAY_NAME),
         "the page is the tenant's storefront: {page}"
     );
+    // The same page in Chromium, which trusts this one certificate and asks for the host on
+    // the router's port, as a buyer's browser would on 443.
+    let browser = Browser::start().await.expect("chromedriver");
+    let window = browser
+        .session(&SessionOptions {
+            host_rules: Some(format!("MAP {host} 127.0.0.1:{router_port}")),
+            trusted_keys: vec![spki_hash(&ders(chain.as_bytes())[0])],
+            ..SessionOptions::default()
+        })
+        .await;
+    window.go(&format!("https://{host}/")).await;
+    let heading = window.text("header a").await;
+    assert_eq!(heading, DISPLAY_NAME, "title: {}", window.title().await);
+    let shot = keep_screenshot(
+        "live-storefront-through-router.png",
+        &window.screenshot().await,
+    )
+    .expect("screenshot");
+    eprintln!("screenshot: {}", shot.display());
+    window.close().await;
+
     let tenant = wait_available(&admin, TENANT).await;
     let pods = Api::<Pod>::namespaced(admin.clone(), &format!("tiqzy-{TENANT}"))
         .list(&ListParams::default())

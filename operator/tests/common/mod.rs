@@ -170,3 +170,13 @@ pub fn peer_leaf(response: &reqwest::Response) -> Option<Vec<u8>> {
         .and_then(|info| info.peer_certificate())
         .map(<[u8]>::to_vec)
 }
+
+/// Base64 of the SHA-256 of a certificate's public key (DER), as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it.
+pub fn spki_hash(certificate: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).expect("a certificate");
+    let digest = sha2::Sha256::digest(parsed.tbs_certificate.subject_pki.raw);
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
