@@ -57,7 +57,7 @@ pub use prometheus::{
     PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds,
 };
 pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, Traefik};
-pub use stripe::StripeMock;
+pub use stripe::{StripeMock, signed_event};
 pub use system::ensure_system_packages;
 
 /// A running local platform. Dropping it stops every process it started.

@@ -48,3 +48,68 @@ impl StripeMock {
         })
     }
 }
+
+impl StripeMock {
+    /// A Stripe object as stripe-mock returns it (`path` under `/v1/`), to be edited into
+    /// what Stripe would send.
+    pub async fn fixture(&self, path: &str) -> Result<serde_json::Value> {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/{path}", self.url))
+            .basic_auth(crate::STRIPE_TEST_KEY, Some(""))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.json().await?)
+    }
+
+    /// The Checkout Session of `checkout.session.completed` once the buyer of `order` (the
+    /// runtime's order, as `GET /api/orders/{token}` shows it) has paid.
+    pub async fn paid_session(&self, order: &serde_json::Value) -> Result<serde_json::Value> {
+        let id = order["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("an order without id: {order}"))?;
+        let mut session = self
+            .fixture(&format!(
+                "checkout/sessions/cs_test_{}",
+                id.replace('-', "")
+            ))
+            .await?;
+        session["client_reference_id"] = id.into();
+        session["metadata"] = serde_json::json!({ "order_id": id });
+        session["amount_total"] = order["total"]["amount_minor"].clone();
+        session["currency"] = order["total"]["currency"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .into();
+        session["payment_intent"] = format!("pi_{}", id.replace('-', "")).into();
+        session["payment_status"] = "paid".into();
+        session["status"] = "complete".into();
+        Ok(session)
+    }
+}
+
+/// An event of `kind` around `object` as Stripe delivers it, and its `Stripe-Signature`
+/// header made with `secret` by async-stripe's own helper: (payload, signature).
+pub fn signed_event(kind: &str, object: serde_json::Value, secret: &str) -> (String, String) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = format!(
+        "evt_e2e{}x{}x{}",
+        now.as_nanos(),
+        std::process::id(),
+        SENT.fetch_add(1, Ordering::Relaxed)
+    );
+    let payload = serde_json::json!({
+        "id": id, "object": "event", "api_version": "2025-01-27.acacia",
+        "created": now.as_secs(), "data": { "object": object }, "livemode": false,
+        "pending_webhooks": 1, "request": { "id": null, "idempotency_key": null },
+        "type": kind,
+    })
+    .to_string();
+    let signature = stripe_webhook::Webhook::generate_test_header(&payload, secret, None);
+    (payload, signature)
+}
