@@ -266,8 +266,10 @@ async fn a_released_hold_gives_its_tickets_back_at_once() {
 
 #[tokio::test]
 async fn a_busy_database_gets_a_503_with_retry_after_and_loses_nothing() {
+    // One connection, and a wait short enough to see the 503 soon but long enough for the
+    // first connection on a loaded machine (the pool opens it with the same limit).
     let app = TestApp::spawn_with(Options {
-        db_pool: Some((1, 200)),
+        db_pool: Some((1, 1_000)),
         ..Options::default()
     })
     .await;

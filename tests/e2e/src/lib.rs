@@ -22,6 +22,7 @@ mod ports;
 mod process;
 mod prometheus;
 mod router;
+mod staff;
 mod stripe;
 mod system;
 
@@ -57,6 +58,7 @@ pub use prometheus::{
     PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds,
 };
 pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, Traefik};
+pub use staff::StaffIssuer;
 pub use stripe::{StripeMock, signed_event};
 pub use system::ensure_system_packages;
 

@@ -1,89 +1,34 @@
-//! The OAuth2 issuer the admin API is tested against: npm `oauth2-mock-server`, installed once
-//! into the harness cache and started per test on a free port, issuing real RS256 tokens.
-
-use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::OnceLock;
-use std::time::Duration;
+//! The OAuth2 issuer the admin API is tested against: the harness's [`StaffIssuer`], started
+//! per test, and the forged tokens an attacker would try.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tiqzy_e2e::StaffIssuer;
 
 pub const AUDIENCE: &str = "tiqzy-acme";
-const PACKAGE: &str = "oauth2-mock-server@8.2.3";
-const SCRIPT: &str = include_str!("oauth2-issuer.mjs");
 
 pub struct Issuer {
     pub url: String,
+    inner: StaffIssuer,
     http: reqwest::Client,
-    _process: tokio::process::Child,
-}
-
-/// `npm install`s the issuer once per machine; a finished install is moved into place
-/// atomically so concurrent test runs never see half of one. The script's name carries a hash
-/// of its text, so test runs of other checkouts with another version of it never swap it.
-fn script() -> &'static PathBuf {
-    static SCRIPT_PATH: OnceLock<PathBuf> = OnceLock::new();
-    SCRIPT_PATH.get_or_init(|| {
-        let mut hasher = std::hash::DefaultHasher::new();
-        SCRIPT.hash(&mut hasher);
-        let name = format!("issuer-{:016x}.mjs", hasher.finish());
-        tiqzy_e2e::npm_package_with_script(PACKAGE, &name, SCRIPT)
-            .expect("the OAuth2 test issuer installs (npm, Node.js 20.19+)")
-            .join(name)
-    })
 }
 
 impl Issuer {
     pub async fn start() -> Self {
-        let script = script();
-        let mut process = tokio::process::Command::new("node")
-            .arg(script)
-            .current_dir(script.parent().expect("the install directory"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the OAuth2 issuer");
-        let stdout = process.stdout.take().expect("issuer stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        let inner = StaffIssuer::start()
             .await
-            .expect("the OAuth2 issuer comes up within 30 s")
-            .expect("read the issuer's output");
-        let url = ready
-            .as_deref()
-            .and_then(|line| line.strip_prefix("issuer ready at "))
-            .unwrap_or_else(|| panic!("the OAuth2 issuer did not start: {ready:?}"))
-            .to_owned();
+            .expect("the OAuth2 test issuer starts");
         Self {
-            url,
+            url: inner.url.clone(),
+            inner,
             http: reqwest::Client::new(),
-            _process: process,
         }
     }
 
     async fn issue(&self, fields: &[(&str, String)]) -> String {
-        let mut form = vec![("grant_type", "client_credentials".to_owned())];
-        form.extend(fields.iter().cloned());
-        let response: Value = self
-            .http
-            .post(format!("{}/token", self.url))
-            .form(&form)
-            .send()
-            .await
-            .expect("token request")
-            .json()
-            .await
-            .expect("token response");
-        response["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token: {response}"))
-            .to_owned()
+        self.inner.issue(fields).await.expect("a token")
     }
 
     /// A token from this issuer for `aud`, expiring in `expires_in` seconds (negative: expired).

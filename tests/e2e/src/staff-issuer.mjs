@@ -17,9 +17,11 @@ server.service.on('beforeTokenSigning', (token, req) => {
     Object.assign(token.payload, JSON.parse(req.body.claims));
   }
 });
-// On a port the OS picks while binding, so two issuers never race for one; the test reads
-// the URL from this line. It is the URL the runtime is configured with, byte for byte (`iss`
-// must match it).
-await server.start(0, '127.0.0.1');
-server.issuer.url = `http://127.0.0.1:${server.address().port}`;
+// On the address given (loopback, or a real node's bridge gateway so pods fetch its keys) and
+// a port the OS picks while binding, so two issuers never race for one; the test reads the URL
+// from this line. It is the URL the runtime is configured with, byte for byte (`iss` must
+// match it).
+const address = process.argv[2] ?? '127.0.0.1';
+await server.start(0, address);
+server.issuer.url = `http://${address}:${server.address().port}`;
 console.log(`issuer ready at ${server.issuer.url}`);
