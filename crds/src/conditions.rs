@@ -136,6 +136,9 @@ reasons! {
     ConnectedAccountMissing => Settled,
     /// A Stripe Secret the Platform refers to, or one of its keys, is missing.
     StripeSecretUnavailable => Backoff,
+    /// The Secret `Platform.spec.caSecretRef` names, or its key `ca.crt`, is missing or holds
+    /// no PEM certificate.
+    TrustedCaUnavailable => Backoff,
 }
 
 impl fmt::Display for Reason {

@@ -64,6 +64,12 @@ pub struct PlatformSpec {
     /// Pace of storefront rollouts when the runtime image changes.
     #[serde(default)]
     pub rollout: Rollout,
+
+    /// Secret with key `ca.crt`: PEM certificates of private certificate authorities the
+    /// storefronts trust besides the public roots, for a staff sign-in issuer inside a
+    /// company network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretRef>,
 }
 
 /// How storefronts are exposed.

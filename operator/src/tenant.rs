@@ -89,6 +89,8 @@ pub struct ValidatedTenant {
     pub store_ports: Vec<i32>,
     /// `Platform.spec.stripe.apiBase`: where the storefront reaches Stripe, when not Stripe.
     pub stripe_api_base: Option<String>,
+    /// PEM of the private CAs the storefront trusts (`Platform.spec.caSecretRef`).
+    pub trusted_cas: Option<String>,
     /// The platform's application fee on primary sales, in basis points.
     pub application_fee_bps: i32,
     /// Digest of everything the pods read, so a change rolls them.
@@ -113,7 +115,10 @@ impl ValidatedTenant {
             .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]);
         // Platform values the pods read join the digest only when set, so digests of
         // tenants without them stay as they were and no pod rolls for nothing.
-        let platform = self.stripe_api_base.iter().map(String::as_bytes);
+        let platform = [&self.stripe_api_base, &self.trusted_cas]
+            .into_iter()
+            .flatten()
+            .map(String::as_bytes);
         self.config_digest = names::digest(
             [spec.as_slice(), self.url.as_bytes()]
                 .into_iter()

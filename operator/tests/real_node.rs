@@ -18,7 +18,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tiqzy_crds::{Platform, Tenant};
 use tiqzy_e2e::{
-    EntraIssuer, GATEWAY, KeyVaultServer, OperatorProcess, REAL_NODE_NAME, RealNodeHarness, Traefik,
+    EntraIssuer, GATEWAY, KeyVaultServer, OperatorProcess, REAL_NODE_NAME, RealNodeHarness,
+    StaffIssuer, Traefik,
 };
 
 mod common;
@@ -31,6 +32,8 @@ use tiqzy_e2e::browser::{Browser, SessionOptions, keep_screenshot};
 struct Installed {
     vault: KeyVaultServer,
     router: Traefik,
+    /// Staff tokens for the admin API, from an issuer the pods reach on the gateway.
+    staff: StaffIssuer,
     _issuer: EntraIssuer,
     _operator: tiqzy_e2e::Service,
 }
@@ -51,6 +54,7 @@ async fn install() -> anyhow::Result<Installed> {
     let issuer = EntraIssuer::start("contoso", "unknown-app").await?;
     let vault = KeyVaultServer::start(&h.dir, &issuer).await?;
     let router = Traefik::start(h).await?;
+    let staff = StaffIssuer::start_on(GATEWAY).await?;
     let kubeconfig = tiqzy_e2e::install_tiqzy(h).await?;
     let admin = h.kube.client().await?;
     let secret: Secret = serde_json::from_value(json!({
@@ -60,7 +64,8 @@ async fn install() -> anyhow::Result<Installed> {
     Api::<Secret>::namespaced(admin.clone(), "tiqzy-system")
         .create(&PostParams::default(), &secret)
         .await?;
-    // The pods reach PostgreSQL on the bridge gateway; the image is the one just imported.
+    // The pods reach PostgreSQL and stripe-mock on the bridge gateway; the image is the one
+    // just imported.
     Api::<Platform>::all(admin)
         .patch(
             "default",
@@ -68,6 +73,7 @@ async fn install() -> anyhow::Result<Installed> {
             &Patch::Merge(json!({ "spec": {
                 "runtimeImage": image,
                 "postgres": { "host": GATEWAY },
+                "stripe": { "apiBase": h.stripe.url },
                 "routing": { "mode": "Ingress", "ingressClassName": tiqzy_e2e::INGRESS_CLASS },
                 "keyVault": {
                     "vaultUrl": vault.url,
@@ -86,6 +92,7 @@ async fn install() -> anyhow::Result<Installed> {
     Ok(Installed {
         vault,
         router,
+        staff,
         _issuer: issuer,
         _operator: operator,
     })
@@ -285,29 +292,7 @@ async fn a_vault_certificate_reaches_buyers_through_the_router_and_rotates_witho
     let router_port = installed.router.https_port;
     let url = format!("https://{host}:{router_port}/");
     let https = client_for(host, router_port, &[&first_ca]);
-    let deadline = applied + Duration::from_secs(300);
-    let (leaf, page) = loop {
-        let answer = match https.get(&url).send().await {
-            Ok(response) if response.status() == reqwest::StatusCode::OK => {
-                let leaf = peer_leaf(&response);
-                Ok((leaf, response.text().await.unwrap_or_default()))
-            }
-            Ok(response) => Err(format!("{}", response.status())),
-            Err(e) => Err(format!("{e:?}")),
-        };
-        match answer {
-            Ok(answer) => break answer,
-            Err(last) if Instant::now() > deadline => {
-                let tenant = Api::<Tenant>::all(admin.clone()).get(TENANT).await;
-                panic!(
-                    "no page through the router after 5 minutes (last: {last}); tenant: {:#?}; Traefik's log: {}",
-                    tenant.map(|t| t.status),
-                    installed.router.log_path().display()
-                );
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    };
+    let (leaf, page) = first_page(&https, &url, applied, &admin, TENANT).await;
     eprintln!(
         "apply -> first page through the router: {:.1?}",
         applied.elapsed()
@@ -415,6 +400,218 @@ async fn a_vault_certificate_reaches_buyers_through_the_router_and_rotates_witho
         Some(&next_leaf),
         "the polling client ends on the new certificate"
     );
+}
+
+/// The first `200` for `url` (5 minutes at most after `applied`): the leaf certificate and
+/// the page. Panics with the tenant's status and Traefik's log when none comes.
+async fn first_page(
+    https: &reqwest::Client,
+    url: &str,
+    applied: Instant,
+    admin: &kube::Client,
+    tenant: &str,
+) -> (Option<Vec<u8>>, String) {
+    let deadline = applied + Duration::from_secs(300);
+    loop {
+        let answer = match https.get(url).send().await {
+            Ok(response) if response.status() == reqwest::StatusCode::OK => {
+                let leaf = peer_leaf(&response);
+                Ok((leaf, response.text().await.unwrap_or_default()))
+            }
+            Ok(response) => Err(format!("{}", response.status())),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        match answer {
+            Ok(answer) => return answer,
+            Err(last) if Instant::now() > deadline => {
+                let status = Api::<Tenant>::all(admin.clone()).get(tenant).await;
+                panic!(
+                    "no page through the router after 5 minutes (last: {last}); tenant: {:#?}; Traefik's log: {}",
+                    status.map(|t| t.status),
+                    installed().router.log_path().display()
+                );
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// A buyer's afternoon, all through the router from the real pod: staff put an event on sale
+/// through the admin API with a token of the tenant's issuer; a buyer in Chromium picks a
+/// ticket, leaves an e-mail and goes to Stripe Checkout; Stripe (stripe-mock, and a signed
+/// `checkout.session.completed` as Stripe would send it) confirms the payment; back on the
+/// storefront the order is paid and the ticket shows its QR code.
+#[tokio::test]
+async fn a_buyer_in_chromium_buys_a_ticket_through_the_router_and_sees_its_qr_code() {
+    const TENANT: &str = "harbour-hall";
+    const DISPLAY_NAME: &str = "Harbour Hall";
+    let host = "tickets.harbour-hall.example";
+    let audience = "api://tiqzy-harbour-hall";
+    let installed = installed();
+    let h = &RealNodeHarness::shared().harness;
+    let admin = h.kube.client().await.expect("admin client");
+    let (chain, key, _) = certificate(&[host], 60);
+    installed
+        .vault
+        .certificates
+        .put_pem("harbour-cert", &format!("{chain}{key}"))
+        .expect("put");
+    let applied = Instant::now();
+    create_tenant(
+        &admin,
+        TENANT,
+        json!({ "displayName": DISPLAY_NAME, "currency": "EUR", "hosts": [host],
+                "branding": { "primaryColor": "#0e7490" },
+                "cache": { "mode": "Disabled" },
+                "storefront": { "replicas": { "min": 1, "max": 1 } },
+                "tls": { "keyVaultCertificate": "harbour-cert" },
+                "payments": { "connectedAccountId": "acct_1HarbourHall" },
+                "staffAuth": { "issuer": installed.staff.url, "audience": audience } }),
+    )
+    .await;
+    let router_port = installed.router.https_port;
+    let base = format!("https://{host}");
+    let https = client_for(host, router_port, &[&ca_of(&chain)]);
+    let at = |path: &str| format!("{base}:{router_port}{path}");
+    first_page(&https, &at("/"), applied, &admin, TENANT).await;
+
+    // Staff put an event on sale.
+    let token = installed
+        .staff
+        .admin_token(audience, 1)
+        .await
+        .expect("staff token");
+    let starts = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .expect("time")
+    };
+    let slug = "harbour-lights";
+    let created = https
+        .post(at("/api/admin/events"))
+        .bearer_auth(&token)
+        .json(
+            &json!({ "slug": slug, "title": "Harbour Lights", "venue": "Pier 4",
+                       "description": "Lanterns on the water.",
+                       "starts_at": rfc3339(starts),
+                       "ends_at": rfc3339(starts + time::Duration::hours(3)) }),
+        )
+        .send()
+        .await
+        .expect("create event");
+    assert_eq!(
+        created.status(),
+        201,
+        "{}",
+        created.text().await.unwrap_or_default()
+    );
+    let now = time::OffsetDateTime::now_utc();
+    let tickets = https
+        .post(at(&format!("/api/admin/events/{slug}/ticket-types")))
+        .bearer_auth(&token)
+        .json(
+            &json!({ "name": "Deck", "price_minor": 3_500, "currency": "EUR",
+                       "capacity": 50, "per_order_limit": 4,
+                       "sales_start": rfc3339(now - time::Duration::hours(1)),
+                       "sales_end": rfc3339(now + time::Duration::days(29)) }),
+        )
+        .send()
+        .await
+        .expect("create ticket type");
+    assert_eq!(
+        tickets.status(),
+        201,
+        "{}",
+        tickets.text().await.unwrap_or_default()
+    );
+
+    // A buyer, in a browser that trusts the vault's certificate and nothing else unknown.
+    let browser = Browser::start().await.expect("chromedriver");
+    let window = browser
+        .session(&SessionOptions {
+            phone: true,
+            host_rules: Some(format!(
+                "MAP {host} 127.0.0.1:{router_port}, MAP checkout.stripe.com ~NOTFOUND"
+            )),
+            trusted_keys: vec![spki_hash(&ders(chain.as_bytes())[0])],
+        })
+        .await;
+    window.go(&format!("{base}/")).await;
+    assert_eq!(window.text("header a").await, DISPLAY_NAME);
+    assert_eq!(
+        window.css("header", "background-color").await,
+        "rgba(14, 116, 144, 1)",
+        "the tenant's colour"
+    );
+    window.click(&format!("a[href='/events/{slug}']")).await;
+    window.wait_for_url(&format!("/events/{slug}")).await;
+    assert!(window.text("main").await.contains("€35.00"));
+    window.click("form button[type=submit]").await;
+    window.wait_for_url("/checkout/").await;
+    window.type_into("#email", "ada@example.com").await;
+    window.click("form button[type=submit]").await;
+    let order_url = window.wait_for_url("/orders/").await;
+    let order_token = order_url
+        .rsplit("/orders/")
+        .next()
+        .and_then(|rest| rest.split(['?', '#']).next())
+        .expect("order token")
+        .to_owned();
+    assert_eq!(window.text(".badge").await, "pending");
+    window.click("form button[type=submit]").await;
+    let checkout = window.wait_for_url("stripe.com").await;
+    eprintln!("the buyer is sent to Stripe Checkout: {checkout}");
+
+    // Stripe: the buyer paid. Its signed event reaches the storefront through the router.
+    let order: serde_json::Value = https
+        .get(at(&format!("/api/orders/{order_token}")))
+        .send()
+        .await
+        .expect("order")
+        .json()
+        .await
+        .expect("order JSON");
+    let session = h
+        .stripe
+        .paid_session(&order["order"])
+        .await
+        .expect("a session from stripe-mock");
+    let (payload, signature) = tiqzy_e2e::signed_event(
+        "checkout.session.completed",
+        session,
+        tiqzy_e2e::STRIPE_WEBHOOK_SECRET,
+    );
+    let delivered = https
+        .post(at("/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(payload)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(
+        delivered.status(),
+        200,
+        "{}",
+        delivered.text().await.unwrap_or_default()
+    );
+
+    // Back from Stripe: paid, and the ticket's QR code.
+    window
+        .go(&format!("{base}/orders/{order_token}?checkout=done"))
+        .await;
+    assert_eq!(window.text(".badge").await, "paid");
+    window.click("a[href^='/tickets/']").await;
+    window.wait_for_url("/tickets/").await;
+    window.find(".qr svg").await;
+    let shot = keep_screenshot("live-ticket-qr-phone.png", &window.screenshot().await)
+        .expect("screenshot");
+    eprintln!(
+        "apply -> ticket with QR code in Chromium: {:.1?}; screenshot: {}",
+        applied.elapsed(),
+        shot.display()
+    );
+    window.close().await;
 }
 
 /// A plain HTTP/1.1 GET, the whole response as text.

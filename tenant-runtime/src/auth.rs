@@ -80,8 +80,14 @@ impl TokenVerifier {
             issuer: oauth.issuer.clone(),
             audience: oauth.audience.clone(),
             permission_prefix: oauth.permission_prefix.clone(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
+            http: oauth
+                .trusted_cas
+                .iter()
+                .cloned()
+                .fold(
+                    reqwest::Client::builder().timeout(Duration::from_secs(5)),
+                    reqwest::ClientBuilder::add_root_certificate,
+                )
                 .build()?,
             keys: RwLock::new(Keys::default()),
         })

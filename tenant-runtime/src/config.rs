@@ -84,6 +84,10 @@ pub struct OAuth {
     /// none): with `tiqzy.`, the role `tiqzy.sales:read` grants `sales:read` and a bare
     /// `sales:read` grants nothing.
     pub permission_prefix: String,
+    /// Private certificate authorities trusted besides the public roots when fetching the
+    /// issuer's keys (`TIQZY_TRUSTED_CA_PEM`, written by the operator from the Platform's
+    /// `caSecretRef`): an issuer inside a company network.
+    pub trusted_cas: Vec<reqwest::Certificate>,
 }
 
 /// A variable that is missing or does not hold what it must.
@@ -295,9 +299,36 @@ impl OAuth {
                 name: "TIQZY_OAUTH_ISSUER",
                 problem,
             })?;
+        let trusted_cas = match env.optional("TIQZY_TRUSTED_CA_PEM") {
+            None => Vec::new(),
+            Some(pem) => match reqwest::Certificate::from_pem_bundle(pem.as_bytes()) {
+                // The TLS stack reads each certificate only when a client is built with it.
+                Ok(cas)
+                    if !cas.is_empty()
+                        && cas
+                            .iter()
+                            .cloned()
+                            .fold(
+                                reqwest::Client::builder(),
+                                reqwest::ClientBuilder::add_root_certificate,
+                            )
+                            .build()
+                            .is_ok() =>
+                {
+                    cas
+                }
+                _ => {
+                    return Err(ConfigError {
+                        name: "TIQZY_TRUSTED_CA_PEM",
+                        problem: "must hold PEM certificates".to_owned(),
+                    });
+                }
+            },
+        };
         Ok(Some(Self {
             issuer,
             audience,
+            trusted_cas,
             permission_prefix: match env.optional("TIQZY_OAUTH_PERMISSION_PREFIX") {
                 None => String::new(),
                 Some(v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()) => v,

@@ -56,6 +56,9 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
             payments.connected_account_id.clone(),
         );
     }
+    if let Some(cas) = &tenant.trusted_cas {
+        data.insert("TIQZY_TRUSTED_CA_PEM", cas.clone());
+    }
     if let Some(base) = &tenant.stripe_api_base {
         data.insert("STRIPE_API_BASE", base.clone());
     }
@@ -207,8 +210,14 @@ mod tests {
             connected_account_id: "acct_1Acme".to_owned(),
             application_fee_bps: Some(90),
         });
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()])
+            .expect("certificate")
+            .cert
+            .pem();
         for (tenant, with_redis) in [(&bare, false), (&full, true)] {
-            let v = fixture::validated(tenant);
+            let mut v = fixture::validated(tenant);
+            // A private CA for the staff issuer reaches the runtime's sign-in.
+            v.trusted_cas = with_redis.then(|| ca.clone());
             let mut env: HashMap<String, String> =
                 config_map(&v).data.expect("data").into_iter().collect();
             env.extend(credentials::database_secret(&postgres, &v.name, None).expect("database"));
@@ -220,6 +229,10 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: the runtime refuses its environment: {e}", v.name));
             assert_eq!(config.tenant, v.name);
             assert_eq!(config.redis_url.is_some(), with_redis);
+            assert_eq!(
+                config.oauth.as_ref().map_or(0, |o| o.trusted_cas.len()),
+                usize::from(with_redis)
+            );
             assert_eq!(config.oauth.is_some(), tenant.spec.staff_auth.is_some());
             assert_eq!(
                 u32::try_from(pool_per_pod(&v)).ok(),

@@ -17,6 +17,7 @@ mod routing;
 mod servers;
 mod status;
 mod stores;
+mod trust;
 mod validate;
 
 use std::sync::Arc;
@@ -129,13 +130,22 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         report::stopped(tenant, r, reason, message, phase, TenantStatus::default()).await?;
         return Ok(Action::await_change());
     };
-    let validated = match validate(tenant, &platform) {
+    let mut validated = match validate(tenant, &platform) {
         Err(Error::InvalidSpec(message)) => {
             let (reason, phase) = (Reason::InvalidSpec, TenantPhase::Failed);
             report::stopped(tenant, r, reason, message, phase, TenantStatus::default()).await?;
             return Ok(Action::await_change());
         }
         other => other?,
+    };
+    validated.trusted_cas = match trust::trusted_cas(ctx, &platform.spec).await {
+        Ok(cas) => cas,
+        Err(message) => {
+            let (reason, phase) = (Reason::TrustedCaUnavailable, TenantPhase::Pending);
+            report::stopped(tenant, r, reason, message, phase, TenantStatus::default()).await?;
+            let failures = memory.failures.failed(&tenant.name_any());
+            return Ok(Action::requeue(backoff(failures)));
+        }
     };
     let mut found =
         dereference::dereference(ctx, &memory.certificates, tenant, validated, &platform).await?;

@@ -65,6 +65,7 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         store_ports,
         application_fee_bps: application_fee_bps(&platform.spec, &tenant.spec),
         stripe_api_base,
+        trusted_cas: None,
         config_digest: String::new(),
     })
 }

@@ -240,3 +240,38 @@ fn staff_sign_in_and_the_support_address_are_optional_but_sign_in_comes_whole() 
         "TIQZY_OAUTH_ISSUER: is not set, but TIQZY_OAUTH_AUDIENCE is"
     );
 }
+
+/// A self-signed CA certificate (public, made for this test), as an operator would deliver a
+/// private CA.
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBlDCCATugAwIBAgIUcmM2FSnfof2qZlnM5KM32dn81acwCgYIKoZIzj0EAwIw\nHzEdMBsGA1UEAwwUVGlxenkgY29uZmlnIHRlc3QgQ0EwIBcNMjYxMjAxMDQwODEy\nWhgPMjEyNjExMDcwNDA4MTJaMB8xHTAbBgNVBAMMFFRpcXp5IGNvbmZpZyB0ZXN0\nIENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEISCFV2oIPQ1LhuZL6FrPIDNI\nB/B2rsS60qTKdR1qTJDDEV7JTC0fhen9t365Y0VYp2YopFalnsoAcu87ZPwjeaNT\nMFEwHQYDVR0OBBYEFCjytiNyhUunEqvn8PkN/868kLwdMB8GA1UdIwQYMBaAFCjy\ntiNyhUunEqvn8PkN/868kLwdMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID\nRwAwRAIgX0DZSA6kcqEaaBHs1rrVD865Gm3OJdvaFclFSaFqUuMCICASAr/Kg4oQ\nKI+WWwnHtgR20Ogz9z19mCmprFwen5nq\n-----END CERTIFICATE-----";
+
+#[test]
+fn private_cas_for_staff_sign_in_are_read_and_bad_ones_named() {
+    let mut vars = valid();
+    vars.insert(
+        "TIQZY_TRUSTED_CA_PEM".to_owned(),
+        format!("{TEST_CA}\n{TEST_CA}\n"),
+    );
+    let oauth = Config::from_vars(&vars)
+        .expect("a storefront trusting two CAs")
+        .oauth
+        .expect("staff sign-in");
+    assert_eq!(oauth.trusted_cas.len(), 2);
+    assert!(
+        Config::from_vars(&valid())
+            .expect("valid")
+            .oauth
+            .expect("staff sign-in")
+            .trusted_cas
+            .is_empty()
+    );
+    for bad in [
+        "not a certificate",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+    ] {
+        assert_eq!(
+            error_for("TIQZY_TRUSTED_CA_PEM", Some(bad)),
+            "TIQZY_TRUSTED_CA_PEM: must hold PEM certificates"
+        );
+    }
+}
