@@ -174,11 +174,18 @@ mod tests {
             admin_database: "postgres".to_owned(),
             ssl_mode: "require".to_owned(),
         };
+        // Over TLS with a private CA, the fuller of the two ways the operator writes.
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .and_then(|p| p.self_signed(&rcgen::KeyPair::generate()?))
+            .expect("a CA")
+            .pem();
         let redis = RedisServer {
             host: "cache.example".to_owned(),
-            port: 6379,
+            port: 6380,
             admin_user: "default".to_owned(),
             admin_password: "admin-secret".to_owned(),
+            tls: true,
+            ca_pem: Some(ca.clone()),
         };
         let bare = Tenant::new(
             "bare",
@@ -210,6 +217,10 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: the runtime refuses its environment: {e}", v.name));
             assert_eq!(config.tenant, v.name);
             assert_eq!(config.redis_url.is_some(), with_redis);
+            assert_eq!(config.redis_ca_pem.is_some(), with_redis);
+            if with_redis {
+                assert_eq!(config.redis_ca_pem.as_deref(), Some(ca.trim()));
+            }
             assert_eq!(config.oauth.is_some(), tenant.spec.staff_auth.is_some());
             assert_eq!(
                 u32::try_from(pool_per_pod(&v)).ok(),

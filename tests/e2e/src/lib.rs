@@ -80,8 +80,8 @@ impl Harness {
         Self::start_with(&bins, new_run_dir()?, None).await
     }
 
-    /// Starts every component in `dir`; `pods = Some((gateway, subnet))` has PostgreSQL
-    /// also serve a real node's pods (see [`RealNodeHarness`]).
+    /// Starts every component in `dir`; `pods = Some((gateway, subnet))` has PostgreSQL and
+    /// Redis also serve a real node's pods (see [`RealNodeHarness`]).
     pub(crate) async fn start_with(
         bins: &Binaries,
         dir: PathBuf,
@@ -90,7 +90,7 @@ impl Harness {
         let (kube, postgres, redis, stripe) = tokio::try_join!(
             ControlPlane::start(bins, &dir),
             Postgres::start_with_pods(&dir, pods),
-            Redis::start(&dir),
+            Redis::start_with_pods(&dir, pods),
             StripeMock::start(bins, &dir),
         )?;
         Ok(Self {
