@@ -319,10 +319,15 @@ pub fn check_ca_pem(pem: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The TLS error under a Redis error when the server's certificate was refused.
+/// The TLS error under a Redis error when the server's certificate was refused. The client
+/// keeps the I/O error behind an `Arc`, which is what its `source()` hands out.
 fn certificate_error(error: &::redis::RedisError) -> Option<&rustls::Error> {
-    use std::error::Error as _;
-    let io = error.source()?.downcast_ref::<std::io::Error>()?;
+    use std::error::Error;
+    let source = error.source()?;
+    let io = match source.downcast_ref::<std::sync::Arc<dyn Error + Send + Sync>>() {
+        Some(shared) => (**shared).downcast_ref::<std::io::Error>()?,
+        None => source.downcast_ref::<std::io::Error>()?,
+    };
     let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
     matches!(
         tls,
