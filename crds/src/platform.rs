@@ -143,7 +143,10 @@ pub struct RedisServer {
     /// Redis requires), without credentials. With `rediss://` the operator and the storefronts
     /// speak only TLS to the server, checking its certificate and host name against the public
     /// roots and `caSecretRef`; they never fall back to plain text.
-    #[schemars(regex(pattern = r"^rediss?://[^@\s/]+(:[0-9]+)?/?$"), length(max = 512))]
+    #[schemars(
+        regex(pattern = r"^rediss?://[^@\s/]+(:[0-9]+)?/?$"),
+        length(max = 512)
+    )]
     pub url: String,
     /// Secret with keys `username` and `password` of the admin user.
     pub admin_secret_ref: SecretRef,

@@ -65,7 +65,10 @@ pub struct RedisServer {
 impl fmt::Debug for RedisServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The CA is public, but long: its digest tells one CA from another.
-        let ca = self.ca_pem.as_ref().map(|pem| names::digest([pem.as_bytes()]));
+        let ca = self
+            .ca_pem
+            .as_ref()
+            .map(|pem| names::digest([pem.as_bytes()]));
         f.debug_struct("RedisServer")
             .field("host", &self.host)
             .field("port", &self.port)
@@ -256,11 +259,14 @@ async fn connect(server: &RedisServer) -> Result<MultiplexedConnection, CacheErr
     } else {
         ConnectionAddr::Tcp(server.host.clone(), server.port)
     };
-    let info = address.into_connection_info().map_err(fail)?.set_redis_settings(
-        RedisConnectionInfo::default()
-            .set_username(&server.admin_user)
-            .set_password(&server.admin_password),
-    );
+    let info = address
+        .into_connection_info()
+        .map_err(fail)?
+        .set_redis_settings(
+            RedisConnectionInfo::default()
+                .set_username(&server.admin_user)
+                .set_password(&server.admin_password),
+        );
     let client = client(info, server.ca_pem.as_deref()).map_err(fail)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -272,10 +278,7 @@ async fn connect(server: &RedisServer) -> Result<MultiplexedConnection, CacheErr
 }
 
 /// A client for `info`; for TLS with a private CA, one trusting it besides the public roots.
-pub fn client(
-    info: impl IntoConnectionInfo,
-    ca_pem: Option<&str>,
-) -> ::redis::RedisResult<Client> {
+pub fn client(info: impl IntoConnectionInfo, ca_pem: Option<&str>) -> ::redis::RedisResult<Client> {
     match ca_pem {
         None => Client::open(info),
         Some(ca) => Client::build_with_tls(

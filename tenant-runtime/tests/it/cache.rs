@@ -152,17 +152,25 @@ async fn over_tls_pages_are_cached_with_the_platforms_ca() {
 #[tokio::test]
 async fn over_tls_an_untrusted_or_plain_text_server_gets_nothing() {
     let h = tiqzy_e2e::Harness::shared();
-    let plain_port = h
-        .redis
-        .admin_tls_url()
-        .replace(&format!(":{}/", h.redis.tls_port), &format!(":{}/", h.redis.port));
+    let plain_port = h.redis.admin_tls_url().replace(
+        &format!(":{}/", h.redis.tls_port),
+        &format!(":{}/", h.redis.port),
+    );
     for (what, url, ca) in [
         ("plain-text port", plain_port, h.redis.ca_pem.as_str()),
-        ("another CA", h.redis.admin_tls_url(), h.kube.ca_pem.as_str()),
+        (
+            "another CA",
+            h.redis.admin_tls_url(),
+            h.kube.ca_pem.as_str(),
+        ),
     ] {
         let app = app_with_redis(url, Some(ca)).await;
         let (slug, tt) = app.seed_event(5, 1_000, 2).await;
-        assert_eq!(app.get(&format!("/events/{slug}")).await.status(), 200, "{what}");
+        assert_eq!(
+            app.get(&format!("/events/{slug}")).await.status(),
+            200,
+            "{what}"
+        );
         assert_eq!(app.hold(tt, 1).await.status(), 201, "{what}");
         let keys = redis_keys(&format!("{}*", app.prefix)).await;
         assert!(keys.is_empty(), "{what}: {keys:?}");

@@ -249,10 +249,7 @@ impl Redis {
             async move {
                 accepting(port).await?;
                 accepting(tls_port).await?;
-                for client in [
-                    redis::Client::open(url)?,
-                    tls_client(&tls_url, &ca_pem)?,
-                ] {
+                for client in [redis::Client::open(url)?, tls_client(&tls_url, &ca_pem)?] {
                     let mut conn = client.get_multiplexed_async_connection().await?;
                     let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
                     if pong != "PONG" {

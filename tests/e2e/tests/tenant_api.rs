@@ -282,7 +282,8 @@ async fn the_platform_is_a_singleton_with_a_digest_pinned_image() {
         .await
         .expect_err("a CA with plain-text Redis is refused");
     assert!(
-        err.to_string().contains("caSecretRef needs a rediss:// url"),
+        err.to_string()
+            .contains("caSecretRef needs a rediss:// url"),
         "{err}"
     );
 }
