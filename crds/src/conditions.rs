@@ -102,10 +102,14 @@ reasons! {
     CacheUnreachable => Backoff,
     /// The Redis server answered with an error the operator did not expect.
     CacheFailed => Backoff,
+    /// The Redis server's TLS certificate is not trusted for the platform's `rediss://` host
+    /// (signed by a CA neither public nor in `caSecretRef`, issued for another host, expired).
+    /// The operator never falls back to plain text.
+    CacheCertificateUntrusted => Backoff,
     /// `cache.mode` is `Disabled`: no cache user.
     CacheDisabled => Settled,
     /// A server refuses the admin credentials, or they cannot be read, or the server's
-    /// address cannot be used.
+    /// address cannot be used, or the CA the Platform names for Redis cannot be read.
     AdminAuthFailed => Backoff,
     /// The tenant's name cannot name a database, role or cache user.
     InvalidTenantName => OnChange,

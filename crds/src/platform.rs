@@ -143,13 +143,24 @@ pub enum SslMode {
 /// A Redis server and an ACL user allowed to run ACL SETUSER and ACL DELUSER.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.caSecretRef) || self.url.startsWith('rediss://')").message("caSecretRef needs a rediss:// url: a CA is only used to check a TLS server"))]
 pub struct RedisServer {
-    /// `redis://host:port`, without credentials. TLS (`rediss://`) is not supported yet and is
-    /// refused, rather than spoken to in the clear.
-    #[schemars(regex(pattern = r"^redis://[^@\s/]+(:[0-9]+)?/?$"))]
+    /// `redis://host:port` (plain text) or `rediss://host:port` (TLS, as Azure Cache for
+    /// Redis requires), without credentials. With `rediss://` the operator and the storefronts
+    /// speak only TLS to the server, checking its certificate and host name against the public
+    /// roots and `caSecretRef`; they never fall back to plain text.
+    #[schemars(
+        regex(pattern = r"^rediss?://[^@\s/]+(:[0-9]+)?/?$"),
+        length(max = 512)
+    )]
     pub url: String,
     /// Secret with keys `username` and `password` of the admin user.
     pub admin_secret_ref: SecretRef,
+    /// Secret with key `ca.crt`: PEM certificate(s) of a private CA that signed the server's
+    /// certificate, trusted besides the public roots by the operator and, delivered in their
+    /// cache Secret, by the storefronts. Only with `rediss://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretRef>,
 }
 
 /// An Azure Key Vault and how the operator signs in to it.

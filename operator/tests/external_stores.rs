@@ -39,6 +39,19 @@ fn redis_server(h: &Harness) -> RedisServer {
         port: h.redis.port,
         admin_user: h.redis.admin_user.clone(),
         admin_password: h.redis.admin_password.clone(),
+        tls: false,
+        ca_pem: None,
+    }
+}
+
+/// The harness's Redis on its TLS port, as a Platform with `rediss://` and `caSecretRef`
+/// names it.
+fn redis_tls_server(h: &Harness) -> RedisServer {
+    RedisServer {
+        port: h.redis.tls_port,
+        tls: true,
+        ca_pem: Some(h.redis.ca_pem.clone()),
+        ..redis_server(h)
     }
 }
 
@@ -848,4 +861,173 @@ async fn admin_sessions_use_tls_as_the_platform_asks() {
             .await
             .expect("removed over TLS")
     );
+}
+
+/// Whether `tenant`'s ACL user exists, asked as the admin.
+async fn acl_user_exists(h: &Harness, tenant: &str) -> bool {
+    let user: ::redis::Value = ::redis::cmd("ACL")
+        .arg("GETUSER")
+        .arg(format!("tiqzy-{tenant}"))
+        .query_async(&mut redis_admin(h).await)
+        .await
+        .expect("ACL GETUSER");
+    user != ::redis::Value::Nil
+}
+
+/// The storefront's side: the runtime's own cache, given what the operator writes for it.
+fn storefront_cache(cache: &TenantCache) -> tiqzy_runtime::cache::Cache {
+    tiqzy_runtime::cache::Cache::new(
+        Some(&cache.url()),
+        cache.ca_pem.as_deref(),
+        &cache.key_prefix,
+    )
+    .expect("the runtime takes the operator's URL and CA")
+}
+
+#[tokio::test]
+async fn over_tls_the_cache_user_is_created_and_the_storefront_uses_it() {
+    let _shared = SERVERS.read().await;
+    let h = Harness::shared();
+    let server = redis_tls_server(h);
+    let tenant = "rd-tls";
+    assert!(
+        ensure_cache_user(&server, tenant, &password(tenant))
+            .await
+            .expect("the admin session over TLS sets up the user")
+    );
+    let cache = TenantCache::new(&server, tenant, &password(tenant)).expect("tenant");
+    assert!(
+        cache.url().starts_with("rediss://"),
+        "the storefront is told to use TLS"
+    );
+
+    let storefront = storefront_cache(&cache);
+    storefront.put("page:events", "<h1>cached</h1>", 60).await;
+    assert_eq!(
+        storefront.get("page:events").await.as_deref(),
+        Some("<h1>cached</h1>"),
+        "the storefront caches over TLS as its own user"
+    );
+    let stored: Option<String> = ::redis::cmd("GET")
+        .arg("t:rd-tls:page:events")
+        .query_async(&mut redis_admin(h).await)
+        .await
+        .expect("GET");
+    assert_eq!(stored.as_deref(), Some("<h1>cached</h1>"));
+
+    // The tenant's credentials on the plain-text port work too (the harness serves both), but
+    // the URL the operator wrote never goes there: its scheme and port are TLS only.
+    let plain_url = cache.url().replace("rediss://", "redis://");
+    let plain = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ::redis::Client::open(plain_url)
+            .expect("url")
+            .get_multiplexed_async_connection(),
+    )
+    .await;
+    assert!(
+        !matches!(plain, Ok(Ok(_))),
+        "plain text to the TLS port gets nowhere"
+    );
+
+    assert!(
+        remove_cache_user(&server, tenant)
+            .await
+            .expect("removed over TLS")
+    );
+    assert!(!acl_user_exists(h, tenant).await);
+}
+
+/// `rediss://` pointed at a server that answers only in plain text: nothing is sent in the
+/// clear, by the operator or the storefront.
+#[tokio::test]
+async fn rediss_never_falls_back_to_plain_text() {
+    let _shared = SERVERS.read().await;
+    let h = Harness::shared();
+    let plain_port = RedisServer {
+        port: h.redis.port,
+        ..redis_tls_server(h)
+    };
+    let tenant = "rd-tls-plain";
+    let err = ensure_cache_user(&plain_port, tenant, &password(tenant))
+        .await
+        .expect_err("no TLS on that port");
+    assert_eq!(err.reason(), "CacheUnreachable", "{err}");
+    assert!(
+        !format!("{err} {err:?}").contains(&h.redis.admin_password),
+        "{err}"
+    );
+    assert!(
+        !acl_user_exists(h, tenant).await,
+        "no user was created in plain text"
+    );
+
+    // The storefront, given a user that does exist on the server, still caches nothing there.
+    ensure_cache_user(&redis_server(h), tenant, &password(tenant))
+        .await
+        .expect("set up in plain text, on purpose");
+    let cache = TenantCache::new(&plain_port, tenant, &password(tenant)).expect("tenant");
+    let storefront = storefront_cache(&cache);
+    storefront.put("page:events", "leaked", 60).await;
+    assert_eq!(storefront.get("page:events").await, None);
+    let stored: Option<String> = ::redis::cmd("GET")
+        .arg(format!("t:{tenant}:page:events"))
+        .query_async(&mut redis_admin(h).await)
+        .await
+        .expect("GET");
+    assert_eq!(stored, None, "nothing reached the server in plain text");
+    remove_cache_user(&redis_server(h), tenant)
+        .await
+        .expect("clean up");
+}
+
+/// A certificate from a CA the Platform did not name, or for another host, is reported as
+/// such, and no user is created.
+#[tokio::test]
+async fn an_untrusted_certificate_is_reported_as_cache_certificate_untrusted() {
+    let _shared = SERVERS.read().await;
+    let h = Harness::shared();
+    let tenant = "rd-tls-untrusted";
+    let cases = [
+        (
+            "another CA (the API server's)",
+            RedisServer {
+                ca_pem: Some(h.kube.ca_pem.clone()),
+                ..redis_tls_server(h)
+            },
+            "UnknownIssuer",
+        ),
+        (
+            "only the public roots",
+            RedisServer {
+                ca_pem: None,
+                ..redis_tls_server(h)
+            },
+            "UnknownIssuer",
+        ),
+        (
+            "a host the certificate does not name",
+            RedisServer {
+                host: "localhost".to_owned(),
+                ..redis_tls_server(h)
+            },
+            "not valid for name",
+        ),
+    ];
+    for (what, server, cause) in cases {
+        let err = ensure_cache_user(&server, tenant, &password(tenant))
+            .await
+            .expect_err(what);
+        assert_eq!(err.reason(), "CacheCertificateUntrusted", "{what}: {err}");
+        let message = err.to_string();
+        assert!(message.contains("not trusted"), "{what}: {message}");
+        assert!(message.contains(cause), "{what}: {message}");
+        assert!(
+            !message.contains(&h.redis.admin_password) && !message.contains(TRICKY),
+            "{what}: {message}"
+        );
+        let err = remove_cache_user(&server, tenant).await.expect_err(what);
+        assert_eq!(err.reason(), "CacheCertificateUntrusted", "{what}: {err}");
+    }
+    assert!(!acl_user_exists(h, tenant).await);
 }

@@ -64,8 +64,15 @@ async fn install() -> anyhow::Result<Installed> {
     Api::<Secret>::namespaced(admin.clone(), "tiqzy-system")
         .create(&PostParams::default(), &secret)
         .await?;
-    // The pods reach PostgreSQL and stripe-mock on the bridge gateway; the image is the one
-    // just imported.
+    let redis_ca: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "redis-ca" },
+        "stringData": { "ca.crt": h.redis.ca_pem },
+    }))?;
+    Api::<Secret>::namespaced(admin.clone(), "tiqzy-system")
+        .create(&PostParams::default(), &redis_ca)
+        .await?;
+    // The pods reach PostgreSQL, Redis over TLS and stripe-mock on the bridge gateway; the
+    // image is the one just imported.
     Api::<Platform>::all(admin)
         .patch(
             "default",
@@ -74,6 +81,8 @@ async fn install() -> anyhow::Result<Installed> {
                 "runtimeImage": image,
                 "postgres": { "host": GATEWAY },
                 "stripe": { "apiBase": h.stripe.url },
+                "redis": { "url": format!("rediss://{GATEWAY}:{}", h.redis.tls_port),
+                           "caSecretRef": { "namespace": "tiqzy-system", "name": "redis-ca" } },
                 "routing": { "mode": "Ingress", "ingressClassName": tiqzy_e2e::INGRESS_CLASS },
                 "keyVault": {
                     "vaultUrl": vault.url,
@@ -143,8 +152,7 @@ async fn a_storefront_pod_runs_on_a_real_node_and_serves_its_events_page() {
     create_tenant(
         &admin,
         TENANT,
-        json!({ "displayName": DISPLAY_NAME, "currency": "EUR",
-                "cache": { "mode": "Disabled" } }),
+        json!({ "displayName": DISPLAY_NAME, "currency": "EUR" }),
     )
     .await;
     let tenant = wait_available(&admin, TENANT).await;
@@ -196,10 +204,23 @@ async fn a_storefront_pod_runs_on_a_real_node_and_serves_its_events_page() {
         "pod IP {pod_ip} is on the bridge"
     );
 
+    // Connected before the page is asked for: a cached page lives for 5 seconds only.
+    let redis = &RealNodeHarness::shared().harness.redis;
+    let mut conn = redis
+        .tls_client(&redis.admin_tls_url())
+        .expect("admin over TLS")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connects over TLS");
     let host = format!("{TENANT}.{}", tiqzy_e2e::BASE_DOMAIN);
     let page = tokio::task::spawn_blocking(move || http_get(&pod_ip, 8080, &host, "/"))
         .await
         .expect("http thread");
+    let cached: Option<String> = ::redis::cmd("GET")
+        .arg(format!("t:{TENANT}:page:events"))
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
     assert!(
         page.starts_with("HTTP/1.1 200"),
         "the storefront answered: {page}"
@@ -207,6 +228,28 @@ async fn a_storefront_pod_runs_on_a_real_node_and_serves_its_events_page() {
     assert!(
         page.contains(DISPLAY_NAME),
         "the events page does not show the display name: {page}"
+    );
+
+    // The cache: the operator made the tenant's user over TLS, told the pod `rediss://` with
+    // the Platform's CA, and the pod cached the page it served there (read above).
+    assert_eq!(
+        condition(&tenant, "CacheReady").map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "CacheProvisioned"))
+    );
+    let cache = Api::<Secret>::namespaced(admin.clone(), &namespace)
+        .get("storefront-cache")
+        .await
+        .expect("the cache Secret");
+    let data = cache.data.unwrap_or_default();
+    let text = |key: &str| String::from_utf8_lossy(&data[key].0).into_owned();
+    assert!(
+        text("REDIS_URL").starts_with(&format!("rediss://tiqzy-{TENANT}:")),
+        "the pod is told to use TLS"
+    );
+    assert_eq!(text("REDIS_CA_PEM").trim(), redis.ca_pem.trim());
+    assert!(
+        cached.is_some_and(|page| page.contains(DISPLAY_NAME)),
+        "the pod did not cache its events page in Redis over TLS"
     );
 }
 

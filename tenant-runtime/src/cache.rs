@@ -1,6 +1,10 @@
 //! Redis, strictly optional: rendered pages and API answers under the tenant's key prefix, and
 //! the hold rate limit. Every call is bounded in time and any failure reads as "no cache" /
 //! "allowed", so the storefront keeps working, uncached, while Redis is away.
+//!
+//! A `rediss://` URL is spoken to only over TLS, its certificate checked against the public
+//! roots and the platform's CA (`REDIS_CA_PEM`): a server that cannot prove itself is "no
+//! cache", never a plain-text connection.
 
 use std::time::{Duration, Instant};
 
@@ -27,11 +31,26 @@ struct Connection {
 }
 
 impl Cache {
-    pub fn new(url: Option<&str>, prefix: &str) -> anyhow::Result<Self> {
-        let client = url
-            .map(redis::Client::open)
-            .transpose()
-            .map_err(|_| anyhow::anyhow!("REDIS_URL: not a valid Redis URL"))?;
+    pub fn new(url: Option<&str>, ca_pem: Option<&str>, prefix: &str) -> anyhow::Result<Self> {
+        let client = match (url, ca_pem) {
+            (None, _) => None,
+            (Some(url), None) => Some(
+                redis::Client::open(url)
+                    .map_err(|_| anyhow::anyhow!("REDIS_URL: not a valid Redis URL"))?,
+            ),
+            (Some(url), Some(ca)) => Some(
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(trust_pem(ca)),
+                    },
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("REDIS_CA_PEM: not usable with REDIS_URL ({})", e.category())
+                })?,
+            ),
+        };
         Ok(Self {
             client,
             prefix: prefix.to_owned(),
@@ -137,6 +156,24 @@ impl Cache {
             .await;
         counted.is_none_or(|(n,)| n <= i64::from(limit))
     }
+}
+
+/// `ca_pem` followed by the public roots, as PEM: the Redis client replaces its roots with
+/// what it is given, and the platform's CA must add to the public roots, not replace them.
+fn trust_pem(ca_pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut pem = ca_pem.trim_end().to_owned();
+    pem.push('\n');
+    for root in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let body = base64::engine::general_purpose::STANDARD.encode(root.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.into_bytes()
 }
 
 /// The keys that hold anything derived from one event, and from the event list.

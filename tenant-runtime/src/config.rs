@@ -29,6 +29,9 @@ pub struct Config {
     pub database_url: SecretString,
     /// Carries the tenant's Redis user's password.
     pub redis_url: Option<SecretString>,
+    /// PEM of the private CA a `rediss://` server's certificate is checked against, besides
+    /// the public roots.
+    pub redis_ca_pem: Option<String>,
     pub cache_key_prefix: String,
     /// Staff sign-in for the admin API; without it the admin API is closed.
     pub oauth: Option<OAuth>,
@@ -159,6 +162,7 @@ impl Config {
             },
             database_url: env.required("DATABASE_URL")?.into(),
             redis_url: env.optional("REDIS_URL").map(SecretString::from),
+            redis_ca_pem: redis_ca_pem(&env)?,
             // Written by the operator with the Redis user; without Redis it names nothing.
             cache_key_prefix: env
                 .optional("TIQZY_CACHE_KEY_PREFIX")
@@ -342,6 +346,27 @@ impl OAuth {
             },
         }))
     }
+}
+
+/// `REDIS_CA_PEM`: only with a `rediss://` URL, and holding a certificate.
+fn redis_ca_pem(env: &Vars<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(pem) = env.optional("REDIS_CA_PEM") else {
+        return Ok(None);
+    };
+    let problem = |problem: &str| ConfigError {
+        name: "REDIS_CA_PEM",
+        problem: problem.to_owned(),
+    };
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(problem("holds no PEM certificate"));
+    }
+    if !env
+        .optional("REDIS_URL")
+        .is_some_and(|url| url.starts_with("rediss://"))
+    {
+        return Err(problem("is set, but REDIS_URL is not a rediss:// URL"));
+    }
+    Ok(Some(pem))
 }
 
 struct Vars<'a>(&'a HashMap<String, String>);

@@ -51,6 +51,7 @@ impl Application {
         let state = AppState {
             cache: Arc::new(Cache::new(
                 config.redis_url.as_ref().map(ExposeSecret::expose_secret),
+                config.redis_ca_pem.as_deref(),
                 &config.cache_key_prefix,
             )?),
             auth: match &config.oauth {

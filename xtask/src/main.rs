@@ -244,6 +244,7 @@ fn print_welcome(h: &Harness, took: std::time::Duration) {
   kubectl          {kubectl}
   PostgreSQL       {pg}
   Redis            {redis}
+  Redis over TLS   {redis_tls} (CA {redis_ca})
   stripe-mock      {stripe}
   logs             {logs}
   operator         running as ServiceAccount tiqzy-system/tiqzy-operator (config/rbac)
@@ -258,6 +259,8 @@ Ctrl-C stops everything.",
         server = h.kube.server,
         pg = h.postgres.admin_url("postgres"),
         redis = h.redis.admin_url(),
+        redis_tls = h.redis.admin_tls_url(),
+        redis_ca = h.redis.ca_file.display(),
         stripe = h.stripe.url,
         logs = h.log_dir().display(),
     );

@@ -187,11 +187,18 @@ mod tests {
             admin_database: "postgres".to_owned(),
             ssl_mode: "require".to_owned(),
         };
+        // Over TLS with a private CA, the fuller of the two ways the operator writes.
+        let ca = rcgen::CertificateParams::new(Vec::<String>::new())
+            .and_then(|p| p.self_signed(&rcgen::KeyPair::generate()?))
+            .expect("a CA")
+            .pem();
         let redis = RedisServer {
             host: "cache.example".to_owned(),
-            port: 6379,
+            port: 6380,
             admin_user: "default".to_owned(),
             admin_password: "admin-secret".to_owned(),
+            tls: true,
+            ca_pem: Some(ca.clone()),
         };
         let bare = Tenant::new(
             "bare",
@@ -210,14 +217,14 @@ mod tests {
             connected_account_id: "acct_1Acme".to_owned(),
             application_fee_bps: Some(90),
         });
-        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()])
+        let issuer_ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()])
             .expect("certificate")
             .cert
             .pem();
         for (tenant, with_redis) in [(&bare, false), (&full, true)] {
             let mut v = fixture::validated(tenant);
             // A private CA for the staff issuer reaches the runtime's sign-in.
-            v.trusted_cas = with_redis.then(|| ca.clone());
+            v.trusted_cas = with_redis.then(|| issuer_ca.clone());
             let mut env: HashMap<String, String> =
                 config_map(&v).data.expect("data").into_iter().collect();
             env.extend(credentials::database_secret(&postgres, &v.name, None).expect("database"));
@@ -233,6 +240,10 @@ mod tests {
                 config.oauth.as_ref().map_or(0, |o| o.trusted_cas.len()),
                 usize::from(with_redis)
             );
+            assert_eq!(config.redis_ca_pem.is_some(), with_redis);
+            if with_redis {
+                assert_eq!(config.redis_ca_pem.as_deref(), Some(ca.trim()));
+            }
             assert_eq!(config.oauth.is_some(), tenant.spec.staff_auth.is_some());
             assert_eq!(
                 u32::try_from(pool_per_pod(&v)).ok(),

@@ -1,4 +1,6 @@
 //! A tenant's Redis ACL user, confined to keys and channels under its prefix `t:<tenant>:`.
+//! With `rediss://` every session is TLS, checked against the public roots and the Platform's
+//! CA; there is no plain-text fallback.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,9 +10,12 @@ use crate::names::{self, InvalidTenantName};
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
-    RedisConnectionInfo, ServerErrorKind, Value,
+    RedisConnectionInfo, ServerErrorKind, TlsCertificates, Value,
 };
 use tiqzy_crds::conditions::Reason;
+
+/// The key of the `caSecretRef` Secret holding the CA's PEM.
+pub const CA_KEY: &str = "ca.crt";
 
 /// How long a server may take to accept and authenticate a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,15 +56,26 @@ pub struct RedisServer {
     pub port: u16,
     pub admin_user: String,
     pub admin_password: String,
+    /// `rediss://`: TLS only.
+    pub tls: bool,
+    /// PEM of a private CA trusted besides the public roots (`caSecretRef`).
+    pub ca_pem: Option<String>,
 }
 
 impl fmt::Debug for RedisServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The CA is public, but long: its digest tells one CA from another.
+        let ca = self
+            .ca_pem
+            .as_ref()
+            .map(|pem| names::digest([pem.as_bytes()]));
         f.debug_struct("RedisServer")
             .field("host", &self.host)
             .field("port", &self.port)
             .field("admin_user", &self.admin_user)
             .field("admin_password", &format_args!("<redacted>"))
+            .field("tls", &self.tls)
+            .field("ca", &ca)
             .finish()
     }
 }
@@ -73,6 +89,10 @@ pub struct TenantCache {
     pub password: String,
     /// Every key and channel the tenant uses starts with this.
     pub key_prefix: String,
+    /// `rediss://`, as the platform's server.
+    pub tls: bool,
+    /// The private CA the storefront trusts besides the public roots.
+    pub ca_pem: Option<String>,
 }
 
 impl TenantCache {
@@ -84,14 +104,17 @@ impl TenantCache {
             user: acl_user(tenant)?,
             password: password.to_owned(),
             key_prefix: key_prefix(tenant)?,
+            tls: server.tls,
+            ca_pem: server.ca_pem.clone(),
         })
     }
 
-    /// `REDIS_URL`: `redis://<user>:<password>@<host>:<port>/`.
+    /// `REDIS_URL`: `redis://<user>:<password>@<host>:<port>/`, `rediss://` for TLS.
     pub fn url(&self) -> String {
         let host = url_host(&self.host);
+        let scheme = if self.tls { "rediss" } else { "redis" };
         format!(
-            "redis://{}:{}@{host}:{}/",
+            "{scheme}://{}:{}@{host}:{}/",
             url_part(&self.user),
             url_part(&self.password),
             self.port
@@ -107,6 +130,8 @@ impl fmt::Debug for TenantCache {
             .field("user", &self.user)
             .field("password", &format_args!("<redacted>"))
             .field("key_prefix", &self.key_prefix)
+            .field("tls", &self.tls)
+            .field("ca", &self.ca_pem.is_some())
             .finish()
     }
 }
@@ -118,6 +143,11 @@ pub enum CacheError {
     InvalidTenantName(#[from] InvalidTenantName),
     #[error("Redis at {endpoint} is unreachable: {detail}")]
     Unreachable { endpoint: String, detail: String },
+    #[error(
+        "Redis at {endpoint} presented a TLS certificate that is not trusted for that host \
+         (public roots and the Platform's caSecretRef): {detail}"
+    )]
+    Untrusted { endpoint: String, detail: String },
     #[error("Redis refused the admin user {user:?}: {detail}")]
     AdminAuthFailed { user: String, detail: String },
     #[error("Redis could not {action} for {acl_user:?}: {detail}")]
@@ -134,6 +164,7 @@ impl CacheError {
         match self {
             Self::InvalidTenantName(_) => Reason::InvalidTenantName,
             Self::Unreachable { .. } => Reason::CacheUnreachable,
+            Self::Untrusted { .. } => Reason::CacheCertificateUntrusted,
             Self::AdminAuthFailed { .. } => Reason::AdminAuthFailed,
             Self::Failed { .. } => Reason::CacheFailed,
         }
@@ -217,24 +248,95 @@ pub async fn remove_cache_user(server: &RedisServer, tenant: &str) -> Result<boo
 }
 
 async fn connect(server: &RedisServer) -> Result<MultiplexedConnection, CacheError> {
-    let connection = ConnectionAddr::Tcp(server.host.clone(), server.port)
+    let fail = |e: ::redis::RedisError| classify(server, "connect", &server.admin_user, &e, None);
+    let address = if server.tls {
+        ConnectionAddr::TcpTls {
+            host: server.host.clone(),
+            port: server.port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(server.host.clone(), server.port)
+    };
+    let info = address
         .into_connection_info()
-        .map(|info| {
-            info.set_redis_settings(
-                RedisConnectionInfo::default()
-                    .set_username(&server.admin_user)
-                    .set_password(&server.admin_password),
-            )
-        })
-        .and_then(Client::open)
-        .map_err(|e| classify(server, "connect", &server.admin_user, &e, None))?;
+        .map_err(fail)?
+        .set_redis_settings(
+            RedisConnectionInfo::default()
+                .set_username(&server.admin_user)
+                .set_password(&server.admin_password),
+        );
+    let client = client(info, server.ca_pem.as_deref()).map_err(fail)?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    connection
+    client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|e| classify(server, "connect", &server.admin_user, &e, None))
+        .map_err(fail)
+}
+
+/// A client for `info`; for TLS with a private CA, one trusting it besides the public roots.
+pub fn client(info: impl IntoConnectionInfo, ca_pem: Option<&str>) -> ::redis::RedisResult<Client> {
+    match ca_pem {
+        None => Client::open(info),
+        Some(ca) => Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(trust_pem(ca)),
+            },
+        ),
+    }
+}
+
+/// `ca_pem` followed by the public roots, as PEM: the Redis client replaces its roots with
+/// what it is given, and a private CA must add to the public roots, not replace them.
+pub fn trust_pem(ca_pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut pem = ca_pem.trim_end().to_owned();
+    pem.push('\n');
+    for root in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let body = base64::engine::general_purpose::STANDARD.encode(root.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.into_bytes()
+}
+
+/// Whether `pem` holds at least one certificate and nothing unreadable.
+pub fn check_ca_pem(pem: &str) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err("holds no PEM certificate".to_owned());
+    }
+    Ok(())
+}
+
+/// The TLS error under a Redis error when the server's certificate was refused. The client
+/// keeps the I/O error behind an `Arc`, which is what its `source()` hands out.
+fn certificate_error(error: &::redis::RedisError) -> Option<&rustls::Error> {
+    use std::error::Error;
+    let source = error.source()?;
+    let io = match source.downcast_ref::<std::sync::Arc<dyn Error + Send + Sync>>() {
+        Some(shared) => (**shared).downcast_ref::<std::io::Error>()?,
+        None => source.downcast_ref::<std::io::Error>()?,
+    };
+    let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+    matches!(
+        tls,
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+    )
+    .then_some(tls)
 }
 
 /// Sorts a Redis error into the condition reasons; `secret` is cut out of the server's words
@@ -250,7 +352,12 @@ fn classify(
     if let Some(secret) = secret.filter(|s| !s.is_empty()) {
         detail = detail.replace(secret, "<redacted>");
     }
-    if error.is_io_error()
+    if let Some(tls) = certificate_error(error) {
+        CacheError::Untrusted {
+            endpoint: format!("{}:{}", server.host, server.port),
+            detail: tls.to_string(),
+        }
+    } else if error.is_io_error()
         || error.is_timeout()
         || error.is_connection_refusal()
         || error.is_connection_dropped()
@@ -286,6 +393,8 @@ mod tests {
             port: 6380,
             admin_user: "platform".to_owned(),
             admin_password: "admin-secret".to_owned(),
+            tls: false,
+            ca_pem: None,
         }
     }
 
@@ -325,6 +434,30 @@ mod tests {
             cache.url(),
             "redis://tiqzy-jazz-club:p%40ss%3Aw%2Frd@cache.example.net:6380/"
         );
+    }
+
+    #[test]
+    fn a_tls_server_gives_storefronts_a_rediss_url() {
+        let tls = RedisServer {
+            tls: true,
+            ..server()
+        };
+        let cache = TenantCache::new(&tls, "jazz-club", "pw").expect("a tenant name");
+        assert_eq!(
+            cache.url(),
+            "rediss://tiqzy-jazz-club:pw@cache.example.net:6380/"
+        );
+    }
+
+    #[test]
+    fn a_private_ca_is_trusted_besides_the_public_roots() {
+        const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let pem = String::from_utf8(trust_pem(CA)).expect("PEM is text");
+        assert!(pem.starts_with(CA), "the private CA comes first");
+        let count = pem.matches("-----BEGIN CERTIFICATE-----").count();
+        assert_eq!(count, 1 + webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        assert!(check_ca_pem("not a certificate").is_err());
+        assert!(check_ca_pem("").is_err());
     }
 
     #[test]

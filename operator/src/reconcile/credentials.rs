@@ -15,6 +15,9 @@ use crate::external::postgres::{PostgresServer, TenantDatabase};
 use crate::external::redis::{RedisServer, TenantCache};
 use crate::tenant::TenantSecrets;
 
+/// The storefront's variable with the PEM of the private CA its `rediss://` server uses.
+pub const REDIS_CA_PEM: &str = "REDIS_CA_PEM";
+
 /// The storefront's ticket-signing key variable.
 pub const SIGNING_KEY: &str = "TIQZY_TICKET_SIGNING_KEY";
 
@@ -101,14 +104,19 @@ pub fn cache_secret(
         .and_then(|e| e.get("REDIS_PASSWORD").cloned())
         .unwrap_or_else(|| random_password(40));
     let cache = TenantCache::new(server, tenant, &password).ok()?;
-    Some(BTreeMap::from([
+    let mut data = BTreeMap::from([
         ("REDIS_URL".to_owned(), cache.url()),
         ("REDIS_PASSWORD".to_owned(), cache.password.clone()),
         (
             "TIQZY_CACHE_KEY_PREFIX".to_owned(),
             cache.key_prefix.clone(),
         ),
-    ]))
+    ]);
+    // The CA goes with the credentials, so a new CA rolls the pods like a new password does.
+    if let Some(ca) = cache.ca_pem {
+        data.insert(REDIS_CA_PEM.to_owned(), ca);
+    }
+    Some(data)
 }
 
 /// A new ticket-signing Secret: 64 random alphanumerics, which the runtime reads as base64

@@ -1,12 +1,12 @@
 //! The platform's PostgreSQL and Redis servers, with the admin credentials the Platform points
 //! at: read once per reconcile (Secrets through a short-lived cache), never logged.
 
-use tiqzy_crds::{PlatformSpec, SecretRef};
+use tiqzy_crds::{PlatformSpec, RedisServer as RedisSpec, SecretRef};
 
 use crate::context::Context;
 use crate::external::StoreError;
 use crate::external::postgres::PostgresServer;
-use crate::external::redis::RedisServer;
+use crate::external::redis::{self, RedisServer};
 use crate::names;
 
 /// The servers of the platform: `None` when the Platform has no such section, an error when
@@ -53,27 +53,40 @@ pub async fn servers(ctx: &Context, platform: &PlatformSpec) -> Servers {
     };
     let redis = match &platform.redis {
         None => None,
-        Some(r) => Some(credentials(ctx, &r.admin_secret_ref).await.and_then(
-            |(user, password)| {
-                if r.url.starts_with("rediss://") {
-                    // Never fall back to plain text where TLS was asked for.
-                    return Err(format!(
-                        "{} asks for TLS, which the operator and storefronts do not speak to \
-                         Redis yet; use redis:// on a private network",
-                        r.url
-                    ));
-                }
-                let (host, port) = names::redis_address(&r.url)?;
-                Ok(RedisServer {
-                    host,
-                    port,
-                    admin_user: user,
-                    admin_password: password,
-                })
-            },
-        )),
+        Some(r) => Some(redis_server(ctx, r).await),
     };
     Servers { postgres, redis }
+}
+
+/// The Redis server of `r`: its address, admin and, for `rediss://`, the CA to trust. A CA
+/// that cannot be read is an error, never a reason to connect without it.
+async fn redis_server(ctx: &Context, r: &RedisSpec) -> Result<RedisServer, String> {
+    let (admin_user, admin_password) = credentials(ctx, &r.admin_secret_ref).await?;
+    let (host, port) = names::redis_address(&r.url)?;
+    let tls = r.url.starts_with("rediss://");
+    let ca_pem = match &r.ca_secret_ref {
+        None => None,
+        Some(ca) => {
+            let [pem] = secret_fields(ctx, ca, [redis::CA_KEY]).await?;
+            redis::check_ca_pem(&pem).map_err(|e| {
+                format!(
+                    "Secret {}/{} key {:?} {e}",
+                    ca.namespace,
+                    ca.name,
+                    redis::CA_KEY
+                )
+            })?;
+            Some(pem)
+        }
+    };
+    Ok(RedisServer {
+        host,
+        port,
+        admin_user,
+        admin_password,
+        tls,
+        ca_pem,
+    })
 }
 
 async fn credentials(ctx: &Context, r: &SecretRef) -> Result<(String, String), String> {

@@ -275,3 +275,35 @@ fn private_cas_for_staff_sign_in_are_read_and_bad_ones_named() {
         );
     }
 }
+
+#[test]
+fn a_redis_ca_needs_a_rediss_url_and_a_certificate() {
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+    let mut vars = valid();
+    vars.insert(
+        "REDIS_URL".to_owned(),
+        "rediss://t:pw@cache:6380/".to_owned(),
+    );
+    vars.insert("REDIS_CA_PEM".to_owned(), format!("{CA}\n"));
+    let config = Config::from_vars(&vars).expect("valid");
+    assert_eq!(config.redis_ca_pem.as_deref(), Some(CA));
+
+    vars.insert(
+        "REDIS_URL".to_owned(),
+        "redis://t:pw@cache:6379/".to_owned(),
+    );
+    let err = Config::from_vars(&vars).expect_err("a CA with plain text");
+    assert_eq!(
+        err.to_string(),
+        "REDIS_CA_PEM: is set, but REDIS_URL is not a rediss:// URL"
+    );
+    assert!(!err.to_string().contains("pw@"), "no password in errors");
+
+    vars.insert(
+        "REDIS_URL".to_owned(),
+        "rediss://t:pw@cache:6380/".to_owned(),
+    );
+    vars.insert("REDIS_CA_PEM".to_owned(), "not a certificate".to_owned());
+    let err = Config::from_vars(&vars).expect_err("no certificate");
+    assert_eq!(err.to_string(), "REDIS_CA_PEM: holds no PEM certificate");
+}

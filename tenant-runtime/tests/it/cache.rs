@@ -118,3 +118,61 @@ async fn the_storefront_keeps_working_when_redis_is_unreachable() {
     assert_eq!(app.hold(tt, 2).await.status(), 201);
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
+
+/// A storefront whose cache is `url`, trusting `ca_pem` (the operator's `REDIS_CA_PEM`).
+async fn app_with_redis(url: String, ca_pem: Option<&str>) -> TestApp {
+    let issuer = Issuer::start().await;
+    let database_url = fresh_database().await;
+    let stripe = StripeProxy::start().await;
+    let mut vars = config_vars(&database_url, &issuer, &stripe.url, &Options::default());
+    let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
+    vars.insert("REDIS_URL".into(), url);
+    if let Some(ca) = ca_pem {
+        vars.insert("REDIS_CA_PEM".into(), ca.to_owned());
+    }
+    let config = Config::from_vars(&vars).expect("config");
+    TestApp::spawn_from(config, issuer, prefix, stripe).await
+}
+
+#[tokio::test]
+async fn over_tls_pages_are_cached_with_the_platforms_ca() {
+    let h = tiqzy_e2e::Harness::shared();
+    let app = app_with_redis(h.redis.admin_tls_url(), Some(&h.redis.ca_pem)).await;
+    let (slug, _) = app.seed_event(5, 1_000, 2).await;
+    assert_eq!(app.get(&format!("/events/{slug}")).await.status(), 200);
+    let keys = redis_keys(&format!("{}*", app.prefix)).await;
+    assert!(
+        keys.contains(&format!("{}page:event:{slug}", app.prefix)),
+        "the page went to Redis over TLS: {keys:?}"
+    );
+}
+
+/// `rediss://` to a port that speaks plain text, or to the TLS port with a CA that did not
+/// sign its certificate: the storefront serves, uncached, and sends nothing in the clear.
+#[tokio::test]
+async fn over_tls_an_untrusted_or_plain_text_server_gets_nothing() {
+    let h = tiqzy_e2e::Harness::shared();
+    let plain_port = h.redis.admin_tls_url().replace(
+        &format!(":{}/", h.redis.tls_port),
+        &format!(":{}/", h.redis.port),
+    );
+    for (what, url, ca) in [
+        ("plain-text port", plain_port, h.redis.ca_pem.as_str()),
+        (
+            "another CA",
+            h.redis.admin_tls_url(),
+            h.kube.ca_pem.as_str(),
+        ),
+    ] {
+        let app = app_with_redis(url, Some(ca)).await;
+        let (slug, tt) = app.seed_event(5, 1_000, 2).await;
+        assert_eq!(
+            app.get(&format!("/events/{slug}")).await.status(),
+            200,
+            "{what}"
+        );
+        assert_eq!(app.hold(tt, 1).await.status(), 201, "{what}");
+        let keys = redis_keys(&format!("{}*", app.prefix)).await;
+        assert!(keys.is_empty(), "{what}: {keys:?}");
+    }
+}

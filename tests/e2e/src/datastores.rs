@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::pki::random_secret;
+use crate::pki::{TestCa, random_secret};
 use crate::ports::{accepting, free_port};
 use crate::process::{RunAs, Service};
 use crate::system::{postgres_bin_dir, which};
@@ -179,13 +179,22 @@ impl Postgres {
     }
 }
 
-/// A fresh Redis server with the default user disabled and an `admin` ACL user.
+/// A fresh Redis server with the default user disabled and an `admin` ACL user, listening
+/// in plain text on `port` and with TLS on `tls_port` (a certificate from a CA of its own,
+/// [`Redis::ca_pem`], naming `127.0.0.1` and, for pods, the bridge gateway, but not
+/// `localhost`: tests reach it under that name to see a host the certificate does not carry).
 #[derive(Debug)]
 pub struct Redis {
     pub host: String,
     pub port: u16,
+    pub tls_port: u16,
     pub admin_user: String,
     pub admin_password: String,
+    /// PEM of the CA that signed the TLS certificate.
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+    /// The address pods use (the bridge gateway), when started for a real node.
+    pub pod_host: Option<String>,
     service: Service,
 }
 
@@ -196,42 +205,70 @@ impl Redis {
     }
 
     pub async fn start(run: &Path) -> Result<Self> {
+        Self::start_with_pods(run, None).await
+    }
+
+    /// Like [`Redis::start`], and with `pods = Some((gateway, subnet))` also listening on
+    /// the real node's bridge gateway, whose address the TLS certificate then names too.
+    pub async fn start_with_pods(run: &Path, pods: Option<(&str, &str)>) -> Result<Self> {
         let program = which("redis-server").context("redis-server is not installed")?;
         let dir: PathBuf = run.join("redis");
         std::fs::create_dir_all(&dir)?;
         let port = free_port()?;
+        let tls_port = free_port()?;
         let admin_password = random_secret(32);
+        let ca = TestCa::new("tiqzy-e2e-redis-ca")?;
+        let mut names = vec!["127.0.0.1"];
+        let mut bind = "127.0.0.1".to_owned();
+        if let Some((gateway, _)) = pods {
+            names.push(gateway);
+            bind = format!("{bind} {gateway}");
+        }
+        let (cert_pem, key_pem) = ca.issue(&names)?;
+        let ca_file = dir.join("ca.crt");
+        std::fs::write(&ca_file, &ca.pem)?;
+        std::fs::write(dir.join("tls.crt"), cert_pem)?;
+        std::fs::write(dir.join("tls.key"), key_pem)?;
         let config = dir.join("redis.conf");
         std::fs::write(
             &config,
             format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
-                 dir {dir}\nuser default off\nuser admin on >{admin_password} ~* &* +@all\n",
+                "port {port}\ntls-port {tls_port}\nbind {bind}\nprotected-mode yes\nsave \"\"\n\
+                 appendonly no\ndir {dir}\ntls-cert-file {dir}/tls.crt\ntls-key-file {dir}/tls.key\n\
+                 tls-ca-cert-file {dir}/ca.crt\ntls-auth-clients no\nuser default off\n\
+                 user admin on >{admin_password} ~* &* +@all\n",
                 dir = dir.display()
             ),
         )?;
         let mut service = Service::spawn("redis", &program, [&config], &run.join("logs"), None)?;
         let url = format!("redis://admin:{admin_password}@127.0.0.1:{port}/");
+        let tls_url = format!("rediss://admin:{admin_password}@127.0.0.1:{tls_port}/");
+        let ca_pem = ca.pem.clone();
         let ping = || {
-            let url = url.clone();
+            let (url, tls_url, ca_pem) = (url.clone(), tls_url.clone(), ca_pem.clone());
             async move {
                 accepting(port).await?;
-                let client = redis::Client::open(url)?;
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
-                if pong == "PONG" {
-                    Ok(())
-                } else {
-                    bail!("PING answered {pong}")
+                accepting(tls_port).await?;
+                for client in [redis::Client::open(url)?, tls_client(&tls_url, &ca_pem)?] {
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+                    if pong != "PONG" {
+                        bail!("PING answered {pong}")
+                    }
                 }
+                Ok(())
             }
         };
         service.wait_ready(Duration::from_secs(20), ping).await?;
         Ok(Self {
             host: "127.0.0.1".to_owned(),
             port,
+            tls_port,
             admin_user: "admin".to_owned(),
             admin_password,
+            ca_pem: ca.pem,
+            ca_file,
+            pod_host: pods.map(|(gateway, _)| gateway.to_owned()),
             service,
         })
     }
@@ -243,6 +280,34 @@ impl Redis {
             self.admin_user, self.admin_password, self.host, self.port
         )
     }
+
+    /// `rediss://127.0.0.1:<tls port>`, without credentials, as a Platform names it.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://{}:{}", self.host, self.tls_port)
+    }
+
+    /// `rediss://admin:<password>@127.0.0.1:<tls port>/`
+    pub fn admin_tls_url(&self) -> String {
+        format!(
+            "rediss://{}:{}@{}:{}/",
+            self.admin_user, self.admin_password, self.host, self.tls_port
+        )
+    }
+
+    /// A client for a `rediss://` `url` that trusts this server's CA (and nothing else).
+    pub fn tls_client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        tls_client(url, &self.ca_pem)
+    }
+}
+
+fn tls_client(url: &str, ca_pem: &str) -> redis::RedisResult<redis::Client> {
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.as_bytes().to_vec()),
+        },
+    )
 }
 
 /// The server's certificate and key (`server.crt`/`server.key` in the data directory, where

@@ -83,8 +83,8 @@ impl Harness {
         Self::start_with(&bins, new_run_dir()?, None).await
     }
 
-    /// Starts every component in `dir`; `pods = Some((gateway, subnet))` has PostgreSQL
-    /// also serve a real node's pods, and stripe-mock listen on the gateway (see
+    /// Starts every component in `dir`; `pods = Some((gateway, subnet))` has PostgreSQL and
+    /// Redis also serve a real node's pods, and stripe-mock listen on the gateway (see
     /// [`RealNodeHarness`]).
     pub(crate) async fn start_with(
         bins: &Binaries,
@@ -94,7 +94,7 @@ impl Harness {
         let (kube, postgres, redis, stripe) = tokio::try_join!(
             ControlPlane::start(bins, &dir),
             Postgres::start_with_pods(&dir, pods),
-            Redis::start(&dir),
+            Redis::start_with_pods(&dir, pods),
             StripeMock::start(bins, &dir, pods.map_or("127.0.0.1", |(gateway, _)| gateway)),
         )?;
         Ok(Self {

@@ -68,6 +68,51 @@ impl Pki {
     }
 }
 
+/// A throwaway CA of its own for a server the tests reach over TLS (Redis), so that another
+/// run CA (the API server's) is a real CA that did not sign it.
+pub struct TestCa {
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").field("pem", &self.pem).finish()
+    }
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, name);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let pem = ca.self_signed(&key)?.pem();
+        Ok(Self {
+            pem,
+            issuer: Issuer::new(ca, key),
+        })
+    }
+
+    /// A serving certificate and its key (both PEM) for `names`, DNS names or IP addresses.
+    pub fn issue(&self, names: &[&str]) -> Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 /// A random token or password of `len` alphanumeric characters.
 pub fn random_secret(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

@@ -266,19 +266,26 @@ async fn the_platform_is_a_singleton_with_a_digest_pinned_image() {
         .await
         .expect_err("tags are refused");
     assert!(err.to_string().contains("spec.runtimeImage"), "{err}");
-    let mut tls_redis = platform("default", &digest);
-    tls_redis.spec.redis = Some(
+    // A CA only means something to a TLS server: with plain `redis://` it is refused rather
+    // than silently ignored.
+    let mut ca_without_tls = platform("default", &digest);
+    ca_without_tls.spec.redis = Some(
         serde_json::from_value(json!({
-            "url": "rediss://cache.example:6380",
+            "url": "redis://cache.example:6380",
             "adminSecretRef": { "namespace": "tiqzy-system", "name": "redis-admin" },
+            "caSecretRef": { "namespace": "tiqzy-system", "name": "redis-ca" },
         }))
         .expect("redis"),
     );
     let err = platforms
-        .create(&PostParams::default(), &tls_redis)
+        .create(&PostParams::default(), &ca_without_tls)
         .await
-        .expect_err("Redis over TLS is not served yet, so it is refused, never used in the clear");
-    assert!(err.to_string().contains("spec.redis.url"), "{err}");
+        .expect_err("a CA with plain-text Redis is refused");
+    assert!(
+        err.to_string()
+            .contains("caSecretRef needs a rediss:// url"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
