@@ -11,6 +11,7 @@ mod crds;
 mod datastores;
 mod entra;
 mod keyvault;
+mod live;
 mod netns;
 mod node;
 mod npm;
@@ -39,6 +40,10 @@ pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{POSTGRES_TLS_ONLY_ROLE, Postgres, Redis};
 pub use entra::EntraIssuer;
 pub use keyvault::{KeyVaultServer, VAULT_HOST, VaultCertificates};
+pub use live::{
+    DEMO_EVENT, DEMO_EVENT_TITLE, DEMO_TICKET_TYPES, LIVE_BASE_DOMAIN, LIVE_TENANT, LiveOptions,
+    LivePlatform, build_operator_binary, step,
+};
 pub use netns::PodBackend;
 pub use node::{
     BRIDGE, CNI_PLUGINS_VERSION, CONTAINERD_VERSION, GATEWAY, NodeBinaries, PAUSE_IMAGE,
@@ -56,7 +61,7 @@ pub use process::Service;
 pub use prometheus::{
     PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds,
 };
-pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, Traefik};
+pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, RouterPorts, Traefik};
 pub use stripe::StripeMock;
 pub use system::ensure_system_packages;
 
