@@ -8,7 +8,7 @@ mod bench_runtime;
 mod bundle;
 mod sqlx;
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -162,9 +162,8 @@ fn workspace_root() -> std::path::PathBuf {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(cargo)
+    let status = tiqzy_e2e::cargo_command()
         .args(args)
         .status()
         .with_context(|| format!("running cargo {}", args[0]))?;

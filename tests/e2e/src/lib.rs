@@ -5,6 +5,7 @@
 //! exits); `cargo xtask up` calls [`Harness::start`] and drops it on Ctrl-C.
 
 pub mod browser;
+mod cargo;
 mod components;
 mod controlplane;
 mod crds;
@@ -31,6 +32,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
+pub use cargo::cargo_command;
 pub use components::{
     Binaries, cache_dir, ensure_binaries, ensure_keyvault, ensure_traefik, go_module_dir,
 };

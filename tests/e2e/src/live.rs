@@ -76,6 +76,7 @@ pub struct LivePlatform {
 impl LivePlatform {
     /// Starts everything, saying what it is doing and how long each step took.
     pub async fn start(options: &LiveOptions) -> Result<Self> {
+        crate::system::ensure_packages(&[("curl", "curl")])?;
         let platform = step(
             "starting etcd, the Kubernetes control plane, kwok, PostgreSQL, Redis, stripe-mock \
              and a real node (containerd, kubelet)",
@@ -176,8 +177,7 @@ impl LivePlatform {
 
 /// Builds the operator as `cargo xtask up` runs it (`cargo build -p tiqzy-operator`).
 pub fn build_operator_binary() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
+    let status = crate::cargo_command()
         .args(["build", "-p", "tiqzy-operator", "--bin", "tiqzy-operator"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .status()
@@ -443,7 +443,7 @@ async fn create_demo_event(admin_url: &str, token: &str) -> Result<()> {
         "/api/admin/events".to_owned(),
         json!({
             "slug": DEMO_EVENT, "title": DEMO_EVENT_TITLE, "venue": "Acme Arena, Main Hall",
-            "description": "The season opens: a demo event created by `cargo xtask up` through the admin API.",
+            "description": "The season opens. A demo event, created through the admin API with a staff token.",
             "starts_at": starts, "ends_at": starts + chrono::Duration::hours(3),
         }),
     )
