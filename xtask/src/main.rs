@@ -8,11 +8,11 @@ mod bench_runtime;
 mod bundle;
 mod sqlx;
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use tiqzy_e2e::Harness;
+use tiqzy_e2e::{LiveOptions, LivePlatform, RouterPorts};
 
 #[derive(Debug, Parser)]
 #[command(about = "Tiqzy's development commands")]
@@ -162,9 +162,8 @@ fn workspace_root() -> std::path::PathBuf {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(cargo)
+    let status = tiqzy_e2e::cargo_command()
         .args(args)
         .status()
         .with_context(|| format!("running cargo {}", args[0]))?;
@@ -175,28 +174,29 @@ fn cargo(args: &[&str]) -> Result<()> {
 }
 
 fn up() -> Result<()> {
-    prepare()?;
-    let runtime = current_thread()?;
-    cargo(&["build", "--package", "tiqzy-operator"])?;
-    let operator_binary = tiqzy_e2e::target_dir().join("debug/tiqzy-operator");
-    runtime.block_on(async {
-        let started = std::time::Instant::now();
-        let harness = Harness::start().await?;
-        let _operator = tiqzy_e2e::install_operator(&harness, &operator_binary, 300).await?;
-        let sample = workspace_root().join("config/samples/tenant.yaml");
-        let applied = harness
+    let started = std::time::Instant::now();
+    timed(
+        "system packages and the Go components (built once, then cached)",
+        prepare,
+    )?;
+    timed("cargo build -p tiqzy-operator", || {
+        cargo(&["build", "--package", "tiqzy-operator"])
+    })?;
+    let operator = tiqzy_e2e::target_dir().join("debug/tiqzy-operator");
+    current_thread()?.block_on(async {
+        let live = LivePlatform::start(&LiveOptions {
+            operator,
+            ports: RouterPorts::Standard,
+        })
+        .await?;
+        print_welcome(&live, started.elapsed());
+        let _ = live
+            .platform
+            .harness
             .kube
             .kubectl()
-            .arg("apply")
-            .arg("-f")
-            .arg(&sample)
-            .status()?;
-        if !applied.success() {
-            bail!("kubectl apply -f {} failed", sample.display());
-        }
-        wait_for_sample(&harness).await;
-        print_welcome(&harness, started.elapsed());
-        let _ = harness.kube.kubectl().args(["get", "tenants"]).status();
+            .args(["get", "tenants"])
+            .status();
         // Ctrl-C, or the terminal closing, or `kill`/`timeout`: every one stops the processes.
         use tokio::signal::unix::{SignalKind, signal};
         let mut terminate = signal(SignalKind::terminate())?;
@@ -206,62 +206,73 @@ fn up() -> Result<()> {
             _ = terminate.recv() => {}
             _ = hangup.recv() => {}
         }
-        eprintln!("\nxtask: stopping the platform");
-        drop(harness);
+        eprintln!("\nxtask: stopping the platform and cleaning up the host");
+        drop(live);
         Ok(())
     })
 }
 
-/// Waits (up to a minute) for the sample tenant to be Ready, so the printed table shows it.
-async fn wait_for_sample(h: &Harness) {
-    for _ in 0..120 {
-        let out = h
-            .kube
-            .kubectl()
-            .args([
-                "get",
-                "tenant",
-                "acme-arena",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])
-            .output();
-        if out.is_ok_and(|o| o.stdout == b"True") {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+/// Runs a long step, saying what it is and how long it took.
+fn timed<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("xtask: {what} ...");
+    let started = std::time::Instant::now();
+    let result = work();
+    let outcome = if result.is_ok() { "done" } else { "failed" };
+    eprintln!("xtask: {what}: {outcome} in {:.1?}", started.elapsed());
+    result
 }
 
-fn print_welcome(h: &Harness, took: std::time::Duration) {
+fn print_welcome(live: &LivePlatform, took: std::time::Duration) {
+    let h = &live.platform.harness;
     let kubectl = h.kube.kubectl.display();
     let kubeconfig = h.kube.kubeconfig.display();
+    let ca = live.ca_path.display();
+    let local = live.url.trim_end_matches('/');
+    let port = live.router.https_port;
+    let resolve = if port == 443 {
+        String::new()
+    } else {
+        format!(" --resolve {}:{port}:127.0.0.1", live.host)
+    };
     println!(
-        "Tiqzy local platform is up (started in {took:.1?}).
+        "Tiqzy is up (in {took:.0?}).
+
+  Storefront       {url}
+  Demo event       {local}/events/{event}
+  CA certificate   {ca}
+                   curl --cacert {ca}{resolve} {url}
+                   A browser warns about the certificate unless it trusts this CA (it was
+                   made for this run); accept the warning, or import the CA, to continue.
+  Admin API        {admin} (the runtime with the storefront's own configuration and
+                   database; staff tokens are checked against the local issuer)
+  Staff token      {token}
+                   valid 12 hours, permission admin; for example:
+                   curl -H 'Authorization: Bearer {token}' {admin}/api/admin/events/{event}/sales
 
   Kubernetes API   {server}
   kubeconfig       {kubeconfig}
   kubectl          {kubectl}
-  PostgreSQL       {pg}
-  Redis            {redis}
-  Redis over TLS   {redis_tls} (CA {redis_ca})
-  stripe-mock      {stripe}
   logs             {logs}
   operator         running as ServiceAccount tiqzy-system/tiqzy-operator (config/rbac)
+  storefront pods  on the real node {node} (containerd, runc), bridge {bridge}
+  router           Traefik, HTTPS on 127.0.0.1:{port}, HTTP on 127.0.0.1:{http_port} (redirects)
 
 Try:
   export KUBECONFIG={kubeconfig}
-  {kubectl} get nodes
   {kubectl} get tenants
-  {kubectl} describe tenant acme-arena
+  {kubectl} describe tenant {tenant}
+  {kubectl} -n tiqzy-{tenant} get pods -o wide
 
-Ctrl-C stops everything.",
+Ctrl-C stops everything and cleans up the host.",
+        url = live.url,
+        event = tiqzy_e2e::DEMO_EVENT,
+        admin = live.admin_url,
+        token = live.staff_token,
         server = h.kube.server,
-        pg = h.postgres.admin_url("postgres"),
-        redis = h.redis.admin_url(),
-        redis_tls = h.redis.admin_tls_url(),
-        redis_ca = h.redis.ca_file.display(),
-        stripe = h.stripe.url,
         logs = h.log_dir().display(),
+        node = tiqzy_e2e::REAL_NODE_NAME,
+        bridge = tiqzy_e2e::BRIDGE,
+        http_port = live.router.http_port,
+        tenant = tiqzy_e2e::LIVE_TENANT,
     );
 }

@@ -1,11 +1,12 @@
 //! A Microsoft Entra ID token endpoint for the operator's Key Vault sign-in: npm
 //! `oauth2-mock-server` (the same package and cache as the runtime's admin-API tests) serving
 //! `/<tenant>/oauth2/v2.0/token`, started on a free loopback port. Its keys are at
-//! `<authority_host>/jwks`.
+//! `<authority_host>/jwks`, and, as Entra publishes them, through OpenID discovery under
+//! [`EntraIssuer::issuer`], so it also mints staff tokens for the runtime's admin API.
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::process::Service;
 
@@ -25,10 +26,14 @@ impl EntraIssuer {
     /// Starts the endpoint for directory `tenant_id`; it refuses `refused_client` with
     /// `401 invalid_client`.
     pub async fn start(tenant_id: &str, refused_client: &str) -> Result<Self> {
-        let dir = tokio::task::spawn_blocking(|| {
-            crate::npm_package_with_script(PACKAGE, "entra-issuer.mjs", SCRIPT)
-        })
-        .await??;
+        let script = script_name();
+        let dir = {
+            let script = script.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::npm_package_with_script(PACKAGE, &script, SCRIPT)
+            })
+            .await??
+        };
         let port = crate::free_port()?;
         // A process that dies with the test binary, also when a test keeps the issuer for
         // the binary's lifetime.
@@ -39,7 +44,7 @@ impl EntraIssuer {
             &format!("entra-issuer-{port}"),
             std::path::Path::new("node"),
             vec![
-                dir.join("entra-issuer.mjs").display().to_string(),
+                dir.join(&script).display().to_string(),
                 port.to_string(),
                 tenant_id.to_owned(),
                 refused_client.to_owned(),
@@ -55,4 +60,54 @@ impl EntraIssuer {
             _process: process,
         })
     }
+
+    /// The issuer of its tokens (`iss`), Entra's form `<authority_host>/<tenant>/v2.0`; OpenID
+    /// discovery answers under it.
+    pub fn issuer(&self) -> String {
+        format!("{}/{}/v2.0", self.authority_host, self.tenant_id)
+    }
+
+    /// A signed token for `audience` with subject `subject`, the permissions `scope`
+    /// (space-separated; also in Entra's `scp`) and a lifetime of `valid_for`: what a staff
+    /// member's client gets for the admin API.
+    pub async fn staff_token(
+        &self,
+        audience: &str,
+        subject: &str,
+        scope: &str,
+        valid_for: Duration,
+    ) -> Result<String> {
+        let response: serde_json::Value = reqwest::Client::new()
+            .post(format!(
+                "{}/{}/oauth2/v2.0/token",
+                self.authority_host, self.tenant_id
+            ))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "tiqzy-staff"),
+                ("client_secret", "local"),
+                ("aud", audience),
+                ("sub", subject),
+                ("scope", scope),
+                ("expires_in", &valid_for.as_secs().to_string()),
+            ])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        response["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the issuer answered no token: {response}"))
+    }
+}
+
+/// The script's file name carries a hash of its text, so checkouts with another version of
+/// it never swap it under each other's running issuers.
+fn script_name() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    SCRIPT.hash(&mut hasher);
+    format!("entra-issuer-{:016x}.mjs", hasher.finish())
 }

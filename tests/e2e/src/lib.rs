@@ -5,12 +5,14 @@
 //! exits); `cargo xtask up` calls [`Harness::start`] and drops it on Ctrl-C.
 
 pub mod browser;
+mod cargo;
 mod components;
 mod controlplane;
 mod crds;
 mod datastores;
 mod entra;
 mod keyvault;
+mod live;
 mod netns;
 mod node;
 mod npm;
@@ -31,6 +33,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
+pub use cargo::cargo_command;
 pub use components::{
     Binaries, cache_dir, ensure_binaries, ensure_keyvault, ensure_traefik, go_module_dir,
 };
@@ -40,6 +43,10 @@ pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{POSTGRES_TLS_ONLY_ROLE, Postgres, Redis};
 pub use entra::EntraIssuer;
 pub use keyvault::{KeyVaultServer, VAULT_HOST, VaultCertificates};
+pub use live::{
+    DEMO_EVENT, DEMO_EVENT_TITLE, DEMO_TICKET_TYPES, LIVE_BASE_DOMAIN, LIVE_TENANT, LiveOptions,
+    LivePlatform, build_operator_binary, step,
+};
 pub use netns::PodBackend;
 pub use node::{
     BRIDGE, CNI_PLUGINS_VERSION, CONTAINERD_VERSION, GATEWAY, NodeBinaries, PAUSE_IMAGE,
@@ -57,7 +64,7 @@ pub use process::Service;
 pub use prometheus::{
     PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds,
 };
-pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, Traefik};
+pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, RouterPorts, Traefik};
 pub use staff::StaffIssuer;
 pub use stripe::{StripeMock, signed_event};
 pub use system::ensure_system_packages;

@@ -372,9 +372,8 @@ impl RealNode {
 /// Builds `tiqzy-runtime` as the workspace builds it (`cargo build -p tiqzy-runtime`) and
 /// returns the binary.
 pub fn build_runtime_binary() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("tiqzy: cargo build -p tiqzy-runtime --bin tiqzy-runtime");
-    let status = Command::new(cargo)
+    let status = crate::cargo_command()
         .args(["build", "-p", "tiqzy-runtime", "--bin", "tiqzy-runtime"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .status()

@@ -35,10 +35,38 @@ pub struct Traefik {
     service: Service,
 }
 
+/// Which loopback ports Traefik's entrypoints take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterPorts {
+    /// Free ports the system picks (tests: several routers may run side by side).
+    Free,
+    /// 127.0.0.1:443 and :80 where they are free (and may be bound: root), each otherwise a
+    /// free port: URLs without a port where the machine allows (`cargo xtask up`).
+    Standard,
+}
+
+impl RouterPorts {
+    fn pick(self) -> Result<(u16, u16)> {
+        let pick = |standard: u16| match self {
+            Self::Standard if std::net::TcpListener::bind(("127.0.0.1", standard)).is_ok() => {
+                Ok(standard)
+            }
+            _ => free_port(),
+        };
+        Ok((pick(443)?, pick(80)?))
+    }
+}
+
 impl Traefik {
     /// Builds Traefik if needed, gives it a ServiceAccount allowed what an ingress controller
-    /// reads and writes, creates its IngressClass and starts it against `h`'s API server.
+    /// reads and writes, creates its IngressClass and starts it against `h`'s API server, on
+    /// free loopback ports.
     pub async fn start(h: &Harness) -> Result<Self> {
+        Self::start_on(h, RouterPorts::Free).await
+    }
+
+    /// Like [`Traefik::start`], with the entrypoints on `ports`.
+    pub async fn start_on(h: &Harness, ports: RouterPorts) -> Result<Self> {
         let binary = tokio::task::spawn_blocking(crate::components::ensure_traefik)
             .await
             .context("building Traefik")??;
@@ -46,7 +74,7 @@ impl Traefik {
         let kubeconfig = install_account(h, &admin).await?;
         apply(&admin, &ingress_class(), None).await?;
 
-        let (https_port, http_port) = (free_port()?, free_port()?);
+        let (https_port, http_port) = ports.pick()?;
         let mut service = Service::spawn_long_lived(
             "traefik",
             Path::new("/usr/bin/env"),

@@ -1,0 +1,63 @@
+//! Cargo run from inside `cargo run` or `cargo test` (xtask, a test building the runtime).
+//!
+//! Cargo gives the program it runs `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME` and the like. Some
+//! build scripts (ring's, through the `cc` crate) ask to rerun when those change, and Cargo
+//! compares them with its own environment: a nested build that inherits them rebuilds ring and
+//! everything above it, and the next build from a shell rebuilds them back. Without them the
+//! nested build sees what a shell's build sees and reuses its work.
+
+use std::process::Command;
+
+/// `cargo` (the one running us, if any) with the variables Cargo sets for the programs it runs
+/// removed.
+pub fn cargo_command() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if set_by_cargo_run(name) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "OUT_DIR"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_cargo_sets_for_its_programs_is_removed() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+        ] {
+            assert!(set_by_cargo_run(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!set_by_cargo_run(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What `cargo xtask up` gives a new user, brought up the same way ([`LivePlatform`]): the
+//! sample storefront on `acme-arena.localhost` over HTTPS through Traefik, from a pod on the
+//! real node, with the demo event the admin API created, and a staff token the admin API
+//! accepts.
+//!
+//! Its own test binary: a real node cordons kwok's node, and only one real node runs per
+//! machine (it waits for another one's lock).
+
+use std::time::Duration;
+
+use tiqzy_e2e::{
+    DEMO_EVENT, DEMO_EVENT_TITLE, DEMO_TICKET_TYPES, LiveOptions, LivePlatform, RouterPorts,
+};
+
+#[tokio::test]
+async fn xtask_up_serves_the_sample_storefront_with_its_demo_event() {
+    let operator = tokio::task::spawn_blocking(tiqzy_e2e::build_operator_binary)
+        .await
+        .expect("build thread")
+        .expect("the operator builds");
+    // Bounded: a cold first build of the node's Go components alone takes several minutes.
+    let live = tokio::time::timeout(
+        Duration::from_secs(1200),
+        LivePlatform::start(&LiveOptions {
+            operator,
+            ports: RouterPorts::Free,
+        }),
+    )
+    .await
+    .expect("the live platform comes up within 20 minutes")
+    .expect("the live platform comes up");
+
+    let home = live.curl("/").expect("the storefront over HTTPS");
+    assert!(home.contains("Acme Arena"), "the tenant's name: {home}");
+    assert!(
+        home.contains(DEMO_EVENT_TITLE),
+        "the demo event is listed: {home}"
+    );
+    let event = live
+        .curl(&format!("/events/{DEMO_EVENT}"))
+        .expect("the event page");
+    for (name, _, _) in DEMO_TICKET_TYPES {
+        assert!(
+            event.contains(name),
+            "ticket type {name} on the event page: {event}"
+        );
+    }
+    assert!(live.url.starts_with("https://acme-arena.localhost"));
+
+    // The printed staff token works on the admin API, and nothing works without it.
+    let http = reqwest::Client::new();
+    let sales = format!("{}/api/admin/events/{DEMO_EVENT}/sales", live.admin_url);
+    let refused = http.get(&sales).send().await.expect("admin API");
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let summary = http
+        .get(&sales)
+        .bearer_auth(&live.staff_token)
+        .send()
+        .await
+        .expect("admin API");
+    assert_eq!(summary.status(), reqwest::StatusCode::OK);
+    let summary: serde_json::Value = summary.json().await.expect("sales JSON");
+    assert_eq!(
+        summary["ticket_types"].as_array().map(Vec::len),
+        Some(DEMO_TICKET_TYPES.len()),
+        "{summary}"
+    );
+}
