@@ -252,7 +252,7 @@ async fn probe_pod(admin: &kube::Client, namespace: &str, name: &str) -> anyhow:
 #[derive(Debug, PartialEq)]
 enum Reach {
     Connected,
-    /// Connection refused (kube-router rejects what no policy allows) or timed out.
+    /// Not connected, and why (kube-router rejects what no policy allows: refused).
     Blocked(std::io::ErrorKind),
 }
 
@@ -281,8 +281,13 @@ async fn settle(from: &Probe, to: SocketAddr, wanted: fn(&Reach) -> bool) -> Rea
     .expect("probe thread")
 }
 
+/// Refused or timed out: what a client notices when a firewall stops it (any other error
+/// would say nothing about the policies).
 fn blocked(r: &Reach) -> bool {
-    matches!(r, Reach::Blocked(_))
+    matches!(
+        r,
+        Reach::Blocked(std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut)
+    )
 }
 
 fn connected(r: &Reach) -> bool {

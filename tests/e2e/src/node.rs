@@ -482,11 +482,14 @@ impl HostState {
                 })?
                 .trim(),
         )?;
+        // The script's stdin shares the lock's open file description, so the lock is held
+        // until the cleanup has finished, not only until this process exits: the next node
+        // must not create its bridge while this one's cleanup is still deleting it.
         let cleaner = Command::new("setpriv")
             .args(["--pdeathsig", "TERM", "--", "bash"])
             .arg(&script)
             .arg("wait")
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(lock.try_clone()?))
             .stdout(File::create(dir.join("cleanup.log"))?)
             .stderr(File::create(dir.join("cleanup.err"))?)
             .spawn()
