@@ -11,6 +11,7 @@
 //! | `keyvault`     | `tests/e2e/go/keyvault`: the Azure SDK's Key Vault fakes behind HTTPS (on demand) |
 //! | `containerd`, `cni-plugins` | upstream modules, for the real node (on demand, see [`crate::node`]) |
 //! | `traefik`      | `tests/e2e/go/traefik`: Traefik's own command, pinned by that module (on demand) |
+//! | `kube-router`  | `tests/e2e/go/kube-router`: kube-router's command, the real node's NetworkPolicy enforcer (on demand) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,20 @@ pub fn ensure_traefik() -> Result<PathBuf> {
         &bin,
         "traefik",
         "github.com/traefik/traefik/v3/cmd/traefik",
+        &go,
+    )
+}
+
+/// kube-router, which enforces NetworkPolicies on the real node (firewall only), built on first
+/// use from the `tool` its module pins.
+pub fn ensure_kube_router() -> Result<PathBuf> {
+    let go = go_version()?;
+    let bin = cache_dir().join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    build_tool(
+        &bin,
+        "kube-router",
+        "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
         &go,
     )
 }

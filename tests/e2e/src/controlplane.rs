@@ -17,6 +17,8 @@ use crate::process::Service;
 
 /// The fake node every harness registers; kwok keeps it Ready and runs its pods.
 pub const NODE_NAME: &str = "kwok-node-0";
+/// ClusterIPs come from here (kube-router's firewall must know it too).
+pub(crate) const SERVICE_CIDR: &str = "10.96.0.0/16";
 
 /// A running control plane and how to reach it.
 #[derive(Debug)]
@@ -96,7 +98,7 @@ impl ControlPlane {
                 "--authorization-mode=RBAC".to_owned(),
                 "--enable-admission-plugins=PodSecurity".to_owned(),
                 "--allow-privileged=true".to_owned(),
-                "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
                 format!(
                     "--service-account-key-file={}",

@@ -12,6 +12,7 @@ mod crds;
 mod datastores;
 mod entra;
 mod keyvault;
+mod kube_router;
 mod live;
 mod netns;
 mod node;
@@ -20,6 +21,7 @@ pub mod olm;
 mod openshift;
 mod operator;
 mod pki;
+mod pod_network;
 mod ports;
 mod process;
 mod prometheus;
@@ -35,7 +37,8 @@ use anyhow::{Context, Result};
 
 pub use cargo::cargo_command;
 pub use components::{
-    Binaries, cache_dir, ensure_binaries, ensure_keyvault, ensure_traefik, go_module_dir,
+    Binaries, cache_dir, ensure_binaries, ensure_keyvault, ensure_kube_router, ensure_traefik,
+    go_module_dir,
 };
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
@@ -59,6 +62,7 @@ pub use operator::{
     BASE_DOMAIN, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET, install_operator,
     install_tiqzy,
 };
+pub use pod_network::connect_from;
 pub use ports::free_port;
 pub use process::Service;
 pub use prometheus::{

@@ -10,13 +10,17 @@
 //! [`GATEWAY`], where the harness's PostgreSQL listens too. One real node per machine: a lock
 //! file serialises them.
 //!
+//! kube-router's firewall enforces NetworkPolicies on the node ([`crate::kube_router`]); pod
+//! to pod traffic crosses the bridge, so the node needs `bridge-nf-call-iptables` on.
+//!
 //! Host state is removed by a cleanup script that outlives nothing: it is started with a
 //! parent-death signal, so it runs when the node is dropped *and* when the test process ends
 //! any other way (the shared harness is never dropped). It kills the pods' processes (the
 //! `kubepods` cgroups) and the runc shims, unmounts everything under the node's directory,
 //! removes the `kubepods` cgroups, the iptables rules and chains created since the node
-//! started (`CNI-*`, `KUBE-*`, and rules naming the network), the bridge, the CNI result
-//! files, the host directories the kubelet and containerd created, and restores `ip_forward`.
+//! started (`CNI-*`, `KUBE-*`, and rules naming the network) and kube-router's chains and
+//! ipsets, the bridge, the CNI result files, the host directories the kubelet and containerd
+//! created, and restores `ip_forward` and `bridge-nf-call-iptables`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -50,6 +54,7 @@ pub const PAUSE_IMAGE: &str = "tiqzy.local/pause:e2e";
 /// Repository of the tenant-runtime image [`RealNode::import_runtime_image`] imports.
 pub const RUNTIME_REPOSITORY: &str = "tiqzy.local/tiqzy/runtime";
 const CNI_NETWORK: &str = "tiqzy-e2e";
+const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 /// Host paths the kubelet, containerd and libcni create whatever their configuration says;
 /// removed at cleanup when they did not exist before.
 const HOST_PATHS: &[&str] = &[
@@ -67,7 +72,7 @@ const HOST_PATHS: &[&str] = &[
     "/etc/cni",
 ];
 
-/// The node's programs: containerd, its runc shim and ctr; the CNI plugins; runc.
+/// The node's programs: containerd, its runc shim and ctr; the CNI plugins; runc; kube-router.
 #[derive(Debug, Clone)]
 pub struct NodeBinaries {
     pub containerd: PathBuf,
@@ -76,14 +81,18 @@ pub struct NodeBinaries {
     /// Directory of `bridge`, `host-local`, `loopback`, `portmap`.
     pub cni_dir: PathBuf,
     pub runc: PathBuf,
+    /// The NetworkPolicy enforcer (firewall only).
+    pub kube_router: PathBuf,
 }
 
-/// Builds (first run only) containerd and the CNI plugins from their modules; runc,
-/// iptables and conntrack come from Debian.
+/// Builds (first run only) containerd, the CNI plugins and kube-router from their modules;
+/// runc, iptables, ipset and conntrack come from Debian.
 pub fn ensure_node_binaries() -> Result<NodeBinaries> {
     crate::system::ensure_packages(&[
         ("runc", "/usr/sbin/runc"),
         ("iptables", "iptables"),
+        // kube-router keeps the pods a policy selects in ipsets.
+        ("ipset", "ipset"),
         ("conntrack", "conntrack"),
     ])?;
     let go = go_version()?;
@@ -123,6 +132,7 @@ pub fn ensure_node_binaries() -> Result<NodeBinaries> {
         ctr: containerd_dir.join("ctr"),
         cni_dir,
         runc: PathBuf::from("/usr/sbin/runc"),
+        kube_router: crate::components::ensure_kube_router()?,
     })
 }
 
@@ -219,7 +229,8 @@ pub struct RealNode {
     pub socket: PathBuf,
     dir: PathBuf,
     ctr: PathBuf,
-    // Drop order: kubelet, containerd, then the cleanup.
+    // Drop order: kube-router, kubelet, containerd, then the cleanup.
+    kube_router: Service,
     kubelet: Service,
     containerd: Service,
     // Held for its Drop: the cleanup.
@@ -312,11 +323,18 @@ impl RealNode {
             )
             .await
             .context("cordoning the kwok node")?;
+        // Pods talk to each other across the bridge: the firewall sees that only with
+        // bridge-nf-call-iptables on (cleanup restores what was there).
+        std::fs::write(BRIDGE_NF_CALL_IPTABLES, "1")
+            .with_context(|| format!("enabling {BRIDGE_NF_CALL_IPTABLES}"))?;
+        let kube_router = crate::kube_router::start(h, &nb.kube_router).await?;
+        host.record_pid("kube-router", kube_router.pid())?;
         Ok(Self {
             name: REAL_NODE_NAME.to_owned(),
             socket,
             dir,
             ctr: nb.ctr.clone(),
+            kube_router,
             kubelet,
             containerd,
             _host: host,
@@ -362,10 +380,11 @@ impl RealNode {
         ctr(&self.ctr, &self.socket)
     }
 
-    /// Fails with the log tail if containerd or the kubelet has died.
+    /// Fails with the log tail if containerd, the kubelet or kube-router has died.
     pub fn check_running(&mut self) -> Result<()> {
         self.containerd.check_running()?;
-        self.kubelet.check_running()
+        self.kubelet.check_running()?;
+        self.kube_router.check_running()
     }
 }
 
@@ -454,11 +473,22 @@ impl HostState {
             dir.join("ip-forward-before"),
             std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim(),
         )?;
+        std::fs::write(
+            dir.join("bridge-nf-call-iptables-before"),
+            std::fs::read_to_string(BRIDGE_NF_CALL_IPTABLES)
+                .with_context(|| {
+                    format!("reading {BRIDGE_NF_CALL_IPTABLES} (the kernel needs br_netfilter)")
+                })?
+                .trim(),
+        )?;
+        // The script's stdin shares the lock's open file description, so the lock is held
+        // until the cleanup has finished, not only until this process exits: the next node
+        // must not create its bridge while this one's cleanup is still deleting it.
         let cleaner = Command::new("setpriv")
             .args(["--pdeathsig", "TERM", "--", "bash"])
             .arg(&script)
             .arg("wait")
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(lock.try_clone()?))
             .stdout(File::create(dir.join("cleanup.log"))?)
             .stderr(File::create(dir.join("cleanup.err"))?)
             .spawn()
@@ -570,6 +600,8 @@ cleanup() {{
           grep -qxF "$tool $table $chain" "$NODE_DIR/chains-before" || new="$new $chain"
         done
       fi
+      # kube-router's chains: only the real node runs it, one node per machine.
+      new="$new $($tool -t $table -S 2>/dev/null | awk '/^-N (KUBE-ROUTER-|KUBE-POD-FW-|KUBE-NWPLCY-)/ {{print $2}}' | tr '\n' ' ')"
       rules="$($tool -t $table -S 2>/dev/null | grep '^-A ')"
       while read -r rule; do
         [ -n "$rule" ] || continue
@@ -590,10 +622,17 @@ cleanup() {{
       for chain in $new; do $tool -t $table -X "$chain" 2>/dev/null; done
     done
   done
+  # kube-router's ipsets, once no rule refers to them.
+  if command -v ipset >/dev/null; then
+    for set in $(ipset list -n 2>/dev/null | grep -E '^(inet6:)?KUBE-(SRC|DST)-'); do
+      ipset destroy "$set" 2>/dev/null
+    done
+  fi
   ip link del "$BRIDGE" 2>/dev/null
   rm -f /var/lib/cni/results/"$NETWORK"-* 2>/dev/null
   for path in $(echo "$created" | sort -r); do rm -rf "$path"; done
   [ -f "$NODE_DIR/ip-forward-before" ] && cat "$NODE_DIR/ip-forward-before" > /proc/sys/net/ipv4/ip_forward
+  [ -f "$NODE_DIR/bridge-nf-call-iptables-before" ] && cat "$NODE_DIR/bridge-nf-call-iptables-before" > {BRIDGE_NF_CALL_IPTABLES}
   echo "cleanup done $(date +%T.%N)"
 }}
 

@@ -199,7 +199,7 @@ fn ingress_class() -> serde_json::Value {
 }
 
 /// Server-side applies `object` (as the harness's field manager).
-async fn apply(
+pub(crate) async fn apply(
     client: &kube::Client,
     object: &serde_json::Value,
     namespace: Option<&str>,
