@@ -32,7 +32,8 @@ use tiqzy_e2e::browser::{Browser, SessionOptions, keep_screenshot};
 struct Installed {
     vault: KeyVaultServer,
     router: Traefik,
-    /// Staff tokens for the admin API, from an issuer the pods reach on the gateway.
+    /// Staff tokens for the admin API, from an issuer the pods reach on the gateway over
+    /// HTTPS and trust through the Platform's `caSecretRef`.
     staff: StaffIssuer,
     _issuer: EntraIssuer,
     _operator: tiqzy_e2e::Service,
@@ -54,7 +55,7 @@ async fn install() -> anyhow::Result<Installed> {
     let issuer = EntraIssuer::start("contoso", "unknown-app").await?;
     let vault = KeyVaultServer::start(&h.dir, &issuer).await?;
     let router = Traefik::start(h).await?;
-    let staff = StaffIssuer::start_on(GATEWAY).await?;
+    let staff = StaffIssuer::start_tls(GATEWAY, &h.dir.join("staff-issuer")).await?;
     let kubeconfig = tiqzy_e2e::install_tiqzy(h).await?;
     let admin = h.kube.client().await?;
     let secret: Secret = serde_json::from_value(json!({
@@ -71,6 +72,14 @@ async fn install() -> anyhow::Result<Installed> {
     Api::<Secret>::namespaced(admin.clone(), "tiqzy-system")
         .create(&PostParams::default(), &redis_ca)
         .await?;
+    // The staff issuer's CA, which storefronts trust through the Platform.
+    let issuer_ca: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "staff-issuer-ca" },
+        "stringData": { "ca.crt": staff.ca_pem },
+    }))?;
+    Api::<Secret>::namespaced(admin.clone(), "tiqzy-system")
+        .create(&PostParams::default(), &issuer_ca)
+        .await?;
     // The pods reach PostgreSQL, Redis over TLS and stripe-mock on the bridge gateway; the
     // image is the one just imported.
     Api::<Platform>::all(admin)
@@ -81,6 +90,7 @@ async fn install() -> anyhow::Result<Installed> {
                 "runtimeImage": image,
                 "postgres": { "host": GATEWAY },
                 "stripe": { "apiBase": h.stripe.url },
+                "caSecretRef": { "namespace": "tiqzy-system", "name": "staff-issuer-ca" },
                 "redis": { "url": format!("rediss://{GATEWAY}:{}", h.redis.tls_port),
                            "caSecretRef": { "namespace": "tiqzy-system", "name": "redis-ca" } },
                 "routing": { "mode": "Ingress", "ingressClassName": tiqzy_e2e::INGRESS_CLASS },

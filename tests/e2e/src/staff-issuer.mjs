@@ -2,7 +2,10 @@
 // key, and a token endpoint. Tests pick claims through extra form fields on /token.
 import { OAuth2Server } from 'oauth2-mock-server';
 
-const server = new OAuth2Server();
+// Arguments: the address to listen on, then optionally the key and certificate files to
+// serve HTTPS with (as a Tenant's `staffAuth.issuer` must be) and a port.
+const [address = '127.0.0.1', keyFile, certFile, port = '0'] = process.argv.slice(2);
+const server = keyFile ? new OAuth2Server(keyFile, certFile) : new OAuth2Server();
 await server.issuer.keys.generate('RS256');
 server.service.on('beforeTokenSigning', (token, req) => {
   token.payload.sub = req.body.sub ?? 'staff-1';
@@ -21,7 +24,9 @@ server.service.on('beforeTokenSigning', (token, req) => {
 // a port the OS picks while binding, so two issuers never race for one; the test reads the URL
 // from this line. It is the URL the runtime is configured with, byte for byte (`iss` must
 // match it).
-const address = process.argv[2] ?? '127.0.0.1';
-await server.start(0, address);
-server.issuer.url = `http://${address}:${server.address().port}`;
+await server.start(Number(port), address);
+const scheme = keyFile ? 'https' : 'http';
+const bound = server.address().port;
+server.issuer.url = scheme === 'https' && bound === 443
+  ? `https://${address}` : `${scheme}://${address}:${bound}`;
 console.log(`issuer ready at ${server.issuer.url}`);

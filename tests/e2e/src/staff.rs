@@ -19,6 +19,9 @@ const SCRIPT: &str = include_str!("staff-issuer.mjs");
 pub struct StaffIssuer {
     /// The issuer URL (`iss`), what a Tenant's `spec.staffAuth.issuer` names.
     pub url: String,
+    /// With HTTPS: the PEM of the CA that signed its certificate, for the Platform's
+    /// `caSecretRef`.
+    pub ca_pem: Option<String>,
     http: reqwest::Client,
     _process: tokio::process::Child,
 }
@@ -35,17 +38,39 @@ fn script() -> Result<PathBuf> {
 }
 
 impl StaffIssuer {
-    /// An issuer on 127.0.0.1.
+    /// An issuer on 127.0.0.1, over plain HTTP.
     pub async fn start() -> Result<Self> {
-        Self::start_on("127.0.0.1").await
+        Self::spawn("127.0.0.1", None).await
     }
 
-    /// An issuer listening on `address` (its URL names that address).
-    pub async fn start_on(address: &str) -> Result<Self> {
+    /// An issuer serving HTTPS on `address`, port 443 (the one storefronts' egress policy
+    /// opens), with a certificate from a CA made for it (files in `dir`), as a Tenant's
+    /// `staffAuth.issuer` must be.
+    pub async fn start_tls(address: &str, dir: &std::path::Path) -> Result<Self> {
+        let ca = crate::pki::TestCa::new("Tiqzy staff issuer test CA")?;
+        let (cert, key) = ca.issue(&[address])?;
+        std::fs::create_dir_all(dir)?;
+        let (cert_file, key_file) = (dir.join("issuer.crt"), dir.join("issuer.key"));
+        std::fs::write(&cert_file, cert)?;
+        std::fs::write(&key_file, key)?;
+        Self::spawn(address, Some((key_file, cert_file, ca.pem))).await
+    }
+
+    async fn spawn(address: &str, tls: Option<(PathBuf, PathBuf, String)>) -> Result<Self> {
         let script = tokio::task::spawn_blocking(script).await??;
-        let mut process = tokio::process::Command::new("node")
-            .arg(&script)
-            .arg(address)
+        let mut command = tokio::process::Command::new("node");
+        command.arg(&script).arg(address);
+        let mut http = reqwest::Client::builder();
+        let ca_pem = match tls {
+            None => None,
+            Some((key_file, cert_file, ca_pem)) => {
+                command.arg(key_file).arg(cert_file).arg("443");
+                http =
+                    http.add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes())?);
+                Some(ca_pem)
+            }
+        };
+        let mut process = command
             .current_dir(script.parent().context("the install directory")?)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -64,7 +89,8 @@ impl StaffIssuer {
             .to_owned();
         Ok(Self {
             url,
-            http: reqwest::Client::new(),
+            ca_pem,
+            http: http.build()?,
             _process: process,
         })
     }
