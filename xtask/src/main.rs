@@ -243,11 +243,11 @@ fn print_welcome(live: &LivePlatform, took: std::time::Duration) {
                    curl --cacert {ca}{resolve} {url}
                    A browser warns about the certificate unless it trusts this CA (it was
                    made for this run); accept the warning, or import the CA, to continue.
-  Admin API        {admin} (the runtime with the storefront's own configuration and
-                   database; staff tokens are checked against the local issuer)
+  Admin API        {local}/api/admin/... (the storefront's own; staff tokens come from a
+                   local issuer the pods trust through the Platform's caSecretRef)
   Staff token      {token}
                    valid 12 hours, permission admin; for example:
-                   curl -H 'Authorization: Bearer {token}' {admin}/api/admin/events/{event}/sales
+                   curl --cacert {ca}{resolve} -H 'Authorization: Bearer {token}' {local}/api/admin/events/{event}/sales
 
   Kubernetes API   {server}
   kubeconfig       {kubeconfig}
@@ -266,7 +266,6 @@ Try:
 Ctrl-C stops everything and cleans up the host.",
         url = live.url,
         event = tiqzy_e2e::DEMO_EVENT,
-        admin = live.admin_url,
         token = live.staff_token,
         server = h.kube.server,
         logs = h.log_dir().display(),

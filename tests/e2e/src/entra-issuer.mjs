@@ -2,12 +2,6 @@
 // /<tenant>/oauth2/v2.0/token. Issued tokens carry what the client sent (client id, scope, the
 // kind of credential, the federated assertion) so tests can check the exchange. One client id
 // is refused the way Entra refuses an unknown application.
-//
-// As Entra does, it also answers OpenID discovery under the issuer
-// (/<tenant>/v2.0/.well-known/openid-configuration, keys at /<tenant>/v2.0/jwks), so a
-// relying party given the issuer URL finds the keys; tokens asked for with `sub` and
-// `expires_in` carry that subject and lifetime (staff tokens for the admin API).
-import http from 'node:http';
 import { OAuth2Server } from 'oauth2-mock-server';
 
 const [port, tenant, refusedClient] = process.argv.slice(2);
@@ -24,12 +18,6 @@ server.service.on('beforeTokenSigning', (token, req) => {
   token.payload.credential = req.body.client_secret !== undefined ? 'secret'
     : req.body.client_assertion_type ?? 'none';
   token.payload.assertion = req.body.client_assertion;
-  if (req.body.sub !== undefined) {
-    token.payload.sub = req.body.sub;
-  }
-  if (req.body.expires_in !== undefined) {
-    token.payload.exp = token.payload.iat + Number(req.body.expires_in);
-  }
 });
 server.service.on('beforeResponse', (response, req) => {
   if (req.body.client_id === refusedClient) {
@@ -38,14 +26,5 @@ server.service.on('beforeResponse', (response, req) => {
   }
 });
 server.issuer.url = `http://127.0.0.1:${port}/${tenant}/v2.0`;
-const underIssuer = `/${tenant}/v2.0/`;
-const handler = server.service.requestHandler;
-http.createServer((req, res) => {
-  if (req.url.startsWith(underIssuer)) {
-    const rest = req.url.slice(underIssuer.length);
-    if (rest === '.well-known/openid-configuration' || rest === 'jwks') {
-      req.url = `/${rest}`;
-    }
-  }
-  handler(req, res);
-}).listen(Number(port), '127.0.0.1', () => console.log(`entra issuer ready on ${port}`));
+await server.start(Number(port), '127.0.0.1');
+console.log(`entra issuer ready on ${port}`);

@@ -1,12 +1,11 @@
 //! A Microsoft Entra ID token endpoint for the operator's Key Vault sign-in: npm
 //! `oauth2-mock-server` (the same package and cache as the runtime's admin-API tests) serving
 //! `/<tenant>/oauth2/v2.0/token`, started on a free loopback port. Its keys are at
-//! `<authority_host>/jwks`, and, as Entra publishes them, through OpenID discovery under
-//! [`EntraIssuer::issuer`], so it also mints staff tokens for the runtime's admin API.
+//! `<authority_host>/jwks`.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::process::Service;
 
@@ -59,47 +58,6 @@ impl EntraIssuer {
             tenant_id: tenant_id.to_owned(),
             _process: process,
         })
-    }
-
-    /// The issuer of its tokens (`iss`), Entra's form `<authority_host>/<tenant>/v2.0`; OpenID
-    /// discovery answers under it.
-    pub fn issuer(&self) -> String {
-        format!("{}/{}/v2.0", self.authority_host, self.tenant_id)
-    }
-
-    /// A signed token for `audience` with subject `subject`, the permissions `scope`
-    /// (space-separated; also in Entra's `scp`) and a lifetime of `valid_for`: what a staff
-    /// member's client gets for the admin API.
-    pub async fn staff_token(
-        &self,
-        audience: &str,
-        subject: &str,
-        scope: &str,
-        valid_for: Duration,
-    ) -> Result<String> {
-        let response: serde_json::Value = reqwest::Client::new()
-            .post(format!(
-                "{}/{}/oauth2/v2.0/token",
-                self.authority_host, self.tenant_id
-            ))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "tiqzy-staff"),
-                ("client_secret", "local"),
-                ("aud", audience),
-                ("sub", subject),
-                ("scope", scope),
-                ("expires_in", &valid_for.as_secs().to_string()),
-            ])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        response["access_token"]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("the issuer answered no token: {response}"))
     }
 }
 

@@ -1,28 +1,26 @@
 //! The platform `cargo xtask up` leaves running for a person: a real node running the
 //! storefront pods the operator builds, Traefik serving the sample tenant on
 //! `acme-arena.localhost` with a certificate from the Key Vault test server (signed by a CA made
-//! for the run), and a demo event created through the runtime's admin API with a staff token.
+//! for the run), and a demo event created through the storefront's admin API with a staff
+//! token.
 //!
-//! Staff tokens come from [`EntraIssuer`], which serves plain HTTP on loopback. A Tenant's
-//! `staffAuth.issuer` must be `https://`, and the runtime trusts only the public web roots
-//! compiled into it, so the storefront pods cannot check tokens of a local issuer: their admin
-//! API stays closed (the local tenant leaves `staffAuth` out). The admin API is served instead
-//! by the same runtime binary on the host, with the pods' own ConfigMap and Secrets (the same
-//! database) and the local issuer.
+//! Staff tokens come from a [`StaffIssuer`] serving HTTPS on the pod bridge's gateway (port
+//! 443, which the storefront's egress policy opens), with a CA made for the run that the pods
+//! trust through the Platform's `caSecretRef`, as a company's own sign-in would be set up.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tiqzy_crds::Platform;
 
 use crate::router::RouterPorts;
 use crate::{
-    EntraIssuer, GATEWAY, KeyVaultServer, OperatorProcess, RealNodeHarness, Service, Traefik,
+    EntraIssuer, GATEWAY, KeyVaultServer, OperatorProcess, RealNodeHarness, Service, StaffIssuer,
+    Traefik,
 };
 
 /// The sample tenant (`config/samples/tenant.yaml`).
@@ -39,8 +37,8 @@ pub const DEMO_TICKET_TYPES: [(&str, i64, i32); 2] =
 const CERTIFICATE: &str = "acme-arena-localhost";
 /// The `aud` of staff tokens, the sample's `staffAuth.audience`.
 const STAFF_AUDIENCE: &str = "api://tiqzy-acme-arena";
-/// How long the printed staff token is valid.
-const STAFF_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long the printed staff token is valid, in hours.
+const STAFF_TOKEN_HOURS: i64 = 12;
 
 /// How to bring the live platform up.
 #[derive(Debug, Clone)]
@@ -61,15 +59,14 @@ pub struct LivePlatform {
     pub url: String,
     /// The CA that signed the storefront's certificate (`curl --cacert`).
     pub ca_path: PathBuf,
-    /// The runtime's admin API (on the host, see the module docs), e.g. `http://127.0.0.1:<port>`.
-    pub admin_url: String,
-    /// A staff token (all permissions) for the admin API, valid for [`STAFF_TOKEN_LIFETIME`].
+    /// A staff token (all permissions) for the storefront's admin API (`<url>api/admin/...`),
+    /// valid for [`STAFF_TOKEN_HOURS`].
     pub staff_token: String,
-    _admin: Service,
     _operator: Service,
     pub router: Traefik,
     pub vault: KeyVaultServer,
-    _issuer: EntraIssuer,
+    _entra: EntraIssuer,
+    _staff: StaffIssuer,
     pub platform: RealNodeHarness,
 }
 
@@ -94,8 +91,13 @@ impl LivePlatform {
         })
         .await?;
         let issuer = step(
-            "starting the token issuer (npm oauth2-mock-server)",
+            "starting the Entra ID token endpoint for Key Vault (npm oauth2-mock-server)",
             EntraIssuer::start("acme-directory", "unknown-app"),
+        )
+        .await?;
+        let staff = step(
+            "starting the staff sign-in issuer on the pod network (npm oauth2-mock-server)",
+            StaffIssuer::start_tls(GATEWAY, &h.dir.join("staff-issuer")),
         )
         .await?;
         let vault = step(
@@ -113,7 +115,7 @@ impl LivePlatform {
 
         let operator = step("installing and starting the operator", async {
             let kubeconfig = crate::install_tiqzy(h).await?;
-            configure_platform(h, &vault, &issuer, &image).await?;
+            configure_platform(h, &vault, &issuer, &staff, &image).await?;
             let mut operator = OperatorProcess::new(&options.operator, &kubeconfig, "operator-a");
             operator.args.extend(vault.operator_args());
             operator.start(h)
@@ -128,22 +130,16 @@ impl LivePlatform {
         step(
             "applying the sample Tenant and waiting for its page through Traefik",
             async {
-                apply_local_tenant(h)?;
+                apply_local_tenant(h, &staff)?;
                 wait_for_page(&url, &host, router.https_port, &ca_path, "Acme Arena").await
             },
         )
         .await?;
 
-        let (admin, admin_url) = step(
-            "starting the admin API for the sample tenant",
-            start_admin_api(&platform, &binary, &issuer),
-        )
-        .await?;
-        let staff_token = issuer
-            .staff_token(STAFF_AUDIENCE, "demo-staff", "admin", STAFF_TOKEN_LIFETIME)
-            .await?;
+        let staff_token = staff.admin_token(STAFF_AUDIENCE, STAFF_TOKEN_HOURS).await?;
         step("creating the demo event through the admin API", async {
-            create_demo_event(&admin_url, &staff_token).await?;
+            let admin = storefront_client(&host, router.https_port, &ca_path)?;
+            create_demo_event(&admin, &url, &staff_token).await?;
             let page = format!("{url}events/{DEMO_EVENT}");
             wait_for_page(&page, &host, router.https_port, &ca_path, DEMO_EVENT_TITLE).await
         })
@@ -152,15 +148,20 @@ impl LivePlatform {
             host,
             url,
             ca_path,
-            admin_url,
             staff_token,
-            _admin: admin,
             _operator: operator,
             router,
             vault,
-            _issuer: issuer,
+            _entra: issuer,
+            _staff: staff,
             platform,
         })
+    }
+
+    /// An HTTPS client for the storefront (its host on the router's loopback port), trusting
+    /// only the run's CA.
+    pub fn client(&self) -> Result<reqwest::Client> {
+        storefront_client(&self.host, self.router.https_port, &self.ca_path)
     }
 
     /// `curl` of `path` on the storefront, trusting only the run's CA, as a user on this
@@ -217,22 +218,30 @@ fn tenant_certificate(host: &str) -> Result<(String, String)> {
     ))
 }
 
-/// Points the Platform at what runs here: the imported image, PostgreSQL and stripe-mock on
-/// the pod bridge's gateway, Traefik's IngressClass, the Key Vault test server.
+/// Points the Platform at what runs here: the imported image, PostgreSQL, Redis over TLS and
+/// stripe-mock on the pod bridge's gateway, Traefik's IngressClass, the Key Vault test server,
+/// and the CAs of Redis and the staff issuer.
 async fn configure_platform(
     h: &crate::Harness,
     vault: &KeyVaultServer,
     issuer: &EntraIssuer,
+    staff: &StaffIssuer,
     image: &str,
 ) -> Result<()> {
     let admin = h.kube.client().await?;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "kv-client" },
-        "stringData": { "clientSecret": crate::pki::random_secret(24) },
-    }))?;
-    Api::<Secret>::namespaced(admin.clone(), "tiqzy-system")
-        .create(&PostParams::default(), &secret)
-        .await?;
+    let secrets = Api::<Secret>::namespaced(admin.clone(), "tiqzy-system");
+    for (name, data) in [
+        (
+            "kv-client",
+            json!({ "clientSecret": crate::pki::random_secret(24) }),
+        ),
+        ("redis-ca", json!({ "ca.crt": h.redis.ca_pem })),
+        ("staff-issuer-ca", json!({ "ca.crt": staff.ca_pem })),
+    ] {
+        let secret: Secret =
+            serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": data }))?;
+        secrets.create(&PostParams::default(), &secret).await?;
+    }
     Api::<Platform>::all(admin)
         .patch(
             "default",
@@ -241,7 +250,10 @@ async fn configure_platform(
                 "runtimeImage": image,
                 "baseDomain": LIVE_BASE_DOMAIN,
                 "postgres": { "host": GATEWAY },
+                "redis": { "url": format!("rediss://{GATEWAY}:{}", h.redis.tls_port),
+                           "caSecretRef": { "namespace": "tiqzy-system", "name": "redis-ca" } },
                 "stripe": { "apiBase": h.stripe.url },
+                "caSecretRef": { "namespace": "tiqzy-system", "name": "staff-issuer-ca" },
                 "routing": { "mode": "Ingress", "ingressClassName": crate::INGRESS_CLASS },
                 "keyVault": {
                     "vaultUrl": vault.url,
@@ -256,21 +268,23 @@ async fn configure_platform(
 }
 
 /// The committed sample Tenant, with what this machine needs: its certificate from the vault,
-/// no cache (Redis listens on loopback, which pods cannot reach), no `staffAuth` (see the
-/// module docs). Written to the run's directory and applied with kubectl.
-fn apply_local_tenant(h: &crate::Harness) -> Result<()> {
+/// staff sign-in through the local issuer. Written to the run's directory and applied with
+/// kubectl.
+fn apply_local_tenant(h: &crate::Harness, staff: &StaffIssuer) -> Result<()> {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/samples/tenant.yaml");
     let text = std::fs::read_to_string(&sample)?;
     let mut tenant: Value = serde_saphyr::from_str(&text)?;
     let spec = tenant["spec"]
         .as_object_mut()
         .context("the sample's spec")?;
-    spec.remove("staffAuth");
+    spec.insert(
+        "staffAuth".to_owned(),
+        json!({ "issuer": staff.url, "audience": STAFF_AUDIENCE }),
+    );
     spec.insert(
         "tls".to_owned(),
         json!({ "keyVaultCertificate": CERTIFICATE }),
     );
-    spec.insert("cache".to_owned(), json!({ "mode": "Disabled" }));
     let local = h.dir.join("tenant-local.json");
     std::fs::write(&local, serde_json::to_string_pretty(&tenant)?)?;
     let applied = h
@@ -326,107 +340,28 @@ fn curl(url: &str, host: &str, port: u16, ca: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The runtime binary on the host with the environment the operator gives the tenant's pods
-/// (its ConfigMap and Secrets, so the same database), listening on loopback and trusting
-/// staff tokens of `issuer`.
-async fn start_admin_api(
-    platform: &RealNodeHarness,
-    binary: &Path,
-    issuer: &EntraIssuer,
-) -> Result<(Service, String)> {
-    let h = &platform.harness;
-    let client = h.kube.client().await?;
-    let namespace = format!("tiqzy-{LIVE_TENANT}");
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &namespace)
-        .get("storefront")
-        .await?;
-    let sources = deployment
-        .spec
-        .and_then(|s| s.template.spec)
-        .and_then(|s| s.containers.into_iter().next())
-        .and_then(|c| c.env_from)
-        .unwrap_or_default();
-    let mut env = std::collections::BTreeMap::new();
-    for source in sources {
-        if let Some(map) = source.config_map_ref {
-            let map = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
-                .get(&map.name)
-                .await?;
-            env.extend(map.data.unwrap_or_default());
-        }
-        if let Some(secret) = source.secret_ref {
-            let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
-                .get(&secret.name)
-                .await?;
-            env.extend(
-                secret
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())),
-            );
-        }
-    }
-    let port = crate::free_port()?;
-    env.insert("TIQZY_LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}"));
-    env.insert(
-        "TIQZY_METRICS_ADDR".to_owned(),
-        format!("127.0.0.1:{}", crate::free_port()?),
-    );
-    env.insert("TIQZY_OAUTH_ISSUER".to_owned(), issuer.issuer());
-    env.insert("TIQZY_OAUTH_AUDIENCE".to_owned(), STAFF_AUDIENCE.to_owned());
-    // The credentials go through a file only root can read, not the command line.
-    let env_file = h.dir.join("admin-api.env");
-    let quoted: String = env
-        .iter()
-        .map(|(k, v)| format!("export {k}='{}'\n", v.replace('\'', r"'\''")))
-        .collect();
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&env_file)?
-            .write_all(quoted.as_bytes())?;
-    }
-    let mut service = Service::spawn_long_lived(
-        "admin-api",
-        Path::new("/bin/sh"),
-        vec![
-            "-c".to_owned(),
-            format!(". '{}' && exec '{}'", env_file.display(), binary.display()),
-        ],
-        &h.log_dir(),
-    )?;
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    service
-        .wait_ready(Duration::from_secs(60), || async {
-            http.get(format!("{url}/readyz"))
-                .send()
-                .await?
-                .error_for_status()?;
-            Ok(())
-        })
-        .await?;
-    Ok((service, url))
+/// An HTTPS client for the storefront on `host`: loopback `port`, trusting only the run's CA.
+fn storefront_client(host: &str, port: u16, ca: &Path) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+        .timeout(Duration::from_secs(10))
+        .build()?)
 }
 
 /// The demo event and its ticket types, through the admin API.
-async fn create_demo_event(admin_url: &str, token: &str) -> Result<()> {
+async fn create_demo_event(http: &reqwest::Client, url: &str, token: &str) -> Result<()> {
     let now = chrono::Utc::now();
     let starts = (now + chrono::Duration::days(30))
         .date_naive()
         .and_hms_opt(19, 0, 0)
         .context("a time")?
         .and_utc();
-    let http = reqwest::Client::new();
+    let base = url.trim_end_matches('/');
     let post = |path: String, body: Value| {
         let request = http
-            .post(format!("{admin_url}{path}"))
+            .post(format!("{base}{path}"))
             .bearer_auth(token)
             .json(&body);
         async move {

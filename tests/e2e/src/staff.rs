@@ -4,12 +4,13 @@
 //! node's bridge gateway when pods must fetch its keys.
 
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::process::Service;
 
 const PACKAGE: &str = "oauth2-mock-server@8.2.3";
 const SCRIPT: &str = include_str!("staff-issuer.mjs");
@@ -23,7 +24,7 @@ pub struct StaffIssuer {
     /// `caSecretRef`.
     pub ca_pem: Option<String>,
     http: reqwest::Client,
-    _process: tokio::process::Child,
+    _process: Service,
 }
 
 /// The script's name carries a hash of its text, so test runs of other checkouts with another
@@ -57,36 +58,47 @@ impl StaffIssuer {
     }
 
     async fn spawn(address: &str, tls: Option<(PathBuf, PathBuf, String)>) -> Result<Self> {
+        static STARTED: AtomicU32 = AtomicU32::new(0);
         let script = tokio::task::spawn_blocking(script).await??;
-        let mut command = tokio::process::Command::new("node");
-        command.arg(&script).arg(address);
+        let mut args = vec![script.display().to_string(), address.to_owned()];
         let mut http = reqwest::Client::builder();
         let ca_pem = match tls {
             None => None,
             Some((key_file, cert_file, ca_pem)) => {
-                command.arg(key_file).arg(cert_file).arg("443");
+                args.extend([
+                    key_file.display().to_string(),
+                    cert_file.display().to_string(),
+                    "443".to_owned(),
+                ]);
                 http =
                     http.add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes())?);
                 Some(ca_pem)
             }
         };
-        let mut process = command
-            .current_dir(script.parent().context("the install directory")?)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the OAuth2 issuer")?;
-        let stdout = process.stdout.take().context("issuer stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .context("the OAuth2 issuer did not come up within 30 s")??;
-        let url = ready
-            .as_deref()
-            .and_then(|line| line.strip_prefix("issuer ready at "))
-            .ok_or_else(|| anyhow!("the OAuth2 issuer did not start: {ready:?}"))?
-            .to_owned();
+        // Dies with the test binary (or `cargo xtask up`), also when started by a test whose
+        // runtime ends first; named like the harness's runs, so a later run removes its logs.
+        let logs = crate::target_dir().join(format!("e2e/run-{}-issuers", std::process::id()));
+        std::fs::create_dir_all(&logs)?;
+        let name = format!("staff-issuer-{}", STARTED.fetch_add(1, Ordering::Relaxed));
+        let process = Service::spawn_long_lived(&name, Path::new("node"), args, &logs)?;
+        let log = process.log_path().to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(url) = text
+                .lines()
+                .find_map(|line| line.strip_prefix("issuer ready at "))
+            {
+                break url.to_owned();
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "the OAuth2 issuer did not start within 30 s: {}",
+                    process.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         Ok(Self {
             url,
             ca_pem,

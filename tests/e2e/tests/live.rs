@@ -1,7 +1,6 @@
 //! What `cargo xtask up` gives a new user, brought up the same way ([`LivePlatform`]): the
 //! sample storefront on `acme-arena.localhost` over HTTPS through Traefik, from a pod on the
-//! real node, with the demo event the admin API created, and a staff token the admin API
-//! accepts.
+//! real node, with the demo event the pod's admin API created, and a staff token it accepts.
 //!
 //! Its own test binary: a real node cordons kwok's node, and only one real node runs per
 //! machine (it waits for another one's lock).
@@ -48,8 +47,9 @@ async fn xtask_up_serves_the_sample_storefront_with_its_demo_event() {
     assert!(live.url.starts_with("https://acme-arena.localhost"));
 
     // The printed staff token works on the admin API, and nothing works without it.
-    let http = reqwest::Client::new();
-    let sales = format!("{}/api/admin/events/{DEMO_EVENT}/sales", live.admin_url);
+    // The storefront pod's own admin API, through the router.
+    let http = live.client().expect("a client");
+    let sales = format!("{}api/admin/events/{DEMO_EVENT}/sales", live.url);
     let refused = http.get(&sales).send().await.expect("admin API");
     assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
     let summary = http
