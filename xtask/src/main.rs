@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_runtime;
+mod bench_storefront;
 mod bundle;
 mod sqlx;
 
@@ -58,6 +59,12 @@ enum Bench {
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
     Runtime,
+    /// On the live platform (real node, Traefik): apply tenants one by one and time each from
+    /// `kubectl apply` to its first page through the router; print the median.
+    Storefronts {
+        #[arg(long, default_value_t = 10)]
+        tenants: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -128,6 +135,10 @@ fn bench(what: Bench) -> Result<()> {
             ))
         }
         Bench::Runtime => bench_runtime::run(),
+        Bench::Storefronts { tenants } => {
+            let operator = tiqzy_e2e::build_operator_binary()?;
+            current_thread()?.block_on(bench_storefront::storefronts(tenants, operator))
+        }
     }
 }
 
