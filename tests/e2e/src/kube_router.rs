@@ -14,9 +14,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use crate::Harness;
@@ -24,7 +21,7 @@ use crate::controlplane::SERVICE_CIDR;
 use crate::node::REAL_NODE_NAME;
 use crate::ports::free_port;
 use crate::process::Service;
-use crate::router::apply;
+use crate::router::install_account;
 
 /// Namespace and name of kube-router's ServiceAccount.
 const ACCOUNT: (&str, &str) = ("kube-system", "kube-router");
@@ -35,7 +32,7 @@ const FORWARD_CHAIN: &str = "KUBE-ROUTER-FORWARD";
 /// hooked its chains into the host's firewall and answers its health check.
 pub(crate) async fn start(h: &Harness, binary: &Path) -> Result<Service> {
     let admin = h.kube.client().await?;
-    let kubeconfig = install_account(h, &admin).await?;
+    let kubeconfig = install_account(h, &admin, ACCOUNT, cluster_role()).await?;
     let health_port = free_port()?;
     let mut service = Service::spawn(
         "kube-router",
@@ -84,41 +81,6 @@ fn hooked() -> Result<()> {
     } else {
         bail!("FORWARD does not jump to {FORWARD_CHAIN} yet")
     }
-}
-
-/// kube-router's ServiceAccount, ClusterRole and binding; returns a kubeconfig with a token of
-/// that account, so it can do exactly what its role allows.
-async fn install_account(h: &Harness, admin: &kube::Client) -> Result<std::path::PathBuf> {
-    let (namespace, name) = ACCOUNT;
-    apply(
-        admin,
-        &json!({ "apiVersion": "v1", "kind": "ServiceAccount",
-                 "metadata": { "name": name, "namespace": namespace } }),
-        Some(namespace),
-    )
-    .await?;
-    apply(admin, &cluster_role(), None).await?;
-    apply(
-        admin,
-        &json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": { "name": "tiqzy-e2e-kube-router" },
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                         "name": "tiqzy-e2e-kube-router" },
-            "subjects": [{ "kind": "ServiceAccount", "namespace": namespace, "name": name }],
-        }),
-        None,
-    )
-    .await?;
-    let request: TokenRequest =
-        serde_json::from_value(json!({ "spec": { "expirationSeconds": 7200 } }))?;
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request(name, &PostParams::default(), &request)
-        .await?
-        .status
-        .context("TokenRequest returned no token")?
-        .token;
-    h.kube.kubeconfig_for_token("kube-router", &token)
 }
 
 /// What kube-router's firewall reads: it starts informers on all of these and waits for them

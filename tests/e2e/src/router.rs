@@ -71,7 +71,7 @@ impl Traefik {
             .await
             .context("building Traefik")??;
         let admin = h.kube.client().await?;
-        let kubeconfig = install_account(h, &admin).await?;
+        let kubeconfig = install_account(h, &admin, ACCOUNT, cluster_role()).await?;
         apply(&admin, &ingress_class(), None).await?;
 
         let (https_port, http_port) = ports.pick()?;
@@ -129,10 +129,15 @@ fn flags(https_port: u16, http_port: u16) -> Vec<String> {
     ]
 }
 
-/// Traefik's ServiceAccount, ClusterRole and binding; returns a kubeconfig with a token of
-/// that account (TokenRequest API), so Traefik can do exactly what its role allows.
-async fn install_account(h: &Harness, admin: &kube::Client) -> Result<PathBuf> {
-    let (namespace, name) = ACCOUNT;
+/// A component's ServiceAccount `account` (namespace, name; the namespace is created when
+/// missing), the ClusterRole `role` and its binding; returns a kubeconfig with a token of that
+/// account (TokenRequest API), so the component can do exactly what its role allows.
+pub(crate) async fn install_account(
+    h: &Harness,
+    admin: &kube::Client,
+    (namespace, name): (&str, &str),
+    role: serde_json::Value,
+) -> Result<PathBuf> {
     apply(
         admin,
         &json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": namespace } }),
@@ -146,14 +151,18 @@ async fn install_account(h: &Harness, admin: &kube::Client) -> Result<PathBuf> {
         Some(namespace),
     )
     .await?;
-    apply(admin, &cluster_role(), None).await?;
+    let role_name = role["metadata"]["name"]
+        .as_str()
+        .context("a ClusterRole with a name")?
+        .to_owned();
+    apply(admin, &role, None).await?;
     apply(
         admin,
         &json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": { "name": "tiqzy-e2e-traefik" },
+            "metadata": { "name": role_name },
             "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                         "name": "tiqzy-e2e-traefik" },
+                         "name": role_name },
             "subjects": [{ "kind": "ServiceAccount", "namespace": namespace, "name": name }],
         }),
         None,
@@ -167,7 +176,7 @@ async fn install_account(h: &Harness, admin: &kube::Client) -> Result<PathBuf> {
         .status
         .context("TokenRequest returned no token")?
         .token;
-    h.kube.kubeconfig_for_token("traefik", &token)
+    h.kube.kubeconfig_for_token(name, &token)
 }
 
 /// What Traefik's Kubernetes Ingress provider reads, and the Ingress status it writes.
