@@ -261,19 +261,28 @@ pub async fn sales_csv(
     let event = event_for(&state, &slug).await?;
     let lines = sales::sales_lines(&state.db, event.id).await?;
     let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record([
+        "order_id",
+        "kind",
+        "paid_at",
+        "ticket_type",
+        "quantity",
+        "total_minor",
+        "currency",
+        "buyer_email",
+    ])
+    .map_err(anyhow::Error::from)?;
     for line in &lines {
-        csv.serialize(line).map_err(anyhow::Error::from)?;
-    }
-    if lines.is_empty() {
         csv.write_record([
-            "order_id",
-            "kind",
-            "paid_at",
-            "ticket_type",
-            "quantity",
-            "total_minor",
-            "currency",
-            "buyer_email",
+            line.order_id.to_string(),
+            neutralised(&line.kind),
+            line.paid_at
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            neutralised(&line.ticket_type),
+            line.quantity.to_string(),
+            line.total_minor.to_string(),
+            neutralised(&line.currency),
+            neutralised(&line.buyer_email),
         ])
         .map_err(anyhow::Error::from)?;
     }
@@ -286,6 +295,16 @@ pub async fn sales_csv(
         ],
         body,
     ))
+}
+
+/// A text cell a spreadsheet shows as text: one starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (which spreadsheets read as a formula) gets a leading `'`.
+fn neutralised(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -5,6 +5,7 @@ pub mod api;
 pub mod health;
 pub mod openapi;
 pub mod schema;
+pub mod security;
 pub mod storefront;
 pub mod webhooks;
 
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(storefront::router())
         .merge(webhooks::router())
+        .merge(security::static_files())
         .fallback(no_route)
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -45,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
         ))
+        .layer(middleware::from_fn(security::headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

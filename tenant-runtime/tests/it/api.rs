@@ -405,3 +405,32 @@ async fn without_staff_sign_in_the_storefront_sells_and_the_admin_api_says_why_i
     let home = home.text().await.expect("home");
     assert!(!home.contains("mailto:"), "no support address: {home}");
 }
+
+/// A buyer's e-mail and a ticket type's name end up in the sales CSV staff open in a
+/// spreadsheet: cells a spreadsheet would run as a formula are written as text.
+#[tokio::test]
+async fn the_sales_csv_never_hands_a_spreadsheet_a_formula() {
+    let app = TestApp::spawn().await;
+    let (slug, _) = app.seed_event(10, 2_000, 4).await;
+    let formula = app
+        .add_ticket_type(&slug, "=HYPERLINK(\"https://evil.example\")", 1_000, 10, 4)
+        .await;
+    app.buy(formula, 1, "-2+3@example.org").await;
+    let csv = app
+        .admin(
+            Method::GET,
+            &format!("/api/admin/events/{slug}/sales.csv"),
+            None,
+        )
+        .await
+        .text()
+        .await
+        .expect("csv");
+    let line = csv.lines().nth(1).expect("a sale");
+    assert!(
+        line.contains(",\"'=HYPERLINK(\"\"https://evil.example\"\")\","),
+        "{csv}"
+    );
+    assert!(line.ends_with(",'-2+3@example.org"), "{csv}");
+    assert!(!line.contains(",=") && !line.contains(",-2"), "{csv}");
+}

@@ -35,6 +35,20 @@ async fn a_phone_buyer_goes_from_the_event_page_to_checkout_in_the_tenants_colou
 
     browser.click("form button[type=submit]").await;
     browser.wait_for_url("/checkout/").await;
+    // The countdown script runs under the page's Content-Security-Policy: it rewrites the
+    // server's "<n> s" as minutes and seconds.
+    let mut countdown = String::new();
+    for _ in 0..50 {
+        countdown = browser.text("#countdown").await;
+        if countdown.contains(':') {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        countdown.contains(':') && !countdown.ends_with(" s"),
+        "the countdown did not run: {countdown:?}"
+    );
     assert!(browser.text("main").await.contains("1 × Standing"));
     assert!(!browser.find("label[for=email]").await.is_empty());
     assert_eq!(app.stock(tt).await, (10, 0, 1));

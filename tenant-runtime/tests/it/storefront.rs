@@ -306,3 +306,65 @@ async fn a_family_reserves_two_ticket_types_in_one_checkout() {
     assert_eq!(app.stock(adult).await, (5, 0, 2));
     assert_eq!(app.stock(child).await, (5, 0, 1));
 }
+
+/// What every answer tells the browser, and what the secret-link pages add: a policy with no
+/// inline script (the checkout countdown comes from the storefront as a file), no framing, no
+/// Referer, HTTPS only, and no caching of orders, tickets and checkouts.
+#[tokio::test]
+async fn every_page_tells_the_browser_how_to_protect_the_buyer() {
+    let app = TestApp::spawn().await;
+    let (slug, tt) = app.seed_event(5, 2_500, 4).await;
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let protected = |response: &reqwest::Response| {
+        let csp = header(response, "content-security-policy");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(header(response, "x-content-type-options"), "nosniff");
+        assert_eq!(header(response, "referrer-policy"), "no-referrer");
+        assert!(header(response, "strict-transport-security").starts_with("max-age="));
+    };
+
+    let home = app.get("/").await;
+    protected(&home);
+    assert_ne!(header(&home, "cache-control"), "no-store");
+    let missing = app.get("/no/such/page").await;
+    protected(&missing);
+
+    let held = browser()
+        .post(format!("{}/events/{slug}/holds", app.url))
+        .form(&[(format!("q-{tt}"), "1".to_owned())])
+        .send()
+        .await
+        .expect("hold");
+    let checkout = app.get(&location(&held)).await;
+    protected(&checkout);
+    assert_eq!(header(&checkout, "cache-control"), "no-store");
+    let page = checkout.text().await.expect("checkout page");
+    assert!(!page.contains("<script>"), "no inline script: {page}");
+    assert!(
+        page.contains("<script src=\"/static/countdown.js\""),
+        "{page}"
+    );
+    let script = app.get("/static/countdown.js").await;
+    assert_eq!(script.status(), 200);
+    assert!(header(&script, "content-type").starts_with("text/javascript"));
+    assert!(script.text().await.expect("script").contains("countdown"));
+
+    let hold: Value = app.hold(tt, 1).await.json().await.expect("hold");
+    let order = app.order(&hold, "ada@example.com").await;
+    let token = order["access_token"].as_str().expect("token");
+    for path in [format!("/orders/{token}"), format!("/api/orders/{token}")] {
+        let answer = app.get(&path).await;
+        assert_eq!(answer.status(), 200, "{path}");
+        protected(&answer);
+        assert_eq!(header(&answer, "cache-control"), "no-store", "{path}");
+    }
+}
