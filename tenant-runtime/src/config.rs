@@ -182,13 +182,12 @@ impl Config {
                 600,
                 1..=7_200,
             )?),
-            hold_rate_limit: match env.optional("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE") {
-                None => 30,
-                Some(v) => v.parse().map_err(|_| ConfigError {
-                    name: "TIQZY_HOLD_RATE_LIMIT_PER_MINUTE",
-                    problem: "not a whole number".to_owned(),
-                })?,
-            },
+            // Zero would refuse every buyer; a limit is a number of holds, not a switch.
+            hold_rate_limit: env.whole_number_in(
+                "TIQZY_HOLD_RATE_LIMIT_PER_MINUTE",
+                30,
+                1..=1_000_000,
+            )?,
             stripe: StripeConfig::from_vars(&env)?,
             tenant,
         })

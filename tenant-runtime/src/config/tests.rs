@@ -92,6 +92,8 @@ fn every_error_names_its_variable() {
         ("TIQZY_DB_MAX_CONNECTIONS", Some("0")),
         ("TIQZY_DB_MAX_CONNECTIONS", Some("501")),
         ("TIQZY_DB_ACQUIRE_TIMEOUT_MS", Some("-5")),
+        ("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE", Some("0")),
+        ("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE", Some("many")),
         ("TIQZY_LOCALE", None),
         ("TIQZY_LOCALE", Some("de DE")),
         ("TIQZY_OAUTH_PERMISSION_PREFIX", Some("tiqzy admin.")),
