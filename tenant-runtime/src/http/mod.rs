@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api;
 pub mod health;
 pub mod openapi;
+mod rejection;
 pub mod schema;
 pub mod security;
 pub mod storefront;
@@ -46,6 +47,10 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rejection::as_problems,
         ))
         .layer(middleware::from_fn(security::headers))
         .layer(TraceLayer::new_for_http())

@@ -14,6 +14,11 @@ use crate::state::AppState;
 
 pub use render::environment as pages;
 
+/// The tenant's error page for `error`.
+pub fn error_page(state: &AppState, error: crate::error::AppError) -> axum::response::Response {
+    render::page(state, Err(error))
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(browse::events))

@@ -368,3 +368,43 @@ async fn every_page_tells_the_browser_how_to_protect_the_buyer() {
         assert_eq!(header(&answer, "cache-control"), "no-store", "{path}");
     }
 }
+
+/// A malformed address or form is answered like every other refusal: a problem body on the
+/// JSON API, the tenant's own error page on the storefront, never a bare line of text.
+#[tokio::test]
+async fn malformed_requests_get_a_problem_body_or_the_branded_error_page() {
+    let app = TestApp::spawn().await;
+    let released = app
+        .http
+        .delete(format!("{}/api/holds/not-a-hold", app.url))
+        .send()
+        .await
+        .expect("release");
+    let (status, body) = crate::support::problem(released).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["type"], "https://tiqzy.io/problems/bad-request");
+
+    let page = app.get("/checkout/not-a-hold").await;
+    assert_eq!(page.status(), 400);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html")
+    );
+    let page = page.text().await.expect("page");
+    assert!(page.contains("ACME Live"), "the tenant's page: {page}");
+
+    let no_email = browser()
+        .post(format!("{}/checkout/{}", app.url, uuid::Uuid::new_v4()))
+        .form(&[("name", "Ada")])
+        .send()
+        .await
+        .expect("order without e-mail");
+    assert!(no_email.status().is_client_error());
+    let page = no_email.text().await.expect("page");
+    assert!(
+        page.contains("ACME Live") && page.contains("email"),
+        "the tenant's page naming the field: {page}"
+    );
+}
