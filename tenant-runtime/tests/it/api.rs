@@ -135,6 +135,17 @@ async fn the_admin_api_refuses_missing_expired_foreign_and_forged_tokens() {
             "other issuer",
             Some(app.issuer.token_from_other_issuer().await),
         ),
+        (
+            "not valid for another hour",
+            Some(
+                app.issuer
+                    .token_with(
+                        Some("admin"),
+                        json!({ "nbf": chrono::Utc::now().timestamp() + 3_600 }),
+                    )
+                    .await,
+            ),
+        ),
         ("tampered", Some(app.issuer.tampered_token().await)),
         (
             "hmac key confusion",
