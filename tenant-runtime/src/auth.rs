@@ -85,7 +85,9 @@ impl TokenVerifier {
                 .iter()
                 .cloned()
                 .fold(
-                    reqwest::Client::builder().timeout(Duration::from_secs(5)),
+                    reqwest::Client::builder()
+                        .timeout(Duration::from_secs(5))
+                        .redirect(same_origin_redirects()),
                     reqwest::ClientBuilder::add_root_certificate,
                 )
                 .build()?,
@@ -192,4 +194,21 @@ impl TokenVerifier {
             .json()
             .await?)
     }
+}
+
+/// Redirects of the issuer's discovery and keys are followed only within the issuer's own
+/// origin (scheme, host and port), a few at most: keys that decide who is staff never come
+/// from a host the tenant did not name.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if same_origin && attempt.previous().len() <= 3 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }

@@ -445,3 +445,45 @@ async fn the_sales_csv_never_hands_a_spreadsheet_a_formula() {
     assert!(line.ends_with(",'-2+3@example.org"), "{csv}");
     assert!(!line.contains(",=") && !line.contains(",-2"), "{csv}");
 }
+
+/// An issuer address that redirects to another host does not lend that host's keys: a token
+/// the other host signed, claiming the tenant's issuer, is refused.
+#[tokio::test]
+async fn the_issuers_keys_never_come_from_another_host_by_redirect() {
+    use crate::support::{Issuer, Options, StripeProxy, config_vars, fresh_database};
+    use tiqzy_runtime::config::Config;
+
+    let elsewhere = Issuer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let named = format!("http://{}", listener.local_addr().expect("address"));
+    let target = elsewhere.url.clone();
+    let redirector = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let to = format!("{target}{}", uri.path());
+        async move { axum::response::Redirect::temporary(&to) }
+    });
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+
+    let stripe = StripeProxy::start().await;
+    let database_url = fresh_database().await;
+    let mut vars = config_vars(&database_url, &elsewhere, &stripe.url, &Options::default());
+    vars.insert("TIQZY_OAUTH_ISSUER".to_owned(), named.clone());
+    let config = Config::from_vars(&vars).expect("config");
+    let issuer = Issuer::start().await;
+    let app = TestApp::spawn_from(config, issuer, String::new(), stripe).await;
+    let forged = elsewhere
+        .token_with(Some("admin"), json!({ "iss": named }))
+        .await;
+    let response = app
+        .http
+        .post(format!("{}/api/admin/events", app.url))
+        .bearer_auth(forged)
+        .json(&json!({ "slug": "x", "title": "X", "venue": "V",
+                       "starts_at": "2030-01-01T20:00:00Z", "ends_at": "2030-01-01T23:00:00Z" }))
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = problem(response).await;
+    assert!(status == 401 || status == 503, "{status}: {body}");
+}
