@@ -87,9 +87,8 @@ pub struct SessionStatus {
 /// The idempotency key must be the tenant's own (`tiqzy:<tenant>:...`): Stripe keeps keys per
 /// platform account, so a key borrowed from another tenant would return that tenant's session.
 pub fn idempotency_key(caller: &Caller, key: Option<&str>) -> Result<String, Problem> {
-    let key = key.ok_or_else(|| {
-        Problem::invalid("an Idempotency-Key header is required on every POST")
-    })?;
+    let key =
+        key.ok_or_else(|| Problem::invalid("an Idempotency-Key header is required on every POST"))?;
     let prefix = format!("tiqzy:{}:", caller.tenant);
     if !key.starts_with(&prefix) || key.len() == prefix.len() {
         return Err(Problem::invalid(format!(
@@ -217,8 +216,13 @@ mod tests {
 
     #[test]
     fn a_sale_to_the_own_account_passes() {
-        let checked = check(&caller(), &tenant(), request(), "tiqzy:acme:checkout:1".into())
-            .expect("accepted");
+        let checked = check(
+            &caller(),
+            &tenant(),
+            request(),
+            "tiqzy:acme:checkout:1".into(),
+        )
+        .expect("accepted");
         assert_eq!(checked.connected_account, "acct_1Acme");
         assert_eq!(checked.tenant, "acme");
     }

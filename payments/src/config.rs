@@ -70,6 +70,9 @@ mod tests {
             _ => None,
         };
         let shown = format!("{:?}", Config::from_vars(vars).expect("valid"));
-        assert!(!shown.contains("secretvalue") && !shown.contains("dbpass"), "{shown}");
+        assert!(
+            !shown.contains("secretvalue") && !shown.contains("dbpass"),
+            "{shown}"
+        );
     }
 }

@@ -26,15 +26,14 @@ async fn create(
     headers: HeaderMap,
     body: Result<Json<NewCheckoutSession>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedSession>), Problem> {
-    let Json(request) = body.map_err(|e| Problem::invalid(e.body_text()))?;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok());
-    let key = checkout::idempotency_key(&caller, key)?;
+    // Who may pay at all comes before what the request says.
     let tenant = state
         .registry
         .payments_of(&caller.tenant)
         .map_err(|e| e.problem())?;
+    let Json(request) = body.map_err(|e| Problem::invalid(e.body_text()))?;
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let key = checkout::idempotency_key(&caller, key)?;
     let checked = checkout::check(&caller, &tenant, request, key)?;
     let created = state.stripe.create_session(&checked).await?;
     sessions::record(
