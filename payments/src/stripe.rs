@@ -10,7 +10,7 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
     CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionPaymentIntentDataTransferData,
-    ProductData, RetrieveCheckoutSession,
+    ExpireCheckoutSession, ProductData, RetrieveCheckoutSession,
 };
 use stripe_shared::CheckoutSessionPaymentStatus;
 
@@ -111,6 +111,21 @@ impl Stripe {
             payment_intent: session.payment_intent.map(|p| p.id().to_string()),
             metadata: session.metadata.unwrap_or_default(),
         })
+    }
+}
+
+impl Stripe {
+    /// Closes a session so the buyer can no longer pay (the storefront's hold ran out).
+    pub async fn expire_session(&self, id: &str, idempotency_key: &str) -> Result<(), Problem> {
+        let key = IdempotencyKey::new(idempotency_key.to_owned())
+            .map_err(|_| Problem::invalid("the Idempotency-Key is not usable"))?;
+        ExpireCheckoutSession::new(id)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await
+            .map_err(failure)?;
+        Ok(())
     }
 }
 

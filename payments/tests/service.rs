@@ -552,11 +552,14 @@ async fn a_tenant_cannot_touch_another_tenants_account_or_sessions() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
 
-    // The rival reads acme's session: as unknown as a made-up one.
+    // The rival reads or expires acme's session: as unknown as a made-up one.
     let (status, problem) = get_session(&url, &rival.token, &acme_session).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     let (status, _) = get_session(&url, &rival.token, "cs_test_madeup").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let expire_key = format!("tiqzy:{}:expire-checkout:o-1", rival.tenant);
+    let (status, problem) = expire_session(&url, &rival.token, &acme_session, &expire_key).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
 
     // A tenant without a connected account cannot sell at all, not even to another's.
     let (status, problem) = post_session(
@@ -585,6 +588,33 @@ async fn a_tenant_cannot_touch_another_tenants_account_or_sessions() {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let (status, _) = get_session(&url, &acme.token, &acme_session).await;
     assert_eq!(status, StatusCode::OK);
+    // And acme may expire it, with its own key passed through.
+    let expire_key = format!("tiqzy:{}:expire-checkout:o-1", acme.tenant);
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/checkout-sessions/{acme_session}/expire"))
+        .bearer_auth(&acme.token)
+        .header("Idempotency-Key", &expire_key)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let sent = stripe.sent();
+    let last = sent.last().expect("the expiry reached Stripe");
+    assert_eq!(
+        last.path,
+        format!("/v1/checkout/sessions/{acme_session}/expire")
+    );
+    assert_eq!(last.idempotency_key.as_deref(), Some(expire_key.as_str()));
+}
+
+async fn expire_session(url: &str, token: &str, id: &str, key: &str) -> (StatusCode, Value) {
+    answer(
+        reqwest::Client::new()
+            .post(format!("{url}/v1/checkout-sessions/{id}/expire"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key),
+    )
+    .await
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! `POST /v1/checkout-sessions` and `GET /v1/checkout-sessions/{id}`.
+//! `POST /v1/checkout-sessions`, `GET /v1/checkout-sessions/{id}` and
+//! `POST /v1/checkout-sessions/{id}/expire`.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -16,6 +17,7 @@ pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/v1/checkout-sessions", post(create))
         .route("/v1/checkout-sessions/{id}", get(read))
+        .route("/v1/checkout-sessions/{id}/expire", post(expire))
 }
 
 /// Stripe first, then the record: if recording fails, the storefront retries with the same
@@ -58,14 +60,32 @@ async fn create(
 }
 
 /// Another tenant's session and an unknown one look the same: 404.
+async fn own_session(state: &AppState, caller: &Caller, id: &str) -> Result<(), Problem> {
+    match sessions::owner(&state.db, id).await? {
+        Some(owner) if owner == caller.tenant => Ok(()),
+        _ => Err(Problem::not_found("checkout session")),
+    }
+}
+
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SessionStatus>, Problem> {
-    match sessions::owner(&state.db, &id).await? {
-        Some(owner) if owner == caller.tenant => {}
-        _ => return Err(Problem::not_found("checkout session")),
-    }
+    own_session(&state, &caller, &id).await?;
     Ok(Json(state.stripe.session_status(&id).await?))
+}
+
+async fn expire(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    own_session(&state, &caller, &id).await?;
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let key = checkout::idempotency_key(&caller, key)?;
+    state.stripe.expire_session(&id, &key).await?;
+    tracing::info!(tenant = %caller.tenant, session = %id, "checkout session expired");
+    Ok(StatusCode::NO_CONTENT)
 }
