@@ -117,7 +117,7 @@ impl Stripe {
 impl Stripe {
     /// Closes a session so the buyer can no longer pay (the storefront's hold ran out).
     pub async fn expire_session(&self, id: &str, idempotency_key: &str) -> Result<(), Problem> {
-        let key = IdempotencyKey::new(idempotency_key.to_owned())
+        let key = IdempotencyKey::new(idempotency_key)
             .map_err(|_| Problem::invalid("the Idempotency-Key is not usable"))?;
         ExpireCheckoutSession::new(id)
             .customize()
