@@ -10,6 +10,9 @@ use tiqzy_crds::{Currency, Tenant};
 
 use crate::http::problem::Problem;
 
+/// How long the service waits at start for the first list of Tenants.
+const FIRST_LIST: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the service lets a tenant do with money.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantPayments {
@@ -58,7 +61,16 @@ impl Registry {
                 }
             });
         tokio::spawn(watch);
-        store.wait_until_ready().await?;
+        // Without the list (no permission, no CRD) the service would serve nobody: say why.
+        tokio::time::timeout(FIRST_LIST, store.wait_until_ready())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the Tenants were not listed within {} s: is the Tenant CRD installed and may \
+                     this ServiceAccount list and watch tenants.tiqzy.io?",
+                    FIRST_LIST.as_secs()
+                )
+            })??;
         Ok(Self { store })
     }
 

@@ -134,6 +134,16 @@ impl Stripe {
 fn failure(e: StripeError) -> Problem {
     use axum::http::StatusCode;
     match e {
+        // Stripe refuses the platform's own key: nothing the storefront can fix, and Stripe's
+        // message quotes part of the key, so it is neither sent nor logged.
+        StripeError::Stripe(_, status @ (401 | 403)) => {
+            tracing::error!(status, "Stripe refused the platform's key");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "payment-provider-unavailable",
+                "the payments service cannot use Stripe right now",
+            )
+        }
         StripeError::Stripe(err, status) if status < 500 => {
             let message = err.message.unwrap_or_default();
             tracing::info!(status, %message, "Stripe refused a request");
