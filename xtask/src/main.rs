@@ -71,7 +71,7 @@ enum Bench {
 enum Generated {
     /// `crds/*.yaml` from the Rust types in `crds/src`.
     Crds,
-    /// `tenant-runtime/.sqlx/` from the runtime's queries and migrations.
+    /// `tenant-runtime/.sqlx/` and `payments/.sqlx/` from each crate's queries and migrations.
     Sqlx,
     /// `bundle/` and `bundle.Containerfile` (OLM, OperatorHub) from `config/` and `crds/`.
     Bundle,
@@ -110,7 +110,7 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    eprintln!("xtask: checking tenant-runtime/.sqlx against the runtime's queries");
+    eprintln!("xtask: checking tenant-runtime/.sqlx and payments/.sqlx against their queries");
     sqlx::prepare(true)?;
     let mut test = vec!["test", "--workspace", "--no-fail-fast"];
     test.extend(args.iter().map(String::as_str));

@@ -1,15 +1,20 @@
-//! The runtime's compile-checked SQL: regenerates `tenant-runtime/.sqlx/` from a fresh
-//! PostgreSQL with the migrations applied, or (`check`) fails when the committed data has
-//! drifted from the queries.
+//! Compile-checked SQL of the crates that own a database (the runtime, the payments
+//! service): regenerates each one's `.sqlx/` from a fresh PostgreSQL database with its
+//! migrations applied, or (`check`) fails when the committed data has drifted from the
+//! queries.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// Must match the `sqlx` version in tenant-runtime/Cargo.toml.
+/// Must match the `sqlx` version in tenant-runtime/Cargo.toml and payments/Cargo.toml.
 const SQLX_CLI_VERSION: &str = "0.9.0";
-const DATABASE: &str = "tiqzy_runtime";
+/// Each crate with `query!` macros (its directory) and the scratch database it is prepared on.
+const CRATES: [(&str, &str); 2] = [
+    ("tenant-runtime", "tiqzy_runtime"),
+    ("payments", "tiqzy_payments"),
+];
 
 pub fn prepare(check: bool) -> Result<()> {
     ensure_sqlx_cli()?;
@@ -29,29 +34,37 @@ pub fn prepare(check: bool) -> Result<()> {
                 .await
                 .context("connecting to the fresh PostgreSQL")?;
         tokio::spawn(connection);
-        client
-            .simple_query(&format!("CREATE DATABASE {DATABASE}"))
-            .await
-            .context("creating the database")?;
-        let url = postgres.admin_url(DATABASE);
-        let crate_dir = runtime_dir();
-        sqlx(
-            &crate_dir,
-            &url,
-            &["migrate", "run", "--source", "migrations"],
-        )?;
-        let mut args = vec!["prepare"];
-        if check {
-            args.push("--check");
+        for (dir, database) in CRATES {
+            client
+                .simple_query(&format!("CREATE DATABASE {database}"))
+                .await
+                .context("creating the database")?;
+            let url = postgres.admin_url(database);
+            let crate_dir = crate_dir(dir);
+            sqlx(
+                &crate_dir,
+                &url,
+                &["migrate", "run", "--source", "migrations"],
+            )?;
+            let mut args = vec!["prepare"];
+            if check {
+                args.push("--check");
+            }
+            sqlx(&crate_dir, &url, &args).with_context(|| {
+                if check {
+                    format!("{dir}/.sqlx is out of date; run `cargo xtask gen sqlx` and commit it")
+                } else {
+                    format!("preparing {dir}/.sqlx")
+                }
+            })?;
         }
-        sqlx(&crate_dir, &url, &args)?;
         drop(postgres);
         Ok(())
     })
 }
 
-fn runtime_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tenant-runtime")
+fn crate_dir(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
 }
 
 fn cargo() -> String {
@@ -100,15 +113,7 @@ fn sqlx(dir: &Path, database_url: &str, args: &[&str]) -> Result<()> {
         .status()
         .with_context(|| format!("running cargo sqlx {}", args[0]))?;
     if !status.success() {
-        bail!(
-            "cargo sqlx {} failed ({status}){}",
-            args.join(" "),
-            if args.contains(&"--check") {
-                ": tenant-runtime/.sqlx is out of date; run `cargo xtask gen sqlx` and commit it"
-            } else {
-                ""
-            }
-        );
+        bail!("cargo sqlx {} failed ({status})", args.join(" "));
     }
     Ok(())
 }

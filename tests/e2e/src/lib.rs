@@ -68,7 +68,7 @@ pub use process::Service;
 pub use prometheus::{
     PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds,
 };
-pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, RouterPorts, Traefik};
+pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, RouterPorts, Traefik, install_account};
 pub use staff::StaffIssuer;
 pub use stripe::{StripeMock, signed_event};
 pub use system::ensure_system_packages;

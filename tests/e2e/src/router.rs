@@ -132,7 +132,7 @@ fn flags(https_port: u16, http_port: u16) -> Vec<String> {
 /// A component's ServiceAccount `account` (namespace, name; the namespace is created when
 /// missing), the ClusterRole `role` and its binding; returns a kubeconfig with a token of that
 /// account (TokenRequest API), so the component can do exactly what its role allows.
-pub(crate) async fn install_account(
+pub async fn install_account(
     h: &Harness,
     admin: &kube::Client,
     (namespace, name): (&str, &str),

@@ -1,0 +1,60 @@
+//! `tiqzy-payments`: the platform's only Stripe client. Storefronts call it with their pod's
+//! ServiceAccount token; it acts for a tenant only on that tenant's own connected account
+//! and sessions.
+
+pub mod caller;
+pub mod checkout;
+pub mod config;
+pub mod http;
+pub mod registry;
+pub mod sessions;
+pub mod state;
+pub mod stripe;
+
+use secrecy::ExposeSecret;
+
+pub use config::Config;
+pub use state::AppState;
+
+/// The migrations, run at start (sqlx takes an advisory lock, so replicas start together).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The service, bound and ready to serve. Tests start it on port 0.
+#[derive(Debug)]
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Connects to the database (and migrates it), starts the Tenant watch, binds the port.
+    pub async fn build(config: &Config, kube: kube::Client) -> anyhow::Result<Self> {
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(10)
+            .connect(config.database_url.expose_secret())
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to DATABASE_URL: {e}"))?;
+        MIGRATOR.run(&db).await?;
+        let registry = registry::Registry::start(kube.clone()).await?;
+        let stripe = stripe::Stripe::new(&config.stripe_secret_key, &config.stripe_api_base)?;
+        let state = AppState {
+            db,
+            kube,
+            registry,
+            stripe,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        Ok(Self {
+            listener,
+            router: http::router(state),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub async fn serve(self) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).await
+    }
+}

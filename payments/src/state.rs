@@ -1,0 +1,22 @@
+//! What every handler shares.
+
+use crate::registry::Registry;
+use crate::stripe::Stripe;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: sqlx::PgPool,
+    /// Checks storefront tokens (TokenReview); with the service's own ServiceAccount.
+    pub kube: kube::Client,
+    pub registry: Registry,
+    pub stripe: Stripe,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.db)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
