@@ -3,6 +3,7 @@
 
 pub mod conditions;
 mod currency;
+pub mod payments;
 mod platform;
 mod tenant;
 
