@@ -131,7 +131,9 @@ impl LivePlatform {
             "applying the sample Tenant and waiting for its page through Traefik",
             async {
                 apply_local_tenant(h, &staff)?;
-                wait_for_page(&url, &host, router.https_port, &ca_path, "Acme Arena").await
+                wait_for_page(&url, &host, router.https_port, &ca_path, "Acme Arena")
+                    .await
+                    .map_err(|e| e.context(tenant_state(h)))
             },
         )
         .await?;
@@ -302,6 +304,54 @@ fn apply_local_tenant(h: &crate::Harness, staff: &StaffIssuer) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the cluster says about the sample tenant: its conditions, its pods and their recent
+/// events, for an error that has to explain why the page never came.
+fn tenant_state(h: &crate::Harness) -> String {
+    let namespace = format!("tiqzy-{LIVE_TENANT}");
+    let queries: [&[&str]; 3] = [
+        &[
+            "get",
+            "tenant",
+            LIVE_TENANT,
+            "-o",
+            "jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{\"\\n\"}{end}",
+        ],
+        &[
+            "get",
+            "pods,endpointslices,ingress",
+            "-n",
+            &namespace,
+            "-o",
+            "wide",
+        ],
+        &[
+            "get",
+            "events",
+            "-n",
+            &namespace,
+            "--sort-by=.lastTimestamp",
+        ],
+    ];
+    let mut state = String::from("the sample tenant's state:");
+    for args in queries {
+        let shown = match h.kube.kubectl().args(args).output() {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => format!("kubectl failed: {e}"),
+        };
+        let tail: Vec<&str> = shown.lines().rev().take(30).collect();
+        state.push_str(&format!("\n$ kubectl {}\n", args.join(" ")));
+        for line in tail.into_iter().rev() {
+            state.push_str(line);
+            state.push('\n');
+        }
+    }
+    state
 }
 
 /// Waits (5 minutes at most) until `url` answers 200 with a page containing `text`.
