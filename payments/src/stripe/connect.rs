@@ -142,11 +142,12 @@ impl Stripe {
         &self,
         payment_intent: &str,
     ) -> Result<Vec<String>, Problem> {
-        let list = ListCheckoutSession::new()
+        let request = ListCheckoutSession::new()
             .payment_intent(payment_intent.to_owned())
-            .limit(10)
-            .send(&self.client);
-        let list = self.call("list_checkout_sessions", list).await?;
+            .limit(10);
+        let list = self
+            .call("list_checkout_sessions", request.send(&self.client))
+            .await?;
         Ok(list.data.into_iter().map(|s| s.id.to_string()).collect())
     }
 }
