@@ -186,9 +186,7 @@ mod tests {
                 burst: 5
             }
         );
-        let zero = |name: &str| {
-            (name == "TIQZY_PAYMENTS_TENANT_BURST").then(|| "0".to_owned())
-        };
+        let zero = |name: &str| (name == "TIQZY_PAYMENTS_TENANT_BURST").then(|| "0".to_owned());
         assert!(BudgetConfig::from_vars(&zero).is_err());
         let negative = |name: &str| {
             (name == "TIQZY_PAYMENTS_TENANT_REQUESTS_PER_SECOND").then(|| "-1".to_owned())

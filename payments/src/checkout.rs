@@ -180,7 +180,11 @@ pub fn check(
 
 /// A primary sale pays the tenant's own account at least the tenant's fee; a resale names a
 /// transfer group instead. Exactly one of the two.
-fn split(tenant: &TenantPayments, request: &NewCheckoutSession, total: i64) -> Result<Split, Problem> {
+fn split(
+    tenant: &TenantPayments,
+    request: &NewCheckoutSession,
+    total: i64,
+) -> Result<Split, Problem> {
     match (
         &request.destination_account,
         request.application_fee_amount,
@@ -332,7 +336,10 @@ mod tests {
         let mut cheap = request();
         cheap.application_fee_amount = Some(124);
         let problem = check(&caller(), &at_rate, cheap, key()).expect_err("refused");
-        assert_eq!((problem.status, problem.kind.as_str()), (422, "invalid-request"));
+        assert_eq!(
+            (problem.status, problem.kind.as_str()),
+            (422, "invalid-request")
+        );
         assert!(problem.detail.contains("125"), "{}", problem.detail);
         // Rounded down as the storefront rounds: 2.5 % of 29.99 is 0.74975.
         assert_eq!(least_fee(2999, 250, Currency::EUR), 74);
@@ -359,12 +366,21 @@ mod tests {
         let mut both = resale.clone();
         both.destination_account = Some("acct_1Acme".into());
         both.application_fee_amount = Some(125);
-        assert_eq!(kind(check(&caller(), &tenant(), both, key())), "invalid-request");
+        assert_eq!(
+            kind(check(&caller(), &tenant(), both, key())),
+            "invalid-request"
+        );
         let mut neither = resale.clone();
         neither.transfer_group = None;
-        assert_eq!(kind(check(&caller(), &tenant(), neither, key())), "invalid-request");
+        assert_eq!(
+            kind(check(&caller(), &tenant(), neither, key())),
+            "invalid-request"
+        );
         let mut spaced = resale;
         spaced.transfer_group = Some("order 1".into());
-        assert_eq!(kind(check(&caller(), &tenant(), spaced, key())), "invalid-request");
+        assert_eq!(
+            kind(check(&caller(), &tenant(), spaced, key())),
+            "invalid-request"
+        );
     }
 }

@@ -32,7 +32,9 @@ impl std::fmt::Display for IdempotencyKey {
 pub enum BadKey {
     #[error("an Idempotency-Key header is required on every POST")]
     Missing,
-    #[error("the Idempotency-Key must read `tiqzy:<tenant>:<purpose>:<id>`, at most {MAX_LEN} characters")]
+    #[error(
+        "the Idempotency-Key must read `tiqzy:<tenant>:<purpose>:<id>`, at most {MAX_LEN} characters"
+    )]
     Malformed,
     #[error("the Idempotency-Key names tenant `{0}`, not yours")]
     NotYours(String),
@@ -126,7 +128,13 @@ mod tests {
             parse("acme", Some("tiqzy:acm:refund:1")),
             Err(BadKey::NotYours("acm".into()))
         );
-        assert_eq!(parse("acme", Some("tiqzy:rival:refund:1")).unwrap_err().problem().status, 403);
+        assert_eq!(
+            parse("acme", Some("tiqzy:rival:refund:1"))
+                .unwrap_err()
+                .problem()
+                .status,
+            403
+        );
     }
 
     #[test]

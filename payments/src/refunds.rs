@@ -36,7 +36,9 @@ pub fn check_shape(request: &NewRefund) -> Result<(), Problem> {
         return Err(Problem::invalid("ledger_id must hold 1 to 200 characters"));
     }
     if !request.payment_intent.starts_with("pi_") {
-        return Err(Problem::invalid("payment_intent must be a payment intent id (pi_...)"));
+        return Err(Problem::invalid(
+            "payment_intent must be a payment intent id (pi_...)",
+        ));
     }
     Ok(())
 }
@@ -66,9 +68,12 @@ pub fn check(request: NewRefund, session: &Recorded) -> Result<CheckedRefund, Pr
 
 /// A refund Stripe made under `key`, if any.
 pub async fn made(db: impl PgExecutor<'_>, key: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!("SELECT stripe_id FROM refunds WHERE idempotency_key = $1", key)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        "SELECT stripe_id FROM refunds WHERE idempotency_key = $1",
+        key
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn record(
@@ -121,8 +126,18 @@ mod tests {
     fn the_refund_must_match_the_kind_of_charge() {
         assert!(check(refund(5000, true), &session(true)).is_ok());
         assert!(check(refund(100, false), &session(false)).is_ok());
-        assert_eq!(check(refund(100, false), &session(true)).unwrap_err().status, 422);
-        assert_eq!(check(refund(100, true), &session(false)).unwrap_err().status, 422);
+        assert_eq!(
+            check(refund(100, false), &session(true))
+                .unwrap_err()
+                .status,
+            422
+        );
+        assert_eq!(
+            check(refund(100, true), &session(false))
+                .unwrap_err()
+                .status,
+            422
+        );
     }
 
     #[test]
@@ -131,6 +146,9 @@ mod tests {
         assert!(check(refund(5001, true), &session(true)).is_err());
         let mut unknown = session(true);
         unknown.amount_paid = None;
-        assert!(check(refund(5001, true), &unknown).is_ok(), "Stripe decides");
+        assert!(
+            check(refund(5001, true), &unknown).is_ok(),
+            "Stripe decides"
+        );
     }
 }

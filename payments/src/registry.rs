@@ -71,16 +71,22 @@ impl Registry {
 
     pub fn payments_of(&self, tenant: &str) -> Result<TenantPayments, Unpayable> {
         let found = self.store.get(&ObjectRef::new(tenant));
-        let default_fee = self
-            .platforms
-            .get(&ObjectRef::new(PLATFORM))
-            .and_then(|p| p.spec.stripe.as_ref().map(|s| s.default_application_fee_bps));
+        let default_fee = self.platforms.get(&ObjectRef::new(PLATFORM)).and_then(|p| {
+            p.spec
+                .stripe
+                .as_ref()
+                .map(|s| s.default_application_fee_bps)
+        });
         payments_of(tenant, found.as_deref(), default_fee)
     }
 }
 
 /// A watch cache of all `K`, filled before this returns.
-async fn watch<K>(client: kube::Client, kinds: &'static str, plural: &str) -> anyhow::Result<Store<K>>
+async fn watch<K>(
+    client: kube::Client,
+    kinds: &'static str,
+    plural: &str,
+) -> anyhow::Result<Store<K>>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -126,7 +132,10 @@ fn payments_of(
         .payments
         .as_ref()
         .ok_or_else(|| Unpayable::NoConnectedAccount(name.to_owned()))?;
-    let fee = payments.application_fee_bps.or(default_fee_bps).unwrap_or(0);
+    let fee = payments
+        .application_fee_bps
+        .or(default_fee_bps)
+        .unwrap_or(0);
     Ok(TenantPayments {
         connected_account: payments.connected_account_id.clone(),
         currency: tenant.spec.currency,

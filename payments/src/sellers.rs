@@ -33,7 +33,10 @@ pub fn check_account(request: &NewSellerAccount) -> Result<(), Problem> {
         ));
     }
     let email = &request.email;
-    if email.len() > 254 || email.split_once('@').is_none_or(|(l, d)| l.is_empty() || d.is_empty())
+    if email.len() > 254
+        || email
+            .split_once('@')
+            .is_none_or(|(l, d)| l.is_empty() || d.is_empty())
     {
         return Err(Problem::invalid("email must be an e-mail address"));
     }
@@ -106,7 +109,12 @@ mod tests {
             email: "fan@example.com".into(),
         };
         assert!(check_account(&ok).is_ok());
-        for (key, email) in [("", "fan@example.com"), ("a b", "fan@example.com"), ("s", "fan"), ("s", "@example.com")] {
+        for (key, email) in [
+            ("", "fan@example.com"),
+            ("a b", "fan@example.com"),
+            ("s", "fan"),
+            ("s", "@example.com"),
+        ] {
             let bad = NewSellerAccount {
                 seller_key: key.into(),
                 email: email.into(),

@@ -123,11 +123,10 @@ impl Stripe {
                 application_fee_amount,
             } => {
                 payment.application_fee_amount = Some(*application_fee_amount);
-                payment.transfer_data = Some(
-                    CreateCheckoutSessionPaymentIntentDataTransferData::new(
+                payment.transfer_data =
+                    Some(CreateCheckoutSessionPaymentIntentDataTransferData::new(
                         s.connected_account.clone(),
-                    ),
-                );
+                    ));
             }
             Split::Platform { transfer_group } => {
                 payment.transfer_group = Some(transfer_group.clone());

@@ -147,7 +147,12 @@ pub async fn reserve(
     )
     .fetch_one(&mut *tx)
     .await?;
-    fits(paid, taken, transfer.amount, "paid into this transfer group")?;
+    fits(
+        paid,
+        taken,
+        transfer.amount,
+        "paid into this transfer group",
+    )?;
     sqlx::query!(
         "INSERT INTO transfers
              (idempotency_key, tenant, transfer_group, destination, amount, currency, ledger_id)
@@ -265,7 +270,11 @@ pub async fn reserve_reversal(
     Ok(Reserved::Ask)
 }
 
-pub async fn reversal_made(db: impl PgExecutor<'_>, key: &str, stripe_id: &str) -> sqlx::Result<()> {
+pub async fn reversal_made(
+    db: impl PgExecutor<'_>,
+    key: &str,
+    stripe_id: &str,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE transfer_reversals SET stripe_id = $2 WHERE idempotency_key = $1",
         key,

@@ -1,8 +1,8 @@
 //! `POST /v1/refunds`.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -48,7 +48,11 @@ async fn session_of(
     if let Some(session) = sessions::of_payment_intent(&state.db, tenant, payment_intent).await? {
         return Ok(Some(session));
     }
-    for id in state.stripe.sessions_of_payment_intent(payment_intent).await? {
+    for id in state
+        .stripe
+        .sessions_of_payment_intent(payment_intent)
+        .await?
+    {
         if sessions::of_tenant(&state.db, tenant, &id).await?.is_some() {
             let status = state.stripe.session_status(&id).await?;
             if status.payment_intent.as_deref() != Some(payment_intent) {

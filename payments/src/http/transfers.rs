@@ -29,7 +29,11 @@ async fn create(
     let transfer = transfers::check(request)?;
     let tenant = caller.tenant.as_str();
     // Another tenant's seller and an account nobody recorded are refused alike.
-    if sellers::owner(&state.db, &transfer.destination).await?.as_deref() != Some(tenant) {
+    if sellers::owner(&state.db, &transfer.destination)
+        .await?
+        .as_deref()
+        != Some(tenant)
+    {
         return Err(Problem::forbidden(
             "account-not-yours",
             "destination is not a seller account of this tenant",

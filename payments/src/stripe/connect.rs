@@ -82,13 +82,14 @@ impl Stripe {
         transfer: &crate::transfers::CheckedTransfer,
         key: &TenantKey,
     ) -> Result<String, Problem> {
-        let request = CreateTransfer::new(currency(&transfer.currency)?, transfer.destination.clone())
-            .amount(transfer.amount)
-            .transfer_group(transfer.transfer_group.clone())
-            .metadata(metadata(tenant, &[("ledger_id", &transfer.ledger_id)]))
-            .customize()
-            .request_strategy(strategy(key)?)
-            .send(&self.client);
+        let request =
+            CreateTransfer::new(currency(&transfer.currency)?, transfer.destination.clone())
+                .amount(transfer.amount)
+                .transfer_group(transfer.transfer_group.clone())
+                .metadata(metadata(tenant, &[("ledger_id", &transfer.ledger_id)]))
+                .customize()
+                .request_strategy(strategy(key)?)
+                .send(&self.client);
         Ok(self.call("create_transfer", request).await?.id.to_string())
     }
 

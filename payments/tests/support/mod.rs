@@ -36,7 +36,7 @@ pub fn service_kubeconfig() -> &'static std::path::PathBuf {
                     let admin = h.kube.client().await?;
                     tiqzy_e2e::install_tiqzy_crds(&admin).await?;
                     let role: Value =
-                        serde_saphyr::from_str(include_str!("../deploy/cluster-role.yaml"))?;
+                        serde_saphyr::from_str(include_str!("../../deploy/cluster-role.yaml"))?;
                     tiqzy_e2e::install_account(
                         h,
                         &admin,
@@ -149,7 +149,11 @@ fn play(script: &Script, method: &Method, uri: &Uri, key: Option<&str>, answer: 
     if let Some(id) = path.strip_prefix("/v1/checkout/sessions/") {
         paid(answer, id);
     } else if path == "/v1/checkout/sessions" {
-        let wanted = uri.query().unwrap_or_default().split('&').find_map(|p| p.strip_prefix("payment_intent="));
+        let wanted = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|p| p.strip_prefix("payment_intent="));
         let template = answer["data"][0].clone();
         let data: Vec<Value> = script
             .paid
@@ -211,7 +215,13 @@ impl StripeRecorder {
                         return (status, bytes);
                     }
                     let mut json: Value = serde_json::from_slice(&bytes).expect("JSON");
-                    play(&playing.lock().expect("lock"), &method, &uri, key.as_deref(), &mut json);
+                    play(
+                        &playing.lock().expect("lock"),
+                        &method,
+                        &uri,
+                        key.as_deref(),
+                        &mut json,
+                    );
                     (status, Bytes::from(json.to_string()))
                 }
             },
@@ -447,9 +457,14 @@ pub async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     (status, body)
 }
 
-
 /// `POST {path}` as a storefront, with an idempotency key.
-pub async fn post(url: &str, token: &str, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+pub async fn post(
+    url: &str,
+    token: &str,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
     answer(
         reqwest::Client::new()
             .post(format!("{url}{path}"))
