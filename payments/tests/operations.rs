@@ -89,7 +89,7 @@ async fn a_storefront_creates_and_onboards_its_own_sellers_only() {
     );
     for part in [
         "type=express".to_owned(),
-        "email=seller%40example.com".to_owned(),
+        "email=seller@example.com".to_owned(),
         format!("metadata[tiqzy_tenant]={}", acme.tenant),
         "metadata[seller_key]=seller-1".to_owned(),
     ] {

@@ -91,10 +91,18 @@ pub struct Sent {
 }
 
 impl Sent {
-    /// Whether the form body holds `name=value` (brackets encoded or not).
+    /// Whether the form body holds the field `name=value`, or a field named `name...` when no
+    /// value is given (compared unencoded).
     pub fn has(&self, part: &str) -> bool {
-        let encoded = part.replace('[', "%5B").replace(']', "%5D");
-        self.body.contains(part) || self.body.contains(&encoded)
+        let decoded = self
+            .body
+            .replace("%5B", "[")
+            .replace("%5D", "]")
+            .replace("%40", "@")
+            .replace("%3A", ":");
+        decoded
+            .split('&')
+            .any(|field| field == part || (!part.contains('=') && field.starts_with(part)))
     }
 }
 
