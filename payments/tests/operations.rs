@@ -795,3 +795,49 @@ async fn health_readiness_and_metrics_are_served() {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
 }
+
+#[tokio::test]
+async fn without_a_rate_of_its_own_a_tenant_pays_the_platforms_default_fee() {
+    let admin = admin().await;
+    // 2.5 % (the fee every other test here pays, so they are unaffected).
+    let platform: tiqzy_crds::Platform = serde_json::from_value(json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
+        "metadata": { "name": "default" },
+        "spec": {
+            "runtimeImage": format!("registry.example/tiqzy/runtime@sha256:{}", "a".repeat(64)),
+            "baseDomain": "shops.example",
+            "stripe": {
+                "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                "defaultApplicationFeeBps": 250,
+            },
+        },
+    }))
+    .expect("a Platform");
+    kube::Api::<tiqzy_crds::Platform>::all(admin.clone())
+        .create(&kube::api::PostParams::default(), &platform)
+        .await
+        .expect("create the Platform");
+    let acme = storefront(&admin, true).await;
+    let stripe = StripeRecorder::start().await;
+    let url = start_service(&stripe).await;
+    let mut cheap = session_for(&acme.account, "o-1");
+    cheap["application_fee_amount"] = 124.into();
+    let (status, problem) = post_session(
+        &url,
+        Some(&acme.token),
+        Some(&key(&acme, "checkout", "o-1")),
+        &cheap,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(stripe.sent().is_empty());
+    let (status, created) = post_session(
+        &url,
+        Some(&acme.token),
+        Some(&key(&acme, "checkout", "o-1")),
+        &session_for(&acme.account, "o-1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+}
