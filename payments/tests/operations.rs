@@ -841,3 +841,53 @@ async fn without_a_rate_of_its_own_a_tenant_pays_the_platforms_default_fee() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
 }
+
+/// The lock itself, without HTTP in between to spread the requests out: many reservations
+/// against one group at the same instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reservations_racing_for_one_group_never_exceed_what_was_paid() {
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(25)
+        .connect(&fresh_database().await)
+        .await
+        .expect("connect");
+    tiqzy_payments::MIGRATOR.run(&db).await.expect("migrate");
+    let group = unique("order");
+    tiqzy_payments::sessions::claim_transfer_group(&db, "acme", &group)
+        .await
+        .expect("claim");
+    // Every connection open before the race, so the reservations really run side by side.
+    let mut warm = Vec::new();
+    for _ in 0..25 {
+        warm.push(db.acquire().await.expect("a connection"));
+    }
+    drop(warm);
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+    let racers = (0..50).map(|i| {
+        let (db, group, start) = (db.clone(), group.clone(), start.clone());
+        tokio::spawn(async move {
+            let transfer = tiqzy_payments::transfers::CheckedTransfer {
+                ledger_id: format!("l-{i}"),
+                amount: 100,
+                currency: "EUR".into(),
+                destination: "acct_1Seller".into(),
+                transfer_group: group,
+            };
+            start.wait().await;
+            tiqzy_payments::transfers::reserve(
+                &db,
+                "acme",
+                &format!("tiqzy:acme:transfer:{i}"),
+                &transfer,
+                1000,
+            )
+            .await
+        })
+    });
+    let reserved = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().expect("ran").is_ok())
+        .count();
+    assert_eq!(reserved, 10, "1,000 paid, 100 each");
+}
