@@ -1,6 +1,7 @@
 //! Stripe for the tests: the harness's stripe-mock behind a small recording reverse proxy
-//! (so tests see the requests the runtime really sends, and can make Stripe fail), and
-//! webhook events built from stripe-mock's own objects and signed like Stripe signs them.
+//! (so tests see the requests the payments service really sends for the runtime, and can make
+//! Stripe fail), and events built from stripe-mock's own objects and signed the way Stripe,
+//! and the payments service delivering them, sign them.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,14 +13,18 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// The platform's key: the payments service's, never the storefront's.
 pub const SECRET_KEY: &str = "sk_test_tiqzyRuntime4242";
-/// The secret Stripe signs with now, and the one it used before the rotation.
+/// What Stripe signs its events to the platform's endpoint (the payments service) with.
+pub const PLATFORM_WEBHOOK_SECRET: &str = "whsec_tiqzy_platform_endpoint_42";
+/// The secrets the storefront accepts deliveries signed with (`TIQZY_PAYMENTS_WEBHOOK_SECRETS`):
+/// the current one, and the one used before a rotation.
 pub const WEBHOOK_SECRET: &str = "whsec_tiqzy_current_0123456789";
 pub const OLD_WEBHOOK_SECRET: &str = "whsec_tiqzy_previous_9876543210";
 pub const TENANT_ACCOUNT: &str = "acct_1TiqzyTenant";
 pub const APPLICATION_FEE_BPS: u32 = 250;
 
-/// One request as the runtime sent it.
+/// One request as the payments service sent it for the runtime.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -175,9 +180,15 @@ pub fn event(id: Option<&str>, kind: &str, object: Value) -> (String, String) {
     (id, body.to_string())
 }
 
-/// The `Stripe-Signature` header Stripe would send, made with async-stripe's own helper.
+/// The `Stripe-Signature` header Stripe (or the payments service, delivering) would send:
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<payload>")>`.
 pub fn sign(payload: &str, secret: &str, at: Option<i64>) -> String {
-    stripe_webhook::Webhook::generate_test_header(payload, secret, at)
+    use hmac::{Hmac, KeyInit, Mac};
+    let at = at.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let mut mac =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(format!("{at}.{payload}").as_bytes());
+    format!("t={at},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The payment intent id the tests use for an order.
@@ -262,9 +273,6 @@ pub async fn dispute_object(order: &Value, amount: i64) -> Value {
             .to_lowercase()
     );
     dispute["payment_intent"] = json!(intent_of(order_id));
-    // stripe-mock v0.199's card dispute details are newer than what async-stripe rc.10 was
-    // generated from and do not parse there; the field is optional, so leave it out.
-    dispute["payment_method_details"] = Value::Null;
     dispute
 }
 

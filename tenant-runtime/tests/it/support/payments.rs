@@ -1,0 +1,244 @@
+//! The real `tiqzy-payments` for the runtime's tests, started in-process per test in front of
+//! the test's recording Stripe proxy (stripe-mock behind it), with a database of its own and
+//! the harness's kube-apiserver: the tenant is a real `Tenant`, and the storefront presents
+//! a real ServiceAccount token (TokenRequest, audience `tiqzy-payments`) read from a file,
+//! as the operator mounts it in the pod.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::stripe::{self, StripeProxy};
+
+/// The platform's delivery key the service derives each tenant's delivery secret from.
+pub const DELIVERY_KEY: &str = "tiqzy-test-delivery-key-5f1c0a9e";
+
+/// One tenant as the operator leaves it, and the payments service it talks to.
+#[derive(Debug, Clone)]
+pub struct Payments {
+    /// `rt-<random>`: the Tenant, and the storefront's `TIQZY_TENANT`.
+    pub tenant: String,
+    /// The service's address (`TIQZY_PAYMENTS_URL`).
+    pub url: String,
+    /// Where the storefront's token is (`TIQZY_PAYMENTS_TOKEN_FILE`).
+    pub token_file: PathBuf,
+    /// Stripe as the service sees it: stripe-mock behind the recording proxy.
+    pub stripe: StripeProxy,
+}
+
+impl Payments {
+    /// A tenant with the test's connected account, and the service for it.
+    pub async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    pub async fn start_with(connected_account: bool) -> Self {
+        let admin = admin().await;
+        let tenant = format!("rt-{}", &Uuid::new_v4().simple().to_string()[..10]);
+        let mut spec = json!({ "displayName": "Runtime test", "currency": "EUR" });
+        if connected_account {
+            spec["payments"] = json!({
+                "connectedAccountId": stripe::TENANT_ACCOUNT,
+                "applicationFeeBps": stripe::APPLICATION_FEE_BPS,
+            });
+        }
+        create_tenant(&admin, &tenant, spec).await;
+        let namespace = format!("tiqzy-{tenant}");
+        let namespaces: Api<Namespace> = Api::all(admin.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({ "metadata": { "name": namespace } }))
+                    .expect("namespace"),
+            )
+            .await
+            .expect("create the tenant's namespace");
+        create_storefront_account(&admin, &namespace).await;
+        let token = mint(&admin, &namespace, tiqzy_crds::payments::AUDIENCE).await;
+        let token_file = token_dir(&tenant).join("token");
+        std::fs::write(&token_file, token).expect("write the token file");
+        let stripe = StripeProxy::start().await;
+        let url = start_service(&stripe).await;
+        Self {
+            tenant,
+            url,
+            token_file,
+            stripe,
+        }
+    }
+
+    /// The secret the service signs this tenant's deliveries with.
+    pub fn delivery_secret(&self) -> String {
+        tiqzy_crds::payments::delivery_secret(DELIVERY_KEY.as_bytes(), &self.tenant)
+    }
+
+    /// A fresh token of the tenant's storefront (its ServiceAccount made again if it was
+    /// removed), as the kubelet would write after a rotation.
+    pub async fn fresh_token(&self) -> String {
+        let admin = admin().await;
+        let namespace = format!("tiqzy-{}", self.tenant);
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace);
+        if accounts
+            .get_opt("storefront")
+            .await
+            .expect("read the ServiceAccount")
+            .is_none()
+        {
+            create_storefront_account(&admin, &namespace).await;
+        }
+        mint(&admin, &namespace, tiqzy_crds::payments::AUDIENCE).await
+    }
+
+    /// Deletes the storefront's ServiceAccount: the tokens it was given stop being accepted.
+    pub async fn remove_service_account(&self) {
+        let accounts: Api<ServiceAccount> =
+            Api::namespaced(admin().await, &format!("tiqzy-{}", self.tenant));
+        accounts
+            .delete("storefront", &Default::default())
+            .await
+            .expect("delete the ServiceAccount");
+    }
+}
+
+fn token_dir(tenant: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("tiqzy-runtime-tokens").join(tenant);
+    std::fs::create_dir_all(&dir).expect("token directory");
+    dir
+}
+
+/// The service's own ServiceAccount, bound to its ClusterRole, once per test binary: the
+/// service runs with exactly the permissions it is deployed with.
+fn service_kubeconfig() -> &'static PathBuf {
+    static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(async {
+                    let h = tiqzy_e2e::Harness::shared();
+                    let admin = h.kube.client().await?;
+                    tiqzy_e2e::install_tiqzy_crds(&admin).await?;
+                    let role: Value = serde_saphyr::from_str(include_str!(
+                        "../../../../payments/deploy/cluster-role.yaml"
+                    ))?;
+                    tiqzy_e2e::install_account(
+                        h,
+                        &admin,
+                        ("tiqzy-payments-system", "tiqzy-payments"),
+                        role,
+                    )
+                    .await
+                })
+                .map_err(|e| format!("{e:#}"))
+        })
+        .join()
+        .expect("install thread")
+    });
+    match installed {
+        Ok(path) => path,
+        Err(e) => panic!("installing the payments service's account failed: {e}"),
+    }
+}
+
+async fn admin() -> kube::Client {
+    service_kubeconfig();
+    tiqzy_e2e::Harness::shared()
+        .kube
+        .client()
+        .await
+        .expect("admin client")
+}
+
+async fn create_storefront_account(admin: &kube::Client, namespace: &str) {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": tiqzy_crds::payments::STOREFRONT_SERVICE_ACCOUNT }
+            }))
+            .expect("service account"),
+        )
+        .await
+        .expect("create the storefront's ServiceAccount");
+}
+
+async fn create_tenant(admin: &kube::Client, name: &str, spec: Value) {
+    let tenant: tiqzy_crds::Tenant = serde_json::from_value(json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
+        "metadata": { "name": name }, "spec": spec,
+    }))
+    .expect("a valid Tenant");
+    Api::<tiqzy_crds::Tenant>::all(admin.clone())
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("create the Tenant");
+}
+
+/// A token of the namespace's `storefront` ServiceAccount for `audience`.
+pub async fn mint(admin: &kube::Client, namespace: &str, audience: &str) -> String {
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": { "audiences": [audience], "expirationSeconds": 3600 }
+    }))
+    .expect("request");
+    Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request("storefront", &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("a token")
+        .token
+}
+
+/// A database no other test uses, for the service.
+async fn fresh_database() -> String {
+    use sqlx::Connection;
+    let h = tiqzy_e2e::Harness::shared();
+    let name = format!("pay_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&h.postgres.admin_url("postgres"))
+        .await
+        .expect("connect as admin");
+    // The name is ours (a UUID), never input.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    h.postgres.admin_url(&name)
+}
+
+/// The service on port 0, as its own ServiceAccount, with Stripe behind `stripe`; it stops
+/// with the test's runtime.
+async fn start_service(stripe: &StripeProxy) -> String {
+    let database = fresh_database().await;
+    let vars = |name: &str| match name {
+        "DATABASE_URL" => Some(database.clone()),
+        "STRIPE_SECRET_KEY" => Some(stripe::SECRET_KEY.to_owned()),
+        "STRIPE_API_BASE" => Some(stripe.url.clone()),
+        "STRIPE_WEBHOOK_SECRETS" => Some(stripe::PLATFORM_WEBHOOK_SECRET.to_owned()),
+        "TIQZY_PAYMENTS_DELIVERY_KEY" => Some(DELIVERY_KEY.to_owned()),
+        // Deliveries are sent by the tests themselves; the service's go nowhere.
+        "TIQZY_PAYMENTS_DELIVERY_URL" => Some("http://127.0.0.1:9/{tenant}".to_owned()),
+        "TIQZY_PAYMENTS_LISTEN_ADDR" => Some("127.0.0.1:0".to_owned()),
+        _ => None,
+    };
+    let config = tiqzy_payments::Config::from_vars(vars).expect("payments config");
+    let kubeconfig = kube::config::Kubeconfig::read_from(service_kubeconfig()).expect("kubeconfig");
+    let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kube config");
+    let kube = kube::Client::try_from(kube_config).expect("client");
+    let app = tiqzy_payments::Application::build(&config, kube)
+        .await
+        .expect("the payments service starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.serve());
+    url
+}
