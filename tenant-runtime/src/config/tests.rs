@@ -157,7 +157,10 @@ fn no_secret_appears_in_the_debug_output_of_a_full_configuration() {
 #[test]
 fn payments_settings_parse_with_defaults_and_several_webhook_secrets() {
     let config = Config::from_vars(&valid()).expect("valid");
-    assert!(config.payments.service_url.is_none(), "no service: no payments");
+    assert!(
+        config.payments.service_url.is_none(),
+        "no service: no payments"
+    );
     assert_eq!(
         config.payments.token_file,
         std::path::Path::new("/var/run/secrets/tiqzy-payments/token")

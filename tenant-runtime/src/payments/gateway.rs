@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use self::token::TokenFile;
@@ -222,7 +222,10 @@ impl Gateway {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let answer = request.send().await.map_err(|_| StripeFailure::Unreachable)?;
+            let answer = request
+                .send()
+                .await
+                .map_err(|_| StripeFailure::Unreachable)?;
             let status = answer.status();
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 service.token.forget().await;
@@ -315,9 +318,15 @@ impl Gateway {
     /// trusting the redirect.
     pub async fn checkout_session_status(&self, id: &str) -> Result<SessionStatus, StripeFailure> {
         const OP: &str = "retrieve_checkout_session";
-        self.call(OP, Method::GET, &["v1", "checkout-sessions", id], None, None)
-            .await?
-            .ok_or_else(|| self.failed(OP, StripeFailure::UnreadableResponse))
+        self.call(
+            OP,
+            Method::GET,
+            &["v1", "checkout-sessions", id],
+            None,
+            None,
+        )
+        .await?
+        .ok_or_else(|| self.failed(OP, StripeFailure::UnreadableResponse))
     }
 
     /// Closes a session whose hold ran out, so the buyer can no longer pay for it.

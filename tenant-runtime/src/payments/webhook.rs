@@ -59,11 +59,13 @@ impl SignatureHeader {
     fn parse(header: &str) -> Result<Self, Rejection> {
         let mut timestamp = None;
         let mut signatures = Vec::new();
-        for (key, value) in header.split(',').filter_map(|part| part.trim().split_once('=')) {
+        for (key, value) in header
+            .split(',')
+            .filter_map(|part| part.trim().split_once('='))
+        {
             match key {
                 "t" => {
-                    timestamp =
-                        Some(value.parse().map_err(|_| Rejection::MalformedSignature)?);
+                    timestamp = Some(value.parse().map_err(|_| Rejection::MalformedSignature)?);
                 }
                 // A value that is not hex cannot match; it is skipped like a wrong one.
                 "v1" => signatures.extend(hex::decode(value).ok()),

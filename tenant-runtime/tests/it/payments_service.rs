@@ -34,7 +34,10 @@ async fn assert_refused_and_nothing_changed(app: &TestApp, tt: Uuid, order: &Val
     );
     assert_eq!(app.order_page(order).await["order"]["state"], "pending");
     assert_eq!(app.stock(tt).await, (10, 0, 2), "the hold is kept");
-    assert!(app.stripe.posts_to("/v1/").is_empty(), "Stripe was not asked");
+    assert!(
+        app.stripe.posts_to("/v1/").is_empty(),
+        "Stripe was not asked"
+    );
 }
 
 #[tokio::test]
@@ -153,10 +156,14 @@ async fn only_deliveries_signed_with_the_tenants_delivery_secret_are_accepted() 
     );
     for (what, wrong) in [
         ("another tenant's delivery secret", another_tenant.as_str()),
-        ("Stripe's secret for the platform's endpoint", PLATFORM_WEBHOOK_SECRET),
+        (
+            "Stripe's secret for the platform's endpoint",
+            PLATFORM_WEBHOOK_SECRET,
+        ),
         ("a secret before the rotation", stripe::OLD_WEBHOOK_SECRET),
     ] {
-        let (status, body) = problem(app.webhook(&payload, &sign(&payload, wrong, None)).await).await;
+        let (status, body) =
+            problem(app.webhook(&payload, &sign(&payload, wrong, None)).await).await;
         assert_eq!(status, 400, "{what}: {body}");
         assert!(
             body["type"]

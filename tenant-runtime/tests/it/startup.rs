@@ -14,8 +14,9 @@ async fn five_replicas_starting_together_migrate_once_and_all_become_ready() {
         let config = Config::from_vars(&vars).expect("config");
         let issuer = Issuer::start().await;
         let payments = payments.clone();
-        replicas
-            .spawn(async move { TestApp::spawn_from(config, issuer, String::new(), payments).await });
+        replicas.spawn(async move {
+            TestApp::spawn_from(config, issuer, String::new(), payments).await
+        });
     }
     while let Some(app) = replicas.join_next().await {
         let app = app.expect("replica started");

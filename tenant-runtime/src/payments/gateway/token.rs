@@ -81,13 +81,22 @@ mod tests {
         let path = dir.join("token");
         std::fs::write(&path, "first.token\n").expect("write");
         let file = TokenFile::new(path.clone());
-        assert_eq!(file.current().await.expect("token").expose_secret(), "first.token");
+        assert_eq!(
+            file.current().await.expect("token").expose_secret(),
+            "first.token"
+        );
         std::fs::write(&path, "second.token").expect("write");
         // Within the minute the cached token is used ...
-        assert_eq!(file.current().await.expect("token").expose_secret(), "first.token");
+        assert_eq!(
+            file.current().await.expect("token").expose_secret(),
+            "first.token"
+        );
         // ... unless the service refused it.
         file.forget().await;
-        assert_eq!(file.current().await.expect("token").expose_secret(), "second.token");
+        assert_eq!(
+            file.current().await.expect("token").expose_secret(),
+            "second.token"
+        );
         std::fs::write(&path, "  \n").expect("write");
         file.forget().await;
         let error = file.current().await.expect_err("empty").to_string();

@@ -161,7 +161,10 @@ mod tests {
         let EventObject::ChargeRefunded(charge) = charge.object else {
             panic!("not a refund")
         };
-        assert_eq!(charge.payment_intent.as_ref().map(Expandable::id), Some("pi_1"));
+        assert_eq!(
+            charge.payment_intent.as_ref().map(Expandable::id),
+            Some("pi_1")
+        );
         let dispute = Event::parse(&event(
             "charge.dispute.created",
             serde_json::json!({ "id": "dp_1", "amount": 5, "payment_intent": "pi_2" }),
@@ -170,11 +173,20 @@ mod tests {
         let EventObject::ChargeDisputeCreated(dispute) = dispute.object else {
             panic!("not a dispute")
         };
-        assert_eq!(dispute.payment_intent.as_ref().map(Expandable::id), Some("pi_2"));
+        assert_eq!(
+            dispute.payment_intent.as_ref().map(Expandable::id),
+            Some("pi_2")
+        );
         let other = Event::parse(&event("invoice.paid", serde_json::json!({ "x": 1 })));
         assert!(matches!(other.map(|e| e.object), Some(EventObject::Other)));
         // A type we act on without the fields we read is unreadable, not ignored.
-        assert!(Event::parse(&event("charge.refunded", serde_json::json!({ "id": "ch_1" }))).is_none());
+        assert!(
+            Event::parse(&event(
+                "charge.refunded",
+                serde_json::json!({ "id": "ch_1" })
+            ))
+            .is_none()
+        );
         assert!(Event::parse("not json").is_none());
     }
 }

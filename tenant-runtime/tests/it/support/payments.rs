@@ -106,7 +106,9 @@ impl Payments {
 }
 
 fn token_dir(tenant: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join("tiqzy-runtime-tokens").join(tenant);
+    let dir = std::env::temp_dir()
+        .join("tiqzy-runtime-tokens")
+        .join(tenant);
     std::fs::create_dir_all(&dir).expect("token directory");
     dir
 }
