@@ -416,8 +416,11 @@ impl TestApp {
             .await
     }
 
-    /// Signs `payload` like Stripe with the current secret and posts it to the webhook.
+    /// Posts a signed delivery to the webhook. A paid `checkout.session.completed` is what
+    /// Stripe says once the buyer has paid: from then on Stripe (the proxy) reports the order's
+    /// session paid when the payments service reads it back.
     pub async fn webhook(&self, payload: &str, signature: &str) -> reqwest::Response {
+        self.stripe_learns_of(payload).await;
         self.http
             .post(format!("{}/webhooks/stripe", self.url))
             .header("content-type", "application/json")
@@ -426,6 +429,34 @@ impl TestApp {
             .send()
             .await
             .expect("webhook delivery")
+    }
+
+    async fn stripe_learns_of(&self, payload: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(payload) else {
+            return;
+        };
+        let session = &event["data"]["object"];
+        if event["type"] != "checkout.session.completed" || session["payment_status"] != "paid" {
+            return;
+        }
+        let (Some(order), Some(amount), Some(intent)) = (
+            session["client_reference_id"]
+                .as_str()
+                .and_then(|id| Uuid::parse_str(id).ok()),
+            session["amount_total"].as_i64(),
+            session["payment_intent"].as_str(),
+        ) else {
+            return;
+        };
+        let opened: Option<Option<String>> =
+            sqlx::query_scalar("SELECT checkout_session_id FROM orders WHERE id = $1")
+                .bind(order)
+                .fetch_optional(&self.state.db)
+                .await
+                .expect("the order's session");
+        if let Some(Some(id)) = opened {
+            self.stripe.pay(&id, amount, intent);
+        }
     }
 
     /// A fresh event of `kind` around `object`, signed and delivered: (event id, response).

@@ -1,8 +1,13 @@
 //! Stripe for the tests: the harness's stripe-mock behind a small recording reverse proxy
 //! (so tests see the requests the payments service really sends for the runtime, and can make
 //! Stripe fail), and events built from stripe-mock's own objects and signed the way Stripe,
-//! and the payments service delivering them, sign them.
+//! and the payments service delivering them, sign them. stripe-mock is stateless; the proxy
+//! plays the little state the service relies on: an object created under an idempotency key
+//! has an id of its own (the same key, the same id), and a session Stripe told the storefront
+//! was paid reads back as paid.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,12 +38,16 @@ pub struct Recorded {
     pub body: String,
 }
 
+/// Sessions Stripe knows are paid: id -> (amount_total, payment intent).
+type PaidSessions = Arc<Mutex<HashMap<String, (i64, String)>>>;
+
 #[derive(Debug, Clone)]
 struct ProxyState {
     upstream: String,
     http: reqwest::Client,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     lose_answers: Arc<AtomicU32>,
+    paid: PaidSessions,
 }
 
 /// A reverse proxy in front of stripe-mock that records every request.
@@ -47,6 +56,7 @@ pub struct StripeProxy {
     pub url: String,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     lose_answers: Arc<AtomicU32>,
+    paid: PaidSessions,
 }
 
 impl StripeProxy {
@@ -57,6 +67,7 @@ impl StripeProxy {
             http: reqwest::Client::new(),
             recorded: Arc::default(),
             lose_answers: Arc::default(),
+            paid: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -66,6 +77,7 @@ impl StripeProxy {
             url,
             recorded: state.recorded.clone(),
             lose_answers: state.lose_answers.clone(),
+            paid: state.paid.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -76,6 +88,14 @@ impl StripeProxy {
     /// lost on the way back, as after a timeout: the runtime sees a 503.
     pub fn lose_next_answers(&self, n: u32) {
         self.lose_answers.store(n, Ordering::SeqCst);
+    }
+
+    /// From now on Stripe reports session `id` paid: `amount` through `payment_intent`.
+    pub fn pay(&self, id: &str, amount: i64, payment_intent: &str) {
+        self.paid
+            .lock()
+            .expect("paid")
+            .insert(id.to_owned(), (amount, payment_intent.to_owned()));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -111,7 +131,7 @@ async fn forward(
     });
     let mut request = state
         .http
-        .request(method, format!("{}{path}", state.upstream))
+        .request(method.clone(), format!("{}{path}", state.upstream))
         .body(body);
     for (name, value) in &headers {
         if name != "host" && name != "content-length" {
@@ -138,7 +158,14 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_owned();
-    let body = answer.bytes().await.unwrap_or_default();
+    let mut body = answer.bytes().await.unwrap_or_default();
+    if status.is_success()
+        && let Ok(mut object) = serde_json::from_slice::<Value>(&body)
+    {
+        let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+        play(&state.paid, &method, &uri, key, &mut object);
+        body = Bytes::from(object.to_string());
+    }
     if status.is_client_error() {
         // Shown with the failing test's output: what stripe-mock refused, and why.
         eprintln!(
@@ -147,6 +174,61 @@ async fn forward(
         );
     }
     (status, [("content-type", content_type)], body).into_response()
+}
+
+/// Edits stripe-mock's answer into the one Stripe would give.
+fn play(paid: &PaidSessions, method: &Method, uri: &Uri, key: Option<&str>, answer: &mut Value) {
+    let path = uri.path();
+    if method == Method::POST {
+        if let (Some(key), Some(id)) = (key, answer["id"].as_str())
+            && !path.ends_with("/expire")
+        {
+            answer["id"] = json!(id_under(id, key));
+        }
+        return;
+    }
+    let paid = paid.lock().expect("paid");
+    let report = |session: &mut Value, id: &str| {
+        if let Some((amount, intent)) = paid.get(id) {
+            session["id"] = json!(id);
+            session["payment_status"] = json!("paid");
+            session["status"] = json!("complete");
+            session["amount_total"] = json!(amount);
+            session["currency"] = json!("eur");
+            session["payment_intent"] = json!(intent);
+        }
+    };
+    if let Some(id) = path.strip_prefix("/v1/checkout/sessions/") {
+        report(answer, id);
+    } else if path == "/v1/checkout/sessions" {
+        let wanted = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|p| p.strip_prefix("payment_intent="));
+        let template = answer["data"][0].clone();
+        let sessions: Vec<Value> = paid
+            .iter()
+            .filter(|(_, (_, intent))| Some(intent.as_str()) == wanted)
+            .map(|(id, _)| {
+                let mut session = template.clone();
+                report(&mut session, id);
+                session
+            })
+            .collect();
+        answer["data"] = json!(sessions);
+    }
+}
+
+/// The id of the object created under idempotency key `key`: stripe-mock's id with its last
+/// part replaced by one derived from the key.
+fn id_under(fixture_id: &str, key: &str) -> String {
+    let prefix = fixture_id
+        .rsplit_once('_')
+        .map_or("obj", |(prefix, _)| prefix);
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    format!("{prefix}_{:016x}", hasher.finish())
 }
 
 /// A Stripe object of this kind as stripe-mock returns it, to be edited into an event.
