@@ -130,7 +130,24 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Refusal::MissingToken.problem())?;
-        review(&state.kube, token).await
+        let caller = review(&state.kube, token).await?;
+        if !state.registry.knows(&caller.tenant) {
+            return Err(Problem::forbidden(
+                "unknown-tenant",
+                format!("tenant `{}` does not exist", caller.tenant),
+            ));
+        }
+        // After authentication: only a tenant's own requests spend its budget.
+        state.budget.spend(&caller.tenant).map_err(|wait| {
+            tracing::info!(tenant = %caller.tenant, "request budget exhausted");
+            Problem::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "budget-exhausted",
+                "this storefront's share of the payments rate limit is used up; retry later",
+            )
+            .retry_after(wait)
+        })?;
+        Ok(caller)
     }
 }
 

@@ -1,6 +1,8 @@
-//! Checkout Sessions a storefront may open: a destination charge to the tenant's own
-//! connected account, in the tenant's currency, under an idempotency key of the tenant's own.
-//! [`check`] decides without I/O; the handlers in `http::checkout` do the talking.
+//! Checkout Sessions a storefront may open, in the tenant's currency, under an idempotency key
+//! of the tenant's own: a primary sale is a destination charge to the tenant's own connected
+//! account with at least the tenant's fee; a resale is a platform charge in a transfer group,
+//! whose seller is paid later by a transfer out of that group. [`check`] decides without I/O;
+//! the handlers in `http::checkout` do the talking.
 
 use serde::{Deserialize, Serialize};
 use tiqzy_crds::Currency;
@@ -10,8 +12,8 @@ use crate::http::problem::Problem;
 use crate::registry::TenantPayments;
 use crate::stripe::Metadata;
 
-/// Stripe's limit on idempotency keys.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// A transfer group name's longest length.
+const MAX_TRANSFER_GROUP: usize = 200;
 /// Stripe's limits on line items per session.
 const MAX_LINE_ITEMS: usize = 100;
 
@@ -19,14 +21,19 @@ const MAX_LINE_ITEMS: usize = 100;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewCheckoutSession {
-    /// Must be the tenant's own connected account; named so a mismatch is refused loudly
-    /// rather than silently redirected.
-    pub destination_account: String,
+    /// Primary sale: must be the tenant's own connected account; named so a mismatch is
+    /// refused loudly rather than silently redirected.
+    #[serde(default)]
+    pub destination_account: Option<String>,
     /// ISO 4217, must be the tenant's currency.
     pub currency: String,
     pub line_items: Vec<LineItem>,
-    /// The platform's share, integer minor units.
-    pub application_fee_amount: i64,
+    /// Primary sale: the platform's share, integer minor units.
+    #[serde(default)]
+    pub application_fee_amount: Option<i64>,
+    /// Resale: the platform is charged; the seller is paid by a transfer in this group.
+    #[serde(default)]
+    pub transfer_group: Option<String>,
     /// Our order id; comes back on the session and in webhooks.
     pub client_reference_id: String,
     #[serde(default)]
@@ -52,10 +59,13 @@ pub struct LineItem {
 #[derive(Debug, Clone)]
 pub struct CheckedSession {
     pub tenant: String,
+    /// The tenant's connected account (the destination of a primary sale).
     pub connected_account: String,
+    pub split: Split,
     pub currency: Currency,
     pub line_items: Vec<LineItem>,
-    pub application_fee_amount: i64,
+    /// What the buyer pays, integer minor units.
+    pub total: i64,
     pub client_reference_id: String,
     pub customer_email: Option<String>,
     pub success_url: String,
@@ -63,6 +73,28 @@ pub struct CheckedSession {
     pub expires_at: i64,
     pub metadata: Metadata,
     pub idempotency_key: String,
+}
+
+/// Where the money of a checkout goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Split {
+    /// Primary sale: a destination charge to the tenant's account, minus the platform's fee.
+    Destination { application_fee_amount: i64 },
+    /// Resale: a platform charge; the seller is paid by a transfer in this group.
+    Platform { transfer_group: String },
+}
+
+impl Split {
+    pub fn is_destination_charge(&self) -> bool {
+        matches!(self, Self::Destination { .. })
+    }
+
+    pub fn transfer_group(&self) -> Option<&str> {
+        match self {
+            Self::Destination { .. } => None,
+            Self::Platform { transfer_group } => Some(transfer_group),
+        }
+    }
 }
 
 /// `201` answer to a created session.
@@ -84,38 +116,13 @@ pub struct SessionStatus {
     pub metadata: Metadata,
 }
 
-/// The idempotency key must be the tenant's own (`tiqzy:<tenant>:...`): Stripe keeps keys per
-/// platform account, so a key borrowed from another tenant would return that tenant's session.
-pub fn idempotency_key(caller: &Caller, key: Option<&str>) -> Result<String, Problem> {
-    let key =
-        key.ok_or_else(|| Problem::invalid("an Idempotency-Key header is required on every POST"))?;
-    let prefix = format!("tiqzy:{}:", caller.tenant);
-    if !key.starts_with(&prefix) || key.len() == prefix.len() {
-        return Err(Problem::invalid(format!(
-            "the Idempotency-Key must start with `{prefix}` followed by the operation and your id"
-        )));
-    }
-    if key.len() > MAX_IDEMPOTENCY_KEY {
-        return Err(Problem::invalid(format!(
-            "the Idempotency-Key is longer than {MAX_IDEMPOTENCY_KEY} characters"
-        )));
-    }
-    Ok(key.to_owned())
-}
-
-/// Everything a destination checkout must satisfy before Stripe is asked.
+/// Everything a checkout must satisfy before Stripe is asked.
 pub fn check(
     caller: &Caller,
     tenant: &TenantPayments,
     request: NewCheckoutSession,
     idempotency_key: String,
 ) -> Result<CheckedSession, Problem> {
-    if request.destination_account != tenant.connected_account {
-        return Err(Problem::forbidden(
-            "account-not-yours",
-            "destination_account is not this tenant's connected account",
-        ));
-    }
     if !request
         .currency
         .eq_ignore_ascii_case(tenant.currency.code())
@@ -143,11 +150,7 @@ pub fn check(
             .and_then(|a| total.checked_add(a));
         total = amount.ok_or_else(|| Problem::invalid("the total is too large"))?;
     }
-    if request.application_fee_amount < 0 || request.application_fee_amount > total {
-        return Err(Problem::invalid(
-            "application_fee_amount must be between 0 and the session's total",
-        ));
-    }
+    let split = split(tenant, &request, total)?;
     if request.client_reference_id.is_empty() || request.client_reference_id.len() > 200 {
         return Err(Problem::invalid(
             "client_reference_id must hold 1 to 200 characters",
@@ -161,9 +164,10 @@ pub fn check(
     Ok(CheckedSession {
         tenant: caller.tenant.clone(),
         connected_account: tenant.connected_account.clone(),
+        split,
         currency: tenant.currency,
         line_items: request.line_items,
-        application_fee_amount: request.application_fee_amount,
+        total,
         client_reference_id: request.client_reference_id,
         customer_email: request.customer_email,
         success_url: request.success_url,
@@ -172,6 +176,70 @@ pub fn check(
         metadata: request.metadata,
         idempotency_key,
     })
+}
+
+/// A primary sale pays the tenant's own account at least the tenant's fee; a resale names a
+/// transfer group instead. Exactly one of the two.
+fn split(
+    tenant: &TenantPayments,
+    request: &NewCheckoutSession,
+    total: i64,
+) -> Result<Split, Problem> {
+    match (
+        &request.destination_account,
+        request.application_fee_amount,
+        &request.transfer_group,
+    ) {
+        (Some(account), Some(fee), None) => {
+            if *account != tenant.connected_account {
+                return Err(Problem::forbidden(
+                    "account-not-yours",
+                    "destination_account is not this tenant's connected account",
+                ));
+            }
+            if fee < 0 || fee > total {
+                return Err(Problem::invalid(
+                    "application_fee_amount must be between 0 and the session's total",
+                ));
+            }
+            let least = least_fee(total, tenant.application_fee_bps, tenant.currency);
+            if fee < least {
+                return Err(Problem::invalid(format!(
+                    "application_fee_amount must be at least {least}: the tenant's fee is {} basis \
+                     points of the total {total}",
+                    tenant.application_fee_bps
+                )));
+            }
+            Ok(Split::Destination {
+                application_fee_amount: fee,
+            })
+        }
+        (None, None, Some(group)) => {
+            if group.is_empty()
+                || group.len() > MAX_TRANSFER_GROUP
+                || !group.chars().all(|c| c.is_ascii_graphic())
+            {
+                return Err(Problem::invalid(format!(
+                    "transfer_group must hold 1 to {MAX_TRANSFER_GROUP} printable ASCII characters"
+                )));
+            }
+            Ok(Split::Platform {
+                transfer_group: group.clone(),
+            })
+        }
+        _ => Err(Problem::invalid(
+            "give either destination_account and application_fee_amount (a primary sale) or \
+             transfer_group (a resale)",
+        )),
+    }
+}
+
+/// The tenant's fee on `total`, rounded down to a step Stripe can charge (10 minor units for
+/// three-decimal currencies), as the storefront computes it.
+pub fn least_fee(total: i64, bps: u32, currency: Currency) -> i64 {
+    let step: i128 = if currency.exponent() == 3 { 10 } else { 1 };
+    let fee = i128::from(total) * i128::from(bps) / (10_000 * step) * step;
+    i64::try_from(fee).unwrap_or(total)
 }
 
 #[cfg(test)]
@@ -188,19 +256,21 @@ mod tests {
         TenantPayments {
             connected_account: "acct_1Acme".into(),
             currency: Currency::EUR,
+            application_fee_bps: 0,
         }
     }
 
     fn request() -> NewCheckoutSession {
         NewCheckoutSession {
-            destination_account: "acct_1Acme".into(),
+            destination_account: Some("acct_1Acme".into()),
             currency: "eur".into(),
             line_items: vec![LineItem {
                 description: "Standing".into(),
                 unit_amount: 2500,
                 quantity: 2,
             }],
-            application_fee_amount: 125,
+            application_fee_amount: Some(125),
+            transfer_group: None,
             client_reference_id: "order-1".into(),
             customer_email: None,
             success_url: "https://acme.example/ok".into(),
@@ -231,7 +301,7 @@ mod tests {
     fn another_account_currency_or_fee_is_refused() {
         let key = || "tiqzy:acme:checkout:1".to_owned();
         let mut other = request();
-        other.destination_account = "acct_1Other".into();
+        other.destination_account = Some("acct_1Other".into());
         assert_eq!(
             kind(check(&caller(), &tenant(), other, key())),
             "account-not-yours"
@@ -243,7 +313,7 @@ mod tests {
             "invalid-request"
         );
         let mut greedy = request();
-        greedy.application_fee_amount = 5001;
+        greedy.application_fee_amount = Some(5001);
         assert_eq!(
             kind(check(&caller(), &tenant(), greedy, key())),
             "invalid-request"
@@ -257,14 +327,60 @@ mod tests {
     }
 
     #[test]
-    fn idempotency_keys_must_be_the_tenants_own() {
-        let c = caller();
-        assert!(idempotency_key(&c, Some("tiqzy:acme:checkout:1")).is_ok());
-        assert!(idempotency_key(&c, None).is_err());
-        assert!(idempotency_key(&c, Some("tiqzy:acme-2:checkout:1")).is_err());
-        assert!(idempotency_key(&c, Some("tiqzy:other:checkout:1")).is_err());
-        assert!(idempotency_key(&c, Some("tiqzy:acme:")).is_err());
-        let long = format!("tiqzy:acme:{}", "x".repeat(250));
-        assert!(idempotency_key(&c, Some(&long)).is_err());
+    fn a_primary_sale_pays_at_least_the_tenants_fee() {
+        let key = || "tiqzy:acme:checkout:1".to_owned();
+        // 2.5 % of 50.00 EUR is 1.25 EUR: 1.25 passes, 1.24 does not.
+        let mut at_rate = tenant();
+        at_rate.application_fee_bps = 250;
+        assert!(check(&caller(), &at_rate, request(), key()).is_ok());
+        let mut cheap = request();
+        cheap.application_fee_amount = Some(124);
+        let problem = check(&caller(), &at_rate, cheap, key()).expect_err("refused");
+        assert_eq!(
+            (problem.status, problem.kind.as_str()),
+            (422, "invalid-request")
+        );
+        assert!(problem.detail.contains("125"), "{}", problem.detail);
+        // Rounded down as the storefront rounds: 2.5 % of 29.99 is 0.74975.
+        assert_eq!(least_fee(2999, 250, Currency::EUR), 74);
+        assert_eq!(least_fee(1_001, 250, Currency::JPY), 25);
+        assert_eq!(least_fee(12_345, 250, Currency::KWD), 300);
+        assert_eq!(least_fee(5000, 0, Currency::EUR), 0);
+    }
+
+    #[test]
+    fn a_resale_names_a_transfer_group_and_no_fee() {
+        let key = || "tiqzy:acme:checkout:1".to_owned();
+        let mut resale = request();
+        resale.destination_account = None;
+        resale.application_fee_amount = None;
+        resale.transfer_group = Some("order_0f3c".into());
+        let checked = check(&caller(), &tenant(), resale.clone(), key()).expect("accepted");
+        assert_eq!(
+            checked.split,
+            Split::Platform {
+                transfer_group: "order_0f3c".into()
+            }
+        );
+        assert_eq!(checked.total, 5000);
+        let mut both = resale.clone();
+        both.destination_account = Some("acct_1Acme".into());
+        both.application_fee_amount = Some(125);
+        assert_eq!(
+            kind(check(&caller(), &tenant(), both, key())),
+            "invalid-request"
+        );
+        let mut neither = resale.clone();
+        neither.transfer_group = None;
+        assert_eq!(
+            kind(check(&caller(), &tenant(), neither, key())),
+            "invalid-request"
+        );
+        let mut spaced = resale;
+        spaced.transfer_group = Some("order 1".into());
+        assert_eq!(
+            kind(check(&caller(), &tenant(), spaced, key())),
+            "invalid-request"
+        );
     }
 }

@@ -15,6 +15,8 @@ pub struct Config {
     pub stripe_secret_key: SecretString,
     /// `STRIPE_API_BASE`, default `https://api.stripe.com`.
     pub stripe_api_base: String,
+    /// Each tenant's share of the Stripe rate limit.
+    pub budget: crate::budget::BudgetConfig,
 }
 
 impl Config {
@@ -37,11 +39,13 @@ impl Config {
             })?;
         let stripe_api_base =
             var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".to_owned());
+        let budget = crate::budget::BudgetConfig::from_vars(&var)?;
         Ok(Self {
             listen,
             database_url: database_url.into(),
             stripe_secret_key: key.into(),
             stripe_api_base,
+            budget,
         })
     }
 }

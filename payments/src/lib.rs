@@ -2,14 +2,21 @@
 //! ServiceAccount token; it acts for a tenant only on that tenant's own connected account
 //! and sessions.
 
+pub mod backoff;
+pub mod budget;
 pub mod caller;
 pub mod checkout;
 pub mod config;
 pub mod http;
+pub mod idempotency;
+pub mod metrics;
+pub mod refunds;
 pub mod registry;
+pub mod sellers;
 pub mod sessions;
 pub mod state;
 pub mod stripe;
+pub mod transfers;
 
 use secrecy::ExposeSecret;
 
@@ -36,12 +43,19 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("connecting to DATABASE_URL: {e}"))?;
         MIGRATOR.run(&db).await?;
         let registry = registry::Registry::start(kube.clone()).await?;
-        let stripe = stripe::Stripe::new(&config.stripe_secret_key, &config.stripe_api_base)?;
+        let metrics = std::sync::Arc::new(metrics::Metrics::default());
+        let stripe = stripe::Stripe::new(
+            &config.stripe_secret_key,
+            &config.stripe_api_base,
+            metrics.clone(),
+        )?;
         let state = AppState {
             db,
             kube,
             registry,
             stripe,
+            budget: std::sync::Arc::new(budget::Budget::new(config.budget)),
+            metrics,
         };
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         Ok(Self {

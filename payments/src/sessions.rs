@@ -1,5 +1,6 @@
 //! The record of which tenant created which Checkout Session. Stripe knows only the
-//! platform; this table is what lets the service refuse one tenant another tenant's session.
+//! platform; this table is what lets the service refuse one tenant another tenant's session,
+//! payment intent or transfer group.
 
 use sqlx::PgExecutor;
 
@@ -11,6 +12,8 @@ pub struct NewSession<'a> {
     pub connected_account: &'a str,
     pub client_reference_id: &'a str,
     pub idempotency_key: &'a str,
+    pub destination_charge: bool,
+    pub transfer_group: Option<&'a str>,
 }
 
 /// Records a session. A retried request gets the same session from Stripe (same idempotency
@@ -18,14 +21,17 @@ pub struct NewSession<'a> {
 pub async fn record(db: impl PgExecutor<'_>, session: &NewSession<'_>) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO checkout_sessions
-             (id, tenant, connected_account, client_reference_id, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5)
+             (id, tenant, connected_account, client_reference_id, idempotency_key,
+              destination_charge, transfer_group)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO NOTHING",
         session.id,
         session.tenant,
         session.connected_account,
         session.client_reference_id,
         session.idempotency_key,
+        session.destination_charge,
+        session.transfer_group,
     )
     .execute(db)
     .await?;
@@ -38,4 +44,123 @@ pub async fn owner(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Str
         .fetch_optional(db)
         .await?;
     Ok(row)
+}
+
+/// What Stripe reported about a session when it was read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed<'a> {
+    pub id: &'a str,
+    pub paid: bool,
+    pub amount_total: Option<i64>,
+    pub currency: Option<&'a str>,
+    pub payment_intent: Option<&'a str>,
+}
+
+/// Keeps what Stripe said: a paid session stays paid, and its payment intent becomes the
+/// tenant's to refund.
+pub async fn observe(db: impl PgExecutor<'_>, seen: &Observed<'_>) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE checkout_sessions
+            SET paid = paid OR $2,
+                amount_paid = CASE WHEN $2 THEN $3 ELSE amount_paid END,
+                currency = COALESCE($4, currency),
+                payment_intent = COALESCE($5, payment_intent)
+          WHERE id = $1",
+        seen.id,
+        seen.paid,
+        seen.amount_total,
+        seen.currency,
+        seen.payment_intent,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A session of a tenant, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub id: String,
+    pub destination_charge: bool,
+    pub paid: bool,
+    pub amount_paid: Option<i64>,
+    pub currency: Option<String>,
+}
+
+/// The tenant's session that took payment intent `payment_intent`, if recorded.
+pub async fn of_payment_intent(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    payment_intent: &str,
+) -> sqlx::Result<Option<Recorded>> {
+    sqlx::query_as!(
+        Recorded,
+        "SELECT id, destination_charge, paid, amount_paid, currency
+           FROM checkout_sessions
+          WHERE tenant = $1 AND payment_intent = $2
+          LIMIT 1",
+        tenant,
+        payment_intent,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The tenant's session `id`, if recorded.
+pub async fn of_tenant(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    id: &str,
+) -> sqlx::Result<Option<Recorded>> {
+    sqlx::query_as!(
+        Recorded,
+        "SELECT id, destination_charge, paid, amount_paid, currency
+           FROM checkout_sessions
+          WHERE tenant = $1 AND id = $2",
+        tenant,
+        id,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The tenant's resale sessions in `transfer_group`.
+pub async fn in_group(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    transfer_group: &str,
+) -> sqlx::Result<Vec<Recorded>> {
+    sqlx::query_as!(
+        Recorded,
+        "SELECT id, destination_charge, paid, amount_paid, currency
+           FROM checkout_sessions
+          WHERE tenant = $1 AND transfer_group = $2 AND NOT destination_charge
+          ORDER BY created_at",
+        tenant,
+        transfer_group,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Claims `transfer_group` for `tenant`; answers the tenant that holds it (the first to ask).
+pub async fn claim_transfer_group(
+    db: &sqlx::PgPool,
+    tenant: &str,
+    transfer_group: &str,
+) -> sqlx::Result<String> {
+    sqlx::query!(
+        "INSERT INTO transfer_groups (transfer_group, tenant) VALUES ($1, $2)
+         ON CONFLICT (transfer_group) DO NOTHING",
+        transfer_group,
+        tenant,
+    )
+    .execute(db)
+    .await?;
+    sqlx::query_scalar!(
+        "SELECT tenant FROM transfer_groups WHERE transfer_group = $1",
+        transfer_group
+    )
+    .fetch_one(db)
+    .await
 }

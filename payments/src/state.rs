@@ -1,5 +1,9 @@
 //! What every handler shares.
 
+use std::sync::Arc;
+
+use crate::budget::Budget;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::stripe::Stripe;
 
@@ -10,6 +14,9 @@ pub struct AppState {
     pub kube: kube::Client,
     pub registry: Registry,
     pub stripe: Stripe,
+    /// Each tenant's share of the Stripe rate limit.
+    pub budget: Arc<Budget>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for AppState {

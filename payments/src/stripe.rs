@@ -1,9 +1,15 @@
 //! The service's Stripe client: the only place the platform's key is used. Requests are
-//! built from checked values only ([`crate::checkout::CheckedSession`]).
+//! built from checked values only ([`crate::checkout::CheckedSession`], ...). Every call
+//! goes through [`Stripe::call`]: timed for the metrics, held back while Stripe rate-limits
+//! the platform ([`crate::backoff`]), its failure turned into the problem the storefront sees.
+
+mod connect;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
@@ -14,8 +20,10 @@ use stripe_checkout::checkout_session::{
 };
 use stripe_shared::CheckoutSessionPaymentStatus;
 
-use crate::checkout::{CheckedSession, SessionStatus};
+use crate::backoff::Backoff;
+use crate::checkout::{CheckedSession, SessionStatus, Split};
 use crate::http::problem::Problem;
+use crate::metrics::Metrics;
 
 /// How long one Stripe request may take before Stripe counts as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,6 +31,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Stripe {
     client: Client,
+    backoff: Arc<Backoff>,
+    metrics: Arc<Metrics>,
 }
 
 /// A session Stripe created.
@@ -33,14 +43,59 @@ pub struct CreatedSession {
 }
 
 impl Stripe {
-    pub fn new(secret_key: &SecretString, api_base: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        secret_key: &SecretString,
+        api_base: &str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let client = ClientBuilder::new(secret_key.expose_secret())
             .url(format!("{}/", api_base.trim_end_matches('/')))
             .timeout(TIMEOUT)
             .build()
             // The builder's error may quote the key: say only which setting is wrong.
             .map_err(|_| anyhow::anyhow!("STRIPE_API_BASE or STRIPE_SECRET_KEY is unusable"))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            backoff: Arc::default(),
+            metrics,
+        })
+    }
+
+    /// Sends one request to Stripe, unless Stripe asked the platform to slow down.
+    async fn call<T>(
+        &self,
+        call: &'static str,
+        request: impl Future<Output = Result<T, StripeError>>,
+    ) -> Result<T, Problem> {
+        if let Err(wait) = self.backoff.check() {
+            return Err(slow_down(wait));
+        }
+        let started = Instant::now();
+        let result = request.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(StripeError::Stripe(_, 429)) => "throttled",
+            Err(StripeError::Stripe(_, status)) if *status < 500 => "refused",
+            Err(_) => "unavailable",
+        };
+        self.metrics.stripe_call(call, outcome, started.elapsed());
+        match result {
+            Err(StripeError::Stripe(_, 429)) => {
+                let wait = self.backoff.throttled();
+                tracing::warn!(call, wait, "Stripe rate-limits the platform; backing off");
+                Err(slow_down(wait))
+            }
+            Err(e) => {
+                if !matches!(outcome, "unavailable") {
+                    self.backoff.succeeded();
+                }
+                Err(failure(e))
+            }
+            Ok(answer) => {
+                self.backoff.succeeded();
+                Ok(answer)
+            }
+        }
     }
 
     /// A destination charge to the session's (already checked) connected account.
@@ -60,14 +115,25 @@ impl Stripe {
                 item
             })
             .collect::<Vec<_>>();
-        let mut payment = CreateCheckoutSessionPaymentIntentData::new();
-        payment.application_fee_amount = Some(s.application_fee_amount);
-        payment.transfer_data = Some(CreateCheckoutSessionPaymentIntentDataTransferData::new(
-            s.connected_account.clone(),
-        ));
-        payment.metadata = Some(s.metadata.clone());
         let mut metadata = s.metadata.clone();
         metadata.insert("tiqzy_tenant".to_owned(), s.tenant.clone());
+        let mut payment = CreateCheckoutSessionPaymentIntentData::new();
+        match &s.split {
+            Split::Destination {
+                application_fee_amount,
+            } => {
+                payment.application_fee_amount = Some(*application_fee_amount);
+                payment.transfer_data =
+                    Some(CreateCheckoutSessionPaymentIntentDataTransferData::new(
+                        s.connected_account.clone(),
+                    ));
+            }
+            Split::Platform { transfer_group } => {
+                payment.transfer_group = Some(transfer_group.clone());
+            }
+        }
+        // On the payment intent too: its events are placed by this tenant name.
+        payment.metadata = Some(metadata.clone());
         let mut create = CreateCheckoutSession::new()
             .mode(stripe_shared::CheckoutSessionMode::Payment)
             .line_items(line_items)
@@ -82,12 +148,15 @@ impl Stripe {
         }
         let key = IdempotencyKey::new(s.idempotency_key.clone())
             .map_err(|_| Problem::invalid("the Idempotency-Key is not usable"))?;
-        let session = create
-            .customize()
-            .request_strategy(RequestStrategy::Idempotent(key))
-            .send(&self.client)
-            .await
-            .map_err(failure)?;
+        let session = self
+            .call(
+                "create_checkout_session",
+                create
+                    .customize()
+                    .request_strategy(RequestStrategy::Idempotent(key))
+                    .send(&self.client),
+            )
+            .await?;
         let url = session
             .url
             .ok_or_else(|| Problem::internal(&"Stripe returned a session without a URL"))?;
@@ -98,10 +167,12 @@ impl Stripe {
     }
 
     pub async fn session_status(&self, id: &str) -> Result<SessionStatus, Problem> {
-        let session = RetrieveCheckoutSession::new(id)
-            .send(&self.client)
-            .await
-            .map_err(failure)?;
+        let session = self
+            .call(
+                "retrieve_checkout_session",
+                RetrieveCheckoutSession::new(id).send(&self.client),
+            )
+            .await?;
         Ok(SessionStatus {
             id: session.id.to_string(),
             paid: session.payment_status == CheckoutSessionPaymentStatus::Paid,
@@ -119,14 +190,31 @@ impl Stripe {
     pub async fn expire_session(&self, id: &str, idempotency_key: &str) -> Result<(), Problem> {
         let key = IdempotencyKey::new(idempotency_key)
             .map_err(|_| Problem::invalid("the Idempotency-Key is not usable"))?;
-        ExpireCheckoutSession::new(id)
-            .customize()
-            .request_strategy(RequestStrategy::Idempotent(key))
-            .send(&self.client)
-            .await
-            .map_err(failure)?;
+        self.call(
+            "expire_checkout_session",
+            ExpireCheckoutSession::new(id)
+                .customize()
+                .request_strategy(RequestStrategy::Idempotent(key))
+                .send(&self.client),
+        )
+        .await?;
         Ok(())
     }
+}
+
+/// Whether Stripe refused the request itself (so nothing was made under its key).
+pub fn refused(problem: &Problem) -> bool {
+    problem.kind == "payment-provider-refused"
+}
+
+/// What the storefront hears while the service waits out Stripe's rate limit.
+fn slow_down(wait: u64) -> Problem {
+    Problem::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "payment-provider-unavailable",
+        "Stripe is rate-limiting the platform; retry with the same Idempotency-Key later",
+    )
+    .retry_after(wait)
 }
 
 /// What the storefront hears when Stripe fails. Stripe's own message is passed on for a

@@ -4,13 +4,14 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 use crate::caller::Caller;
 use crate::checkout::{self, CreatedSession, NewCheckoutSession, SessionStatus};
 use crate::http::problem::Problem;
-use crate::sessions::{self, NewSession};
+use crate::idempotency::KeyedCaller;
+use crate::sessions::{self, NewSession, Observed};
 use crate::state::AppState;
 
 pub fn router() -> axum::Router<AppState> {
@@ -21,11 +22,11 @@ pub fn router() -> axum::Router<AppState> {
 }
 
 /// Stripe first, then the record: if recording fails, the storefront retries with the same
-/// key, Stripe answers with the same session, and the record is written then.
+/// key, Stripe answers with the same session, and the record is written then. A resale's
+/// transfer group is claimed for the tenant first: another tenant's group is refused.
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
+    KeyedCaller { caller, key }: KeyedCaller,
     body: Result<Json<NewCheckoutSession>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CreatedSession>), Problem> {
     // Who may pay at all comes before what the request says.
@@ -34,9 +35,16 @@ async fn create(
         .payments_of(&caller.tenant)
         .map_err(|e| e.problem())?;
     let Json(request) = body.map_err(|e| Problem::invalid(e.body_text()))?;
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let key = checkout::idempotency_key(&caller, key)?;
-    let checked = checkout::check(&caller, &tenant, request, key)?;
+    let checked = checkout::check(&caller, &tenant, request, key.to_string())?;
+    if let Some(group) = checked.split.transfer_group() {
+        let holder = sessions::claim_transfer_group(&state.db, &caller.tenant, group).await?;
+        if holder != caller.tenant {
+            return Err(Problem::conflict(
+                "transfer-group-taken",
+                "this transfer_group belongs to another tenant; choose another",
+            ));
+        }
+    }
     let created = state.stripe.create_session(&checked).await?;
     sessions::record(
         &state.db,
@@ -46,6 +54,8 @@ async fn create(
             connected_account: &checked.connected_account,
             client_reference_id: &checked.client_reference_id,
             idempotency_key: &checked.idempotency_key,
+            destination_charge: checked.split.is_destination_charge(),
+            transfer_group: checked.split.transfer_group(),
         },
     )
     .await?;
@@ -73,19 +83,28 @@ async fn read(
     Path(id): Path<String>,
 ) -> Result<Json<SessionStatus>, Problem> {
     own_session(&state, &caller, &id).await?;
-    Ok(Json(state.stripe.session_status(&id).await?))
+    let status = state.stripe.session_status(&id).await?;
+    sessions::observe(
+        &state.db,
+        &Observed {
+            id: &id,
+            paid: status.paid,
+            amount_total: status.amount_total,
+            currency: status.currency.as_deref(),
+            payment_intent: status.payment_intent.as_deref(),
+        },
+    )
+    .await?;
+    Ok(Json(status))
 }
 
 async fn expire(
     State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
+    KeyedCaller { caller, key }: KeyedCaller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     own_session(&state, &caller, &id).await?;
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let key = checkout::idempotency_key(&caller, key)?;
-    state.stripe.expire_session(&id, &key).await?;
+    state.stripe.expire_session(&id, key.as_str()).await?;
     tracing::info!(tenant = %caller.tenant, session = %id, "checkout session expired");
     Ok(StatusCode::NO_CONTENT)
 }

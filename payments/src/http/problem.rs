@@ -14,7 +14,14 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// Seconds after which a retry may succeed (`Retry-After`), for 429 and 503.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
+
+/// The kind of problem a response carried, left on the response for the request metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemKind(pub String);
 
 impl Problem {
     pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
@@ -23,7 +30,18 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same problem, with a `Retry-After` of `seconds` (at least 1).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    pub fn conflict(kind: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, kind, detail)
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
@@ -75,6 +93,12 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response.extensions_mut().insert(ProblemKind(self.kind));
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
