@@ -88,8 +88,8 @@ async fn a_refund_while_the_token_is_refused_stays_requested_and_is_sent_later()
     let (_, tt) = app.seed_event(10, 2_000, 4).await;
     let page = app.buy(tt, 1, "buyer@example.org").await;
     let id = page["order"]["id"].as_str().expect("id").to_owned();
-    // The token the storefront holds stops being accepted (its ServiceAccount is gone).
-    app.payments.remove_service_account().await;
+    // The service stops accepting the storefront's token.
+    app.payments.refuse_every_token(true);
 
     let refund = app
         .admin(
@@ -103,9 +103,8 @@ async fn a_refund_while_the_token_is_refused_stays_requested_and_is_sent_later()
     assert_eq!(refund["state"], "requested", "kept to be sent again");
     assert!(app.stripe.posts_to("/v1/refunds").is_empty());
 
-    // The operator puts the account back, the kubelet writes a token of it.
-    std::fs::write(&app.payments.token_file, app.payments.fresh_token().await)
-        .expect("write the token");
+    // Accepted again: the refund is sent (by the sweeper or by this settle), once.
+    app.payments.refuse_every_token(false);
     tiqzy_runtime::payments::settle_requested(&app.state).await;
     let ledger: Vec<Value> = app
         .admin(Method::GET, &format!("/api/admin/orders/{id}/ledger"), None)

@@ -5,7 +5,12 @@
 //! as the operator mounts it in the pod.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -23,8 +28,9 @@ pub const DELIVERY_KEY: &str = "tiqzy-test-delivery-key-5f1c0a9e";
 pub struct Payments {
     /// `rt-<random>`: the Tenant, and the storefront's `TIQZY_TENANT`.
     pub tenant: String,
-    /// The service's address (`TIQZY_PAYMENTS_URL`).
+    /// The service's address (`TIQZY_PAYMENTS_URL`): a gate in front of it.
     pub url: String,
+    refusing: Arc<AtomicBool>,
     /// Where the storefront's token is (`TIQZY_PAYMENTS_TOKEN_FILE`).
     pub token_file: PathBuf,
     /// Stripe as the service sees it: stripe-mock behind the recording proxy.
@@ -63,13 +69,22 @@ impl Payments {
         let token_file = token_dir(&tenant).join("token");
         std::fs::write(&token_file, token).expect("write the token file");
         let stripe = StripeProxy::start().await;
-        let url = start_service(&stripe).await;
+        let service = start_service(&stripe).await;
+        let refusing = Arc::new(AtomicBool::new(false));
+        let url = start_gate(service, refusing.clone()).await;
         Self {
             tenant,
             url,
+            refusing,
             token_file,
             stripe,
         }
+    }
+
+    /// While `true`, the service answers every request `401 unauthorized`, as it does when it
+    /// no longer accepts the storefront's token.
+    pub fn refuse_every_token(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// The secret the service signs this tenant's deliveries with.
@@ -92,16 +107,6 @@ impl Payments {
             create_storefront_account(&admin, &namespace).await;
         }
         mint(&admin, &namespace, tiqzy_crds::payments::AUDIENCE).await
-    }
-
-    /// Deletes the storefront's ServiceAccount: the tokens it was given stop being accepted.
-    pub async fn remove_service_account(&self) {
-        let accounts: Api<ServiceAccount> =
-            Api::namespaced(admin().await, &format!("tiqzy-{}", self.tenant));
-        accounts
-            .delete("storefront", &Default::default())
-            .await
-            .expect("delete the ServiceAccount");
     }
 }
 
@@ -214,6 +219,58 @@ async fn fresh_database() -> String {
         .await
         .expect("create database");
     h.postgres.admin_url(&name)
+}
+
+/// A pass-through in front of the service that can answer 401 instead.
+async fn start_gate(service: String, refusing: Arc<AtomicBool>) -> String {
+    let http = reqwest::Client::new();
+    let gate = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (http, service, refusing) = (http.clone(), service.clone(), refusing.clone());
+            async move {
+                if refusing.load(Ordering::SeqCst) {
+                    let problem = json!({ "type": "unauthorized", "title": "Unauthorized",
+                        "status": 401, "detail": "the token is not accepted" });
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [("content-type", "application/problem+json")],
+                        problem.to_string(),
+                    )
+                        .into_response();
+                }
+                let mut forward = http.request(method, format!("{service}{uri}"));
+                for (name, value) in &headers {
+                    if name != "host" && name != "content-length" {
+                        forward = forward.header(name, value);
+                    }
+                }
+                match forward.body(body).send().await {
+                    Ok(answer) => passed_on(answer).await,
+                    Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+                }
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the gate");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, gate).await });
+    url
+}
+
+async fn passed_on(answer: reqwest::Response) -> Response {
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::builder().status(status);
+    for (name, value) in answer.headers() {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let body = answer.bytes().await.unwrap_or_default();
+    response
+        .body(axum::body::Body::from(body))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
 /// The service on port 0, as its own ServiceAccount, with Stripe behind `stripe`; it stops

@@ -84,8 +84,8 @@ impl StripeProxy {
         proxy
     }
 
-    /// The next `n` requests reach stripe-mock (Stripe acts on them) but their answers are
-    /// lost on the way back, as after a timeout: the runtime sees a 503.
+    /// The next `n` POSTs reach stripe-mock (Stripe acts on them) but their answers are lost
+    /// on the way back, as after a timeout: the runtime sees a 503. Reads are answered.
     pub fn lose_next_answers(&self, n: u32) {
         self.lose_answers.store(n, Ordering::SeqCst);
     }
@@ -142,10 +142,11 @@ async fn forward(
         Ok(answer) => answer,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    let lost = state
-        .lose_answers
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
+    let lost = method == Method::POST
+        && state
+            .lose_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
     if lost {
         let error =
             json!({ "error": { "type": "api_error", "message": "answer lost in transit" } });
