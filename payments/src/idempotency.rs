@@ -130,7 +130,7 @@ mod tests {
         );
         assert_eq!(
             parse("acme", Some("tiqzy:rival:refund:1"))
-                .unwrap_err()
+                .expect_err("refused")
                 .problem()
                 .status,
             403

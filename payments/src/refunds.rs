@@ -128,13 +128,13 @@ mod tests {
         assert!(check(refund(100, false), &session(false)).is_ok());
         assert_eq!(
             check(refund(100, false), &session(true))
-                .unwrap_err()
+                .expect_err("refused")
                 .status,
             422
         );
         assert_eq!(
             check(refund(100, true), &session(false))
-                .unwrap_err()
+                .expect_err("refused")
                 .status,
             422
         );

@@ -795,3 +795,99 @@ async fn health_readiness_and_metrics_are_served() {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
 }
+
+#[tokio::test]
+async fn without_a_rate_of_its_own_a_tenant_pays_the_platforms_default_fee() {
+    let admin = admin().await;
+    // 2.5 % (the fee every other test here pays, so they are unaffected).
+    let platform: tiqzy_crds::Platform = serde_json::from_value(json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
+        "metadata": { "name": "default" },
+        "spec": {
+            "runtimeImage": format!("registry.example/tiqzy/runtime@sha256:{}", "a".repeat(64)),
+            "baseDomain": "shops.example",
+            "stripe": {
+                "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                "defaultApplicationFeeBps": 250,
+            },
+        },
+    }))
+    .expect("a Platform");
+    kube::Api::<tiqzy_crds::Platform>::all(admin.clone())
+        .create(&kube::api::PostParams::default(), &platform)
+        .await
+        .expect("create the Platform");
+    let acme = storefront(&admin, true).await;
+    let stripe = StripeRecorder::start().await;
+    let url = start_service(&stripe).await;
+    let mut cheap = session_for(&acme.account, "o-1");
+    cheap["application_fee_amount"] = 124.into();
+    let (status, problem) = post_session(
+        &url,
+        Some(&acme.token),
+        Some(&key(&acme, "checkout", "o-1")),
+        &cheap,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(stripe.sent().is_empty());
+    let (status, created) = post_session(
+        &url,
+        Some(&acme.token),
+        Some(&key(&acme, "checkout", "o-1")),
+        &session_for(&acme.account, "o-1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+}
+
+/// The lock itself, without HTTP in between to spread the requests out: many reservations
+/// against one group at the same instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reservations_racing_for_one_group_never_exceed_what_was_paid() {
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(25)
+        .connect(&fresh_database().await)
+        .await
+        .expect("connect");
+    tiqzy_payments::MIGRATOR.run(&db).await.expect("migrate");
+    let group = unique("order");
+    tiqzy_payments::sessions::claim_transfer_group(&db, "acme", &group)
+        .await
+        .expect("claim");
+    // Every connection open before the race, so the reservations really run side by side.
+    let mut warm = Vec::new();
+    for _ in 0..25 {
+        warm.push(db.acquire().await.expect("a connection"));
+    }
+    drop(warm);
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+    let racers = (0..50).map(|i| {
+        let (db, group, start) = (db.clone(), group.clone(), start.clone());
+        tokio::spawn(async move {
+            let transfer = tiqzy_payments::transfers::CheckedTransfer {
+                ledger_id: format!("l-{i}"),
+                amount: 100,
+                currency: "EUR".into(),
+                destination: "acct_1Seller".into(),
+                transfer_group: group,
+            };
+            start.wait().await;
+            tiqzy_payments::transfers::reserve(
+                &db,
+                "acme",
+                &format!("tiqzy:acme:transfer:{i}"),
+                &transfer,
+                1000,
+            )
+            .await
+        })
+    });
+    let reserved = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().expect("ran").is_ok())
+        .count();
+    assert_eq!(reserved, 10, "1,000 paid, 100 each");
+}

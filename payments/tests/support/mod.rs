@@ -137,10 +137,10 @@ fn id_for(fixture: &str, key: &str) -> String {
 fn play(script: &Script, method: &Method, uri: &Uri, key: Option<&str>, answer: &mut Value) {
     let path = uri.path();
     if method == Method::POST {
-        if let (Some(key), Some(id)) = (key, answer["id"].as_str()) {
-            if !path.ends_with("/expire") {
-                answer["id"] = id_for(id, key).into();
-            }
+        if let (Some(key), Some(id), false) =
+            (key, answer["id"].as_str(), path.ends_with("/expire"))
+        {
+            answer["id"] = id_for(id, key).into();
         }
         return;
     }
