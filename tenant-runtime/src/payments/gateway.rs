@@ -4,6 +4,7 @@
 //! Stripe, so repeating a request (after a timeout, by another replica, by the sweeper)
 //! returns the first answer instead of charging, refunding or transferring twice.
 
+mod failure;
 mod token;
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+pub use self::failure::StripeFailure;
+use self::failure::{Problem, refusal};
 use self::token::TokenFile;
 use crate::config::PaymentsConfig;
 use crate::domain::Money;
@@ -23,46 +26,6 @@ use crate::metrics::Metrics;
 /// How long one request may take before we call the payments service unreachable. The
 /// service itself gives Stripe 10 s.
 const TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Why a payments request did not succeed; the kind is the metric label.
-#[derive(Debug, thiserror::Error)]
-pub enum StripeFailure {
-    #[error("the payments service could not be reached")]
-    Unreachable,
-    #[error("the payment provider refused the request ({status}): {message}")]
-    Refused { status: u16, message: String },
-    #[error("the payment provider failed to handle the request ({0})")]
-    ServerError(u16),
-    #[error("this storefront's share of the payment provider's rate limit is used up")]
-    Throttled,
-    #[error("the payments service's answer could not be read")]
-    UnreadableResponse,
-    #[error("the payments service did not let this storefront in: {0}")]
-    NotAdmitted(String),
-    #[error("payments are not configured for this storefront")]
-    Configuration,
-}
-
-impl StripeFailure {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unreachable => "unreachable",
-            Self::Refused { .. } => "refused",
-            Self::ServerError(_) => "server_error",
-            Self::Throttled => "throttled",
-            Self::UnreadableResponse => "unreadable_response",
-            Self::NotAdmitted(_) => "not_admitted",
-            Self::Configuration => "configuration",
-        }
-    }
-
-    /// Worth trying again later with the same idempotency key: nothing was decided about
-    /// the request itself. A storefront the service does not (yet) let in, or a tenant
-    /// without payments set up, keeps its refunds and payouts until that is fixed.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, Self::Refused { .. })
-    }
-}
 
 /// What a primary sale or resale asks Stripe's hosted checkout to collect.
 #[derive(Debug, Clone)]
@@ -118,15 +81,6 @@ struct Service {
     base: reqwest::Url,
     http: reqwest::Client,
     token: TokenFile,
-}
-
-/// A refusal as the service words it (`application/problem+json`).
-#[derive(Debug, Deserialize)]
-struct Problem {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    detail: String,
 }
 
 #[derive(Deserialize)]
@@ -457,28 +411,5 @@ impl Gateway {
             .post("create_refund", &["v1", "refunds"], key, &body)
             .await?;
         Ok(created.id)
-    }
-}
-
-/// What a refusal of the service means for us (docs/payments-protocol.md, "Errors the
-/// storefront acts on"). Only a refusal of the request itself is final; the rest leaves
-/// the request to be tried again with the same key.
-fn refusal(status: StatusCode, problem: Problem) -> StripeFailure {
-    match (status.as_u16(), problem.kind.as_str()) {
-        (401, _) => StripeFailure::NotAdmitted("the token was not accepted".to_owned()),
-        (403, "not-a-storefront" | "unknown-tenant" | "idempotency-key-not-yours") => {
-            StripeFailure::NotAdmitted(problem.detail)
-        }
-        (409, "payments-not-set-up") => StripeFailure::Configuration,
-        (429, _) => StripeFailure::Throttled,
-        (502, "payment-provider-refused") => StripeFailure::Refused {
-            status: 502,
-            message: problem.detail,
-        },
-        (code, _) if status.is_server_error() => StripeFailure::ServerError(code),
-        (code, _) => StripeFailure::Refused {
-            status: code,
-            message: problem.detail,
-        },
     }
 }
