@@ -120,6 +120,63 @@ async fn a_refund_while_the_token_is_refused_stays_requested_and_is_sent_later()
     assert_eq!(app.stripe.posts_to("/v1/refunds").len(), 1);
 }
 
+#[tokio::test]
+async fn with_the_budget_used_up_the_buyer_is_told_and_refunds_wait() {
+    let issuer = Issuer::start().await;
+    // One request, and the next token not for hours.
+    let payments = Payments::start_with_budget(1).await;
+    let vars = config_vars(
+        &fresh_database().await,
+        &issuer,
+        &payments,
+        &Options::default(),
+    );
+    let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
+    let config = Config::from_vars(&vars).expect("config");
+    let app = TestApp::spawn_from(config, issuer, prefix, payments).await;
+    let (_, tt) = app.seed_event(10, 2_000, 4).await;
+    let first = pending_order(&app, tt).await;
+    app.pay(&first).await;
+
+    // The budget is spent: the next checkout is refused for now, the hold is kept.
+    let second = pending_order(&app, tt).await;
+    let (status, body) = problem(app.checkout(&second).await).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("payment-provider-unavailable")
+            && body["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("reserved until"),
+        "{body}"
+    );
+    assert_eq!(app.stock(tt).await, (10, 2, 2));
+    // A refund waits to be sent again rather than failing.
+    let id = first["id"].as_str().expect("id");
+    let refund = app
+        .admin(
+            Method::POST,
+            &format!("/api/admin/orders/{id}/refunds"),
+            Some(&json!({ "amount_minor": 500, "reason": "goodwill" })),
+        )
+        .await;
+    assert_eq!(refund.status(), 201);
+    let refund: Value = refund.json().await.expect("refund");
+    assert_eq!(refund["state"], "requested");
+    assert_eq!(app.stripe.posts_to("/v1/checkout/sessions").len(), 1);
+    assert!(app.stripe.posts_to("/v1/refunds").is_empty());
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            "tiqzy_stripe_errors_total{operation=\"create_checkout_session\",kind=\"throttled\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
 /// A storefront that accepts only its own delivery secret, as the operator configures it.
 async fn storefront_with_delivery_secret() -> (TestApp, String) {
     let issuer = Issuer::start().await;

@@ -44,6 +44,15 @@ impl Payments {
     }
 
     pub async fn start_with(connected_account: bool) -> Self {
+        Self::start_as(connected_account, None).await
+    }
+
+    /// A tenant whose budget at the service is `burst` requests, hardly ever refilled.
+    pub async fn start_with_budget(burst: u32) -> Self {
+        Self::start_as(true, Some(burst)).await
+    }
+
+    async fn start_as(connected_account: bool, burst: Option<u32>) -> Self {
         let admin = admin().await;
         let tenant = format!("rt-{}", &Uuid::new_v4().simple().to_string()[..10]);
         let mut spec = json!({ "displayName": "Runtime test", "currency": "EUR" });
@@ -69,7 +78,7 @@ impl Payments {
         let token_file = token_dir(&tenant).join("token");
         std::fs::write(&token_file, token).expect("write the token file");
         let stripe = StripeProxy::start().await;
-        let service = start_service(&stripe).await;
+        let service = start_service(&stripe, burst).await;
         let refusing = Arc::new(AtomicBool::new(false));
         let url = start_gate(service, refusing.clone()).await;
         Self {
@@ -275,7 +284,7 @@ async fn passed_on(answer: reqwest::Response) -> Response {
 
 /// The service on port 0, as its own ServiceAccount, with Stripe behind `stripe`; it stops
 /// with the test's runtime.
-async fn start_service(stripe: &StripeProxy) -> String {
+async fn start_service(stripe: &StripeProxy, burst: Option<u32>) -> String {
     let database = fresh_database().await;
     let vars = |name: &str| match name {
         "DATABASE_URL" => Some(database.clone()),
@@ -286,10 +295,11 @@ async fn start_service(stripe: &StripeProxy) -> String {
         // Deliveries are sent by the tests themselves; the service's go nowhere.
         "TIQZY_PAYMENTS_DELIVERY_URL" => Some("http://127.0.0.1:9/{tenant}".to_owned()),
         "TIQZY_PAYMENTS_LISTEN_ADDR" => Some("127.0.0.1:0".to_owned()),
-        // The runtime's own tests (300 buyers at once) are not about the tenant's budget.
-        "TIQZY_PAYMENTS_TENANT_REQUESTS_PER_SECOND" | "TIQZY_PAYMENTS_TENANT_BURST" => {
-            Some("100000".to_owned())
+        // Most of the runtime's tests (300 buyers at once) are not about the tenant's budget.
+        "TIQZY_PAYMENTS_TENANT_REQUESTS_PER_SECOND" => {
+            Some(burst.map_or("100000", |_| "0.0001").to_owned())
         }
+        "TIQZY_PAYMENTS_TENANT_BURST" => Some(burst.map_or(100_000, |b| b).to_string()),
         _ => None,
     };
     let config = tiqzy_payments::Config::from_vars(vars).expect("payments config");
