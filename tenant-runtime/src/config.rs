@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
 use secrecy::{SecretSlice, SecretString};
+use tiqzy_crds::payments::WEBHOOK_SECRETS_VAR;
 
 use crate::domain::{Currency, PriceCap};
 use crate::locale::Locale;
@@ -44,7 +46,7 @@ pub struct Config {
     pub hold_ttl: Duration,
     /// Holds one client may create per minute.
     pub hold_rate_limit: u32,
-    pub stripe: StripeConfig,
+    pub payments: PaymentsConfig,
 }
 
 /// The tenant's look on every storefront page.
@@ -65,14 +67,17 @@ pub struct ResalePolicy {
     pub seller_fee_bps: u32,
 }
 
-/// How this tenant takes money. Without a secret key the storefront cannot take payments;
+/// How this tenant takes money, through the platform's payments service (Stripe's key lives
+/// there, never here). Without the service's address the storefront cannot take payments;
 /// without a connected account it cannot sell its own tickets (resale may still work).
 #[derive(Debug, Clone)]
-pub struct StripeConfig {
-    pub secret_key: Option<SecretString>,
-    /// Every secret a webhook signature may be made with: more than one while rotating.
+pub struct PaymentsConfig {
+    /// `TIQZY_PAYMENTS_URL`: where `tiqzy-payments` answers.
+    pub service_url: Option<String>,
+    /// `TIQZY_PAYMENTS_TOKEN_FILE`: the projected ServiceAccount token presented to it.
+    pub token_file: PathBuf,
+    /// Every secret a delivered event may be signed with: more than one while rotating.
     pub webhook_secrets: Vec<SecretString>,
-    pub api_base: String,
     /// The tenant's connected account, which primary sales pay into.
     pub connected_account: Option<String>,
     /// The platform's share of a primary sale, in basis points.
@@ -188,32 +193,31 @@ impl Config {
                 30,
                 1..=1_000_000,
             )?,
-            stripe: StripeConfig::from_vars(&env)?,
+            payments: PaymentsConfig::from_vars(&env)?,
             tenant,
         })
     }
 }
 
-/// Stripe's public API; tests point `STRIPE_API_BASE` at stripe-mock.
-pub const STRIPE_API_BASE: &str = "https://api.stripe.com";
-
-impl StripeConfig {
+impl PaymentsConfig {
     fn from_vars(env: &Vars<'_>) -> Result<Self, ConfigError> {
-        // The values are secrets: problems name the variable and the rule, never the value.
-        let secret_key = env
-            .optional("STRIPE_SECRET_KEY")
-            .map(|key| {
-                let valid = (key.starts_with("sk_") || key.starts_with("rk_"))
-                    && key.len() > 8
-                    && key.bytes().all(|b| b.is_ascii_graphic());
-                valid.then(|| key.into()).ok_or(ConfigError {
-                    name: "STRIPE_SECRET_KEY",
-                    problem: "must be a Stripe secret or restricted key (sk_... or rk_...)"
-                        .to_owned(),
-                })
+        let service_url = env
+            .optional("TIQZY_PAYMENTS_URL")
+            .map(|v| {
+                http_url(&v)
+                    .map(|u| u.trim_end_matches('/').to_owned())
+                    .map_err(|problem| ConfigError {
+                        name: "TIQZY_PAYMENTS_URL",
+                        problem,
+                    })
             })
             .transpose()?;
-        let webhook_secrets = match env.optional("STRIPE_WEBHOOK_SECRETS") {
+        let token_file = PathBuf::from(
+            env.optional("TIQZY_PAYMENTS_TOKEN_FILE")
+                .unwrap_or_else(|| tiqzy_crds::payments::TOKEN_PATH.to_owned()),
+        );
+        // The values are secrets: problems name the variable and the rule, never the value.
+        let webhook_secrets = match env.optional(WEBHOOK_SECRETS_VAR) {
             None => Vec::new(),
             Some(list) => list
                 .split(',')
@@ -223,21 +227,12 @@ impl StripeConfig {
                     (s.starts_with("whsec_") && s.len() > 8)
                         .then(|| SecretString::from(s))
                         .ok_or(ConfigError {
-                            name: "STRIPE_WEBHOOK_SECRETS",
+                            name: WEBHOOK_SECRETS_VAR,
                             problem: "must be a comma-separated list of whsec_... secrets"
                                 .to_owned(),
                         })
                 })
                 .collect::<Result<_, _>>()?,
-        };
-        let api_base = match env.optional("STRIPE_API_BASE") {
-            None => STRIPE_API_BASE.to_owned(),
-            Some(v) => http_url(&v)
-                .map(|u| u.trim_end_matches('/').to_owned())
-                .map_err(|problem| ConfigError {
-                    name: "STRIPE_API_BASE",
-                    problem,
-                })?,
         };
         let connected_account = env
             .optional("TIQZY_STRIPE_ACCOUNT")
@@ -264,9 +259,9 @@ impl StripeConfig {
             },
         };
         Ok(Self {
-            secret_key,
+            service_url,
+            token_file,
             webhook_secrets,
-            api_base,
             connected_account,
             application_fee_bps,
         })

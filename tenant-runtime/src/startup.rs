@@ -44,7 +44,7 @@ impl Application {
         db::migrate(&db).await?;
         let metrics = Arc::new(Metrics::new());
         let stripe = Arc::new(Gateway::new(
-            &config.stripe,
+            &config.payments,
             &config.tenant,
             metrics.clone(),
         )?);

@@ -132,9 +132,8 @@ fn no_secret_appears_in_the_debug_output_of_a_full_configuration() {
     let mut vars = valid();
     for (k, v) in [
         ("REDIS_URL", "redis://t-acme:redis-password-9c8d@redis:6379"),
-        ("STRIPE_SECRET_KEY", "sk_test_stripe-key-7a6b"),
         (
-            "STRIPE_WEBHOOK_SECRETS",
+            "TIQZY_PAYMENTS_WEBHOOK_SECRETS",
             "whsec_hook-one-5e4f,whsec_hook-two-3c2d",
         ),
     ] {
@@ -146,7 +145,6 @@ fn no_secret_appears_in_the_debug_output_of_a_full_configuration() {
         "ab".repeat(32),
         "pg-password-1f2e".to_owned(),
         "redis-password-9c8d".to_owned(),
-        "stripe-key-7a6b".to_owned(),
         "hook-one-5e4f".to_owned(),
         "hook-two-3c2d".to_owned(),
     ] {
@@ -157,33 +155,51 @@ fn no_secret_appears_in_the_debug_output_of_a_full_configuration() {
 }
 
 #[test]
-fn stripe_settings_parse_with_defaults_and_several_webhook_secrets() {
+fn payments_settings_parse_with_defaults_and_several_webhook_secrets() {
     let config = Config::from_vars(&valid()).expect("valid");
-    assert!(config.stripe.secret_key.is_none());
-    assert_eq!(config.stripe.api_base, "https://api.stripe.com");
-    assert_eq!(config.stripe.application_fee_bps, 0);
+    assert!(
+        config.payments.service_url.is_none(),
+        "no service: no payments"
+    );
+    assert_eq!(
+        config.payments.token_file,
+        std::path::Path::new("/var/run/secrets/tiqzy-payments/token")
+    );
+    assert_eq!(config.payments.application_fee_bps, 0);
 
     let mut vars = valid();
     for (k, v) in [
-        ("STRIPE_SECRET_KEY", "sk_test_abcdef123"),
-        ("STRIPE_WEBHOOK_SECRETS", " whsec_new1234 ,whsec_old5678,"),
-        ("STRIPE_API_BASE", "http://127.0.0.1:12111/"),
+        (
+            "TIQZY_PAYMENTS_URL",
+            "http://tiqzy-payments.tiqzy-system.svc:8080/",
+        ),
+        ("TIQZY_PAYMENTS_TOKEN_FILE", "/run/token"),
+        (
+            "TIQZY_PAYMENTS_WEBHOOK_SECRETS",
+            " whsec_new1234 ,whsec_old5678,",
+        ),
         ("TIQZY_STRIPE_ACCOUNT", "acct_1Tenant"),
         ("TIQZY_APPLICATION_FEE_BPS", "250"),
+        // The platform's Stripe settings are the payments service's, not the storefront's.
+        ("STRIPE_SECRET_KEY", "sk_test_abcdef123"),
     ] {
         vars.insert(k.to_owned(), v.to_owned());
     }
-    let stripe = Config::from_vars(&vars).expect("valid").stripe;
-    let webhook_secrets: Vec<&str> = stripe
+    let payments = Config::from_vars(&vars).expect("valid").payments;
+    let webhook_secrets: Vec<&str> = payments
         .webhook_secrets
         .iter()
         .map(ExposeSecret::expose_secret)
         .collect();
     assert_eq!(webhook_secrets, ["whsec_new1234", "whsec_old5678"]);
-    assert_eq!(stripe.api_base, "http://127.0.0.1:12111");
-    assert_eq!(stripe.connected_account.as_deref(), Some("acct_1Tenant"));
-    assert_eq!(stripe.application_fee_bps, 250);
-    let debug = format!("{stripe:?}");
+    assert_eq!(
+        payments.service_url.as_deref(),
+        Some("http://tiqzy-payments.tiqzy-system.svc:8080")
+    );
+    assert_eq!(payments.token_file, std::path::Path::new("/run/token"));
+    assert_eq!(payments.connected_account.as_deref(), Some("acct_1Tenant"));
+    assert_eq!(payments.application_fee_bps, 250);
+    let debug = format!("{payments:?}");
     assert!(
         !debug.contains("sk_test_abcdef123") && !debug.contains("whsec_"),
         "{debug}"
@@ -191,11 +207,13 @@ fn stripe_settings_parse_with_defaults_and_several_webhook_secrets() {
 }
 
 #[test]
-fn bad_stripe_settings_name_their_variable_but_never_echo_the_secret() {
+fn bad_payments_settings_name_their_variable_but_never_echo_the_secret() {
     for (name, value) in [
-        ("STRIPE_SECRET_KEY", "pk_live_publishable"),
-        ("STRIPE_WEBHOOK_SECRETS", "whsec_good123,s3cr3t-not-whsec"),
-        ("STRIPE_API_BASE", "api.stripe.com"),
+        (
+            "TIQZY_PAYMENTS_WEBHOOK_SECRETS",
+            "whsec_good123,s3cr3t-not-whsec",
+        ),
+        ("TIQZY_PAYMENTS_URL", "tiqzy-payments.tiqzy-system.svc"),
         ("TIQZY_STRIPE_ACCOUNT", "acct_with spaces"),
         ("TIQZY_APPLICATION_FEE_BPS", "10001"),
         ("TIQZY_APPLICATION_FEE_BPS", "-1"),

@@ -40,7 +40,7 @@ pub async fn receive(
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
-    let event = webhook::verify(payload, signature, &state.config.stripe.webhook_secrets)
+    let event = webhook::verify(payload, signature, &state.config.payments.webhook_secrets)
         .map_err(|r| refused(&state, r))?;
     let outcome = webhook::handle(&state, event)
         .await

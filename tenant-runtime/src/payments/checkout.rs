@@ -69,7 +69,7 @@ pub async fn start_checkout(state: &AppState, order_token: &str) -> AppResult<Ch
             reserved_until: target.reserved_until,
         });
     }
-    let stripe = &state.config.stripe;
+    let stripe = &state.config.payments;
     let split = match target.kind {
         OrderKind::Primary => {
             let account = stripe.connected_account.clone().ok_or_else(|| {
@@ -133,6 +133,16 @@ pub fn unavailable(failure: &StripeFailure, reserved_until: Option<DateTime<Utc>
             "payments-not-set-up",
             "Payments not set up",
             "this storefront cannot take payments yet",
+        ),
+        // The platform's side is misconfigured (token, ServiceAccount): not the buyer's doing.
+        StripeFailure::NotAdmitted(_) => AppError::client(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "payments-unavailable",
+            "Payments unavailable",
+            format!(
+                "this storefront cannot take payments right now: the payment service did not \
+                 accept its credentials. Please try again later.{kept}"
+            ),
         ),
         StripeFailure::Refused { .. } => AppError::client(
             StatusCode::BAD_GATEWAY,

@@ -1,82 +1,31 @@
-//! The one place that talks to Stripe. Every POST carries an idempotency key built from our
-//! own ids, so repeating a request (after a timeout, by another replica, by the sweeper)
+//! The one place that asks for money to move: an HTTP client of `tiqzy-payments`, which holds
+//! the platform's Stripe key and acts for this tenant only (docs/payments-protocol.md). Every
+//! POST carries an idempotency key built from our own ids, which the service passes to
+//! Stripe, so repeating a request (after a timeout, by another replica, by the sweeper)
 //! returns the first answer instead of charging, refunding or transferring twice.
 
-use std::collections::HashMap;
-use std::str::FromStr;
+mod failure;
+mod token;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
-use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
-use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionPaymentIntentDataTransferData,
-    ExpireCheckoutSession, ProductData, RetrieveCheckoutSession,
-};
-use stripe_connect::account::{CreateAccount, CreateAccountType};
-use stripe_connect::account_link::{CreateAccountLink, CreateAccountLinkType};
-use stripe_connect::transfer::CreateTransfer;
-use stripe_connect::transfer_reversal::CreateIdTransferReversal;
-use stripe_core::refund::CreateRefund;
-use stripe_shared::CheckoutSessionPaymentStatus;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 
-use crate::config::StripeConfig;
-use crate::domain::{Currency, Money};
+pub use self::failure::StripeFailure;
+use self::failure::{Problem, refusal};
+use self::token::TokenFile;
+use crate::config::PaymentsConfig;
+use crate::domain::Money;
 use crate::metrics::Metrics;
 
-/// How long one Stripe request may take before we call Stripe unreachable.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a Stripe request did not succeed; the kind is the metric label.
-#[derive(Debug, thiserror::Error)]
-pub enum StripeFailure {
-    #[error("Stripe could not be reached")]
-    Unreachable,
-    #[error("Stripe refused the request ({status}): {message}")]
-    Refused { status: u16, message: String },
-    #[error("Stripe failed to handle the request ({0})")]
-    ServerError(u16),
-    #[error("Stripe's answer could not be read")]
-    UnreadableResponse,
-    #[error("payments are not configured for this storefront")]
-    Configuration,
-}
-
-impl StripeFailure {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unreachable => "unreachable",
-            Self::Refused { .. } => "refused",
-            Self::ServerError(_) => "server_error",
-            Self::UnreadableResponse => "unreadable_response",
-            Self::Configuration => "configuration",
-        }
-    }
-
-    /// Worth trying again later with the same idempotency key.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Unreachable | Self::ServerError(_) | Self::UnreadableResponse
-        )
-    }
-}
-
-impl From<StripeError> for StripeFailure {
-    fn from(e: StripeError) -> Self {
-        match e {
-            StripeError::Stripe(_, status) if status >= 500 => Self::ServerError(status),
-            StripeError::Stripe(errors, status) => Self::Refused {
-                status,
-                message: errors.message.unwrap_or_default(),
-            },
-            StripeError::JSONDeserialize(_) => Self::UnreadableResponse,
-            StripeError::ClientError(_) | StripeError::Timeout => Self::Unreachable,
-            StripeError::ConfigError(_) => Self::Configuration,
-        }
-    }
-}
+/// How long one request may take before we call the payments service unreachable. The
+/// service itself gives Stripe 10 s.
+const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What a primary sale or resale asks Stripe's hosted checkout to collect.
 #[derive(Debug, Clone)]
@@ -102,16 +51,17 @@ pub enum CheckoutSplit {
     Platform { transfer_group: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct CheckoutSession {
     pub id: String,
     pub url: String,
 }
 
 /// A checkout session as Stripe reports it when we read it back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct SessionStatus {
     pub paid: bool,
+    #[serde(rename = "client_reference_id")]
     pub order_id: Option<String>,
     pub amount_total: Option<i64>,
     pub currency: Option<String>,
@@ -120,34 +70,53 @@ pub struct SessionStatus {
 
 #[derive(Debug)]
 pub struct Gateway {
-    client: Option<Client>,
+    service: Option<Service>,
     tenant: String,
     metrics: Arc<Metrics>,
 }
 
+/// Where `tiqzy-payments` answers, and how we prove who we are.
+#[derive(Debug)]
+struct Service {
+    base: reqwest::Url,
+    http: reqwest::Client,
+    token: TokenFile,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
 impl Gateway {
-    pub fn new(config: &StripeConfig, tenant: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let client = match &config.secret_key {
+    pub fn new(
+        config: &PaymentsConfig,
+        tenant: &str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let service = match &config.service_url {
             None => None,
-            Some(key) => Some(
-                ClientBuilder::new(key.expose_secret())
-                    .url(format!("{}/", config.api_base))
+            Some(url) => Some(Service {
+                // A trailing slash, so joined paths land under the service's own path.
+                base: reqwest::Url::parse(&format!("{url}/"))
+                    .map_err(|_| anyhow::anyhow!("TIQZY_PAYMENTS_URL is not a URL"))?,
+                http: reqwest::Client::builder()
                     .timeout(TIMEOUT)
-                    .build()
-                    .map_err(|_| {
-                        anyhow::anyhow!("STRIPE_API_BASE or STRIPE_SECRET_KEY is unusable")
-                    })?,
-            ),
+                    // The service never redirects; a redirect would carry our token elsewhere.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()?,
+                token: TokenFile::new(config.token_file.clone()),
+            }),
         };
         Ok(Self {
-            client,
+            service,
             tenant: tenant.to_owned(),
             metrics,
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.client.is_some()
+        self.service.is_some()
     }
 
     /// `tiqzy:<tenant>:<purpose>:<our id>`: the same operation on the same object always
@@ -156,113 +125,162 @@ impl Gateway {
         format!("tiqzy:{}:{purpose}:{id}", self.tenant)
     }
 
-    fn strategy(
-        &self,
-        purpose: &str,
-        id: impl std::fmt::Display,
-    ) -> Result<RequestStrategy, StripeFailure> {
-        let key = IdempotencyKey::new(self.idempotency_key(purpose, id))
-            .map_err(|_| StripeFailure::Configuration)?;
-        Ok(RequestStrategy::Idempotent(key))
-    }
-
-    fn client(&self, operation: &str) -> Result<&Client, StripeFailure> {
-        self.client
-            .as_ref()
-            .ok_or_else(|| self.failed(operation, StripeFailure::Configuration))
-    }
-
     fn failed(&self, operation: &str, failure: StripeFailure) -> StripeFailure {
         self.metrics.stripe_error(operation, failure.kind());
-        tracing::warn!(operation, kind = failure.kind(), error = %failure, "Stripe request failed");
+        tracing::warn!(operation, kind = failure.kind(), error = %failure, "payments request failed");
         failure
     }
 
-    fn outcome<T>(
+    /// One request to the service: `path` is made of segments (escaped here), `key` the
+    /// idempotency key of a POST. A 401 is answered by reading the token file again and
+    /// trying once more: the kubelet may have rotated the token within the minute we keep it.
+    async fn call<T: DeserializeOwned>(
         &self,
         operation: &str,
-        result: Result<T, StripeError>,
+        method: Method,
+        path: &[&str],
+        key: Option<String>,
+        body: Option<&Value>,
+    ) -> Result<Option<T>, StripeFailure> {
+        let result = self.exchange(method, path, key, body).await;
+        result.map_err(|failure| self.failed(operation, failure))
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &[&str],
+        key: Option<String>,
+        body: Option<&Value>,
+    ) -> Result<Option<T>, StripeFailure> {
+        let service = self.service.as_ref().ok_or(StripeFailure::Configuration)?;
+        let mut url = service.base.clone();
+        url.path_segments_mut()
+            .map_err(|_| StripeFailure::Configuration)?
+            .pop_if_empty()
+            .extend(path);
+        let mut refreshed = false;
+        loop {
+            let token = service
+                .token
+                .current()
+                .await
+                .map_err(|e| StripeFailure::NotAdmitted(e.to_string()))?;
+            let mut request = service
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose_secret());
+            if let Some(key) = &key {
+                request = request.header("Idempotency-Key", key);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let answer = request
+                .send()
+                .await
+                .map_err(|_| StripeFailure::Unreachable)?;
+            let status = answer.status();
+            if status == StatusCode::UNAUTHORIZED && !refreshed {
+                service.token.forget().await;
+                refreshed = true;
+                continue;
+            }
+            if status == StatusCode::NO_CONTENT {
+                return Ok(None);
+            }
+            if status.is_success() {
+                return answer
+                    .json()
+                    .await
+                    .map(Some)
+                    .map_err(|_| StripeFailure::UnreadableResponse);
+            }
+            // The body of a refusal is only read for its type and detail.
+            let problem = answer.json::<Problem>().await.unwrap_or(Problem {
+                kind: String::new(),
+                detail: String::new(),
+            });
+            return Err(refusal(status, problem));
+        }
+    }
+
+    /// A POST that must answer with a body.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        path: &[&str],
+        key: String,
+        body: &Value,
     ) -> Result<T, StripeFailure> {
-        result.map_err(|e| self.failed(operation, e.into()))
+        self.call(operation, Method::POST, path, Some(key), Some(body))
+            .await?
+            .ok_or_else(|| self.failed(operation, StripeFailure::UnreadableResponse))
     }
 
     pub async fn create_checkout_session(
         &self,
         req: &CheckoutRequest,
     ) -> Result<CheckoutSession, StripeFailure> {
-        const OP: &str = "create_checkout_session";
-        let client = self.client(OP)?;
-        let line_items = req
+        let line_items: Vec<Value> = req
             .items
             .iter()
             .map(|line| {
-                let mut price = CreateCheckoutSessionLineItemsPriceData::new(stripe_currency(
-                    line.unit_price.currency,
-                ));
-                price.unit_amount = Some(line.unit_price.amount_minor);
-                price.product_data = Some(ProductData::new(line.description.clone()));
-                let mut item = CreateCheckoutSessionLineItems::new();
-                item.price_data = Some(price);
-                item.quantity = Some(u64::from(line.quantity));
-                item
+                json!({
+                    "description": line.description,
+                    "unit_amount": line.unit_price.amount_minor,
+                    "quantity": line.quantity,
+                })
             })
-            .collect::<Vec<_>>();
+            .collect();
         let order_id = req.order_id.to_string();
-        let metadata = HashMap::from([("order_id".to_owned(), order_id.clone())]);
-        let mut payment = CreateCheckoutSessionPaymentIntentData::new();
-        payment.metadata = Some(metadata.clone());
+        let currency = req.items.first().map(|l| l.unit_price.currency.as_str());
+        let mut body = json!({
+            "currency": currency,
+            "line_items": line_items,
+            "client_reference_id": order_id,
+            "customer_email": req.buyer_email,
+            "success_url": req.success_url,
+            "cancel_url": req.cancel_url,
+            "expires_at": req.expires_at,
+            // Also on the payment intent: its events find the order by it.
+            "metadata": { "order_id": order_id },
+        });
         match &req.split {
             CheckoutSplit::Destination {
                 account,
                 application_fee,
             } => {
-                payment.application_fee_amount = Some(application_fee.amount_minor);
-                payment.transfer_data = Some(
-                    CreateCheckoutSessionPaymentIntentDataTransferData::new(account.clone()),
-                );
+                body["destination_account"] = json!(account);
+                body["application_fee_amount"] = json!(application_fee.amount_minor);
             }
             CheckoutSplit::Platform { transfer_group } => {
-                payment.transfer_group = Some(transfer_group.clone());
+                body["transfer_group"] = json!(transfer_group);
             }
         }
-        let session = CreateCheckoutSession::new()
-            .mode(stripe_shared::CheckoutSessionMode::Payment)
-            .line_items(line_items)
-            .client_reference_id(order_id.clone())
-            .customer_email(req.buyer_email.clone())
-            .metadata(metadata)
-            .payment_intent_data(payment)
-            .success_url(req.success_url.clone())
-            .cancel_url(req.cancel_url.clone())
-            .expires_at(req.expires_at)
-            .customize()
-            .request_strategy(self.strategy("checkout", req.order_id)?)
-            .send(client)
-            .await;
-        let session = self.outcome(OP, session)?;
-        let url = session
-            .url
-            .ok_or_else(|| self.failed(OP, StripeFailure::UnreadableResponse))?;
-        Ok(CheckoutSession {
-            id: session.id.to_string(),
-            url,
-        })
+        let key = self.idempotency_key("checkout", req.order_id);
+        self.post(
+            "create_checkout_session",
+            &["v1", "checkout-sessions"],
+            key,
+            &body,
+        )
+        .await
     }
 
     /// Reads a session back: how a buyer returning from checkout is confirmed without
     /// trusting the redirect.
     pub async fn checkout_session_status(&self, id: &str) -> Result<SessionStatus, StripeFailure> {
         const OP: &str = "retrieve_checkout_session";
-        let client = self.client(OP)?;
-        let session = RetrieveCheckoutSession::new(id).send(client).await;
-        let session = self.outcome(OP, session)?;
-        Ok(SessionStatus {
-            paid: session.payment_status == CheckoutSessionPaymentStatus::Paid,
-            order_id: session.client_reference_id,
-            amount_total: session.amount_total,
-            currency: session.currency.map(|c| c.to_string().to_ascii_uppercase()),
-            payment_intent: session.payment_intent.map(|p| p.id().to_string()),
-        })
+        self.call(
+            OP,
+            Method::GET,
+            &["v1", "checkout-sessions", id],
+            None,
+            None,
+        )
+        .await?
+        .ok_or_else(|| self.failed(OP, StripeFailure::UnreadableResponse))
     }
 
     /// Closes a session whose hold ran out, so the buyer can no longer pay for it.
@@ -271,14 +289,16 @@ impl Gateway {
         order_id: uuid::Uuid,
         id: &str,
     ) -> Result<(), StripeFailure> {
-        const OP: &str = "expire_checkout_session";
-        let client = self.client(OP)?;
-        let result = ExpireCheckoutSession::new(id)
-            .customize()
-            .request_strategy(self.strategy("expire-checkout", order_id)?)
-            .send(client)
-            .await;
-        self.outcome(OP, result).map(|_| ())
+        let key = self.idempotency_key("expire-checkout", order_id);
+        self.call::<Value>(
+            "expire_checkout_session",
+            Method::POST,
+            &["v1", "checkout-sessions", id, "expire"],
+            Some(key),
+            None,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// A connected account for a resale seller, created once per seller.
@@ -287,16 +307,16 @@ impl Gateway {
         seller_key: &str,
         email: &str,
     ) -> Result<String, StripeFailure> {
-        const OP: &str = "create_account";
-        let client = self.client(OP)?;
-        let account = CreateAccount::new()
-            .type_(CreateAccountType::Express)
-            .email(email.to_owned())
-            .customize()
-            .request_strategy(self.strategy("seller-account", seller_key)?)
-            .send(client)
-            .await;
-        Ok(self.outcome(OP, account)?.id.to_string())
+        #[derive(Deserialize)]
+        struct Account {
+            account: String,
+        }
+        let key = self.idempotency_key("seller-account", seller_key);
+        let body = json!({ "seller_key": seller_key, "email": email });
+        let created: Account = self
+            .post("create_account", &["v1", "seller-accounts"], key, &body)
+            .await?;
+        Ok(created.account)
     }
 
     /// A one-time link to Stripe's hosted onboarding. `link_number` counts the seller's links,
@@ -308,19 +328,25 @@ impl Gateway {
         refresh_url: &str,
         return_url: &str,
     ) -> Result<String, StripeFailure> {
-        const OP: &str = "create_account_link";
-        let client = self.client(OP)?;
-        let link =
-            CreateAccountLink::new(account.to_owned(), CreateAccountLinkType::AccountOnboarding)
-                .refresh_url(refresh_url.to_owned())
-                .return_url(return_url.to_owned())
-                .customize()
-                .request_strategy(
-                    self.strategy("account-link", format!("{account}:{link_number}"))?,
-                )
-                .send(client)
-                .await;
-        Ok(self.outcome(OP, link)?.url)
+        #[derive(Deserialize)]
+        struct Link {
+            url: String,
+        }
+        let key = self.idempotency_key("account-link", format!("{account}:{link_number}"));
+        let body = json!({
+            "link_number": link_number,
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+        });
+        let link: Link = self
+            .post(
+                "create_account_link",
+                &["v1", "seller-accounts", account, "onboarding-links"],
+                key,
+                &body,
+            )
+            .await?;
+        Ok(link.url)
     }
 
     /// Pays a resale seller. `ledger_id` is the payout's ledger row.
@@ -331,21 +357,18 @@ impl Gateway {
         destination: &str,
         transfer_group: &str,
     ) -> Result<String, StripeFailure> {
-        const OP: &str = "create_transfer";
-        let client = self.client(OP)?;
-        let transfer =
-            CreateTransfer::new(stripe_currency(amount.currency), destination.to_owned())
-                .amount(amount.amount_minor)
-                .transfer_group(transfer_group.to_owned())
-                .metadata(HashMap::from([(
-                    "ledger_id".to_owned(),
-                    ledger_id.to_string(),
-                )]))
-                .customize()
-                .request_strategy(self.strategy("transfer", ledger_id)?)
-                .send(client)
-                .await;
-        Ok(self.outcome(OP, transfer)?.id.to_string())
+        let key = self.idempotency_key("transfer", ledger_id);
+        let body = json!({
+            "ledger_id": ledger_id,
+            "amount": amount.amount_minor,
+            "currency": amount.currency.as_str(),
+            "destination": destination,
+            "transfer_group": transfer_group,
+        });
+        let created: Created = self
+            .post("create_transfer", &["v1", "transfers"], key, &body)
+            .await?;
+        Ok(created.id)
     }
 
     /// Takes a seller's payout back, e.g. when the event is cancelled.
@@ -355,19 +378,21 @@ impl Gateway {
         transfer_id: &str,
         amount: Money,
     ) -> Result<String, StripeFailure> {
-        const OP: &str = "create_transfer_reversal";
-        let client = self.client(OP)?;
-        let reversal = CreateIdTransferReversal::new(transfer_id.to_owned())
-            .amount(amount.amount_minor)
-            .customize()
-            .request_strategy(self.strategy("transfer-reversal", ledger_id)?)
-            .send(client)
-            .await;
-        Ok(self.outcome(OP, reversal)?.id.to_string())
+        let key = self.idempotency_key("transfer-reversal", ledger_id);
+        let body = json!({ "ledger_id": ledger_id, "amount": amount.amount_minor });
+        let created: Created = self
+            .post(
+                "create_transfer_reversal",
+                &["v1", "transfers", transfer_id, "reversals"],
+                key,
+                &body,
+            )
+            .await?;
+        Ok(created.id)
     }
 
     /// Refunds a buyer. For a destination charge the tenant's transfer and the platform's
-    /// fee are reversed in proportion (`reverse_transfer`, `refund_application_fee`).
+    /// fee are reversed in proportion.
     pub async fn refund(
         &self,
         ledger_id: uuid::Uuid,
@@ -375,29 +400,16 @@ impl Gateway {
         amount: Money,
         destination_charge: bool,
     ) -> Result<String, StripeFailure> {
-        const OP: &str = "create_refund";
-        let client = self.client(OP)?;
-        let mut refund = CreateRefund::new()
-            .payment_intent(payment_intent.to_owned())
-            .amount(amount.amount_minor)
-            .metadata(HashMap::from([(
-                "ledger_id".to_owned(),
-                ledger_id.to_string(),
-            )]));
-        if destination_charge {
-            refund = refund.reverse_transfer(true).refund_application_fee(true);
-        }
-        let refund = refund
-            .customize()
-            .request_strategy(self.strategy("refund", ledger_id)?)
-            .send(client)
-            .await;
-        Ok(self.outcome(OP, refund)?.id.to_string())
+        let key = self.idempotency_key("refund", ledger_id);
+        let body = json!({
+            "ledger_id": ledger_id,
+            "payment_intent": payment_intent,
+            "amount": amount.amount_minor,
+            "destination_charge": destination_charge,
+        });
+        let created: Created = self
+            .post("create_refund", &["v1", "refunds"], key, &body)
+            .await?;
+        Ok(created.id)
     }
-}
-
-fn stripe_currency(currency: Currency) -> stripe_types::Currency {
-    // Stripe names currencies in lower case; unknown codes pass through as they are.
-    stripe_types::Currency::from_str(&currency.as_str().to_ascii_lowercase())
-        .unwrap_or_else(|e| match e {})
 }

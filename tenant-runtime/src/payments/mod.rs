@@ -55,7 +55,7 @@ async fn send_tickets(state: &AppState, order_id: Uuid) -> AppResult<()> {
 }
 
 pub(crate) fn application_fee(state: &AppState) -> BasisPoints {
-    BasisPoints::new(state.config.stripe.application_fee_bps)
+    BasisPoints::new(state.config.payments.application_fee_bps)
         .unwrap_or(BasisPoints::new(0).expect("0 bps"))
 }
 
@@ -117,7 +117,7 @@ pub async fn apply_payment(
                 let booking = PaymentBooking {
                     order_id,
                     payment_intent,
-                    tenant_account: state.config.stripe.connected_account.as_deref(),
+                    tenant_account: state.config.payments.connected_account.as_deref(),
                     application_fee: application_fee(state),
                     seller_fee: seller_fee(state),
                 };

@@ -372,15 +372,15 @@ async fn every_api_route_in_the_source_is_documented() {
 
 #[tokio::test]
 async fn without_staff_sign_in_the_storefront_sells_and_the_admin_api_says_why_it_is_closed() {
-    use crate::support::{Issuer, Options, StripeProxy, config_vars, fresh_database};
+    use crate::support::{Issuer, Options, Payments, config_vars, fresh_database};
     use tiqzy_runtime::config::Config;
 
     let issuer = Issuer::start().await;
-    let stripe = StripeProxy::start().await;
+    let payments = Payments::start().await;
     let mut vars = config_vars(
         &fresh_database().await,
         &issuer,
-        &stripe.url,
+        &payments,
         &Options::default(),
     );
     for name in [
@@ -392,7 +392,7 @@ async fn without_staff_sign_in_the_storefront_sells_and_the_admin_api_says_why_i
     }
     let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
     let config = Config::from_vars(&vars).expect("config");
-    let app = TestApp::spawn_from(config, issuer, prefix, stripe).await;
+    let app = TestApp::spawn_from(config, issuer, prefix, payments).await;
 
     let token = app
         .issuer
@@ -450,7 +450,7 @@ async fn the_sales_csv_never_hands_a_spreadsheet_a_formula() {
 /// the other host signed, claiming the tenant's issuer, is refused.
 #[tokio::test]
 async fn the_issuers_keys_never_come_from_another_host_by_redirect() {
-    use crate::support::{Issuer, Options, StripeProxy, config_vars, fresh_database};
+    use crate::support::{Issuer, Options, Payments, config_vars, fresh_database};
     use tiqzy_runtime::config::Config;
 
     let elsewhere = Issuer::start().await;
@@ -465,13 +465,13 @@ async fn the_issuers_keys_never_come_from_another_host_by_redirect() {
     });
     tokio::spawn(async move { axum::serve(listener, redirector).await });
 
-    let stripe = StripeProxy::start().await;
+    let payments = Payments::start().await;
     let database_url = fresh_database().await;
-    let mut vars = config_vars(&database_url, &elsewhere, &stripe.url, &Options::default());
+    let mut vars = config_vars(&database_url, &elsewhere, &payments, &Options::default());
     vars.insert("TIQZY_OAUTH_ISSUER".to_owned(), named.clone());
     let config = Config::from_vars(&vars).expect("config");
     let issuer = Issuer::start().await;
-    let app = TestApp::spawn_from(config, issuer, String::new(), stripe).await;
+    let app = TestApp::spawn_from(config, issuer, String::new(), payments).await;
     let forged = elsewhere
         .token_with(Some("admin"), json!({ "iss": named }))
         .await;

@@ -1,7 +1,7 @@
 //! Redis: pages and API answers cached under the tenant's prefix and dropped when staff
 //! change the event; holds rate-limited per client; and no Redis is no outage.
 
-use crate::support::{Issuer, Options, StripeProxy, TestApp, config_vars, fresh_database};
+use crate::support::{Issuer, Options, Payments, TestApp, config_vars, fresh_database};
 use reqwest::Method;
 use serde_json::json;
 use tiqzy_runtime::config::Config;
@@ -106,8 +106,8 @@ async fn holds_are_rate_limited_per_client() {
 async fn the_storefront_keeps_working_when_redis_is_unreachable() {
     let issuer = Issuer::start().await;
     let database_url = fresh_database().await;
-    let stripe = StripeProxy::start().await;
-    let mut vars = config_vars(&database_url, &issuer, &stripe.url, &Options::default());
+    let payments = Payments::start().await;
+    let mut vars = config_vars(&database_url, &issuer, &payments, &Options::default());
     // Nothing listens there: every cache call fails fast.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
@@ -116,7 +116,7 @@ async fn the_storefront_keeps_working_when_redis_is_unreachable() {
         .port();
     vars.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{closed}/"));
     let config = Config::from_vars(&vars).expect("config");
-    let app = TestApp::spawn_from(config, issuer, String::new(), stripe).await;
+    let app = TestApp::spawn_from(config, issuer, String::new(), payments).await;
     let (slug, tt) = app.seed_event(5, 1_000, 2).await;
     assert_eq!(app.get(&format!("/events/{slug}")).await.status(), 200);
     assert_eq!(app.get(&format!("/api/events/{slug}")).await.status(), 200);
@@ -128,15 +128,15 @@ async fn the_storefront_keeps_working_when_redis_is_unreachable() {
 async fn app_with_redis(url: String, ca_pem: Option<&str>) -> TestApp {
     let issuer = Issuer::start().await;
     let database_url = fresh_database().await;
-    let stripe = StripeProxy::start().await;
-    let mut vars = config_vars(&database_url, &issuer, &stripe.url, &Options::default());
+    let payments = Payments::start().await;
+    let mut vars = config_vars(&database_url, &issuer, &payments, &Options::default());
     let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
     vars.insert("REDIS_URL".into(), url);
     if let Some(ca) = ca_pem {
         vars.insert("REDIS_CA_PEM".into(), ca.to_owned());
     }
     let config = Config::from_vars(&vars).expect("config");
-    TestApp::spawn_from(config, issuer, prefix, stripe).await
+    TestApp::spawn_from(config, issuer, prefix, payments).await
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod browser;
 mod cache;
 mod inventory;
 mod payments;
+mod payments_service;
 mod resale;
 mod startup;
 mod storefront;

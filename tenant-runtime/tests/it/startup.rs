@@ -1,21 +1,22 @@
 //! Starting up: many replicas at once on one fresh database, and refusing bad configuration.
 
-use crate::support::{Issuer, Options, StripeProxy, TestApp, config_vars, fresh_database};
+use crate::support::{Issuer, Options, Payments, TestApp, config_vars, fresh_database};
 use tiqzy_runtime::config::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_replicas_starting_together_migrate_once_and_all_become_ready() {
     let issuer = Issuer::start().await;
     let database_url = fresh_database().await;
-    let stripe = StripeProxy::start().await;
-    let vars = config_vars(&database_url, &issuer, &stripe.url, &Options::default());
+    let payments = Payments::start().await;
+    let vars = config_vars(&database_url, &issuer, &payments, &Options::default());
     let mut replicas = tokio::task::JoinSet::new();
     for _ in 0..5 {
         let config = Config::from_vars(&vars).expect("config");
         let issuer = Issuer::start().await;
-        let stripe = stripe.clone();
-        replicas
-            .spawn(async move { TestApp::spawn_from(config, issuer, String::new(), stripe).await });
+        let payments = payments.clone();
+        replicas.spawn(async move {
+            TestApp::spawn_from(config, issuer, String::new(), payments).await
+        });
     }
     while let Some(app) = replicas.join_next().await {
         let app = app.expect("replica started");
@@ -52,10 +53,10 @@ fn the_binary_names_the_missing_variable_and_exits() {
 async fn a_database_url_that_requires_tls_is_served_over_tls() {
     let issuer = Issuer::start().await;
     let database_url = format!("{}?sslmode=require", fresh_database().await);
-    let stripe = StripeProxy::start().await;
-    let vars = config_vars(&database_url, &issuer, &stripe.url, &Options::default());
+    let payments = Payments::start().await;
+    let vars = config_vars(&database_url, &issuer, &payments, &Options::default());
     let config = Config::from_vars(&vars).expect("config");
-    let app = TestApp::spawn_from(config, issuer, String::new(), stripe).await;
+    let app = TestApp::spawn_from(config, issuer, String::new(), payments).await;
     assert_eq!(app.get("/readyz").await.status(), 200);
     let encrypted: bool =
         sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")

@@ -261,7 +261,7 @@ async fn a_hold_running_out_closes_its_stripe_checkout() {
     let order_id = order["id"].as_str().expect("id");
     assert_eq!(
         closed[0].idempotency_key.as_deref(),
-        Some(format!("tiqzy:acme:expire-checkout:{order_id}").as_str())
+        Some(format!("tiqzy:{}:expire-checkout:{order_id}", app.tenant).as_str())
     );
     assert_eq!(order_state(&app, &order).await["order"]["state"], "expired");
     assert_eq!(app.stock(tt).await, (5, 0, 0));

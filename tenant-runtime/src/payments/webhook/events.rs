@@ -3,11 +3,9 @@
 
 use std::collections::HashMap;
 
-use stripe_shared::{
-    Account, Charge, CheckoutSession, CheckoutSessionPaymentStatus, Dispute, PaymentIntent,
-};
 use uuid::Uuid;
 
+use super::objects::{Account, Charge, CheckoutSession, Dispute, PaymentIntent};
 use crate::error::AppResult;
 use crate::payments::{Applied, VerifiedPayment, apply_payment};
 use crate::state::AppState;
@@ -80,13 +78,13 @@ pub(super) async fn checkout_completed(
     session: &CheckoutSession,
 ) -> AppResult<Effect> {
     let order = session_order(session);
-    let intent = session.payment_intent.as_ref().map(|p| p.id().to_string());
+    let intent = session.payment_intent.as_ref().map(|p| p.id().to_owned());
     let (Some(order), Some(intent), Some(amount_minor), Some(currency)) =
         (order, intent, session.amount_total, &session.currency)
     else {
         return Ok(Effect::Ignored);
     };
-    if session.payment_status != CheckoutSessionPaymentStatus::Paid {
+    if session.payment_status != "paid" {
         return Ok(Effect::Ignored);
     }
     let Some(order) = our_order(tx, Some(order)).await? else {
@@ -96,7 +94,7 @@ pub(super) async fn checkout_completed(
         order_id: order,
         payment_intent: &intent,
         amount_minor,
-        currency: &currency.to_string(),
+        currency,
     };
     paid(state, tx, &payment).await
 }
@@ -114,7 +112,7 @@ pub(super) async fn payment_succeeded(
         order_id: order,
         payment_intent: intent.id.as_str(),
         amount_minor: intent.amount_received,
-        currency: &intent.currency.to_string(),
+        currency: &intent.currency,
     };
     paid(state, tx, &payment).await
 }
@@ -154,7 +152,7 @@ pub(super) async fn charge_refunded(
         charge_id: charge.id.as_str(),
         amount_refunded: charge.amount_refunded,
     };
-    let intent = charge.payment_intent.as_ref().map(|p| p.id().to_string());
+    let intent = charge.payment_intent.as_ref().map(|p| p.id().to_owned());
     book_or_park(tx, event_id, intent, reported).await
 }
 
@@ -168,7 +166,7 @@ pub(super) async fn dispute_created(
         dispute_id: dispute.id.as_str(),
         amount: dispute.amount,
     };
-    let intent = dispute.payment_intent.as_ref().map(|p| p.id().to_string());
+    let intent = dispute.payment_intent.as_ref().map(|p| p.id().to_owned());
     book_or_park(tx, event_id, intent, reported).await
 }
 

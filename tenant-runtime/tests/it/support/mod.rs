@@ -2,6 +2,7 @@
 //! with a test OAuth2 issuer, and seeds events the way staff would.
 
 pub mod issuer;
+pub mod payments;
 pub mod stripe;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use tiqzy_runtime::state::AppState;
 use uuid::Uuid;
 
 pub use issuer::Issuer;
+pub use payments::Payments;
 pub use stripe::StripeProxy;
 
 pub const SIGNING_KEY_HEX: &str =
@@ -28,8 +30,8 @@ pub struct Options {
     pub hold_ttl_secs: u64,
     pub hold_rate_limit: u32,
     pub resale_cap_percent: u32,
-    /// Where the runtime finds Stripe; the recording proxy when `None`.
-    pub stripe_api_base: Option<String>,
+    /// Where the runtime finds the payments service; the test's own service when `None`.
+    pub payments_url: Option<String>,
     pub tenant_account: bool,
     /// `TIQZY_DB_MAX_CONNECTIONS` and `TIQZY_DB_ACQUIRE_TIMEOUT_MS` when set.
     pub db_pool: Option<(u32, u64)>,
@@ -46,7 +48,7 @@ impl Default for Options {
             hold_ttl_secs: 600,
             hold_rate_limit: 100_000,
             resale_cap_percent: 120,
-            stripe_api_base: None,
+            payments_url: None,
             tenant_account: true,
             // Enough for 300 concurrent buyers on a loaded CI machine.
             db_pool: Some((16, 30_000)),
@@ -65,6 +67,9 @@ pub struct TestApp {
     pub mailer: Arc<MemoryMailer>,
     pub issuer: Issuer,
     pub prefix: String,
+    /// The tenant (`rt-<random>`), its payments service and Stripe behind it.
+    pub tenant: String,
+    pub payments: Payments,
     pub stripe: StripeProxy,
 }
 
@@ -86,13 +91,12 @@ pub async fn fresh_database() -> String {
 pub fn config_vars(
     database_url: &str,
     issuer: &Issuer,
-    stripe_url: &str,
+    payments: &Payments,
     options: &Options,
 ) -> HashMap<String, String> {
     let h = tiqzy_e2e::Harness::shared();
     let prefix = format!("t:{}:", Uuid::new_v4().simple());
     let mut vars: HashMap<String, String> = [
-        ("TIQZY_TENANT", "acme"),
         ("TIQZY_DISPLAY_NAME", "ACME Live"),
         ("TIQZY_CURRENCY", "EUR"),
         ("TIQZY_BRAND_PRIMARY_COLOR", "#5b21b6"),
@@ -110,6 +114,7 @@ pub fn config_vars(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    vars.insert("TIQZY_TENANT".into(), payments.tenant.clone());
     vars.insert("TIQZY_LOCALE".into(), options.locale.to_owned());
     vars.insert("DATABASE_URL".into(), database_url.to_owned());
     vars.insert("TIQZY_OAUTH_ISSUER".into(), issuer.url.clone());
@@ -136,17 +141,20 @@ pub fn config_vars(
     if options.redis {
         vars.insert("REDIS_URL".into(), h.redis.admin_url());
     }
-    vars.insert("STRIPE_SECRET_KEY".into(), stripe::SECRET_KEY.into());
     vars.insert(
-        "STRIPE_WEBHOOK_SECRETS".into(),
-        format!("{},{}", stripe::WEBHOOK_SECRET, stripe::OLD_WEBHOOK_SECRET),
+        "TIQZY_PAYMENTS_URL".into(),
+        options
+            .payments_url
+            .clone()
+            .unwrap_or_else(|| payments.url.clone()),
     );
     vars.insert(
-        "STRIPE_API_BASE".into(),
-        options
-            .stripe_api_base
-            .clone()
-            .unwrap_or_else(|| stripe_url.to_owned()),
+        "TIQZY_PAYMENTS_TOKEN_FILE".into(),
+        payments.token_file.display().to_string(),
+    );
+    vars.insert(
+        "TIQZY_PAYMENTS_WEBHOOK_SECRETS".into(),
+        format!("{},{}", stripe::WEBHOOK_SECRET, stripe::OLD_WEBHOOK_SECRET),
     );
     if options.tenant_account {
         vars.insert("TIQZY_STRIPE_ACCOUNT".into(), stripe::TENANT_ACCOUNT.into());
@@ -166,14 +174,14 @@ impl TestApp {
     pub async fn spawn_with(options: Options) -> Self {
         let issuer = Issuer::start().await;
         let database_url = fresh_database().await;
-        let stripe = StripeProxy::start().await;
-        let vars = config_vars(&database_url, &issuer, &stripe.url, &options);
+        let payments = Payments::start_with(options.tenant_account).await;
+        let vars = config_vars(&database_url, &issuer, &payments, &options);
         let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
         Self::spawn_from(
             Config::from_vars(&vars).expect("config"),
             issuer,
             prefix,
-            stripe,
+            payments,
         )
         .await
     }
@@ -182,7 +190,7 @@ impl TestApp {
         config: Config,
         issuer: Issuer,
         prefix: String,
-        stripe: StripeProxy,
+        payments: Payments,
     ) -> Self {
         let mailer = Arc::new(MemoryMailer::default());
         let app = Application::build_with(config, mailer.clone())
@@ -200,7 +208,9 @@ impl TestApp {
             mailer,
             issuer,
             prefix,
-            stripe,
+            tenant: payments.tenant.clone(),
+            stripe: payments.stripe.clone(),
+            payments,
         }
     }
 
@@ -406,8 +416,11 @@ impl TestApp {
             .await
     }
 
-    /// Signs `payload` like Stripe with the current secret and posts it to the webhook.
+    /// Posts a signed delivery to the webhook. A paid `checkout.session.completed` is what
+    /// Stripe says once the buyer has paid: from then on Stripe (the proxy) reports the order's
+    /// session paid when the payments service reads it back.
     pub async fn webhook(&self, payload: &str, signature: &str) -> reqwest::Response {
+        self.stripe_learns_of(payload).await;
         self.http
             .post(format!("{}/webhooks/stripe", self.url))
             .header("content-type", "application/json")
@@ -416,6 +429,34 @@ impl TestApp {
             .send()
             .await
             .expect("webhook delivery")
+    }
+
+    async fn stripe_learns_of(&self, payload: &str) {
+        let Ok(event) = serde_json::from_str::<Value>(payload) else {
+            return;
+        };
+        let session = &event["data"]["object"];
+        if event["type"] != "checkout.session.completed" || session["payment_status"] != "paid" {
+            return;
+        }
+        let (Some(order), Some(amount), Some(intent)) = (
+            session["client_reference_id"]
+                .as_str()
+                .and_then(|id| Uuid::parse_str(id).ok()),
+            session["amount_total"].as_i64(),
+            session["payment_intent"].as_str(),
+        ) else {
+            return;
+        };
+        let opened: Option<Option<String>> =
+            sqlx::query_scalar("SELECT checkout_session_id FROM orders WHERE id = $1")
+                .bind(order)
+                .fetch_optional(&self.state.db)
+                .await
+                .expect("the order's session");
+        if let Some(Some(id)) = opened {
+            self.stripe.pay(&id, amount, intent);
+        }
     }
 
     /// A fresh event of `kind` around `object`, signed and delivered: (event id, response).

@@ -1,7 +1,13 @@
 //! Stripe for the tests: the harness's stripe-mock behind a small recording reverse proxy
-//! (so tests see the requests the runtime really sends, and can make Stripe fail), and
-//! webhook events built from stripe-mock's own objects and signed like Stripe signs them.
+//! (so tests see the requests the payments service really sends for the runtime, and can make
+//! Stripe fail), and events built from stripe-mock's own objects and signed the way Stripe,
+//! and the payments service delivering them, sign them. stripe-mock is stateless; the proxy
+//! plays the little state the service relies on: an object created under an idempotency key
+//! has an id of its own (the same key, the same id), and a session Stripe told the storefront
+//! was paid reads back as paid.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,14 +18,18 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// The platform's key: the payments service's, never the storefront's.
 pub const SECRET_KEY: &str = "sk_test_tiqzyRuntime4242";
-/// The secret Stripe signs with now, and the one it used before the rotation.
+/// What Stripe signs its events to the platform's endpoint (the payments service) with.
+pub const PLATFORM_WEBHOOK_SECRET: &str = "whsec_tiqzy_platform_endpoint_42";
+/// The secrets the storefront accepts deliveries signed with (`TIQZY_PAYMENTS_WEBHOOK_SECRETS`):
+/// the current one, and the one used before a rotation.
 pub const WEBHOOK_SECRET: &str = "whsec_tiqzy_current_0123456789";
 pub const OLD_WEBHOOK_SECRET: &str = "whsec_tiqzy_previous_9876543210";
 pub const TENANT_ACCOUNT: &str = "acct_1TiqzyTenant";
 pub const APPLICATION_FEE_BPS: u32 = 250;
 
-/// One request as the runtime sent it.
+/// One request as the payments service sent it for the runtime.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -28,12 +38,16 @@ pub struct Recorded {
     pub body: String,
 }
 
+/// Sessions Stripe knows are paid: id -> (amount_total, payment intent).
+type PaidSessions = Arc<Mutex<HashMap<String, (i64, String)>>>;
+
 #[derive(Debug, Clone)]
 struct ProxyState {
     upstream: String,
     http: reqwest::Client,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     lose_answers: Arc<AtomicU32>,
+    paid: PaidSessions,
 }
 
 /// A reverse proxy in front of stripe-mock that records every request.
@@ -42,6 +56,7 @@ pub struct StripeProxy {
     pub url: String,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     lose_answers: Arc<AtomicU32>,
+    paid: PaidSessions,
 }
 
 impl StripeProxy {
@@ -52,6 +67,7 @@ impl StripeProxy {
             http: reqwest::Client::new(),
             recorded: Arc::default(),
             lose_answers: Arc::default(),
+            paid: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -61,16 +77,25 @@ impl StripeProxy {
             url,
             recorded: state.recorded.clone(),
             lose_answers: state.lose_answers.clone(),
+            paid: state.paid.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await });
         proxy
     }
 
-    /// The next `n` requests reach stripe-mock (Stripe acts on them) but their answers are
-    /// lost on the way back, as after a timeout: the runtime sees a 503.
+    /// The next `n` POSTs reach stripe-mock (Stripe acts on them) but their answers are lost
+    /// on the way back, as after a timeout: the runtime sees a 503. Reads are answered.
     pub fn lose_next_answers(&self, n: u32) {
         self.lose_answers.store(n, Ordering::SeqCst);
+    }
+
+    /// From now on Stripe reports session `id` paid: `amount` through `payment_intent`.
+    pub fn pay(&self, id: &str, amount: i64, payment_intent: &str) {
+        self.paid
+            .lock()
+            .expect("paid")
+            .insert(id.to_owned(), (amount, payment_intent.to_owned()));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -106,7 +131,7 @@ async fn forward(
     });
     let mut request = state
         .http
-        .request(method, format!("{}{path}", state.upstream))
+        .request(method.clone(), format!("{}{path}", state.upstream))
         .body(body);
     for (name, value) in &headers {
         if name != "host" && name != "content-length" {
@@ -117,10 +142,11 @@ async fn forward(
         Ok(answer) => answer,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    let lost = state
-        .lose_answers
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
+    let lost = method == Method::POST
+        && state
+            .lose_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
     if lost {
         let error =
             json!({ "error": { "type": "api_error", "message": "answer lost in transit" } });
@@ -133,7 +159,14 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_owned();
-    let body = answer.bytes().await.unwrap_or_default();
+    let mut body = answer.bytes().await.unwrap_or_default();
+    if status.is_success()
+        && let Ok(mut object) = serde_json::from_slice::<Value>(&body)
+    {
+        let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+        play(&state.paid, &method, &uri, key, &mut object);
+        body = Bytes::from(object.to_string());
+    }
     if status.is_client_error() {
         // Shown with the failing test's output: what stripe-mock refused, and why.
         eprintln!(
@@ -142,6 +175,61 @@ async fn forward(
         );
     }
     (status, [("content-type", content_type)], body).into_response()
+}
+
+/// Edits stripe-mock's answer into the one Stripe would give.
+fn play(paid: &PaidSessions, method: &Method, uri: &Uri, key: Option<&str>, answer: &mut Value) {
+    let path = uri.path();
+    if method == Method::POST {
+        if let (Some(key), Some(id)) = (key, answer["id"].as_str())
+            && !path.ends_with("/expire")
+        {
+            answer["id"] = json!(id_under(id, key));
+        }
+        return;
+    }
+    let paid = paid.lock().expect("paid");
+    let report = |session: &mut Value, id: &str| {
+        if let Some((amount, intent)) = paid.get(id) {
+            session["id"] = json!(id);
+            session["payment_status"] = json!("paid");
+            session["status"] = json!("complete");
+            session["amount_total"] = json!(amount);
+            session["currency"] = json!("eur");
+            session["payment_intent"] = json!(intent);
+        }
+    };
+    if let Some(id) = path.strip_prefix("/v1/checkout/sessions/") {
+        report(answer, id);
+    } else if path == "/v1/checkout/sessions" {
+        let wanted = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|p| p.strip_prefix("payment_intent="));
+        let template = answer["data"][0].clone();
+        let sessions: Vec<Value> = paid
+            .iter()
+            .filter(|(_, (_, intent))| Some(intent.as_str()) == wanted)
+            .map(|(id, _)| {
+                let mut session = template.clone();
+                report(&mut session, id);
+                session
+            })
+            .collect();
+        answer["data"] = json!(sessions);
+    }
+}
+
+/// The id of the object created under idempotency key `key`: stripe-mock's id with its last
+/// part replaced by one derived from the key.
+fn id_under(fixture_id: &str, key: &str) -> String {
+    let prefix = fixture_id
+        .rsplit_once('_')
+        .map_or("obj", |(prefix, _)| prefix);
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    format!("{prefix}_{:016x}", hasher.finish())
 }
 
 /// A Stripe object of this kind as stripe-mock returns it, to be edited into an event.
@@ -175,9 +263,15 @@ pub fn event(id: Option<&str>, kind: &str, object: Value) -> (String, String) {
     (id, body.to_string())
 }
 
-/// The `Stripe-Signature` header Stripe would send, made with async-stripe's own helper.
+/// The `Stripe-Signature` header Stripe (or the payments service, delivering) would send:
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<payload>")>`.
 pub fn sign(payload: &str, secret: &str, at: Option<i64>) -> String {
-    stripe_webhook::Webhook::generate_test_header(payload, secret, at)
+    use hmac::{Hmac, KeyInit, Mac};
+    let at = at.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let mut mac =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(format!("{at}.{payload}").as_bytes());
+    format!("t={at},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The payment intent id the tests use for an order.
@@ -262,9 +356,6 @@ pub async fn dispute_object(order: &Value, amount: i64) -> Value {
             .to_lowercase()
     );
     dispute["payment_intent"] = json!(intent_of(order_id));
-    // stripe-mock v0.199's card dispute details are newer than what async-stripe rc.10 was
-    // generated from and do not parse there; the field is optional, so leave it out.
-    dispute["payment_method_details"] = Value::Null;
     dispute
 }
 
