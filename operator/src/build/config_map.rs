@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
+use tiqzy_crds::payments::TOKEN_PATH;
+
+use super::payments_service::service_url;
 use super::{HTTP_PORT, METRICS_PORT, STOREFRONT, meta};
 use crate::tenant::ValidatedTenant;
 
@@ -59,8 +62,9 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
     if let Some(cas) = &tenant.trusted_cas {
         data.insert("TIQZY_TRUSTED_CA_PEM", cas.clone());
     }
-    if let Some(base) = &tenant.stripe_api_base {
-        data.insert("STRIPE_API_BASE", base.clone());
+    if let Some(namespace) = &tenant.payments_namespace {
+        data.insert("TIQZY_PAYMENTS_URL", service_url(namespace));
+        data.insert("TIQZY_PAYMENTS_TOKEN_FILE", TOKEN_PATH.to_owned());
     }
     if let Some(staff) = &spec.staff_auth {
         data.insert("TIQZY_OAUTH_ISSUER", staff.issuer.clone());
