@@ -130,12 +130,12 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
                 Ok(_) => {}
             }
         });
-    tokio::join!(tenants, payments_service(client, &namespace, ctx));
+    tokio::join!(tenants, run_payments_service(client, &namespace, ctx));
 }
 
 /// Runs the payments service's controller: the Platform and the service's Deployment (its
 /// availability is the Platform's `PaymentsServiceReady`) and Secret (the delivery key).
-async fn payments_service(client: kube::Client, namespace: &str, ctx: Arc<Reconciler>) {
+async fn run_payments_service(client: kube::Client, namespace: &str, ctx: Arc<Reconciler>) {
     let service = || watcher::Config::default().labels(PAYMENTS_SELECTOR);
     Controller::new(Api::<Platform>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Deployment>::namespaced(client.clone(), namespace), service())

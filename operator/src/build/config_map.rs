@@ -104,6 +104,24 @@ mod tests {
     }
 
     #[test]
+    fn the_storefront_finds_the_payments_service_and_its_token() {
+        let mut tenant = fixture::validated(&fixture::tenant("acme"));
+        let data = config_map(&tenant).data.expect("data");
+        assert!(!data.contains_key("TIQZY_PAYMENTS_URL"), "no service yet");
+        tenant.payments_namespace = Some("tiqzy-system".to_owned());
+        let data = config_map(&tenant).data.expect("data");
+        assert_eq!(
+            data["TIQZY_PAYMENTS_URL"],
+            "http://tiqzy-payments.tiqzy-system.svc:8080"
+        );
+        assert_eq!(
+            data["TIQZY_PAYMENTS_TOKEN_FILE"],
+            "/var/run/secrets/tiqzy-payments/token"
+        );
+        assert!(!data.keys().any(|k| k.starts_with("STRIPE_")));
+    }
+
+    #[test]
     fn the_role_connection_limit_is_shared_by_every_pod_that_can_run_at_once() {
         for (limit, max_replicas, per_pod) in [
             (20, 3, 5),   // 3 pods + 1 surging in a rollout
@@ -155,7 +173,10 @@ mod tests {
         let data = config_map(&crate::reconcile::validate(&tenant, &platform).expect("valid"))
             .data
             .expect("data");
-        assert_eq!(data["STRIPE_API_BASE"], "http://stripe-mock.staging:12111");
+        assert!(
+            !data.contains_key("STRIPE_API_BASE"),
+            "the payments service calls Stripe, not the storefront"
+        );
         tenant
             .spec
             .payments

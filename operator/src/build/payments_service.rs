@@ -371,7 +371,7 @@ fn network_policies(input: &ServiceInput) -> Vec<NetworkPolicy> {
     };
     let mut outbound = vec![tcp(443), tcp(6443)];
     outbound.extend(input.egress_ports.iter().map(|p| tcp(*p)));
-    outbound.dedup_by(|a, b| a == b);
+    outbound.dedup();
     let egress = NetworkPolicy {
         metadata: meta(input, "tiqzy-payments-egress"),
         spec: Some(NetworkPolicySpec {
