@@ -321,7 +321,8 @@ async fn a_tenant_named_payments_is_refused() {
     create_tenant(
         &client,
         "payments",
-        json!({ "displayName": "Squatter", "currency": "EUR" }),
+        json!({ "displayName": "Squatter", "currency": "EUR",
+                "database": { "deletionPolicy": "Delete" } }),
     )
     .await;
     let tenant: Tenant = wait_for(&client, "payments", "refused", |t| {
@@ -335,7 +336,6 @@ async fn a_tenant_named_payments_is_refused() {
         "{}",
         ready.message
     );
-    // Nothing of it exists, the service's database included.
     let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
     assert!(
         namespaces
@@ -344,4 +344,21 @@ async fn a_tenant_named_payments_is_refused() {
             .expect("get")
             .is_none()
     );
+    // Deleting it, even with deletionPolicy Delete, leaves the service's database alone.
+    let tenants = Api::<Tenant>::all(client.clone());
+    tenants
+        .delete("payments", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the refused tenant's deletion", || async {
+        matches!(tenants.get_opt("payments").await, Ok(None)).then_some(())
+    })
+    .await;
+    let url = text(&service_secret(&client).await, "DATABASE_URL");
+    let (db, connection) =
+        tokio_postgres::connect(&url.replace("?sslmode=disable", ""), tokio_postgres::NoTls)
+            .await
+            .expect("the service's database is still there");
+    tokio::spawn(connection);
+    db.query_one("SELECT 1", &[]).await.expect("query");
 }
