@@ -137,17 +137,30 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
 /// availability is the Platform's `PaymentsServiceReady`) and Secret (the delivery key).
 async fn run_payments_service(client: kube::Client, namespace: &str, ctx: Arc<Reconciler>) {
     let service = || watcher::Config::default().labels(PAYMENTS_SELECTOR);
-    Controller::new(Api::<Platform>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Deployment>::namespaced(client.clone(), namespace), service())
-        .owns(Api::<Secret>::namespaced(client.clone(), namespace), service())
-        .shutdown_on_signal()
-        .run(payments_service::reconcile, payments_service::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "payments service controller event");
-            }
-        })
-        .await;
+    Controller::new(
+        Api::<Platform>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Deployment>::namespaced(client.clone(), namespace),
+        service(),
+    )
+    .owns(
+        Api::<Secret>::namespaced(client.clone(), namespace),
+        service(),
+    )
+    .shutdown_on_signal()
+    .run(
+        payments_service::reconcile,
+        payments_service::error_policy,
+        ctx,
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "payments service controller event");
+        }
+    })
+    .await;
 }
 
 /// Label selecting the payments service's objects.

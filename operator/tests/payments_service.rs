@@ -136,7 +136,10 @@ async fn the_platform_runs_the_payments_service_with_its_own_database_and_a_kept
         .get("tiqzy-payments")
         .await
         .expect("Service");
-    assert_eq!(service.spec.expect("spec").ports.expect("ports")[0].port, 8080);
+    assert_eq!(
+        service.spec.expect("spec").ports.expect("ports")[0].port,
+        8080
+    );
     let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), NAMESPACE)
         .get("tiqzy-payments")
         .await
@@ -206,10 +209,15 @@ async fn a_storefront_gets_its_delivery_secret_and_no_stripe_key() {
     })
     .await;
     assert_eq!(
-        condition(&tenant, "PaymentsReady").expect("PaymentsReady").reason,
+        condition(&tenant, "PaymentsReady")
+            .expect("PaymentsReady")
+            .reason,
         "PaymentsConfigured"
     );
-    let key = text(&service_secret(&client).await, "TIQZY_PAYMENTS_DELIVERY_KEY");
+    let key = text(
+        &service_secret(&client).await,
+        "TIQZY_PAYMENTS_DELIVERY_KEY",
+    );
     let ns = "tiqzy-pay-shop";
     let secrets = Api::<Secret>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
@@ -268,7 +276,10 @@ async fn a_storefront_gets_its_delivery_secret_and_no_stripe_key() {
         .flat_map(|p| p.sources.iter().flatten())
         .find_map(|s| s.service_account_token.clone())
         .expect("a projected token");
-    assert_eq!(token.audience.as_deref(), Some(tiqzy_crds::payments::AUDIENCE));
+    assert_eq!(
+        token.audience.as_deref(),
+        Some(tiqzy_crds::payments::AUDIENCE)
+    );
     assert_eq!(token.expiration_seconds, Some(3600));
 }
 

@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::{
     ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
     ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
-use tiqzy_crds::payments::{AUDIENCE, TOKEN_PATH};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tiqzy_crds::payments::{AUDIENCE, TOKEN_PATH};
 
 use super::{
     CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, METRICS_PORT, PAYMENTS_SECRET, SIGNING_SECRET,
@@ -245,22 +245,41 @@ mod payments_tests {
     #[test]
     fn the_storefront_presents_a_token_for_the_payments_service_only() {
         let mut tenant = fixture::validated(&fixture::tenant("acme"));
-        let pod = |t: &ValidatedTenant| deployment(t).spec.expect("spec").template.spec.expect("pod");
+        let pod = |t: &ValidatedTenant| {
+            deployment(t)
+                .spec
+                .expect("spec")
+                .template
+                .spec
+                .expect("pod")
+        };
         assert!(
-            !pod(&tenant).volumes.expect("volumes").iter().any(|v| v.projected.is_some()),
+            !pod(&tenant)
+                .volumes
+                .expect("volumes")
+                .iter()
+                .any(|v| v.projected.is_some()),
             "no payments service: no token"
         );
         tenant.payments_namespace = Some("tiqzy-system".to_owned());
         tenant.secrets.payments = Some(Default::default());
         let pod = pod(&tenant);
-        assert_eq!(pod.automount_service_account_token, Some(false), "no API token");
+        assert_eq!(
+            pod.automount_service_account_token,
+            Some(false),
+            "no API token"
+        );
         let volume = pod
             .volumes
             .expect("volumes")
             .into_iter()
             .find(|v| v.name == "payments-token")
             .expect("token volume");
-        let token = volume.projected.expect("projected").sources.expect("sources")[0]
+        let token = volume
+            .projected
+            .expect("projected")
+            .sources
+            .expect("sources")[0]
             .service_account_token
             .clone()
             .expect("token");

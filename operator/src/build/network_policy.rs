@@ -237,14 +237,18 @@ mod tests {
         assert_eq!(to_payments.ports, Some(vec![tcp(8080)]));
         let peer = &to_payments.to.as_ref().expect("to")[0];
         assert_eq!(
-            peer.namespace_selector.as_ref().and_then(|n| n.match_labels.clone()),
+            peer.namespace_selector
+                .as_ref()
+                .and_then(|n| n.match_labels.clone()),
             Some(BTreeMap::from([(
                 "kubernetes.io/metadata.name".to_owned(),
                 "tiqzy-system".to_owned()
             )]))
         );
         assert_eq!(
-            peer.pod_selector.as_ref().and_then(|p| p.match_labels.clone()),
+            peer.pod_selector
+                .as_ref()
+                .and_then(|p| p.match_labels.clone()),
             Some(service_selector())
         );
         let ingress = spec(1).ingress.expect("ingress");

@@ -433,8 +433,8 @@ fn ingress(input: &ServiceInput) -> Ingress {
 /// A Route serves a path and everything below it; the service answers 404 below the webhook
 /// path, so only `/webhooks/stripe` reaches a handler.
 fn route(input: &ServiceInput) -> DynamicObject {
-    let mut route = DynamicObject::new(PAYMENTS_SERVICE, &route_api_resource())
-        .within(&input.namespace);
+    let mut route =
+        DynamicObject::new(PAYMENTS_SERVICE, &route_api_resource()).within(&input.namespace);
     route.data = serde_json::json!({
         "spec": {
             "host": input.host,
@@ -476,7 +476,9 @@ mod tests {
         let shipped = read(include_str!("../../../config/rbac/payments_role.yaml"));
         let tested = read(include_str!("../../../payments/deploy/cluster-role.yaml"));
         assert_eq!(shipped, tested);
-        let binding = read(include_str!("../../../config/rbac/payments_role_binding.yaml"));
+        let binding = read(include_str!(
+            "../../../config/rbac/payments_role_binding.yaml"
+        ));
         assert_eq!(binding["roleRef"]["name"], shipped["metadata"]["name"]);
         assert_eq!(binding["subjects"][0]["name"], PAYMENTS_SERVICE);
     }
@@ -489,9 +491,16 @@ mod tests {
         let pod = spec.template.spec.expect("pod");
         let c = &pod.containers[0];
         assert_eq!(c.image, Some(input().image));
-        assert_eq!(c.command.as_deref(), Some(&["tiqzy-payments".to_owned()][..]));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["tiqzy-payments".to_owned()][..])
+        );
         assert_eq!(pod.service_account_name.as_deref(), Some("tiqzy-payments"));
-        let path = |p: &Option<Probe>| p.as_ref().and_then(|p| p.http_get.clone()).and_then(|g| g.path);
+        let path = |p: &Option<Probe>| {
+            p.as_ref()
+                .and_then(|p| p.http_get.clone())
+                .and_then(|g| g.path)
+        };
         assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
         assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
         assert_eq!(
@@ -515,14 +524,23 @@ mod tests {
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(sc.capabilities.expect("caps").drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            sc.capabilities.expect("caps").drop,
+            Some(vec!["ALL".to_owned()])
+        );
         assert_eq!(sc.seccomp_profile.expect("seccomp").type_, "RuntimeDefault");
     }
 
     #[test]
     fn the_api_base_reaches_the_service_only_when_set() {
         let env = |input: &ServiceInput| {
-            payments_service(input).deployment.spec.expect("spec").template.spec.expect("pod")
+            payments_service(input)
+                .deployment
+                .spec
+                .expect("spec")
+                .template
+                .spec
+                .expect("pod")
                 .containers[0]
                 .env
                 .clone()
@@ -544,12 +562,20 @@ mod tests {
     #[test]
     fn a_new_stripe_key_rolls_the_pods() {
         let annotations = |input: &ServiceInput| {
-            payments_service(input).deployment.spec.expect("spec").template.metadata.expect("meta")
+            payments_service(input)
+                .deployment
+                .spec
+                .expect("spec")
+                .template
+                .metadata
+                .expect("meta")
                 .annotations
                 .expect("annotations")
         };
         let mut rotated = input();
-        rotated.secret.insert("STRIPE_SECRET_KEY".to_owned(), "sk_test_y".to_owned());
+        rotated
+            .secret
+            .insert("STRIPE_SECRET_KEY".to_owned(), "sk_test_y".to_owned());
         assert_ne!(annotations(&input()), annotations(&rotated));
     }
 
@@ -579,12 +605,22 @@ mod tests {
     #[test]
     fn only_storefronts_and_the_router_get_in_and_only_what_it_calls_gets_out() {
         let policies = payments_service(&input()).network_policies;
-        let ingress = policies[0].spec.clone().expect("spec").ingress.expect("rules");
+        let ingress = policies[0]
+            .spec
+            .clone()
+            .expect("spec")
+            .ingress
+            .expect("rules");
         assert_eq!(ingress.len(), 1);
         let from = ingress[0].from.clone().expect("from");
         assert_eq!(from[0], storefronts());
         assert_eq!(ingress[0].ports, Some(vec![tcp(8080)]));
-        let egress = policies[1].spec.clone().expect("spec").egress.expect("rules");
+        let egress = policies[1]
+            .spec
+            .clone()
+            .expect("spec")
+            .egress
+            .expect("rules");
         let open: Vec<i32> = egress[1]
             .ports
             .iter()

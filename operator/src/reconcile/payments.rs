@@ -35,7 +35,14 @@ pub fn payments(
         .caches
         .secret_data(namespace, PAYMENTS_SERVICE)
         .and_then(|data| data.get(DELIVERY_KEY).cloned());
-    access(&platform.spec, platform.payments_service_ready, namespace, key.as_deref(), tenant, spec)
+    access(
+        &platform.spec,
+        platform.payments_service_ready,
+        namespace,
+        key.as_deref(),
+        tenant,
+        spec,
+    )
 }
 
 /// The decision, without I/O.
@@ -113,7 +120,14 @@ mod tests {
     fn the_storefront_gets_its_delivery_secret_and_never_a_stripe_key() {
         let key = "ab".repeat(32);
         let spec = fixture::tenant("acme").spec;
-        let (access, observed) = access(&with_stripe(), true, "tiqzy-system", Some(&key), "acme", &spec);
+        let (access, observed) = access(
+            &with_stripe(),
+            true,
+            "tiqzy-system",
+            Some(&key),
+            "acme",
+            &spec,
+        );
         let secret = access.secret.expect("secret");
         assert_eq!(
             secret,
@@ -133,12 +147,24 @@ mod tests {
         assert!(none.secret.is_none() && none.namespace.is_none());
         assert_eq!(observed.reason, Reason::PaymentsServiceNotReady);
         let key = "cd".repeat(32);
-        let (some, observed) =
-            access(&with_stripe(), false, "tiqzy-system", Some(&key), "acme", &spec);
+        let (some, observed) = access(
+            &with_stripe(),
+            false,
+            "tiqzy-system",
+            Some(&key),
+            "acme",
+            &spec,
+        );
         assert!(some.secret.is_some());
         assert_eq!(observed.reason, Reason::PaymentsServiceNotReady);
-        let (_, observed) =
-            access(&fixture::platform().spec, true, "tiqzy-system", Some(&key), "acme", &spec);
+        let (_, observed) = access(
+            &fixture::platform().spec,
+            true,
+            "tiqzy-system",
+            Some(&key),
+            "acme",
+            &spec,
+        );
         assert_eq!(observed.reason, Reason::PlatformNotConfigured);
     }
 }

@@ -44,7 +44,9 @@ pub async fn reconcile(platform: Arc<Platform>, r: Arc<Reconciler>) -> Result<Ac
     let ctx = &r.ctx;
     let observed = match converge(ctx, &platform).await {
         Ok(observed) => observed,
-        Err(Error::Refused { object, message, .. }) => Observed::failed(
+        Err(Error::Refused {
+            object, message, ..
+        }) => Observed::failed(
             types::PAYMENTS_SERVICE_READY,
             Reason::ObjectRefused,
             format!("the API server refused {object}: {message}"),
@@ -100,8 +102,7 @@ async fn converge(ctx: &Context, platform: &Platform) -> Result<Observed, Error>
         None => {
             return failed(
                 Reason::PlatformNotConfigured,
-                "Platform.spec.postgres is not set: the payments service needs its database"
-                    .into(),
+                "Platform.spec.postgres is not set: the payments service needs its database".into(),
             );
         }
     };
@@ -121,7 +122,9 @@ async fn converge(ctx: &Context, platform: &Platform) -> Result<Observed, Error>
         (DELIVERY_KEY.to_owned(), delivery_key),
     ]);
     let input = input(spec, ctx.route_api, namespace, secret);
-    let owner = platform.controller_owner_ref(&()).ok_or(Error::MissingUid)?;
+    let owner = platform
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingUid)?;
     let applier = Applier::with_labels(
         ctx.client.clone(),
         ctx.caches.clone(),
@@ -300,8 +303,19 @@ async fn write_status(ctx: &Context, platform: &Platform, observed: Observed) ->
                 b: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
         a.len() == b.len()
             && a.iter().zip(b).all(|(x, y)| {
-                (&x.type_, &x.status, &x.reason, &x.message, x.observed_generation)
-                    == (&y.type_, &y.status, &y.reason, &y.message, y.observed_generation)
+                (
+                    &x.type_,
+                    &x.status,
+                    &x.reason,
+                    &x.message,
+                    x.observed_generation,
+                ) == (
+                    &y.type_,
+                    &y.status,
+                    &y.reason,
+                    &y.message,
+                    y.observed_generation,
+                )
             })
     };
     if same(&previous.conditions, &conditions) {

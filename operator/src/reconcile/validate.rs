@@ -199,7 +199,10 @@ mod tests {
             .expect("stripe"),
         );
         let v = validate(&fixture::tenant("acme"), &platform).expect("valid");
-        assert!(v.store_ports.is_empty(), "the storefront never calls Stripe");
+        assert!(
+            v.store_ports.is_empty(),
+            "the storefront never calls Stripe"
+        );
         for (base, port) in [
             ("https://stripe.example", None),
             ("https://stripe.example:443/", None),
