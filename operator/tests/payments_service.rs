@@ -184,6 +184,22 @@ async fn the_platform_runs_the_payments_service_with_its_own_database_and_a_kept
     assert_eq!(text(&again, "TIQZY_PAYMENTS_DELIVERY_KEY"), key);
     assert_eq!(text(&again, "DATABASE_URL"), url);
 
+    // Converged, the service costs no writes: its objects and the Platform's status stay as
+    // they are over resyncs (every 3 s here).
+    payments_ready(&client).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = operator_write_times(&client).await;
+    assert!(
+        before.len() >= 8,
+        "expected the service's objects, got {before:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        before,
+        operator_write_times(&client).await,
+        "the operator wrote to a converged payments service"
+    );
+
     let out = Harness::shared()
         .kube
         .kubectl()
@@ -192,6 +208,51 @@ async fn the_platform_runs_the_payments_service_with_its_own_database_and_a_kept
         .expect("kubectl");
     let header = String::from_utf8_lossy(&out.stdout);
     assert!(header.contains("PAYMENTS"), "{header}");
+}
+
+/// The time of the operator's last write to each of the service's objects and the Platform.
+async fn operator_write_times(client: &kube::Client) -> std::collections::BTreeMap<String, String> {
+    let mut times = std::collections::BTreeMap::new();
+    let mut record = |kind: &str, object: &kube::api::ObjectMeta| {
+        for entry in object.managed_fields.iter().flatten() {
+            if entry.manager.as_deref() == Some("tiqzy-operator") {
+                let key = format!(
+                    "{kind}/{}/{}",
+                    object.name.clone().unwrap_or_default(),
+                    entry.subresource.clone().unwrap_or_default()
+                );
+                times.insert(key, format!("{:?}", entry.time));
+            }
+        }
+    };
+    let platform = Api::<Platform>::all(client.clone())
+        .get("default")
+        .await
+        .expect("platform");
+    record("Platform", &platform.metadata);
+    let selector = ListParams::default().labels("app.kubernetes.io/name=tiqzy-payments");
+    macro_rules! each {
+        ($($kind:ty),*) => {$(
+            for object in Api::<$kind>::namespaced(client.clone(), NAMESPACE)
+                .list(&selector)
+                .await
+                .expect("list")
+                .items
+            {
+                record(stringify!($kind), &object.metadata);
+            }
+        )*};
+    }
+    each!(
+        Secret,
+        ServiceAccount,
+        Deployment,
+        Service,
+        PodDisruptionBudget,
+        NetworkPolicy,
+        Ingress
+    );
+    times
 }
 
 #[tokio::test]
