@@ -15,6 +15,8 @@ pub mod types {
     /// The storefront has what it needs to take payments. Only a broken Stripe Secret makes
     /// the tenant not Ready: a storefront without payments still shows its events.
     pub const PAYMENTS_READY: &str = "PaymentsReady";
+    /// On the Platform: the payments service `tiqzy-payments` is available.
+    pub const PAYMENTS_SERVICE_READY: &str = "PaymentsServiceReady";
 }
 
 /// What a reason asks of the operator when its condition is False.
@@ -143,6 +145,12 @@ reasons! {
     /// The Secret `Platform.spec.caSecretRef` names, or its key `ca.crt`, is missing or holds
     /// no PEM certificate.
     TrustedCaUnavailable => Backoff,
+    /// Tenant: the payments service is not available (yet), so checkout waits for it.
+    PaymentsServiceNotReady => OnChange,
+    /// Platform: the payments service has its minimum of available replicas.
+    PaymentsServiceAvailable => Settled,
+    /// Platform: the payments service's pods are starting or rolling.
+    PaymentsServiceProgressing => Backoff,
 }
 
 impl fmt::Display for Reason {

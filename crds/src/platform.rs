@@ -1,5 +1,6 @@
 //! `Platform`: what every tenant shares. A singleton named `default`.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
     doc = "Settings every Tiqzy tenant shares. A singleton named `default`.",
     printcolumn(name = "Base Domain", type_ = "string", json_path = ".spec.baseDomain"),
     printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants"),
+    printcolumn(name = "Payments", type_ = "string", json_path = ".status.conditions[?(@.type==\"PaymentsServiceReady\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name == 'default'")
         .message("metadata.name: the Platform is a singleton and must be named 'default'")
@@ -220,14 +222,17 @@ pub enum KeyVaultAuthMethod {
 pub struct Stripe {
     /// Secret with key `secretKey`: the platform's API key (prefer a restricted `rk_` key).
     pub secret_key_ref: SecretRef,
-    /// Secret with key `webhookSecret`: the signing secret of the webhook endpoint.
+    /// Secret with key `webhookSecret`: the signing secret(s) of the webhook endpoint
+    /// `https://payments.<baseDomain>/webhooks/stripe`, comma-separated (newest first) during
+    /// a rotation.
     pub webhook_secret_ref: SecretRef,
     /// Application fee on primary sales, in basis points, for tenants that set none.
     #[serde(default)]
     #[schemars(range(min = 0, max = 10000))]
     pub default_application_fee_bps: i32,
-    /// Where storefronts reach Stripe's API, e.g. `http://stripe-mock.staging:12111`; unset
-    /// means Stripe itself. For staging platforms with a Stripe-compatible test server.
+    /// Where the payments service (`tiqzy-payments`, the only holder of the key) reaches
+    /// Stripe's API, e.g. `http://stripe-mock.staging:12111`; unset means Stripe itself. For
+    /// staging platforms with a Stripe-compatible test server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^\s/]+/?$"))]
     pub api_base: Option<String>,
@@ -265,4 +270,9 @@ pub struct PlatformStatus {
     /// Number of Tenants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenants: Option<i32>,
+    /// PaymentsServiceReady: whether `tiqzy-payments`, which the operator runs in its own
+    /// namespace from `spec.stripe`, is available to the storefronts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
 }

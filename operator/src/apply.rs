@@ -24,7 +24,10 @@ pub struct Applier {
     client: kube::Client,
     caches: Caches,
     owner: OwnerReference,
+    /// Whose objects these are: the tenant's name, or the payments service's key; names the
+    /// applier's records and, for a tenant, selects what is pruned.
     tenant: String,
+    labels: std::collections::BTreeMap<String, String>,
     /// Writes performed, for the no-writes-when-converged guarantee and its metric.
     pub writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -39,11 +42,25 @@ impl Debug for Applier {
 
 impl Applier {
     pub fn new(client: kube::Client, caches: Caches, owner: OwnerReference, tenant: &str) -> Self {
+        Self::with_labels(client, caches, owner, tenant, labels(tenant))
+    }
+
+    /// An applier for objects that belong to no tenant (the payments service, owned by the
+    /// Platform), labelled with `labels`. `key` names its records and must not be a tenant's
+    /// name.
+    pub fn with_labels(
+        client: kube::Client,
+        caches: Caches,
+        owner: OwnerReference,
+        key: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Self {
         Self {
             client,
             caches,
             owner,
-            tenant: tenant.to_owned(),
+            tenant: key.to_owned(),
+            labels,
             writes: Default::default(),
         }
     }
@@ -53,7 +70,7 @@ impl Applier {
         meta.owner_references = Some(vec![self.owner.clone()]);
         meta.labels
             .get_or_insert_with(Default::default)
-            .extend(labels(&self.tenant));
+            .extend(self.labels.clone());
     }
 
     /// Writes sent so far.

@@ -22,6 +22,8 @@ pub struct Settings {
     pub key_vault_poll: Duration,
     /// Extra trusted roots and address overrides for Key Vault and Entra ID.
     pub key_vault_transport: Transport,
+    /// The operator's own namespace (`POD_NAMESPACE`), where the payments service runs.
+    pub namespace: String,
 }
 
 pub struct Context {

@@ -19,7 +19,7 @@ use tiqzy_crds::Platform;
 use crate::cache::{Caches, GuardedTenant, MANAGED_SELECTOR, reflected};
 use crate::context::{Context, Settings};
 use crate::metrics::Metrics;
-use crate::reconcile::{Reconciler, error_policy, reconcile};
+use crate::reconcile::{Reconciler, error_policy, payments_service, reconcile};
 
 /// Whether the API server serves OpenShift Routes.
 pub async fn route_api_served(client: &kube::Client) -> bool {
@@ -55,6 +55,7 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     );
     let store = controller.store();
     let (caches, w) = Caches::new();
+    let namespace = settings.namespace.clone();
     let ctx = Arc::new(Reconciler::new(Context::new(
         client.clone(),
         store.clone(),
@@ -105,7 +106,7 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     } else {
         controller
     };
-    controller
+    let tenants = controller
         .watches_stream(
             reflected::<Platform>(&client, watcher::Config::default(), w.platforms),
             move |_platform| {
@@ -117,7 +118,7 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
             },
         )
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 // A watch that fails (a permission missing from the ClusterRole, say) stalls
@@ -128,6 +129,39 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
                 Err(e) => tracing::debug!(error = %e, "controller event"),
                 Ok(_) => {}
             }
-        })
-        .await;
+        });
+    tokio::join!(tenants, run_payments_service(client, &namespace, ctx));
 }
+
+/// Runs the payments service's controller: the Platform and the service's Deployment (its
+/// availability is the Platform's `PaymentsServiceReady`) and Secret (the delivery key).
+async fn run_payments_service(client: kube::Client, namespace: &str, ctx: Arc<Reconciler>) {
+    let service = || watcher::Config::default().labels(PAYMENTS_SELECTOR);
+    Controller::new(
+        Api::<Platform>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Deployment>::namespaced(client.clone(), namespace),
+        service(),
+    )
+    .owns(
+        Api::<Secret>::namespaced(client.clone(), namespace),
+        service(),
+    )
+    .shutdown_on_signal()
+    .run(
+        payments_service::reconcile,
+        payments_service::error_policy,
+        ctx,
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "payments service controller event");
+        }
+    })
+    .await;
+}
+
+/// Label selecting the payments service's objects.
+const PAYMENTS_SELECTOR: &str = "app.kubernetes.io/name=tiqzy-payments";

@@ -25,7 +25,7 @@ struct Args {
     /// Elect one active replica through a Lease (keep on when running more than one).
     #[arg(long, env = "TIQZY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Namespace of the Lease (the operator's own namespace).
+    /// The operator's own namespace: the Lease and the payments service live there.
     #[arg(long, env = "POD_NAMESPACE", default_value = "tiqzy-system")]
     lease_namespace: String,
     /// Seconds a leader's claim lasts without renewal.
@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         key_vault_poll: Duration::from_secs(args.key_vault_poll_seconds.max(1)),
         key_vault_transport: transport,
+        namespace: args.lease_namespace.clone(),
     };
     controller::run(client, metrics, settings).await;
     Ok(())

@@ -13,6 +13,8 @@ pub struct PlatformView {
     pub spec: PlatformSpec,
     /// Whether the API server serves `route.openshift.io/v1`.
     pub route_api: bool,
+    /// The Platform's `PaymentsServiceReady` condition is True.
+    pub payments_service_ready: bool,
 }
 
 impl PlatformView {
@@ -26,6 +28,7 @@ impl PlatformView {
         Self {
             spec,
             route_api: false,
+            payments_service_ready: true,
         }
     }
 }
@@ -43,7 +46,7 @@ pub struct TenantSecrets {
     pub signing: BTreeMap<String, String>,
     pub database: Option<BTreeMap<String, String>>,
     pub cache: Option<BTreeMap<String, String>>,
-    /// The platform's Stripe keys, when it has them.
+    /// `TIQZY_PAYMENTS_WEBHOOK_SECRETS`, once the payments service runs: never a Stripe key.
     pub payments: Option<BTreeMap<String, String>>,
     /// The Key Vault certificate to serve, when there is one.
     pub tls: Option<TlsSecret>,
@@ -87,8 +90,9 @@ pub struct ValidatedTenant {
     /// Ports the storefront calls besides 443 (the platform's PostgreSQL and Redis, a Stripe
     /// API base on another port), for egress policies.
     pub store_ports: Vec<i32>,
-    /// `Platform.spec.stripe.apiBase`: where the storefront reaches Stripe, when not Stripe.
-    pub stripe_api_base: Option<String>,
+    /// The operator's namespace, where the payments service runs, once the storefront may
+    /// use it (set with `secrets.payments`).
+    pub payments_namespace: Option<String>,
     /// PEM of the private CAs the storefront trusts (`Platform.spec.caSecretRef`).
     pub trusted_cas: Option<String>,
     /// The platform's application fee on primary sales, in basis points.
@@ -115,7 +119,7 @@ impl ValidatedTenant {
             .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]);
         // Platform values the pods read join the digest only when set, so digests of
         // tenants without them stay as they were and no pod rolls for nothing.
-        let platform = [&self.stripe_api_base, &self.trusted_cas]
+        let platform = [&self.payments_namespace, &self.trusted_cas]
             .into_iter()
             .flatten()
             .map(String::as_bytes);

@@ -103,20 +103,17 @@ async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
         .expect("query");
     assert_eq!(row.get::<_, String>(0), "tiqzy_shop_ready");
 
-    // The storefront can take payments: the platform's keys, the tenant's account and fee.
-    let stripe = Api::<Secret>::namespaced(client.clone(), "tiqzy-shop-ready")
-        .get("storefront-stripe")
+    // The storefront can take payments through the payments service: the secret its events
+    // are signed with (never the platform's Stripe key), the tenant's account and fee.
+    let payments = Api::<Secret>::namespaced(client.clone(), "tiqzy-shop-ready")
+        .get("storefront-payments")
         .await
-        .expect("stripe secret")
+        .expect("payments secret")
         .data
         .expect("data");
     assert_eq!(
-        stripe["STRIPE_SECRET_KEY"].0,
-        tiqzy_e2e::STRIPE_TEST_KEY.as_bytes()
-    );
-    assert_eq!(
-        stripe["STRIPE_WEBHOOK_SECRETS"].0,
-        tiqzy_e2e::STRIPE_WEBHOOK_SECRET.as_bytes()
+        payments.keys().collect::<Vec<_>>(),
+        vec!["TIQZY_PAYMENTS_WEBHOOK_SECRETS"]
     );
     let settings = Api::<ConfigMap>::namespaced(client.clone(), "tiqzy-shop-ready")
         .get("storefront")
@@ -126,6 +123,10 @@ async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
         .expect("data");
     assert_eq!(settings["TIQZY_STRIPE_ACCOUNT"], "acct_1ShopReady");
     assert_eq!(settings["TIQZY_APPLICATION_FEE_BPS"], "250");
+    assert_eq!(
+        settings["TIQZY_PAYMENTS_URL"],
+        "http://tiqzy-payments.tiqzy-system.svc:8080"
+    );
 
     let h = Harness::shared();
     let out = h

@@ -171,6 +171,9 @@ COPY bundle/metadata /metadata/
 // The ClusterServiceVersion
 // ---------------------------------------------------------------------------------------
 
+/// The payments service's ServiceAccount (config/rbac/payments_*.yaml).
+const PAYMENTS_ACCOUNT: &str = "tiqzy-payments";
+
 fn csv(
     root: &Path,
     manager: &Kustomization,
@@ -198,6 +201,14 @@ fn csv(
         .as_str()
         .context("the Deployment names no serviceAccountName")?;
     let (cluster_rules, namespace_rules) = rbac.rules_bound_to(account, namespace)?;
+    // The payments service the operator deploys runs as an account of its own, whose role
+    // (TokenReview, reading Tenants) OLM creates with the operator's.
+    let (payments_rules, payments_namespace_rules) =
+        rbac.rules_bound_to(PAYMENTS_ACCOUNT, namespace)?;
+    ensure!(
+        payments_namespace_rules.is_empty(),
+        "{PAYMENTS_ACCOUNT} needs no namespaced role"
+    );
 
     let platform = samples.only("Platform")?;
     let examples = json!([
@@ -285,7 +296,10 @@ fn csv(
                         "label": deployment["metadata"]["labels"],
                         "spec": spec,
                     }],
-                    "clusterPermissions": [{ "serviceAccountName": account, "rules": cluster_rules }],
+                    "clusterPermissions": [
+                        { "serviceAccountName": account, "rules": cluster_rules },
+                        { "serviceAccountName": PAYMENTS_ACCOUNT, "rules": payments_rules },
+                    ],
                     "permissions": [{ "serviceAccountName": account, "rules": namespace_rules }],
                 },
             },

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
+use tiqzy_crds::payments::TOKEN_PATH;
+
+use super::payments_service::service_url;
 use super::{HTTP_PORT, METRICS_PORT, STOREFRONT, meta};
 use crate::tenant::ValidatedTenant;
 
@@ -59,8 +62,9 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
     if let Some(cas) = &tenant.trusted_cas {
         data.insert("TIQZY_TRUSTED_CA_PEM", cas.clone());
     }
-    if let Some(base) = &tenant.stripe_api_base {
-        data.insert("STRIPE_API_BASE", base.clone());
+    if let Some(namespace) = &tenant.payments_namespace {
+        data.insert("TIQZY_PAYMENTS_URL", service_url(namespace));
+        data.insert("TIQZY_PAYMENTS_TOKEN_FILE", TOKEN_PATH.to_owned());
     }
     if let Some(staff) = &spec.staff_auth {
         data.insert("TIQZY_OAUTH_ISSUER", staff.issuer.clone());
@@ -97,6 +101,24 @@ mod tests {
         assert!(!data.contains_key("TIQZY_BRAND_LOGO_URL"));
         assert!(!data.contains_key("TIQZY_STRIPE_ACCOUNT"));
         assert_eq!(data["TIQZY_APPLICATION_FEE_BPS"], "0");
+    }
+
+    #[test]
+    fn the_storefront_finds_the_payments_service_and_its_token() {
+        let mut tenant = fixture::validated(&fixture::tenant("acme"));
+        let data = config_map(&tenant).data.expect("data");
+        assert!(!data.contains_key("TIQZY_PAYMENTS_URL"), "no service yet");
+        tenant.payments_namespace = Some("tiqzy-system".to_owned());
+        let data = config_map(&tenant).data.expect("data");
+        assert_eq!(
+            data["TIQZY_PAYMENTS_URL"],
+            "http://tiqzy-payments.tiqzy-system.svc:8080"
+        );
+        assert_eq!(
+            data["TIQZY_PAYMENTS_TOKEN_FILE"],
+            "/var/run/secrets/tiqzy-payments/token"
+        );
+        assert!(!data.keys().any(|k| k.starts_with("STRIPE_")));
     }
 
     #[test]
@@ -151,7 +173,10 @@ mod tests {
         let data = config_map(&crate::reconcile::validate(&tenant, &platform).expect("valid"))
             .data
             .expect("data");
-        assert_eq!(data["STRIPE_API_BASE"], "http://stripe-mock.staging:12111");
+        assert!(
+            !data.contains_key("STRIPE_API_BASE"),
+            "the payments service calls Stripe, not the storefront"
+        );
         tenant
             .spec
             .payments

@@ -10,11 +10,13 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tiqzy_crds::payments::{AUDIENCE, TOKEN_PATH};
 
 use super::{
     CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, METRICS_PORT, PAYMENTS_SECRET, SIGNING_SECRET,
@@ -60,6 +62,25 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
         }),
         ..EnvFromSource::default()
     }));
+
+    let mut volume_mounts = vec![VolumeMount {
+        name: "tmp".to_owned(),
+        mount_path: "/tmp".to_owned(),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("64Mi".to_owned())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    if tenant.payments_namespace.is_some() {
+        let (volume, mount) = payments_token();
+        volumes.push(volume);
+        volume_mounts.push(mount);
+    }
 
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -112,11 +133,7 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
             seccomp_profile: Some(runtime_default()),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
 
@@ -160,14 +177,7 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
                     }),
                     termination_grace_period_seconds: Some(30),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("64Mi".to_owned())),
-                            ..EmptyDirVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -175,6 +185,37 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
         }),
         ..Deployment::default()
     }
+}
+
+/// Seconds a payments token lasts; the kubelet renews it at 80 % of that.
+const PAYMENTS_TOKEN_SECONDS: i64 = 3600;
+
+/// The projected ServiceAccount token the storefront presents to the payments service (its
+/// only Kubernetes credential, good for that audience alone), at `tiqzy_crds::payments::TOKEN_PATH`.
+fn payments_token() -> (Volume, VolumeMount) {
+    let (dir, file) = TOKEN_PATH.rsplit_once('/').expect("an absolute path");
+    let volume = Volume {
+        name: "payments-token".to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(AUDIENCE.to_owned()),
+                    expiration_seconds: Some(PAYMENTS_TOKEN_SECONDS),
+                    path: file.to_owned(),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            default_mode: Some(0o440),
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: "payments-token".to_owned(),
+        mount_path: dir.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    (volume, mount)
 }
 
 fn runtime_default() -> SeccompProfile {
@@ -193,6 +234,76 @@ fn default_resources() -> ResourceRequirements {
         ])),
         limits: Some(BTreeMap::from([("memory".to_owned(), q("256Mi"))])),
         ..ResourceRequirements::default()
+    }
+}
+
+#[cfg(test)]
+mod payments_tests {
+    use super::*;
+    use crate::build::fixture;
+
+    #[test]
+    fn the_storefront_presents_a_token_for_the_payments_service_only() {
+        let mut tenant = fixture::validated(&fixture::tenant("acme"));
+        let pod = |t: &ValidatedTenant| {
+            deployment(t)
+                .spec
+                .expect("spec")
+                .template
+                .spec
+                .expect("pod")
+        };
+        assert!(
+            !pod(&tenant)
+                .volumes
+                .expect("volumes")
+                .iter()
+                .any(|v| v.projected.is_some()),
+            "no payments service: no token"
+        );
+        tenant.payments_namespace = Some("tiqzy-system".to_owned());
+        tenant.secrets.payments = Some(Default::default());
+        let pod = pod(&tenant);
+        assert_eq!(
+            pod.automount_service_account_token,
+            Some(false),
+            "no API token"
+        );
+        let volume = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "payments-token")
+            .expect("token volume");
+        let token = volume
+            .projected
+            .expect("projected")
+            .sources
+            .expect("sources")[0]
+            .service_account_token
+            .clone()
+            .expect("token");
+        assert_eq!(token.audience.as_deref(), Some("tiqzy-payments"));
+        assert_eq!(token.expiration_seconds, Some(3600));
+        let container = &pod.containers[0];
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "payments-token")
+            .expect("mount");
+        assert_eq!(
+            format!("{}/{}", mount.mount_path, token.path),
+            "/var/run/secrets/tiqzy-payments/token"
+        );
+        let secrets: Vec<_> = container
+            .env_from
+            .iter()
+            .flatten()
+            .filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.as_str()))
+            .collect();
+        assert!(secrets.contains(&"storefront-payments"), "{secrets:?}");
+        assert!(!secrets.contains(&"storefront-stripe"), "{secrets:?}");
     }
 }
 

@@ -6,6 +6,7 @@ mod deployment;
 mod hpa;
 mod namespace;
 mod network_policy;
+pub mod payments_service;
 mod pdb;
 mod routing;
 mod secrets;
@@ -33,7 +34,8 @@ pub const METRICS_PORT: i32 = 9090;
 pub const SIGNING_SECRET: &str = "storefront-signing";
 pub const DATABASE_SECRET: &str = "storefront-database";
 pub const CACHE_SECRET: &str = "storefront-cache";
-pub const PAYMENTS_SECRET: &str = "storefront-stripe";
+/// The storefront's secret for the payments service: only the per-tenant delivery secret.
+pub const PAYMENTS_SECRET: &str = "storefront-payments";
 pub const TLS_SECRET: &str = "storefront-tls";
 
 /// How the storefront is exposed.

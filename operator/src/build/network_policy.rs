@@ -11,13 +11,14 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::payments_service::{PAYMENTS_PORT, service_selector};
 use super::{HTTP_PORT, METRICS_PORT, meta, selector};
 use crate::tenant::ValidatedTenant;
 
 /// Namespaces labelled so may reach storefronts (an ingress controller's namespace, say).
 pub const INGRESS_NAMESPACE_LABEL: &str = "tiqzy.io/storefront-ingress";
 /// OpenShift labels its router namespace with this policy group.
-const OPENSHIFT_INGRESS_LABEL: &str = "policy-group.network.openshift.io/ingress";
+pub const OPENSHIFT_INGRESS_LABEL: &str = "policy-group.network.openshift.io/ingress";
 /// Namespaces labelled so may scrape storefronts' metrics (Prometheus's namespace, say).
 pub const MONITORING_NAMESPACE_LABEL: &str = "tiqzy.io/storefront-monitoring";
 /// OpenShift labels its monitoring namespaces (platform and user workload) with this.
@@ -80,7 +81,42 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
             ..NetworkPolicySpec::default()
         }),
     };
-    let mut egress = vec![NetworkPolicyEgressRule {
+    let mut egress = vec![dns()];
+    let mut outbound = vec![tcp(443)];
+    outbound.extend(tenant.store_ports.iter().map(|p| tcp(*p)));
+    egress.push(NetworkPolicyEgressRule {
+        to: None,
+        ports: Some(outbound),
+    });
+    // The payments service: the storefront's requests out, its event deliveries in.
+    let mut allow_ingress = allow_ingress;
+    if let Some(namespace) = &tenant.payments_namespace {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![payments_pods(namespace)]),
+            ports: Some(vec![tcp(PAYMENTS_PORT)]),
+        });
+        if let Some(rules) = allow_ingress.spec.as_mut().and_then(|s| s.ingress.as_mut()) {
+            rules.push(NetworkPolicyIngressRule {
+                from: Some(vec![payments_pods(namespace)]),
+                ports: Some(vec![tcp(HTTP_PORT)]),
+            });
+        }
+    }
+    let allow_egress = NetworkPolicy {
+        metadata: meta(tenant, "storefront-egress"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(storefront),
+            policy_types: Some(vec!["Egress".to_owned()]),
+            egress: Some(egress),
+            ..NetworkPolicySpec::default()
+        }),
+    };
+    vec![deny_all, allow_ingress, allow_egress]
+}
+
+/// The cluster DNS, wherever it runs.
+pub fn dns() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector::default()),
             pod_selector: Some(LabelSelector {
@@ -98,30 +134,32 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
             port(5353, "UDP"),
             port(5353, "TCP"),
         ]),
-    }];
-    let mut outbound = vec![tcp(443)];
-    outbound.extend(tenant.store_ports.iter().map(|p| tcp(*p)));
-    egress.push(NetworkPolicyEgressRule {
-        to: None,
-        ports: Some(outbound),
-    });
-    let allow_egress = NetworkPolicy {
-        metadata: meta(tenant, "storefront-egress"),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(storefront),
-            policy_types: Some(vec!["Egress".to_owned()]),
-            egress: Some(egress),
-            ..NetworkPolicySpec::default()
-        }),
-    };
-    vec![deny_all, allow_ingress, allow_egress]
+    }
 }
 
-fn tcp(number: i32) -> NetworkPolicyPort {
+/// The payments service's pods in the operator's namespace.
+fn payments_pods(namespace: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                namespace.to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(service_selector()),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+pub fn tcp(number: i32) -> NetworkPolicyPort {
     port(number, "TCP")
 }
 
-fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
+pub fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
     NetworkPolicyPort {
         port: Some(IntOrString::Int(number)),
         protocol: Some(protocol.to_owned()),
@@ -185,5 +223,37 @@ mod tests {
                 IntOrString::Int(6379)
             ]
         );
+        assert_eq!(egress.len(), 2, "no payments service known: no rule for it");
+    }
+
+    #[test]
+    fn the_storefront_calls_the_payments_service_and_takes_its_deliveries() {
+        let mut tenant = fixture::validated(&fixture::tenant("acme"));
+        tenant.payments_namespace = Some("tiqzy-system".to_owned());
+        let policies = network_policies(&tenant);
+        let spec = |i: usize| policies[i].spec.clone().expect("spec");
+        let egress = spec(2).egress.expect("egress");
+        let to_payments = &egress[2];
+        assert_eq!(to_payments.ports, Some(vec![tcp(8080)]));
+        let peer = &to_payments.to.as_ref().expect("to")[0];
+        assert_eq!(
+            peer.namespace_selector
+                .as_ref()
+                .and_then(|n| n.match_labels.clone()),
+            Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                "tiqzy-system".to_owned()
+            )]))
+        );
+        assert_eq!(
+            peer.pod_selector
+                .as_ref()
+                .and_then(|p| p.match_labels.clone()),
+            Some(service_selector())
+        );
+        let ingress = spec(1).ingress.expect("ingress");
+        let from_payments = ingress.last().expect("a rule");
+        assert_eq!(from_payments.from.as_ref().expect("from")[0], *peer);
+        assert_eq!(from_payments.ports, Some(vec![tcp(HTTP_PORT)]));
     }
 }

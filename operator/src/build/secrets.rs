@@ -1,5 +1,5 @@
 //! Secrets the operator writes into the tenant's namespace: the ticket signing key, the
-//! database and cache credentials, the platform's Stripe keys. Their values come from the dereference step (existing
+//! database and cache credentials, the secret the payments service signs its deliveries with. Their values come from the dereference step (existing
 //! values are kept, new ones generated there), so building stays pure.
 
 use std::collections::BTreeMap;

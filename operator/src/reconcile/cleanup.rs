@@ -10,6 +10,7 @@ use tiqzy_crds::{DeletionPolicy, Platform, Tenant, TenantPhase};
 
 use super::servers::{self, Servers};
 use super::{Reconciler, report};
+use crate::build::payments_service::PAYMENTS_HOST_LABEL;
 use crate::error::Error;
 use crate::external::{StoreError, postgres, redis};
 use crate::names;
@@ -30,6 +31,11 @@ pub async fn cleanup(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         );
         let event = note(EventType::Warning, "FinalizerReleased", text);
         report::publish(ctx, &reference, event).await;
+        return Ok(Action::await_change());
+    }
+    if name == PAYMENTS_HOST_LABEL {
+        // Refused before anything was provisioned, and `tiqzy_payments` is the payments
+        // service's database: whatever the policy says, it is not this tenant's to drop.
         return Ok(Action::await_change());
     }
     let policy = tenant.spec.database.deletion_policy;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::ObjectRef;
 use tiqzy_crds::Tenant;
+use tiqzy_crds::conditions::types;
 
 use super::certificate::{self, Certificate, Polls};
 use super::servers::{self, Servers};
@@ -23,9 +24,15 @@ use crate::tenant::{PlatformView, ValidatedTenant};
 pub async fn platform(ctx: &Context) -> Option<PlatformView> {
     ctx.caches.ready().await;
     let platform = ctx.caches.platforms.get(&ObjectRef::new("default"))?;
+    let payments_service_ready = platform.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == types::PAYMENTS_SERVICE_READY && c.status == "True")
+    });
     Some(PlatformView {
         spec: platform.spec.clone(),
         route_api: ctx.route_api,
+        payments_service_ready,
     })
 }
 
@@ -56,11 +63,12 @@ pub async fn dereference(
     let others: Vec<&Tenant> = others.iter().filter_map(|g| g.0.as_ref().ok()).collect();
     let conflict = hosts::conflict(tenant, &v.hosts, &others, &platform.spec.base_domain);
     let servers = servers::servers(ctx, &platform.spec).await;
-    let (stripe, payments) = payments::payments(ctx, &platform.spec, &v.spec).await;
+    let (access, payments) = payments::payments(ctx, platform, &v.name, &v.spec);
     let mut secrets =
         credentials::tenant_secrets(ctx, &v.name, &v.namespace, v.spec.cache.mode, &servers)
             .await?;
-    secrets.payments = stripe;
+    secrets.payments = access.secret;
+    v.payments_namespace = access.namespace;
     v = v.with_secrets(secrets);
     let certificate = certificate::certificate(ctx, polls, &v, &platform.spec).await?;
     v.serve_certificate(certificate.serve.clone());

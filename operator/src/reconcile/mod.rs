@@ -10,6 +10,7 @@ mod dereference;
 mod hosts;
 mod objects;
 mod payments;
+pub mod payments_service;
 mod report;
 mod retry;
 mod rollout;

@@ -3,6 +3,7 @@
 
 use tiqzy_crds::{PlatformSpec, RoutingMode, Tenant, TenantSpec};
 
+use crate::build::payments_service::PAYMENTS_HOST_LABEL;
 use crate::error::Error;
 use crate::names;
 use crate::tenant::{PlatformView, RoutingKind, TenantSecrets, ValidatedTenant};
@@ -16,6 +17,12 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         .clone()
         .ok_or_else(|| Error::InvalidSpec("the Tenant has no name".into()))?;
     let hosts = names::hosts(&name, &tenant.spec.hosts, &platform.spec.base_domain);
+    let reserved = payments_host(&platform.spec.base_domain);
+    if name == PAYMENTS_HOST_LABEL || hosts.contains(&reserved) {
+        return Err(Error::InvalidSpec(format!(
+            "the name {PAYMENTS_HOST_LABEL:?} and the host {reserved} are the payments service's: choose another name or host"
+        )));
+    }
     let routing = match platform.spec.routing.mode {
         RoutingMode::Route => RoutingKind::Route,
         RoutingMode::Ingress => RoutingKind::Ingress,
@@ -34,11 +41,6 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
     });
     // A Redis URL that does not read is reported by CacheReady; no egress is opened for it.
     let redis_port = |url: &str| names::redis_address(url).ok().map(|(_, p)| i32::from(p));
-    let stripe_api_base = platform
-        .spec
-        .stripe
-        .as_ref()
-        .and_then(|s| s.api_base.clone());
     let store_ports = [
         platform.spec.postgres.as_ref().map(|p| p.port),
         platform
@@ -46,7 +48,6 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
             .redis
             .as_ref()
             .and_then(|r| redis_port(&r.url)),
-        stripe_api_base.as_deref().and_then(api_port),
     ]
     .into_iter()
     .flatten()
@@ -64,7 +65,7 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         secrets: TenantSecrets::default(),
         store_ports,
         application_fee_bps: application_fee_bps(&platform.spec, &tenant.spec),
-        stripe_api_base,
+        payments_namespace: None,
         trusted_cas: None,
         config_digest: String::new(),
     })
@@ -72,7 +73,7 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
 
 /// The port of an `http(s)://host[:port]` API base when it is not 443 (which every
 /// storefront may call anyway).
-fn api_port(base: &str) -> Option<i32> {
+pub fn api_port(base: &str) -> Option<i32> {
     let (scheme, rest) = base.split_once("://")?;
     let authority = rest.trim_end_matches('/');
     let port = match authority.rsplit_once(':') {
@@ -81,6 +82,11 @@ fn api_port(base: &str) -> Option<i32> {
         _ => 443,
     };
     (port != 443).then_some(port)
+}
+
+/// The host Stripe calls the payments service on: `payments.<baseDomain>`.
+pub fn payments_host(base_domain: &str) -> String {
+    format!("{PAYMENTS_HOST_LABEL}.{base_domain}")
 }
 
 /// The application fee on primary sales: the tenant's own, else the Platform's default.
@@ -117,6 +123,22 @@ mod tests {
         platform.route_api = true;
         let v = validate(&fixture::tenant("acme"), &platform).expect("valid");
         assert_eq!(v.routing, RoutingKind::Route);
+    }
+
+    #[test]
+    fn the_payments_host_is_no_tenant_s() {
+        let refused = validate(&fixture::tenant("payments"), &fixture::platform());
+        let Err(Error::InvalidSpec(message)) = refused else {
+            panic!("refused expected, got {refused:?}")
+        };
+        assert!(message.contains("payments.apps.example.com"), "{message}");
+        let mut squatter = fixture::tenant("acme");
+        squatter.spec.hosts = vec!["payments.apps.example.com".to_owned()];
+        assert!(matches!(
+            validate(&squatter, &fixture::platform()),
+            Err(Error::InvalidSpec(_))
+        ));
+        assert!(validate(&fixture::tenant("payments2"), &fixture::platform()).is_ok());
     }
 
     #[test]
@@ -166,34 +188,21 @@ mod tests {
     }
 
     #[test]
-    fn a_stripe_api_base_reaches_the_pods_rolls_them_and_opens_its_port() {
+    fn a_stripe_api_base_is_the_payments_service_s_not_the_storefront_s() {
         let mut platform = fixture::platform();
-        let stripe = |base: Option<&str>| {
-            let mut stripe = serde_json::json!({
+        platform.spec.stripe = Some(
+            serde_json::from_value(serde_json::json!({
                 "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
                 "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
-            });
-            if let Some(base) = base {
-                stripe["apiBase"] = base.into();
-            }
-            Some(serde_json::from_value(stripe).expect("stripe"))
-        };
-        platform.spec.stripe = stripe(None);
-        let tenant = fixture::tenant("acme");
-        let plain = validate(&tenant, &platform)
-            .expect("valid")
-            .with_secrets(TenantSecrets::default());
-        assert_eq!(plain.stripe_api_base, None);
-        platform.spec.stripe = stripe(Some("http://stripe-mock.staging:12111"));
-        let mocked = validate(&tenant, &platform)
-            .expect("valid")
-            .with_secrets(TenantSecrets::default());
-        assert_eq!(
-            mocked.stripe_api_base.as_deref(),
-            Some("http://stripe-mock.staging:12111")
+                "apiBase": "http://stripe-mock.staging:12111",
+            }))
+            .expect("stripe"),
         );
-        assert_eq!(mocked.store_ports, vec![12111]);
-        assert_ne!(plain.config_digest, mocked.config_digest, "the pods roll");
+        let v = validate(&fixture::tenant("acme"), &platform).expect("valid");
+        assert!(
+            v.store_ports.is_empty(),
+            "the storefront never calls Stripe"
+        );
         for (base, port) in [
             ("https://stripe.example", None),
             ("https://stripe.example:443/", None),
