@@ -6,10 +6,12 @@ pub mod caller;
 pub mod checkout;
 pub mod config;
 pub mod http;
+pub mod outbox;
 pub mod registry;
 pub mod sessions;
 pub mod state;
 pub mod stripe;
+pub mod webhook;
 
 use secrecy::ExposeSecret;
 
@@ -37,11 +39,25 @@ impl Application {
         MIGRATOR.run(&db).await?;
         let registry = registry::Registry::start(kube.clone()).await?;
         let stripe = stripe::Stripe::new(&config.stripe_secret_key, &config.stripe_api_base)?;
+        let webhooks = webhook::Webhooks::new(config);
+        if let Some(delivery_key) = &config.delivery_key {
+            outbox::Outbox {
+                db: db.clone(),
+                delivery_key: delivery_key.clone(),
+                url_template: config.delivery_url.clone(),
+                retry_base: config.retry_base,
+                poll: config.poll,
+                metrics: webhooks.metrics.clone(),
+                written: webhooks.written.clone(),
+            }
+            .start()?;
+        }
         let state = AppState {
             db,
             kube,
             registry,
             stripe,
+            webhooks,
         };
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         Ok(Self {

@@ -10,6 +10,8 @@ pub struct AppState {
     pub kube: kube::Client,
     pub registry: Registry,
     pub stripe: Stripe,
+    /// Stripe's webhook endpoint and the outbox it feeds.
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 impl std::fmt::Debug for AppState {
@@ -17,6 +19,7 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("db", &self.db)
             .field("registry", &self.registry)
+            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }
