@@ -37,27 +37,18 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("connecting to DATABASE_URL: {e}"))?;
         MIGRATOR.run(&db).await?;
+        let webhooks = webhook::Webhooks::new(config);
+        if let Some(outbox) = outbox::Outbox::new(&db, &config.webhooks, &webhooks) {
+            outbox.start()?;
+        }
         let registry = registry::Registry::start(kube.clone()).await?;
         let stripe = stripe::Stripe::new(&config.stripe_secret_key, &config.stripe_api_base)?;
-        let webhooks = webhook::Webhooks::new(config);
-        if let Some(delivery_key) = &config.delivery_key {
-            outbox::Outbox {
-                db: db.clone(),
-                delivery_key: delivery_key.clone(),
-                url_template: config.delivery_url.clone(),
-                retry_base: config.retry_base,
-                poll: config.poll,
-                metrics: webhooks.metrics.clone(),
-                written: webhooks.written.clone(),
-            }
-            .start()?;
-        }
         let state = AppState {
+            webhooks,
             db,
             kube,
             registry,
             stripe,
-            webhooks,
         };
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         Ok(Self {

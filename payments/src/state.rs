@@ -5,21 +5,21 @@ use crate::stripe::Stripe;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Stripe's webhook endpoint and the outbox it feeds.
+    pub webhooks: crate::webhook::Webhooks,
     pub db: sqlx::PgPool,
     /// Checks storefront tokens (TokenReview); with the service's own ServiceAccount.
     pub kube: kube::Client,
     pub registry: Registry,
     pub stripe: Stripe,
-    /// Stripe's webhook endpoint and the outbox it feeds.
-    pub webhooks: crate::webhook::Webhooks,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
+            .field("webhooks", &self.webhooks)
             .field("db", &self.db)
             .field("registry", &self.registry)
-            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }

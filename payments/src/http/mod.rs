@@ -9,8 +9,8 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
-        .merge(checkout::router())
         .merge(crate::webhook::http::router())
+        .merge(checkout::router())
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { problem::Problem::not_found("route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())

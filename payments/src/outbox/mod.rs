@@ -51,6 +51,24 @@ enum Failure {
 }
 
 impl Outbox {
+    /// The outbox of a replica whose configuration has a delivery key; without one nothing
+    /// can be signed, so nothing is delivered (and nothing is recorded to deliver).
+    pub fn new(
+        db: &sqlx::PgPool,
+        config: &crate::webhook::config::WebhookConfig,
+        webhooks: &crate::webhook::Webhooks,
+    ) -> Option<Self> {
+        Some(Self {
+            db: db.clone(),
+            delivery_key: config.delivery_key.clone()?,
+            url_template: config.delivery_url.clone(),
+            retry_base: config.retry_base,
+            poll: config.poll,
+            metrics: webhooks.metrics.clone(),
+            written: webhooks.written.clone(),
+        })
+    }
+
     /// Starts the worker on the current runtime.
     pub fn start(self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let http = reqwest::Client::builder()

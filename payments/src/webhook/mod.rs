@@ -2,6 +2,7 @@
 //! Stripe calls, `POST /webhooks/stripe`. An event is verified, recorded once, placed with a
 //! tenant and written to the outbox in one transaction; [`crate::outbox`] delivers it.
 
+pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod route;
@@ -37,13 +38,14 @@ pub struct Endpoint {
 
 impl Webhooks {
     pub fn new(config: &Config) -> Self {
-        let endpoint = (!config.stripe_webhook_secrets.is_empty() && config.delivery_key.is_some())
-            .then(|| {
-                Arc::new(Endpoint {
-                    secrets: config.stripe_webhook_secrets.clone(),
-                    livemode: key_is_live(&config.stripe_secret_key),
-                })
-            });
+        let endpoint = (!config.webhooks.stripe_secrets.is_empty()
+            && config.webhooks.delivery_key.is_some())
+        .then(|| {
+            Arc::new(Endpoint {
+                secrets: config.webhooks.stripe_secrets.clone(),
+                livemode: key_is_live(&config.stripe_secret_key),
+            })
+        });
         Self {
             endpoint,
             metrics: WebhookMetrics::new(),
