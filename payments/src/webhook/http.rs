@@ -67,7 +67,7 @@ async fn receive(
             Ok(tenant) => {
                 webhooks.metrics.event(&event.kind, Received::Verified);
                 webhooks.written.notify_one();
-                tracing::info!(event = %event.id, r#type = %event.kind, %tenant, "Stripe event queued");
+                tracing::debug!(event = %event.id, r#type = %event.kind, %tenant, "Stripe event queued");
             }
             Err(reason) => {
                 webhooks.metrics.event(&event.kind, Received::Unroutable);
