@@ -7,6 +7,8 @@ use secrecy::SecretString;
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Stripe's webhook secrets and the outbox's delivery settings.
+    pub webhooks: crate::webhook::config::WebhookConfig,
     /// `TIQZY_PAYMENTS_LISTEN_ADDR`, default `0.0.0.0:8080`.
     pub listen: SocketAddr,
     /// `DATABASE_URL`: the service's own database.
@@ -25,6 +27,7 @@ impl Config {
     }
 
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let webhooks = crate::webhook::config::WebhookConfig::from_vars(&var)?;
         let listen = var("TIQZY_PAYMENTS_LISTEN_ADDR")
             .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
             .parse()
@@ -41,6 +44,7 @@ impl Config {
             var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".to_owned());
         let budget = crate::budget::BudgetConfig::from_vars(&var)?;
         Ok(Self {
+            webhooks,
             listen,
             database_url: database_url.into(),
             stripe_secret_key: key.into(),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod idempotency;
 pub mod metrics;
+pub mod outbox;
 pub mod refunds;
 pub mod registry;
 pub mod sellers;
@@ -17,6 +18,7 @@ pub mod sessions;
 pub mod state;
 pub mod stripe;
 pub mod transfers;
+pub mod webhook;
 
 use secrecy::ExposeSecret;
 
@@ -42,14 +44,21 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("connecting to DATABASE_URL: {e}"))?;
         MIGRATOR.run(&db).await?;
+        let webhooks = webhook::Webhooks::new(config);
+        if let Some(outbox) = outbox::Outbox::new(&db, &config.webhooks, &webhooks) {
+            outbox.start()?;
+        }
         let registry = registry::Registry::start(kube.clone()).await?;
-        let metrics = std::sync::Arc::new(metrics::Metrics::default());
+        let metrics = std::sync::Arc::new(metrics::Metrics::with(|registry| {
+            webhooks.metrics.register(registry);
+        }));
         let stripe = stripe::Stripe::new(
             &config.stripe_secret_key,
             &config.stripe_api_base,
             metrics.clone(),
         )?;
         let state = AppState {
+            webhooks,
             db,
             kube,
             registry,

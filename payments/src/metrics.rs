@@ -40,7 +40,16 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::with(|_| {})
+    }
+}
+
+impl Metrics {
+    /// The service's metrics, plus those `more` registers (the webhook endpoint's and the
+    /// outbox's), all served together at `/metrics`.
+    pub fn with(more: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("tiqzy_payments");
+        more(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",

@@ -79,6 +79,25 @@ impl Registry {
         });
         payments_of(tenant, found.as_deref(), default_fee)
     }
+
+    /// Whether Tenant `tenant` exists (a tenant being deleted still does).
+    pub fn exists(&self, tenant: &str) -> bool {
+        self.store.get(&ObjectRef::new(tenant)).is_some()
+    }
+
+    /// The tenant whose connected account is `account`, if any.
+    pub fn tenant_with_account(&self, account: &str) -> Option<String> {
+        self.store
+            .state()
+            .iter()
+            .find(|t| {
+                t.spec
+                    .payments
+                    .as_ref()
+                    .is_some_and(|p| p.connected_account_id == account)
+            })
+            .and_then(|t| t.metadata.name.clone())
+    }
 }
 
 /// A watch cache of all `K`, filled before this returns.

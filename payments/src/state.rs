@@ -9,6 +9,8 @@ use crate::stripe::Stripe;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Stripe's webhook endpoint and the outbox it feeds.
+    pub webhooks: crate::webhook::Webhooks,
     pub db: sqlx::PgPool,
     /// Checks storefront tokens (TokenReview); with the service's own ServiceAccount.
     pub kube: kube::Client,
@@ -22,6 +24,7 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
+            .field("webhooks", &self.webhooks)
             .field("db", &self.db)
             .field("registry", &self.registry)
             .finish_non_exhaustive()

@@ -4,6 +4,7 @@
 //! - `test`: every check and test, unit to end-to-end (what `.ci/run` calls).
 
 mod bench;
+mod bench_payments;
 mod bench_runtime;
 mod bench_storefront;
 mod bundle;
@@ -59,6 +60,14 @@ enum Bench {
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
     Runtime,
+    /// Signed Stripe events through the release payments service to storefront receivers:
+    /// events accepted per second, p99 from posted to delivered, duplicates, lost.
+    Payments {
+        #[arg(long, default_value_t = 20)]
+        tenants: usize,
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+    },
     /// On the live platform (real node, Traefik): apply tenants one by one and time each from
     /// `kubectl apply` to its first page through the router; print the median.
     Storefronts {
@@ -135,6 +144,11 @@ fn bench(what: Bench) -> Result<()> {
             ))
         }
         Bench::Runtime => bench_runtime::run(),
+        Bench::Payments { tenants, events } => {
+            cargo(&["build", "--release", "--package", "tiqzy-payments"])?;
+            let binary = tiqzy_e2e::target_dir().join("release/tiqzy-payments");
+            bench_payments::run(tenants, events, &binary)
+        }
         Bench::Storefronts { tenants } => {
             let operator = tiqzy_e2e::build_operator_binary()?;
             current_thread()?.block_on(bench_storefront::storefronts(tenants, operator))

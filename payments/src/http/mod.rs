@@ -11,6 +11,7 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
+        .merge(crate::webhook::http::router())
         .merge(checkout::router())
         .merge(sellers::router())
         .merge(transfers::router())

@@ -1,0 +1,73 @@
+//! Stripe's events, delivered to the storefront (docs/payments-protocol.md): the one endpoint
+//! Stripe calls, `POST /webhooks/stripe`. An event is verified, recorded once, placed with a
+//! tenant and written to the outbox in one transaction; [`crate::outbox`] delivers it.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod route;
+pub mod signature;
+pub mod store;
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::Config;
+pub use metrics::WebhookMetrics;
+
+/// Everything the endpoint and the outbox share, one field of [`crate::AppState`].
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// `None` when `STRIPE_WEBHOOK_SECRETS` or `TIQZY_PAYMENTS_DELIVERY_KEY` is missing: the
+    /// endpoint answers 503 and nothing is recorded.
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub metrics: WebhookMetrics,
+    /// Wakes this replica's outbox worker when a delivery was written.
+    pub written: Arc<tokio::sync::Notify>,
+}
+
+/// What the endpoint checks events against.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Stripe's signing secrets, any of which may have signed an event (rotation).
+    pub secrets: Vec<SecretString>,
+    /// Events must be of the platform key's mode (`sk_live_`/`rk_live_` or test).
+    pub livemode: bool,
+}
+
+impl Webhooks {
+    pub fn new(config: &Config) -> Self {
+        let endpoint = (!config.webhooks.stripe_secrets.is_empty()
+            && config.webhooks.delivery_key.is_some())
+        .then(|| {
+            Arc::new(Endpoint {
+                secrets: config.webhooks.stripe_secrets.clone(),
+                livemode: key_is_live(&config.stripe_secret_key),
+            })
+        });
+        Self {
+            endpoint,
+            metrics: WebhookMetrics::new(),
+            written: Arc::default(),
+        }
+    }
+}
+
+fn key_is_live(key: &SecretString) -> bool {
+    let key = key.expose_secret();
+    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mode_is_the_keys() {
+        assert!(key_is_live(&"sk_live_abc".into()));
+        assert!(key_is_live(&"rk_live_abc".into()));
+        assert!(!key_is_live(&"sk_test_abc".into()));
+        assert!(!key_is_live(&"rk_test_abc".into()));
+    }
+}

@@ -1,0 +1,576 @@
+//! Stripe's events, through the payments service, to the storefront: the test signs events as
+//! Stripe does and posts them to the real service (real PostgreSQL, real kube-apiserver
+//! serving the Tenants); a small HTTP server plays each tenant's storefront and checks the
+//! delivery's signature with the tenant's delivery secret, as the storefront does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{KeyInit, Mac};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tiqzy_crds::Tenant;
+use tiqzy_payments::{Application, Config};
+
+const SECRET_KEY: &str = "sk_test_tiqzyPayments4242";
+const STRIPE_SECRET: &str = "whsec_stripeCurrent";
+const STRIPE_OLD_SECRET: &str = "whsec_stripeRotatedOut";
+const DELIVERY_KEY: &str = "platform-delivery-key-for-tests";
+
+/// The service's ServiceAccount and the Tiqzy CRDs, once per test binary.
+fn service_kubeconfig() -> &'static std::path::PathBuf {
+    static INSTALLED: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime
+                .block_on(async {
+                    let h = tiqzy_e2e::Harness::shared();
+                    let admin = h.kube.client().await?;
+                    tiqzy_e2e::install_tiqzy_crds(&admin).await?;
+                    let role: Value =
+                        serde_saphyr::from_str(include_str!("../deploy/cluster-role.yaml"))?;
+                    tiqzy_e2e::install_account(
+                        h,
+                        &admin,
+                        ("tiqzy-payments-system", "tiqzy-payments"),
+                        role,
+                    )
+                    .await
+                })
+                .map_err(|e| format!("{e:#}"))
+        })
+        .join()
+        .expect("install thread")
+    });
+    match installed {
+        Ok(path) => path,
+        Err(e) => panic!("installing the payments service's account failed: {e}"),
+    }
+}
+
+async fn admin() -> kube::Client {
+    service_kubeconfig();
+    tiqzy_e2e::Harness::shared()
+        .kube
+        .client()
+        .await
+        .expect("admin client")
+}
+
+async fn fresh_database() -> String {
+    let h = tiqzy_e2e::Harness::shared();
+    let name = format!("hook_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&h.postgres.admin_url("postgres"))
+        .await
+        .expect("connect as admin");
+    // The name is ours (a UUID), never input.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    h.postgres.admin_url(&name)
+}
+
+/// A Tenant with its connected account, as the operator leaves it.
+struct Shop {
+    tenant: String,
+    account: String,
+}
+
+async fn shop(admin: &kube::Client) -> Shop {
+    let tenant = format!("hook-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let account = format!("acct_1{}", tenant.replace('-', ""));
+    let object: Tenant = serde_json::from_value(json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
+        "metadata": { "name": tenant },
+        "spec": { "displayName": "Webhook test", "currency": "EUR",
+                  "payments": { "connectedAccountId": account } },
+    }))
+    .expect("a Tenant");
+    Api::<Tenant>::all(admin.clone())
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create Tenant");
+    Shop { tenant, account }
+}
+
+/// One request the storefront received.
+#[derive(Debug, Clone)]
+struct Received {
+    tenant: String,
+    event_id: String,
+    body: Bytes,
+    signature: String,
+    /// Whether the storefront answered 2xx.
+    acknowledged: bool,
+}
+
+/// Every tenant's storefront: `POST /{tenant}/webhooks/stripe`, answering 503 while down.
+#[derive(Clone)]
+struct Storefronts {
+    url_template: String,
+    up: Arc<AtomicBool>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Storefronts {
+    async fn start() -> Self {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let up = Arc::new(AtomicBool::new(true));
+        let app = axum::Router::new()
+            .route("/{tenant}/webhooks/stripe", axum::routing::post(receive))
+            .with_state((up.clone(), received.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url_template: format!("http://{address}/{{tenant}}/webhooks/stripe"),
+            up,
+            received,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// The events `tenant`'s storefront acknowledged, in the order it received them.
+    fn acknowledged(&self, tenant: &str) -> Vec<String> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.tenant == tenant && r.acknowledged)
+            .map(|r| r.event_id)
+            .collect()
+    }
+
+    async fn wait_for(&self, tenant: &str, event_id: &str) {
+        wait_until(&format!("{event_id} acknowledged by {tenant}"), || {
+            self.acknowledged(tenant).iter().any(|id| id == event_id)
+        })
+        .await;
+    }
+}
+
+type ReceiverState = (Arc<AtomicBool>, Arc<Mutex<Vec<Received>>>);
+
+async fn receive(
+    State((up, received)): State<ReceiverState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let acknowledged = up.load(Ordering::SeqCst);
+    let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+    received.lock().expect("lock").push(Received {
+        tenant,
+        event_id: event["id"].as_str().unwrap_or_default().to_owned(),
+        body,
+        signature: headers
+            .get("stripe-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        acknowledged,
+    });
+    if acknowledged {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gave up waiting: {what}");
+}
+
+/// The service on port 0, as its own ServiceAccount; `vars` override the defaults.
+async fn start_service(database: &str, storefronts: &Storefronts, vars: &[(&str, &str)]) -> String {
+    let mut all: HashMap<String, String> = [
+        ("DATABASE_URL", database),
+        ("STRIPE_SECRET_KEY", SECRET_KEY),
+        ("STRIPE_API_BASE", &tiqzy_e2e::Harness::shared().stripe.url),
+        ("TIQZY_PAYMENTS_LISTEN_ADDR", "127.0.0.1:0"),
+        (
+            "STRIPE_WEBHOOK_SECRETS",
+            &format!("{STRIPE_SECRET},{STRIPE_OLD_SECRET}"),
+        ),
+        ("TIQZY_PAYMENTS_DELIVERY_KEY", DELIVERY_KEY),
+        ("TIQZY_PAYMENTS_DELIVERY_URL", &storefronts.url_template),
+        ("TIQZY_PAYMENTS_RETRY_BASE_MS", "20"),
+        ("TIQZY_PAYMENTS_POLL_MS", "50"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (name, value) in vars {
+        all.insert((*name).to_owned(), (*value).to_owned());
+    }
+    all.retain(|_, v| !v.is_empty());
+    let config = Config::from_vars(|name| all.get(name).cloned()).expect("config");
+    let kubeconfig = kube::config::Kubeconfig::read_from(service_kubeconfig()).expect("kubeconfig");
+    let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kube config");
+    let kube = kube::Client::try_from(kube_config).expect("client");
+    let app = Application::build(&config, kube)
+        .await
+        .expect("the service starts");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.serve());
+    url
+}
+
+/// An event as Stripe sends it: `object` is `data.object`.
+fn event(object: Value, account: Option<&str>, livemode: bool) -> (String, String) {
+    let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+    let mut body = json!({
+        "id": id, "object": "event", "api_version": "2025-01-27.acacia",
+        "created": now(), "data": { "object": object }, "livemode": livemode,
+        "pending_webhooks": 1, "request": { "id": null, "idempotency_key": null },
+        "type": "checkout.session.completed",
+    });
+    if let Some(account) = account {
+        body["account"] = json!(account);
+    }
+    (id, body.to_string())
+}
+
+/// A completed checkout session carrying the tenant metadata the service sets.
+fn session_of(tenant: Option<&str>) -> Value {
+    let mut session = json!({
+        "id": format!("cs_test_{}", uuid::Uuid::new_v4().simple()),
+        "object": "checkout.session", "payment_status": "paid", "metadata": {},
+    });
+    if let Some(tenant) = tenant {
+        session["metadata"]["tiqzy_tenant"] = json!(tenant);
+    }
+    session
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+/// HMAC-SHA256(secret, "<t>.<body>") in hex: Stripe's scheme, written here independently.
+fn hmac_hex(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn stripe_signature(secret: &str, t: i64, body: &str) -> String {
+    format!("t={t},v1={}", hmac_hex(secret, t, body.as_bytes()))
+}
+
+/// Posts `body` to the service's webhook endpoint as Stripe would.
+async fn post_event(service: &str, body: &str, signature: &str) -> (StatusCode, Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("{service}/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("the service answers");
+    let status = StatusCode::from_u16(answer.status().as_u16()).expect("status");
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+async fn send(service: &str, body: &str) {
+    let (status, answer) =
+        post_event(service, body, &stripe_signature(STRIPE_SECRET, now(), body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+/// The events counted with `outcome` on the service's metrics.
+async fn counted(service: &str, outcome: &str) -> u64 {
+    let text = reqwest::get(format!("{service}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("tiqzy_payments_webhook_events_total")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_placed_event_reaches_its_storefront_signed_with_the_tenants_secret() {
+    let admin = admin().await;
+    let acme = shop(&admin).await;
+    let storefronts = Storefronts::start().await;
+    let database = fresh_database().await;
+    let service = start_service(&database, &storefronts, &[]).await;
+
+    let (by_metadata, body) = event(session_of(Some(&acme.tenant)), None, false);
+    send(&service, &body).await;
+    storefronts.wait_for(&acme.tenant, &by_metadata).await;
+    let delivered = storefronts
+        .received()
+        .into_iter()
+        .find(|r| r.event_id == by_metadata)
+        .expect("delivered");
+    assert_eq!(
+        delivered.body,
+        body.as_bytes(),
+        "the event exactly as Stripe sent it"
+    );
+    // What the operator writes into the storefront's TIQZY_PAYMENTS_WEBHOOK_SECRETS.
+    let secret = tiqzy_crds::payments::delivery_secret(DELIVERY_KEY.as_bytes(), &acme.tenant);
+    let (t, v1) = delivered
+        .signature
+        .split_once(',')
+        .and_then(|(t, v1)| {
+            Some((
+                t.strip_prefix("t=")?.parse::<i64>().ok()?,
+                v1.strip_prefix("v1=")?,
+            ))
+        })
+        .unwrap_or_else(|| panic!("Stripe's header format: {}", delivered.signature));
+    assert_eq!(
+        v1,
+        hmac_hex(&secret, t, &delivered.body),
+        "signed with the tenant's secret"
+    );
+    assert!((now() - t).abs() <= 300, "signed when sent");
+    let other = tiqzy_crds::payments::delivery_secret(DELIVERY_KEY.as_bytes(), "another-tenant");
+    assert_ne!(v1, hmac_hex(&other, t, &delivered.body));
+
+    // During a rotation Stripe signs with the secret being rotated out: still accepted.
+    let (rotated, body) = event(session_of(Some(&acme.tenant)), None, false);
+    let (status, _) = post_event(
+        &service,
+        &body,
+        &stripe_signature(STRIPE_OLD_SECRET, now(), &body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    storefronts.wait_for(&acme.tenant, &rotated).await;
+
+    // A session the service recorded for the tenant places an event without metadata; a
+    // Connect event on the tenant's own account too.
+    let session = session_of(None);
+    let mut db = sqlx::PgConnection::connect(&database).await.expect("db");
+    sqlx::query(
+        "INSERT INTO checkout_sessions (id, tenant, connected_account, client_reference_id, idempotency_key)
+         VALUES ($1, $2, $3, 'order-1', 'tiqzy:x:checkout:1')",
+    )
+    .bind(session["id"].as_str())
+    .bind(&acme.tenant)
+    .bind(&acme.account)
+    .execute(&mut db)
+    .await
+    .expect("session recorded");
+    let (by_session, body) = event(session, None, false);
+    send(&service, &body).await;
+    let (by_account, body) = event(
+        json!({ "id": "acct_x", "object": "account" }),
+        Some(&acme.account),
+        false,
+    );
+    send(&service, &body).await;
+    storefronts.wait_for(&acme.tenant, &by_account).await;
+    assert_eq!(
+        storefronts.acknowledged(&acme.tenant),
+        [by_metadata, rotated, by_session, by_account],
+        "each event once, in the order Stripe sent them"
+    );
+}
+
+#[tokio::test]
+async fn bad_or_stale_signatures_are_refused_and_record_nothing() {
+    let admin = admin().await;
+    let acme = shop(&admin).await;
+    let storefronts = Storefronts::start().await;
+    let service = start_service(&fresh_database().await, &storefronts, &[]).await;
+    let (id, body) = event(session_of(Some(&acme.tenant)), None, false);
+
+    let forged = stripe_signature("whsec_guessed", now(), &body);
+    let stale = stripe_signature(STRIPE_SECRET, now() - 301, &body);
+    let altered = stripe_signature(STRIPE_SECRET, now(), &body.replace("paid", "unpaid"));
+    for signature in [
+        forged.as_str(),
+        stale.as_str(),
+        altered.as_str(),
+        "",
+        "t=1,v1=zz",
+    ] {
+        let (status, problem) = post_event(&service, &body, signature).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{signature}: {problem}");
+        assert_eq!(problem["type"], "bad-signature", "{problem}");
+        assert!(!problem.to_string().contains("whsec_"), "{problem}");
+    }
+    assert_eq!(counted(&service, "bad-signature").await, 5);
+    // Had a refused attempt recorded the event, Stripe's real delivery would be a duplicate.
+    send(&service, &body).await;
+    storefronts.wait_for(&acme.tenant, &id).await;
+    assert_eq!(
+        storefronts.received().len(),
+        1,
+        "{:?}",
+        storefronts.received()
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_event_is_delivered_once() {
+    let admin = admin().await;
+    let acme = shop(&admin).await;
+    let storefronts = Storefronts::start().await;
+    let service = start_service(&fresh_database().await, &storefronts, &[]).await;
+    let (repeated, body) = event(session_of(Some(&acme.tenant)), None, false);
+    for _ in 0..3 {
+        send(&service, &body).await;
+    }
+    let (last, body) = event(session_of(Some(&acme.tenant)), None, false);
+    send(&service, &body).await;
+    storefronts.wait_for(&acme.tenant, &last).await;
+    assert_eq!(storefronts.acknowledged(&acme.tenant), [repeated, last]);
+    assert_eq!(counted(&service, "duplicate").await, 2);
+}
+
+#[tokio::test]
+async fn events_of_another_tenants_account_or_the_other_mode_never_reach_this_tenant() {
+    let admin = admin().await;
+    let (acme, globex) = (shop(&admin).await, shop(&admin).await);
+    let storefronts = Storefronts::start().await;
+    let service = start_service(&fresh_database().await, &storefronts, &[]).await;
+
+    // Metadata naming acme on globex's account: the clues disagree.
+    let (_, crossed) = event(session_of(Some(&acme.tenant)), Some(&globex.account), false);
+    // An account that is no tenant's.
+    let (_, stranger) = event(session_of(Some(&acme.tenant)), Some("acct_1nobodys"), false);
+    // A live event while the platform key is a test key.
+    let (_, live) = event(session_of(Some(&acme.tenant)), None, true);
+    // Metadata naming a tenant that does not exist.
+    let (_, ghost) = event(session_of(Some("no-such-tenant")), None, false);
+    for body in [&crossed, &stranger, &live, &ghost] {
+        send(&service, body).await;
+    }
+    let (globex_own, body) = event(session_of(None), Some(&globex.account), false);
+    send(&service, &body).await;
+    let (acme_own, body) = event(session_of(Some(&acme.tenant)), Some(&acme.account), false);
+    send(&service, &body).await;
+
+    storefronts.wait_for(&acme.tenant, &acme_own).await;
+    storefronts.wait_for(&globex.tenant, &globex_own).await;
+    assert_eq!(storefronts.acknowledged(&acme.tenant), [acme_own]);
+    assert_eq!(storefronts.acknowledged(&globex.tenant), [globex_own]);
+    assert_eq!(storefronts.received().len(), 2);
+    assert_eq!(counted(&service, "unroutable").await, 4);
+}
+
+#[tokio::test]
+async fn deliveries_wait_for_a_storefront_that_is_down_and_keep_their_order() {
+    let admin = admin().await;
+    let acme = shop(&admin).await;
+    let storefronts = Storefronts::start().await;
+    let service = start_service(&fresh_database().await, &storefronts, &[]).await;
+    storefronts.up.store(false, Ordering::SeqCst);
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let (id, body) = event(session_of(Some(&acme.tenant)), None, false);
+        send(&service, &body).await;
+        sent.push(id);
+    }
+    wait_until("three refused attempts", || {
+        storefronts.received().len() >= 3
+    })
+    .await;
+    let refused: Vec<String> = storefronts
+        .received()
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    assert!(
+        refused.iter().all(|id| *id == sent[0]),
+        "only the oldest is attempted while it is refused: {refused:?}"
+    );
+    storefronts.up.store(true, Ordering::SeqCst);
+    storefronts.wait_for(&acme.tenant, &sent[2]).await;
+    assert_eq!(storefronts.acknowledged(&acme.tenant), sent);
+}
+
+#[tokio::test]
+async fn two_replicas_deliver_each_event_exactly_once_in_order() {
+    let admin = admin().await;
+    let shops = [shop(&admin).await, shop(&admin).await, shop(&admin).await];
+    let storefronts = Storefronts::start().await;
+    let database = fresh_database().await;
+    let replicas = [
+        start_service(&database, &storefronts, &[]).await,
+        start_service(&database, &storefronts, &[]).await,
+    ];
+    let mut sent: HashMap<&str, Vec<String>> = HashMap::new();
+    for n in 0..30 {
+        let shop = &shops[n % shops.len()];
+        let (id, body) = event(session_of(Some(&shop.tenant)), None, false);
+        send(&replicas[n % 2], &body).await;
+        sent.entry(&shop.tenant).or_default().push(id);
+    }
+    for shop in &shops {
+        let last = sent[shop.tenant.as_str()].last().expect("sent").clone();
+        storefronts.wait_for(&shop.tenant, &last).await;
+    }
+    for shop in &shops {
+        assert_eq!(
+            storefronts.acknowledged(&shop.tenant),
+            sent[shop.tenant.as_str()],
+            "{}: each event once, in order",
+            shop.tenant
+        );
+    }
+    assert_eq!(storefronts.received().len(), 30);
+}
+
+#[tokio::test]
+async fn without_webhook_secrets_the_endpoint_is_unavailable_and_the_rest_serves() {
+    admin().await;
+    let storefronts = Storefronts::start().await;
+    let service = start_service(
+        &fresh_database().await,
+        &storefronts,
+        &[("STRIPE_WEBHOOK_SECRETS", "")],
+    )
+    .await;
+    let (_, body) = event(session_of(Some("acme")), None, false);
+    let (status, problem) = post_event(
+        &service,
+        &body,
+        &stripe_signature(STRIPE_SECRET, now(), &body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(problem["type"], "webhooks-not-configured");
+    let health = reqwest::get(format!("{service}/healthz"))
+        .await
+        .expect("healthz");
+    assert!(health.status().is_success());
+}
