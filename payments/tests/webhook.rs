@@ -3,9 +3,11 @@
 //! serving the Tenants); a small HTTP server plays each tenant's storefront and checks the
 //! delivery's signature with the tenant's delivery secret, as the storefront does.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -15,71 +17,13 @@ use hmac::{KeyInit, Mac};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sqlx::Connection;
+use support::{SECRET_KEY, admin, fresh_database, service_kubeconfig};
 use tiqzy_crds::Tenant;
 use tiqzy_payments::{Application, Config};
 
-const SECRET_KEY: &str = "sk_test_tiqzyPayments4242";
 const STRIPE_SECRET: &str = "whsec_stripeCurrent";
 const STRIPE_OLD_SECRET: &str = "whsec_stripeRotatedOut";
 const DELIVERY_KEY: &str = "platform-delivery-key-for-tests";
-
-/// The service's ServiceAccount and the Tiqzy CRDs, once per test binary.
-fn service_kubeconfig() -> &'static std::path::PathBuf {
-    static INSTALLED: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
-    let installed = INSTALLED.get_or_init(|| {
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime
-                .block_on(async {
-                    let h = tiqzy_e2e::Harness::shared();
-                    let admin = h.kube.client().await?;
-                    tiqzy_e2e::install_tiqzy_crds(&admin).await?;
-                    let role: Value =
-                        serde_saphyr::from_str(include_str!("../deploy/cluster-role.yaml"))?;
-                    tiqzy_e2e::install_account(
-                        h,
-                        &admin,
-                        ("tiqzy-payments-system", "tiqzy-payments"),
-                        role,
-                    )
-                    .await
-                })
-                .map_err(|e| format!("{e:#}"))
-        })
-        .join()
-        .expect("install thread")
-    });
-    match installed {
-        Ok(path) => path,
-        Err(e) => panic!("installing the payments service's account failed: {e}"),
-    }
-}
-
-async fn admin() -> kube::Client {
-    service_kubeconfig();
-    tiqzy_e2e::Harness::shared()
-        .kube
-        .client()
-        .await
-        .expect("admin client")
-}
-
-async fn fresh_database() -> String {
-    let h = tiqzy_e2e::Harness::shared();
-    let name = format!("hook_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&h.postgres.admin_url("postgres"))
-        .await
-        .expect("connect as admin");
-    // The name is ours (a UUID), never input.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    h.postgres.admin_url(&name)
-}
 
 /// A Tenant with its connected account, as the operator leaves it.
 struct Shop {
