@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,11 +59,13 @@ struct Received {
     acknowledged: bool,
 }
 
-/// Every tenant's storefront: `POST /{tenant}/webhooks/stripe`, answering 503 while down.
+/// Every tenant's storefront: `POST /{tenant}/webhooks/stripe`, answering 503 while down and
+/// 422 to the events it is told to refuse.
 #[derive(Clone)]
 struct Storefronts {
     url_template: String,
     up: Arc<AtomicBool>,
+    refused: Arc<Mutex<HashSet<String>>>,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -71,9 +73,10 @@ impl Storefronts {
     async fn start() -> Self {
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let up = Arc::new(AtomicBool::new(true));
+        let refused: Arc<Mutex<HashSet<String>>> = Arc::default();
         let app = axum::Router::new()
             .route("/{tenant}/webhooks/stripe", axum::routing::post(receive))
-            .with_state((up.clone(), received.clone()));
+            .with_state((up.clone(), refused.clone(), received.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -82,6 +85,7 @@ impl Storefronts {
         Self {
             url_template: format!("http://{address}/{{tenant}}/webhooks/stripe"),
             up,
+            refused,
             received,
         }
     }
@@ -107,19 +111,26 @@ impl Storefronts {
     }
 }
 
-type ReceiverState = (Arc<AtomicBool>, Arc<Mutex<Vec<Received>>>);
+type ReceiverState = (
+    Arc<AtomicBool>,
+    Arc<Mutex<HashSet<String>>>,
+    Arc<Mutex<Vec<Received>>>,
+);
 
 async fn receive(
-    State((up, received)): State<ReceiverState>,
+    State((up, refused, received)): State<ReceiverState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let acknowledged = up.load(Ordering::SeqCst);
     let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let event_id = event["id"].as_str().unwrap_or_default().to_owned();
+    let up = up.load(Ordering::SeqCst);
+    let refuse = refused.lock().expect("lock").contains(&event_id);
+    let acknowledged = up && !refuse;
     received.lock().expect("lock").push(Received {
         tenant,
-        event_id: event["id"].as_str().unwrap_or_default().to_owned(),
+        event_id,
         body,
         signature: headers
             .get("stripe-signature")
@@ -128,10 +139,12 @@ async fn receive(
             .to_owned(),
         acknowledged,
     });
-    if acknowledged {
-        StatusCode::OK
-    } else {
+    if !up {
         StatusCode::SERVICE_UNAVAILABLE
+    } else if refuse {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
     }
 }
 
@@ -460,6 +473,39 @@ async fn deliveries_wait_for_a_storefront_that_is_down_and_keep_their_order() {
     storefronts.up.store(true, Ordering::SeqCst);
     storefronts.wait_for(&acme.tenant, &sent[2]).await;
     assert_eq!(storefronts.acknowledged(&acme.tenant), sent);
+}
+
+#[tokio::test]
+async fn an_event_the_storefront_keeps_refusing_stops_holding_back_the_ones_after_it() {
+    let admin = admin().await;
+    let acme = shop(&admin).await;
+    let storefronts = Storefronts::start().await;
+    let service = start_service(&fresh_database().await, &storefronts, &[]).await;
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let (id, body) = event(session_of(Some(&acme.tenant)), None, false);
+        if sent.is_empty() {
+            storefronts.refused.lock().expect("lock").insert(id.clone());
+        }
+        send(&service, &body).await;
+        sent.push(id);
+    }
+    storefronts.wait_for(&acme.tenant, &sent[2]).await;
+    assert_eq!(storefronts.acknowledged(&acme.tenant), sent[1..]);
+    let attempts_first: Vec<String> = storefronts
+        .received()
+        .into_iter()
+        .map(|r| r.event_id)
+        .take_while(|id| *id == sent[0])
+        .collect();
+    assert_eq!(
+        attempts_first.len(),
+        usize::try_from(tiqzy_payments::outbox::SET_ASIDE_AFTER).expect("small"),
+        "the refused event held the others back for its first attempts only"
+    );
+    // Still retried on its own: once the storefront takes it, it is delivered.
+    storefronts.refused.lock().expect("lock").clear();
+    storefronts.wait_for(&acme.tenant, &sent[0]).await;
 }
 
 #[tokio::test]

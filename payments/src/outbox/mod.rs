@@ -1,7 +1,9 @@
 //! The durable outbox: every recorded event goes to its tenant's storefront, signed with the
 //! tenant's delivery secret, until a `2xx` acknowledges it. Each replica runs one worker;
 //! a per-tenant advisory lock lets one worker at a time deliver a tenant's events, oldest
-//! first, and a failing storefront holds back only its own events.
+//! first, and a failing storefront holds back only its own events. A delivery that failed
+//! [`SET_ASIDE_AFTER`] times stops holding back the tenant's later events (one event the
+//! storefront keeps refusing must not stop all its payments) and is retried on its own.
 
 pub mod store;
 
@@ -23,6 +25,9 @@ pub const MAX_RETRY_DELAY_MS: u64 = 5 * 60 * 1000;
 const CONCURRENT_TENANTS: usize = 4;
 /// Deliveries of one tenant sent under one hold of its lock.
 const BATCH: i64 = 50;
+/// Failed attempts after which a delivery no longer holds back the tenant's later ones
+/// (about two minutes with the default one-second base).
+pub const SET_ASIDE_AFTER: i32 = 8;
 /// How often the oldest-pending gauge is refreshed at most.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
 
@@ -99,7 +104,7 @@ impl Worker {
                     Err(e) => tracing::warn!(error = %e, "reading the outbox's age failed"),
                 }
             }
-            match store::due_tenants(&self.outbox.db, 64).await {
+            match store::due_tenants(&self.outbox.db, 64, SET_ASIDE_AFTER).await {
                 Ok(tenants) => {
                     for tenant in tenants {
                         if !busy.lock().expect("busy set").insert(tenant.clone()) {
@@ -131,7 +136,8 @@ impl Worker {
         }
     }
 
-    /// Sends the tenant's due deliveries in order until one fails, under the tenant's lock.
+    /// Sends the tenant's due deliveries in order until one fails (one set aside does not stop
+    /// the rest), under the tenant's lock.
     async fn deliver(&self, tenant: &str) -> sqlx::Result<()> {
         let mut tx = self.outbox.db.begin().await?;
         if !store::try_lock(&mut tx, tenant).await? {
@@ -143,7 +149,11 @@ impl Worker {
         );
         let url = self.outbox.url_template.replace("{tenant}", tenant);
         for delivery in store::pending(&mut tx, tenant, BATCH).await? {
+            let set_aside = delivery.attempts >= SET_ASIDE_AFTER;
             if !delivery.due {
+                if set_aside {
+                    continue;
+                }
                 break;
             }
             match self.send(&url, &secret, &delivery.body).await {
@@ -162,7 +172,9 @@ impl Worker {
                     });
                     tracing::info!(%tenant, event = %delivery.event_id, attempt, delay_ms = delay,
                         reason = %failure, "delivery to the storefront will be retried");
-                    break;
+                    if i32::try_from(attempt).unwrap_or(i32::MAX) < SET_ASIDE_AFTER {
+                        break;
+                    }
                 }
             }
         }

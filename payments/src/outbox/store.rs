@@ -17,18 +17,26 @@ pub struct Pending {
     pub due: bool,
 }
 
-/// Tenants whose oldest pending delivery is due, oldest due first.
-pub async fn due_tenants(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<String>> {
+/// Tenants with a delivery to attempt now: their oldest pending delivery that still holds
+/// back the rest (fewer than `set_aside_after` attempts) is due, or one set aside is due.
+pub async fn due_tenants(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+    set_aside_after: i32,
+) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         r#"SELECT heads.tenant AS "tenant!" FROM (
                SELECT DISTINCT ON (tenant) tenant, next_attempt_at
-               FROM deliveries WHERE delivered_at IS NULL
+               FROM deliveries WHERE delivered_at IS NULL AND attempts < $2
                ORDER BY tenant, id
            ) heads
            WHERE heads.next_attempt_at <= now()
-           ORDER BY heads.next_attempt_at
+           UNION
+           SELECT tenant FROM deliveries
+           WHERE delivered_at IS NULL AND attempts >= $2 AND next_attempt_at <= now()
            LIMIT $1"#,
         limit,
+        set_aside_after,
     )
     .fetch_all(db)
     .await
