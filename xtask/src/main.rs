@@ -63,7 +63,7 @@ enum Bench {
     /// Signed Stripe events through the release payments service to storefront receivers:
     /// events accepted per second, p99 from posted to delivered, duplicates, lost.
     Payments {
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 100)]
         tenants: usize,
         #[arg(long, default_value_t = 10_000)]
         events: usize,
