@@ -37,17 +37,6 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
             ..NetworkPolicySpec::default()
         }),
     };
-    let namespaces_with = |key: &str| NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: key.to_owned(),
-                operator: "Exists".to_owned(),
-                values: None,
-            }]),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    };
     let allow_ingress = NetworkPolicy {
         metadata: meta(tenant, "storefront-ingress"),
         spec: Some(NetworkPolicySpec {
@@ -164,6 +153,21 @@ pub fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
         port: Some(IntOrString::Int(number)),
         protocol: Some(protocol.to_owned()),
         end_port: None,
+    }
+}
+
+/// Every namespace that carries the label `key` (whatever its value).
+pub(super) fn namespaces_with(key: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: key.to_owned(),
+                operator: "Exists".to_owned(),
+                values: None,
+            }]),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
     }
 }
 

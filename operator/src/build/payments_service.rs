@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretEnvSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretEnvSource, Service, ServiceAccount,
+    ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -24,7 +24,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::DynamicObject;
 
-use super::network_policy::{INGRESS_NAMESPACE_LABEL, OPENSHIFT_INGRESS_LABEL, dns, port, tcp};
+use super::deployment::{restricted, runtime_default};
+use super::network_policy::{
+    INGRESS_NAMESPACE_LABEL, OPENSHIFT_INGRESS_LABEL, dns, namespaces_with, port, tcp,
+};
 use super::{HTTP_PORT, TENANT_LABEL, route_api_resource};
 use crate::tenant::RoutingKind;
 
@@ -257,17 +260,7 @@ fn deployment(input: &ServiceInput) -> Deployment {
             limits: Some(BTreeMap::from([("memory".to_owned(), quantity("256Mi"))])),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            seccomp_profile: Some(runtime_default()),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted()),
         ..Container::default()
     };
     let mut pod_labels = service_labels();
@@ -306,13 +299,6 @@ fn deployment(input: &ServiceInput) -> Deployment {
     }
 }
 
-fn runtime_default() -> SeccompProfile {
-    SeccompProfile {
-        type_: "RuntimeDefault".to_owned(),
-        localhost_profile: None,
-    }
-}
-
 /// Storefront pods in any tenant namespace.
 fn storefronts() -> NetworkPolicyPeer {
     NetworkPolicyPeer {
@@ -329,20 +315,6 @@ fn storefronts() -> NetworkPolicyPeer {
                 "app.kubernetes.io/name".to_owned(),
                 "tiqzy-storefront".to_owned(),
             )])),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    }
-}
-
-fn namespaces_with(key: &str) -> NetworkPolicyPeer {
-    NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector {
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: key.to_owned(),
-                operator: "Exists".to_owned(),
-                values: None,
-            }]),
             ..LabelSelector::default()
         }),
         ..NetworkPolicyPeer::default()
