@@ -17,9 +17,9 @@ use hmac::{KeyInit, Mac};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sqlx::Connection;
-use support::{SECRET_KEY, admin, fresh_database, service_kubeconfig};
+use support::{SECRET_KEY, admin, fresh_database, serve};
 use tiqzy_crds::Tenant;
-use tiqzy_payments::{Application, Config};
+use tiqzy_payments::Config;
 
 const STRIPE_SECRET: &str = "whsec_stripeCurrent";
 const STRIPE_OLD_SECRET: &str = "whsec_stripeRotatedOut";
@@ -181,18 +181,7 @@ async fn start_service(database: &str, storefronts: &Storefronts, vars: &[(&str,
         all.insert((*name).to_owned(), (*value).to_owned());
     }
     all.retain(|_, v| !v.is_empty());
-    let config = Config::from_vars(|name| all.get(name).cloned()).expect("config");
-    let kubeconfig = kube::config::Kubeconfig::read_from(service_kubeconfig()).expect("kubeconfig");
-    let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("kube config");
-    let kube = kube::Client::try_from(kube_config).expect("client");
-    let app = Application::build(&config, kube)
-        .await
-        .expect("the service starts");
-    let url = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.serve());
-    url
+    serve(&Config::from_vars(|name| all.get(name).cloned()).expect("config")).await
 }
 
 /// An event as Stripe sends it: `object` is `data.object`.

@@ -287,13 +287,17 @@ pub async fn start_service_with(stripe: &StripeRecorder, more: &[(&str, &str)]) 
             .find(|(n, _)| *n == name)
             .map(|(_, v)| (*v).to_owned()),
     };
-    let config = Config::from_vars(vars).expect("config");
+    serve(&Config::from_vars(vars).expect("config")).await
+}
+
+/// The service with `config` on its port, as its own ServiceAccount; its address.
+pub async fn serve(config: &Config) -> String {
     let kubeconfig = kube::config::Kubeconfig::read_from(service_kubeconfig()).expect("kubeconfig");
     let kube_config = kube::config::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .expect("kube config");
     let kube = kube::Client::try_from(kube_config).expect("client");
-    let app = Application::build(&config, kube)
+    let app = Application::build(config, kube)
         .await
         .expect("the service starts");
     let url = format!("http://127.0.0.1:{}", app.port());
