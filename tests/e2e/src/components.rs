@@ -3,7 +3,7 @@
 //!
 //! | binary         | source                                                                        |
 //! |----------------|-------------------------------------------------------------------------------|
-//! | `kube`         | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl, kubelet |
+//! | `kube`         | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl, kubelet, kube-proxy |
 //! | `etcd`         | `tests/e2e/go/etcd`: etcd server (etcdmain)                                   |
 //! | `kwok`         | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                                      |
 //! | `stripe-mock`  | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`                           |
@@ -12,6 +12,7 @@
 //! | `containerd`, `cni-plugins` | upstream modules, for the real node (on demand, see [`crate::node`]) |
 //! | `traefik`      | `tests/e2e/go/traefik`: Traefik's own command, pinned by that module (on demand) |
 //! | `kube-router`  | `tests/e2e/go/kube-router`: kube-router's command, the real node's NetworkPolicy enforcer (on demand) |
+//! | `coredns`      | `tests/e2e/go/coredns`: CoreDNS's command, the real node's cluster DNS (on demand) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ pub const STRIPE_MOCK_VERSION: &str = "v0.199.0";
 /// Paths of the built programs.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// Multi-call binary: `kube <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet>`.
+    /// Multi-call binary: `kube <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy>`.
     pub kube: PathBuf,
     /// A link to `kube` named `kubectl`, which runs kubectl directly.
     pub kubectl: PathBuf,
@@ -123,6 +124,15 @@ pub fn ensure_kube_router() -> Result<PathBuf> {
         "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
         &go,
     )
+}
+
+/// CoreDNS, the real node's cluster DNS, built on first use from the `tool` its module pins
+/// (its first build takes several minutes).
+pub fn ensure_coredns() -> Result<PathBuf> {
+    let go = go_version()?;
+    let bin = cache_dir().join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    build_tool(&bin, "coredns", "github.com/coredns/coredns", &go)
 }
 
 pub(crate) fn go_version() -> Result<String> {

@@ -82,8 +82,9 @@ impl LivePlatform {
         .await?;
         let h = &platform.harness;
         let binary = step(
-            "building the storefront runtime (cargo build -p tiqzy-runtime)",
-            async { tokio::task::spawn_blocking(crate::build_runtime_binary).await? },
+            "building the storefront runtime and the payments service \
+             (cargo build -p tiqzy-runtime -p tiqzy-payments)",
+            async { tokio::task::spawn_blocking(crate::build_runtime_binaries).await? },
         )
         .await?;
         let image = step("importing the runtime image into containerd", async {
