@@ -1,6 +1,7 @@
 //! What `cargo xtask up` gives a new user, brought up the same way ([`LivePlatform`]): the
 //! sample storefront on `acme-arena.localhost` over HTTPS through Traefik, from a pod on the
-//! real node, with the demo event the pod's admin API created, and a staff token it accepts.
+//! real node, with the demo event the pod's admin API created, and a staff token it accepts;
+//! the payments service's webhook endpoint on `payments.localhost` through Traefik.
 //!
 //! Its own test binary: a real node cordons kwok's node, and only one real node runs per
 //! machine (it waits for another one's lock).
@@ -64,5 +65,33 @@ async fn xtask_up_serves_the_sample_storefront_with_its_demo_event() {
         summary["ticket_types"].as_array().map(Vec::len),
         Some(DEMO_TICKET_TYPES.len()),
         "{summary}"
+    );
+
+    // Stripe's webhooks reach the payments service's pods through the router, which checks
+    // their signature (the platform's webhook secret): an unsigned call is refused.
+    assert!(live.webhook_url.starts_with("https://payments.localhost"));
+    let port = live.router.https_port;
+    let stripe = reqwest::Client::builder()
+        .resolve(
+            &live.payments_host,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        // The operator names no certificate for the payments host: Traefik's default one.
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let refused = stripe
+        .post(&live.webhook_url)
+        .header("stripe-signature", "t=1,v1=00")
+        .body(r#"{"id":"evt_forged","type":"checkout.session.completed"}"#)
+        .send()
+        .await
+        .expect("the webhook endpoint through the router");
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    let problem: serde_json::Value = refused.json().await.expect("a problem body");
+    assert!(
+        problem["type"].as_str().is_some_and(|t| t.ends_with("bad-signature")),
+        "{problem}"
     );
 }
