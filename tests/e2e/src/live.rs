@@ -344,7 +344,10 @@ async fn wait_for_payments(h: &crate::Harness) -> Result<()> {
     loop {
         let platform = platforms.get("default").await?;
         let tenant = tenants.get(LIVE_TENANT).await?;
-        let status = |conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>, type_: &str| {
+        let status = |conditions: Option<
+            &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        >,
+                      type_: &str| {
             conditions
                 .and_then(|all| all.iter().find(|c| c.type_ == type_))
                 .map(|c| (c.status.clone(), format!("{}: {}", c.reason, c.message)))

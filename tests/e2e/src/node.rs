@@ -418,6 +418,11 @@ impl RealNode {
         Ok(image.digest_ref)
     }
 
+    /// Where the kubelet writes the pods' logs (`<namespace>_<pod>_<uid>/<container>/`).
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        self.dir.join("pod-logs")
+    }
+
     /// `ctr --address <socket> -n k8s.io`, ready for arguments.
     pub fn ctr(&self) -> Command {
         ctr(&self.ctr, &self.socket)

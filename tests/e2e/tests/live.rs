@@ -91,7 +91,9 @@ async fn xtask_up_serves_the_sample_storefront_with_its_demo_event() {
     assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
     let problem: serde_json::Value = refused.json().await.expect("a problem body");
     assert!(
-        problem["type"].as_str().is_some_and(|t| t.ends_with("bad-signature")),
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("bad-signature")),
         "{problem}"
     );
 }
