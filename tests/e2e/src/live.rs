@@ -88,7 +88,8 @@ impl LivePlatform {
         crate::system::ensure_packages(&[("curl", "curl")])?;
         let platform = step(
             "starting etcd, the Kubernetes control plane, kwok, PostgreSQL, Redis, stripe-mock \
-             and a real node (containerd, kubelet)",
+             and a real node (containerd, kubelet, kube-router, kube-proxy, CoreDNS; their first \
+             builds take many minutes)",
             RealNodeHarness::start(),
         )
         .await?;
