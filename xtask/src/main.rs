@@ -279,13 +279,14 @@ fn print_welcome(live: &LivePlatform, took: std::time::Duration) {
   kubectl          {kubectl}
   logs             {logs}
   operator         running as ServiceAccount tiqzy-system/tiqzy-operator (config/rbac)
-  storefront pods  on the real node {node} (containerd, runc), bridge {bridge}; Services through
-                   kube-proxy, names through CoreDNS ({dns}, a pod in kube-system)
+  storefront pods  on the real node {node} (containerd, runc), bridge {bridge}
+  services         routed by kube-proxy, named by CoreDNS ({dns}, a pod in kube-system)
   payments         tiqzy-payments (2 pods in tiqzy-system) holds the Stripe key and calls
                    stripe-mock at {stripe}; checkout sends buyers to stripe-mock's
                    checkout.stripe.com address, which is not served here
-  Stripe webhooks  {webhook} (Traefik's default certificate), signed with
-                   the secret in Secret tiqzy-system/stripe (key webhookSecret)
+  Stripe webhooks  {webhook}
+                   (Traefik's default certificate), signed with the secret in the Secret
+                   tiqzy-system/stripe (key webhookSecret)
   router           Traefik, HTTPS on 127.0.0.1:{port}, HTTP on 127.0.0.1:{http_port} (redirects)
 
 Try:
