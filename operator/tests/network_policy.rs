@@ -3,7 +3,8 @@
 //! namespace finds the storefront's port closed, a pod slipped into the tenant's namespace can
 //! reach neither the storefront nor PostgreSQL, while a pod of a namespace labelled as the
 //! router's gets the page, the storefront reaches its database (and not other ports on the
-//! host), and the host and Traefik on it keep serving the page.
+//! host), and the host and Traefik on it keep serving the page. The payments service, reached
+//! by its cluster DNS name through its Service (kube-proxy), takes calls from storefronts only.
 //!
 //! Probes are pause containers (there is no shell in any image): the test connects from their
 //! network namespaces, so the packets carry the probe pod's address.
@@ -15,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -32,6 +33,8 @@ const NEIGHBOUR: &str = "fenced-neighbour";
 /// The storefront's ports (`operator/src/build/mod.rs`).
 const HTTP_PORT: u16 = 8080;
 const METRICS_PORT: u16 = 9090;
+/// The payments service's port (`operator/src/build/payments_service.rs`).
+const PAYMENTS_PORT: u16 = 8080;
 /// How long a single connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long kube-router may take to turn a new pod or policy into rules.
@@ -71,7 +74,7 @@ async fn install() -> anyhow::Result<Installed> {
     let rn = RealNodeHarness::shared();
     let h = &rn.harness;
     eprintln!("real node harness up after {:.1?}", started.elapsed());
-    let runtime = tokio::task::spawn_blocking(tiqzy_e2e::build_runtime_binary).await??;
+    let runtime = tokio::task::spawn_blocking(tiqzy_e2e::build_runtime_binaries).await??;
     let image = rn.node.import_runtime_image(&runtime)?;
     let router = Traefik::start(h).await?;
     let kubeconfig = tiqzy_e2e::install_tiqzy(h).await?;
@@ -298,14 +301,19 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
     format!("{ip}:{port}").parse().expect("socket address")
 }
 
-/// A plain HTTP/1.1 GET over `stream`, the whole response as text.
-fn http_get(mut stream: TcpStream, host: &str) -> String {
+/// A plain HTTP/1.1 GET of `/` over `stream`, the whole response as text.
+fn http_get(stream: TcpStream, host: &str) -> String {
+    http_get_path(stream, host, "/")
+}
+
+/// A plain HTTP/1.1 GET of `path` over `stream`, the whole response as text.
+fn http_get_path(mut stream: TcpStream, host: &str, path: &str) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     write!(
         stream,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .expect("request");
     let mut response = String::new();
@@ -455,5 +463,116 @@ async fn only_the_storefront_reaches_the_database() {
     assert!(
         page.starts_with("HTTP/1.1 200") && page.contains(DISPLAY_NAME),
         "the storefront did not serve its page: {page}"
+    );
+}
+
+/// The payments service's Service address, once one of its pods accepts connections (the
+/// operator deploys it from the Platform's Stripe settings).
+async fn payments_service(admin: &kube::Client) -> SocketAddr {
+    let services: Api<Service> = Api::namespaced(admin.clone(), "tiqzy-system");
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "tiqzy-system");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let cluster_ip = services
+            .get_opt("tiqzy-payments")
+            .await
+            .expect("service")
+            .and_then(|s| s.spec?.cluster_ip);
+        let ready = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/name=tiqzy-payments"))
+            .await
+            .expect("pods")
+            .items
+            .into_iter()
+            .any(|p| {
+                p.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+        if let (Some(ip), true) = (cluster_ip, ready) {
+            return addr(&ip, PAYMENTS_PORT);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the payments service never got a ready pod; logs in {}",
+            RealNodeHarness::shared().harness.log_dir().display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Who may call the payments service: the storefront finds it by its cluster DNS name and
+/// reaches it through its Service (kube-proxy), and so does the router's namespace (Stripe's
+/// webhooks); a pod of another namespace, of another tenant or slipped into the tenant's
+/// namespace finds it closed, and the last cannot even ask the cluster DNS.
+#[tokio::test]
+async fn only_storefronts_reach_the_payments_service_by_its_name() {
+    let i = installed();
+    let admin = RealNodeHarness::shared()
+        .harness
+        .kube
+        .client()
+        .await
+        .expect("admin client");
+    let service = payments_service(&admin).await;
+    let dns = addr(tiqzy_e2e::CLUSTER_DNS, 53);
+    let name = format!(
+        "tiqzy-payments.tiqzy-system.svc.{}",
+        tiqzy_e2e::CLUSTER_DOMAIN
+    );
+
+    let from = i.storefront.pid;
+    let asked = name.clone();
+    let resolved = tokio::task::spawn_blocking(move || {
+        tiqzy_e2e::resolve_from(from, dns, &asked, CONNECT_TIMEOUT)
+    })
+    .await
+    .expect("dns thread")
+    .expect("the storefront asks the cluster DNS");
+    assert_eq!(
+        resolved
+            .iter()
+            .map(|ip| addr(&ip.to_string(), PAYMENTS_PORT))
+            .collect::<Vec<_>>(),
+        vec![service],
+        "{name} is the Service's address"
+    );
+    let got = settle(&i.storefront, service, connected).await;
+    assert_eq!(got, Reach::Connected, "the storefront reaches {service}");
+    let answer = tokio::task::spawn_blocking(move || {
+        let stream = connect_from(from, service, CONNECT_TIMEOUT).expect("connect");
+        http_get_path(stream, "tiqzy-payments", "/healthz")
+    })
+    .await
+    .expect("http thread");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = settle(&i.router_pod, service, connected).await;
+    assert_eq!(got, Reach::Connected, "the router's namespace is let in");
+
+    for intruder in [&i.outsider, &i.neighbour, &i.stowaway] {
+        let got = settle(intruder, service, blocked).await;
+        assert!(
+            blocked(&got),
+            "{} reached the payments service {service}: {got:?}",
+            intruder.name
+        );
+        eprintln!("{} -> payments {service}: {got:?}", intruder.name);
+    }
+    let from = i.stowaway.pid;
+    let got = tokio::task::spawn_blocking(move || {
+        tiqzy_e2e::resolve_from(from, dns, &name, CONNECT_TIMEOUT)
+    })
+    .await
+    .expect("dns thread");
+    assert!(
+        got.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::WouldBlock
+        )),
+        "a pod the tenant's policies do not name asked the cluster DNS: {got:?}"
     );
 }

@@ -280,6 +280,13 @@ fn print_welcome(live: &LivePlatform, took: std::time::Duration) {
   logs             {logs}
   operator         running as ServiceAccount tiqzy-system/tiqzy-operator (config/rbac)
   storefront pods  on the real node {node} (containerd, runc), bridge {bridge}
+  services         routed by kube-proxy, named by CoreDNS ({dns}, a pod in kube-system)
+  payments         tiqzy-payments (2 pods in tiqzy-system) holds the Stripe key and calls
+                   stripe-mock at {stripe}; checkout sends buyers to stripe-mock's
+                   checkout.stripe.com address, which is not served here
+  Stripe webhooks  {webhook}
+                   (Traefik's default certificate), signed with the secret in the Secret
+                   tiqzy-system/stripe (key webhookSecret)
   router           Traefik, HTTPS on 127.0.0.1:{port}, HTTP on 127.0.0.1:{http_port} (redirects)
 
 Try:
@@ -296,6 +303,9 @@ Ctrl-C stops everything and cleans up the host.",
         logs = h.log_dir().display(),
         node = tiqzy_e2e::REAL_NODE_NAME,
         bridge = tiqzy_e2e::BRIDGE,
+        dns = tiqzy_e2e::CLUSTER_DNS,
+        stripe = h.stripe.url,
+        webhook = live.webhook_url,
         http_port = live.router.http_port,
         tenant = tiqzy_e2e::LIVE_TENANT,
     );

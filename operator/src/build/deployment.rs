@@ -195,7 +195,12 @@ fn payments_token() -> (Volume, VolumeMount) {
                 }),
                 ..VolumeProjection::default()
             }]),
-            default_mode: Some(0o440),
+            // Readable by the container's user whoever it is (the image's UID on Kubernetes,
+            // a namespace-assigned one on OpenShift): the kubelet writes the file as root and
+            // chowns it only when the pod names a `runAsUser` or `fsGroup`, which this pod
+            // leaves to the cluster. 0440 left the storefront unable to read its token on a
+            // real node; the kubelet's own API-access volume uses 0644 for the same reason.
+            default_mode: Some(0o444),
         }),
         ..Volume::default()
     };

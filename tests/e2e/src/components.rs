@@ -3,7 +3,7 @@
 //!
 //! | binary         | source                                                                        |
 //! |----------------|-------------------------------------------------------------------------------|
-//! | `kube`         | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl, kubelet |
+//! | `kube`         | `tests/e2e/go/kube`: kube-apiserver, -controller-manager, -scheduler, kubectl, kubelet, kube-proxy |
 //! | `etcd`         | `tests/e2e/go/etcd`: etcd server (etcdmain)                                   |
 //! | `kwok`         | `sigs.k8s.io/kwok/cmd/kwok@KWOK_VERSION`                                      |
 //! | `stripe-mock`  | `github.com/stripe/stripe-mock@STRIPE_MOCK_VERSION`                           |
@@ -13,6 +13,7 @@
 //! | `traefik`      | `tests/e2e/go/traefik`: Traefik's own command, pinned by that module (on demand) |
 //! | `kube-router`  | `tests/e2e/go/kube-router`: kube-router's command, the real node's NetworkPolicy enforcer (on demand) |
 //! | `mailpit`      | `tests/e2e/go/mailpit`: Mailpit, the SMTP server tests read mail from (on demand) |
+//! | `coredns`      | `tests/e2e/go/coredns`: CoreDNS's command, the real node's cluster DNS (on demand) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ pub const STRIPE_MOCK_VERSION: &str = "v0.199.0";
 /// Paths of the built programs.
 #[derive(Debug, Clone)]
 pub struct Binaries {
-    /// Multi-call binary: `kube <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet>`.
+    /// Multi-call binary: `kube <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy>`.
     pub kube: PathBuf,
     /// A link to `kube` named `kubectl`, which runs kubectl directly.
     pub kubectl: PathBuf,
@@ -101,38 +102,36 @@ pub fn ensure_keyvault() -> Result<PathBuf> {
 /// Traefik, the ingress controller, built on first use from the `tool` its module pins (its
 /// first build takes many minutes: tests that need it start it themselves).
 pub fn ensure_traefik() -> Result<PathBuf> {
-    let go = go_version()?;
-    let bin = cache_dir().join("bin");
-    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
-    build_tool(
-        &bin,
-        "traefik",
-        "github.com/traefik/traefik/v3/cmd/traefik",
-        &go,
-    )
+    on_demand_tool("traefik", "github.com/traefik/traefik/v3/cmd/traefik")
 }
 
 /// kube-router, which enforces NetworkPolicies on the real node (firewall only), built on first
 /// use from the `tool` its module pins.
 pub fn ensure_kube_router() -> Result<PathBuf> {
-    let go = go_version()?;
-    let bin = cache_dir().join("bin");
-    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
-    build_tool(
-        &bin,
+    on_demand_tool(
         "kube-router",
         "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
-        &go,
     )
 }
 
 /// Mailpit, the SMTP server whose API shows what arrived, built on first use from the `tool`
 /// its module pins.
 pub fn ensure_mailpit() -> Result<PathBuf> {
+    on_demand_tool("mailpit", "github.com/axllent/mailpit")
+}
+
+/// CoreDNS, the real node's cluster DNS, built on first use from the `tool` its module pins
+/// (its first build takes several minutes).
+pub fn ensure_coredns() -> Result<PathBuf> {
+    on_demand_tool("coredns", "github.com/coredns/coredns")
+}
+
+/// A tool built on first use from the `tool` directive of its module in `tests/e2e/go/<name>`.
+fn on_demand_tool(name: &str, package: &str) -> Result<PathBuf> {
     let go = go_version()?;
     let bin = cache_dir().join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
-    build_tool(&bin, "mailpit", "github.com/axllent/mailpit", &go)
+    build_tool(&bin, name, package, &go)
 }
 
 pub(crate) fn go_version() -> Result<String> {

@@ -19,11 +19,14 @@ use crate::process::Service;
 pub const NODE_NAME: &str = "kwok-node-0";
 /// ClusterIPs come from here (kube-router's firewall must know it too).
 pub(crate) const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The API server's port when a real node's pods reach it (through the `kubernetes` Service):
+/// the port clusters use, which the operator's egress policies open.
+pub const POD_APISERVER_PORT: u16 = 6443;
 
 /// A running control plane and how to reach it.
 #[derive(Debug)]
 pub struct ControlPlane {
-    /// `https://127.0.0.1:<port>`
+    /// `https://127.0.0.1:<port>` (with a real node: `https://<gateway>:6443`)
     pub server: String,
     /// PEM of the CA that signed the API server's certificate.
     pub ca_pem: String,
@@ -45,10 +48,17 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub async fn start(bins: &Binaries, run: &Path) -> Result<Self> {
+        Self::start_on(bins, run, None).await
+    }
+
+    /// Like [`ControlPlane::start`]; with `pod_gateway = Some(address)` the API server listens
+    /// on that address (a real node's bridge gateway) at [`POD_APISERVER_PORT`] instead of a
+    /// free loopback port, and advertises it, so the `kubernetes` Service leads pods to it.
+    pub async fn start_on(bins: &Binaries, run: &Path, pod_gateway: Option<&str>) -> Result<Self> {
         let dir = run.join("kube");
         let logs = run.join("logs");
         std::fs::create_dir_all(&dir)?;
-        let pki = Pki::create(&dir.join("pki"))?;
+        let pki = Pki::create(&dir.join("pki"), pod_gateway)?;
 
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
@@ -80,16 +90,19 @@ impl ControlPlane {
             &tokens,
             format!("{admin_token},admin,admin-uid,\"system:masters\"\n"),
         )?;
-        let port = free_port()?;
-        let server = format!("https://127.0.0.1:{port}");
+        let (address, port) = match pod_gateway {
+            Some(gateway) => (gateway, POD_APISERVER_PORT),
+            None => ("127.0.0.1", free_port()?),
+        };
+        let server = format!("https://{address}:{port}");
         let mut apiserver = Service::spawn(
             "kube-apiserver",
             &bins.kube,
             [
                 "kube-apiserver".to_owned(),
                 format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".to_owned(),
-                "--advertise-address=127.0.0.1".to_owned(),
+                format!("--bind-address={address}"),
+                format!("--advertise-address={address}"),
                 format!("--secure-port={port}"),
                 format!("--cert-dir={}", dir.join("apiserver-certs").display()),
                 format!("--tls-cert-file={}", pki.server_cert.display()),

@@ -32,7 +32,8 @@ const FORWARD_CHAIN: &str = "KUBE-ROUTER-FORWARD";
 /// hooked its chains into the host's firewall and answers its health check.
 pub(crate) async fn start(h: &Harness, binary: &Path) -> Result<Service> {
     let admin = h.kube.client().await?;
-    let kubeconfig = install_account(h, &admin, ACCOUNT, cluster_role()).await?;
+    install_account(h, &admin, ACCOUNT, cluster_role()).await?;
+    let kubeconfig = crate::node_services::node_daemon_kubeconfig(h, &admin, ACCOUNT).await?;
     let health_port = free_port()?;
     let mut service = Service::spawn(
         "kube-router",

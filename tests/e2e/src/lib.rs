@@ -17,6 +17,7 @@ mod live;
 pub mod mailpit;
 mod netns;
 mod node;
+mod node_services;
 mod npm;
 pub mod olm;
 mod openshift;
@@ -38,8 +39,8 @@ use anyhow::{Context, Result};
 
 pub use cargo::cargo_command;
 pub use components::{
-    Binaries, cache_dir, ensure_binaries, ensure_keyvault, ensure_kube_router, ensure_mailpit,
-    ensure_traefik, go_module_dir,
+    Binaries, cache_dir, ensure_binaries, ensure_coredns, ensure_keyvault, ensure_kube_router,
+    ensure_mailpit, ensure_traefik, go_module_dir,
 };
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
@@ -56,15 +57,16 @@ pub use netns::PodBackend;
 pub use node::{
     BRIDGE, CNI_PLUGINS_VERSION, CONTAINERD_VERSION, GATEWAY, NodeBinaries, PAUSE_IMAGE,
     POD_SUBNET, REAL_NODE_LABEL, REAL_NODE_NAME, RUNTIME_REPOSITORY, RealNode, RealNodeHarness,
-    build_runtime_binary, ensure_node_binaries,
+    RuntimeBinaries, build_runtime_binaries, ensure_node_binaries,
 };
+pub use node_services::{CLUSTER_DNS, CLUSTER_DOMAIN};
 pub use npm::npm_package_with_script;
 pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
 pub use operator::{
     BASE_DOMAIN, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET, install_operator,
     install_tiqzy,
 };
-pub use pod_network::connect_from;
+pub use pod_network::{connect_from, resolve_from};
 pub use ports::free_port;
 pub use process::Service;
 pub use prometheus::{
@@ -105,7 +107,7 @@ impl Harness {
         pods: Option<(&str, &str)>,
     ) -> Result<Self> {
         let (kube, postgres, redis, stripe) = tokio::try_join!(
-            ControlPlane::start(bins, &dir),
+            ControlPlane::start_on(bins, &dir, pods.map(|(gateway, _)| gateway)),
             Postgres::start_with_pods(&dir, pods),
             Redis::start_with_pods(&dir, pods),
             StripeMock::start(bins, &dir, pods.map_or("127.0.0.1", |(gateway, _)| gateway)),

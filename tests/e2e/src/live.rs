@@ -7,6 +7,11 @@
 //! Staff tokens come from a [`StaffIssuer`] serving HTTPS on the pod bridge's gateway (port
 //! 443, which the storefront's egress policy opens), with a CA made for the run that the pods
 //! trust through the Platform's `caSecretRef`, as a company's own sign-in would be set up.
+//!
+//! Payments work as on a cluster: the operator runs `tiqzy-payments` (two pods on the node,
+//! stripe-mock behind it), the storefront finds it by its cluster DNS name, and Stripe's
+//! webhooks reach it on `payments.localhost` through Traefik. The sample tenant gets a
+//! (stripe-mock) connected account here, so its primary sales are on.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,6 +38,8 @@ pub const DEMO_EVENT_TITLE: &str = "Opening Night";
 /// The demo event's ticket types: name, price in cents, capacity.
 pub const DEMO_TICKET_TYPES: [(&str, i64, i32); 2] =
     [("Standing", 3_500, 500), ("Seated", 5_900, 200)];
+/// The sample tenant's connected account on this machine (stripe-mock accepts any).
+const LOCAL_CONNECTED_ACCOUNT: &str = "acct_1AcmeArenaLocal";
 /// The name of the tenant's certificate in the vault.
 const CERTIFICATE: &str = "acme-arena-localhost";
 /// The `aud` of staff tokens, the sample's `staffAuth.audience`.
@@ -62,6 +69,11 @@ pub struct LivePlatform {
     /// A staff token (all permissions) for the storefront's admin API (`<url>api/admin/...`),
     /// valid for [`STAFF_TOKEN_HOURS`].
     pub staff_token: String,
+    /// `payments.localhost`: the payments service's host, where Stripe's webhooks arrive.
+    pub payments_host: String,
+    /// Where Stripe sends its events, e.g. `https://payments.localhost/webhooks/stripe`
+    /// (Traefik's default certificate: the operator names none for this host).
+    pub webhook_url: String,
     _operator: Service,
     pub router: Traefik,
     pub vault: KeyVaultServer,
@@ -76,14 +88,16 @@ impl LivePlatform {
         crate::system::ensure_packages(&[("curl", "curl")])?;
         let platform = step(
             "starting etcd, the Kubernetes control plane, kwok, PostgreSQL, Redis, stripe-mock \
-             and a real node (containerd, kubelet)",
+             and a real node (containerd, kubelet, kube-router, kube-proxy, CoreDNS; their first \
+             builds take many minutes)",
             RealNodeHarness::start(),
         )
         .await?;
         let h = &platform.harness;
         let binary = step(
-            "building the storefront runtime (cargo build -p tiqzy-runtime)",
-            async { tokio::task::spawn_blocking(crate::build_runtime_binary).await? },
+            "building the storefront runtime and the payments service \
+             (cargo build -p tiqzy-runtime -p tiqzy-payments)",
+            async { tokio::task::spawn_blocking(crate::build_runtime_binaries).await? },
         )
         .await?;
         let image = step("importing the runtime image into containerd", async {
@@ -138,6 +152,14 @@ impl LivePlatform {
         )
         .await?;
 
+        step(
+            "waiting for the payments service (tiqzy-payments, stripe-mock behind it)",
+            wait_for_payments(h),
+        )
+        .await?;
+        let payments_host = format!("payments.{LIVE_BASE_DOMAIN}");
+        let webhook_url = format!("https://{payments_host}{port}/webhooks/stripe");
+
         let staff_token = staff.admin_token(STAFF_AUDIENCE, STAFF_TOKEN_HOURS).await?;
         step("creating the demo event through the admin API", async {
             let admin = storefront_client(&host, router.https_port, &ca_path)?;
@@ -151,6 +173,8 @@ impl LivePlatform {
             url,
             ca_path,
             staff_token,
+            payments_host,
+            webhook_url,
             _operator: operator,
             router,
             vault,
@@ -287,6 +311,10 @@ fn apply_local_tenant(h: &crate::Harness, staff: &StaffIssuer) -> Result<()> {
         "tls".to_owned(),
         json!({ "keyVaultCertificate": CERTIFICATE }),
     );
+    spec.insert(
+        "payments".to_owned(),
+        json!({ "connectedAccountId": LOCAL_CONNECTED_ACCOUNT }),
+    );
     let local = h.dir.join("tenant-local.json");
     std::fs::write(&local, serde_json::to_string_pretty(&tenant)?)?;
     let applied = h
@@ -304,6 +332,48 @@ fn apply_local_tenant(h: &crate::Harness, staff: &StaffIssuer) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits (5 minutes at most) for the Platform's `PaymentsServiceReady=True` and the sample
+/// tenant's `PaymentsReady=True`: the service has a ready pod and the storefront is told
+/// where it is.
+async fn wait_for_payments(h: &crate::Harness) -> Result<()> {
+    let admin = h.kube.client().await?;
+    let platforms = Api::<Platform>::all(admin.clone());
+    let tenants = Api::<tiqzy_crds::Tenant>::all(admin);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let platform = platforms.get("default").await?;
+        let tenant = tenants.get(LIVE_TENANT).await?;
+        let status = |conditions: Option<
+            &Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        >,
+                      type_: &str| {
+            conditions
+                .and_then(|all| all.iter().find(|c| c.type_ == type_))
+                .map(|c| (c.status.clone(), format!("{}: {}", c.reason, c.message)))
+        };
+        let service = status(
+            platform.status.as_ref().map(|s| &s.conditions),
+            "PaymentsServiceReady",
+        );
+        let storefront = status(
+            tenant.status.as_ref().map(|s| &s.conditions),
+            "PaymentsReady",
+        );
+        let ready = |c: &Option<(String, String)>| c.as_ref().is_some_and(|c| c.0 == "True");
+        if ready(&service) && ready(&storefront) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the payments service is not ready after 5 minutes: Platform \
+                 PaymentsServiceReady {service:?}, Tenant PaymentsReady {storefront:?}; \
+                 kubectl -n tiqzy-system get pods -l app.kubernetes.io/name=tiqzy-payments"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// What the cluster says about the sample tenant: its conditions, its pods and their recent

@@ -12,6 +12,9 @@
 //!
 //! kube-router's firewall enforces NetworkPolicies on the node ([`crate::kube_router`]); pod
 //! to pod traffic crosses the bridge, so the node needs `bridge-nf-call-iptables` on.
+//! kube-proxy routes Services and CoreDNS answers their names ([`crate::node_services`]); the
+//! API server listens on the gateway too, behind the `kubernetes` Service, so pods use
+//! `*.svc` names and in-cluster clients as on any cluster.
 //!
 //! Host state is removed by a cleanup script that outlives nothing: it is started with a
 //! parent-death signal, so it runs when the node is dropped *and* when the test process ends
@@ -51,7 +54,9 @@ pub const POD_SUBNET: &str = "10.77.0.0/16";
 pub const GATEWAY: &str = "10.77.0.1";
 /// The sandbox ("pause") image, built from the Kubernetes module's `pause.c`.
 pub const PAUSE_IMAGE: &str = "tiqzy.local/pause:e2e";
-/// Repository of the tenant-runtime image [`RealNode::import_runtime_image`] imports.
+/// Repository of the runtime image [`RealNode::import_runtime_image`] imports (the
+/// storefront's `tiqzy-runtime` and the payments service's `tiqzy-payments`, as the
+/// Containerfile ships them).
 pub const RUNTIME_REPOSITORY: &str = "tiqzy.local/tiqzy/runtime";
 const CNI_NETWORK: &str = "tiqzy-e2e";
 const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
@@ -72,7 +77,8 @@ const HOST_PATHS: &[&str] = &[
     "/etc/cni",
 ];
 
-/// The node's programs: containerd, its runc shim and ctr; the CNI plugins; runc; kube-router.
+/// The node's programs: containerd, its runc shim and ctr; the CNI plugins; runc; kube-router;
+/// CoreDNS.
 #[derive(Debug, Clone)]
 pub struct NodeBinaries {
     pub containerd: PathBuf,
@@ -83,9 +89,11 @@ pub struct NodeBinaries {
     pub runc: PathBuf,
     /// The NetworkPolicy enforcer (firewall only).
     pub kube_router: PathBuf,
+    /// The cluster DNS server, run as a pod of the node.
+    pub coredns: PathBuf,
 }
 
-/// Builds (first run only) containerd, the CNI plugins and kube-router from their modules;
+/// Builds (first run only) containerd, the CNI plugins, kube-router and CoreDNS from their modules;
 /// runc, iptables, ipset and conntrack come from Debian.
 pub fn ensure_node_binaries() -> Result<NodeBinaries> {
     crate::system::ensure_packages(&[
@@ -133,6 +141,7 @@ pub fn ensure_node_binaries() -> Result<NodeBinaries> {
         cni_dir,
         runc: PathBuf::from("/usr/sbin/runc"),
         kube_router: crate::components::ensure_kube_router()?,
+        coredns: crate::components::ensure_coredns()?,
     })
 }
 
@@ -184,7 +193,7 @@ impl RealNodeHarness {
         .await
         .context("building the Go components")??;
         let dir = crate::new_run_dir()?;
-        let host = HostState::prepare(&dir.join("node"), &node_bins)?;
+        let host = HostState::prepare(&dir.join("node"), &node_bins, &bins.kube)?;
         let harness = Harness::start_with(&bins, dir, Some((GATEWAY, POD_SUBNET))).await?;
         let node = RealNode::start(&node_bins, &bins, &harness, host).await?;
         Ok(Self { node, harness })
@@ -229,8 +238,9 @@ pub struct RealNode {
     pub socket: PathBuf,
     dir: PathBuf,
     ctr: PathBuf,
-    // Drop order: kube-router, kubelet, containerd, then the cleanup.
+    // Drop order: kube-router, kube-proxy, kubelet, containerd, then the cleanup.
     kube_router: Service,
+    kube_proxy: Service,
     kubelet: Service,
     containerd: Service,
     // Held for its Drop: the cleanup.
@@ -329,28 +339,61 @@ impl RealNode {
             .with_context(|| format!("enabling {BRIDGE_NF_CALL_IPTABLES}"))?;
         let kube_router = crate::kube_router::start(h, &nb.kube_router).await?;
         host.record_pid("kube-router", kube_router.pid())?;
-        Ok(Self {
+        let kube_proxy = crate::node_services::start_kube_proxy(h, &bins.kube).await?;
+        host.record_pid("kube-proxy", kube_proxy.pid())?;
+        let node = Self {
             name: REAL_NODE_NAME.to_owned(),
             socket,
             dir,
             ctr: nb.ctr.clone(),
             kube_router,
+            kube_proxy,
             kubelet,
             containerd,
             _host: host,
-        })
+        };
+        let coredns = node.import_binary_image(
+            "coredns",
+            crate::node_services::COREDNS_REPOSITORY,
+            &[(&nb.coredns, "/coredns")],
+            "/coredns",
+        )?;
+        crate::node_services::start_cluster_dns(h, &coredns).await?;
+        Ok(node)
     }
 
-    /// Writes an OCI image of `binary` (with the libraries `ldd` lists and the CA
-    /// certificates, running as UID 65532), imports it, and returns
+    /// Writes the runtime image (`tiqzy-runtime`, its entrypoint, and `tiqzy-payments` in
+    /// `/usr/local/bin`, as the Containerfile ships them), imports it, and returns
     /// `tiqzy.local/tiqzy/runtime@sha256:<manifest digest>`, which containerd resolves.
-    pub fn import_runtime_image(&self, binary: &Path) -> Result<String> {
-        let rootfs = self.dir.join("images/runtime-rootfs");
+    pub fn import_runtime_image(&self, binaries: &RuntimeBinaries) -> Result<String> {
+        self.import_binary_image(
+            "runtime",
+            RUNTIME_REPOSITORY,
+            &[
+                (&binaries.runtime, "/usr/local/bin/tiqzy-runtime"),
+                (&binaries.payments, "/usr/local/bin/tiqzy-payments"),
+            ],
+            "/usr/local/bin/tiqzy-runtime",
+        )
+    }
+
+    /// Writes an OCI image of `programs` (each at its path, with the libraries `ldd` lists
+    /// and the CA certificates, running as UID 65532), imports it, and returns
+    /// `<repository>@sha256:<manifest digest>`, which containerd resolves.
+    fn import_binary_image(
+        &self,
+        name: &str,
+        repository: &str,
+        programs: &[(&Path, &str)],
+        entrypoint: &str,
+    ) -> Result<String> {
+        let rootfs = self.dir.join(format!("images/{name}-rootfs"));
         let _ = std::fs::remove_dir_all(&rootfs);
-        let target = "/usr/local/bin/tiqzy-runtime";
-        copy_into(&rootfs, binary, target)?;
-        for library in ldd(binary)? {
-            copy_into(&rootfs, &library, &library.display().to_string())?;
+        for (binary, target) in programs {
+            copy_into(&rootfs, binary, target)?;
+            for library in ldd(binary)? {
+                copy_into(&rootfs, &library, &library.display().to_string())?;
+            }
         }
         copy_into(
             &rootfs,
@@ -365,14 +408,19 @@ impl RealNode {
         std::fs::create_dir_all(rootfs.join("tmp"))?;
         let image = write_oci_image(
             &self.dir.join("images"),
-            "runtime",
+            name,
             &rootfs,
-            (RUNTIME_REPOSITORY, &format!("{RUNTIME_REPOSITORY}:e2e")),
-            json!({ "Entrypoint": [target], "User": "65532:65532",
+            (repository, &format!("{repository}:e2e")),
+            json!({ "Entrypoint": [entrypoint], "User": "65532:65532",
                     "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"] }),
         )?;
         import_image(&self.ctr, &self.socket, &image)?;
         Ok(image.digest_ref)
+    }
+
+    /// Where the kubelet writes the pods' logs (`<namespace>_<pod>_<uid>/<container>/`).
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        self.dir.join("pod-logs")
     }
 
     /// `ctr --address <socket> -n k8s.io`, ready for arguments.
@@ -380,29 +428,54 @@ impl RealNode {
         ctr(&self.ctr, &self.socket)
     }
 
-    /// Fails with the log tail if containerd, the kubelet or kube-router has died.
+    /// Fails with the log tail if containerd, the kubelet, kube-router or kube-proxy has died.
     pub fn check_running(&mut self) -> Result<()> {
         self.containerd.check_running()?;
         self.kubelet.check_running()?;
-        self.kube_router.check_running()
+        self.kube_router.check_running()?;
+        self.kube_proxy.check_running()
     }
 }
 
-/// Builds `tiqzy-runtime` as the workspace builds it (`cargo build -p tiqzy-runtime`) and
-/// returns the binary.
-pub fn build_runtime_binary() -> Result<PathBuf> {
-    eprintln!("tiqzy: cargo build -p tiqzy-runtime --bin tiqzy-runtime");
+/// The programs of the runtime image.
+#[derive(Debug, Clone)]
+pub struct RuntimeBinaries {
+    /// The storefront, `tiqzy-runtime`.
+    pub runtime: PathBuf,
+    /// The payments service, `tiqzy-payments`.
+    pub payments: PathBuf,
+}
+
+/// Builds `tiqzy-runtime` and `tiqzy-payments` as the workspace builds them (`cargo build -p
+/// tiqzy-runtime -p tiqzy-payments`) and returns the binaries.
+pub fn build_runtime_binaries() -> Result<RuntimeBinaries> {
+    eprintln!("tiqzy: cargo build -p tiqzy-runtime -p tiqzy-payments");
     let status = crate::cargo_command()
-        .args(["build", "-p", "tiqzy-runtime", "--bin", "tiqzy-runtime"])
+        .args([
+            "build",
+            "-p",
+            "tiqzy-runtime",
+            "--bin",
+            "tiqzy-runtime",
+            "-p",
+            "tiqzy-payments",
+            "--bin",
+            "tiqzy-payments",
+        ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build -p tiqzy-runtime failed");
+        bail!("cargo build -p tiqzy-runtime -p tiqzy-payments failed");
     }
-    let binary = crate::target_dir().join("debug/tiqzy-runtime");
-    std::fs::canonicalize(&binary)
-        .with_context(|| format!("the runtime binary {}", binary.display()))
+    let binary = |name: &str| {
+        let binary = crate::target_dir().join("debug").join(name);
+        std::fs::canonicalize(&binary).with_context(|| format!("the binary {}", binary.display()))
+    };
+    Ok(RuntimeBinaries {
+        runtime: binary("tiqzy-runtime")?,
+        payments: binary("tiqzy-payments")?,
+    })
 }
 
 fn ctr(program: &Path, socket: &Path) -> Command {
@@ -421,7 +494,7 @@ struct HostState {
 }
 
 impl HostState {
-    fn prepare(dir: &Path, nb: &NodeBinaries) -> Result<Self> {
+    fn prepare(dir: &Path, nb: &NodeBinaries, kube: &Path) -> Result<Self> {
         let lock_path = Path::new("/run/lock/tiqzy-e2e-real-node.lock");
         let lock = File::create(lock_path)?;
         if lock.try_lock().is_err() {
@@ -439,7 +512,7 @@ impl HostState {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         let script = dir.join("cleanup.sh");
-        std::fs::write(&script, cleanup_script(dir, &nb.shim))?;
+        std::fs::write(&script, cleanup_script(dir, &nb.shim, kube))?;
         // Whatever a node that died without cleaning up left (same names): gone first.
         let stale = Command::new("bash").arg(&script).arg("now").output()?;
         if !stale.status.success() {
@@ -546,12 +619,13 @@ impl Drop for HostState {
 }
 
 /// The cleanup script: `cleanup.sh now` cleans at once, `cleanup.sh wait` on SIGTERM.
-fn cleanup_script(dir: &Path, shim: &Path) -> String {
+fn cleanup_script(dir: &Path, shim: &Path, kube: &Path) -> String {
     format!(
         r#"#!/bin/bash
 # Removes the host state of the harness's real node (written by tests/e2e/src/node.rs).
 NODE_DIR='{dir}'
 SHIM='{shim}'
+KUBE='{kube}'
 BRIDGE='{BRIDGE}'
 NETWORK='{CNI_NETWORK}'
 
@@ -589,6 +663,8 @@ cleanup() {{
   for root in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
     [ -d "$root" ] && find "$root" -depth -type d -exec rmdir {{}} \; 2>/dev/null
   done
+  # kube-proxy's own rules (the chain sweep below would catch them too).
+  [ -x "$KUBE" ] && timeout 30 "$KUBE" kube-proxy --cleanup >/dev/null 2>&1
   # iptables: rules naming the network (and the chains they jump to), rules in or jumping to
   # chains created since the node started, then those chains.
   for tool in iptables ip6tables; do
@@ -648,6 +724,7 @@ done
 "#,
         dir = dir.display(),
         shim = shim.display(),
+        kube = kube.display(),
     )
 }
 
@@ -723,6 +800,7 @@ fn cni_config(dir: &Path) -> String {
 }
 
 fn kubelet_config_text(dir: &Path, socket: &Path) -> Result<String> {
+    use crate::node_services::{CLUSTER_DNS, CLUSTER_DOMAIN};
     let port = crate::free_port()?;
     Ok(format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -746,15 +824,20 @@ failSwapOn: false
 podLogsDir: {dir}/pod-logs
 volumePluginDir: {dir}/volume-plugins
 resolvConf: ""
+clusterDNS: ["{CLUSTER_DNS}"]
+clusterDomain: {CLUSTER_DOMAIN}
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# No disk-based eviction (as kind does): the VM's disk is shared with other builds and at
+# times nearly full (1% of its 250 GB is more than it sometimes has free, and it has dropped
+# below 256 MiB), and a test node that evicts its pods for that proves nothing.
 evictionHard:
   memory.available: "50Mi"
-  nodefs.available: "1%"
-  nodefs.inodesFree: "1%"
-  imagefs.available: "1%"
-  imagefs.inodesFree: "1%"
+  nodefs.available: "0%"
+  nodefs.inodesFree: "0%"
+  imagefs.available: "0%"
+  imagefs.inodesFree: "0%"
 "#,
         socket = socket.display(),
         dir = dir.display(),
@@ -954,8 +1037,15 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("test setup");
         let script = dir.join("cleanup.sh");
         let mut f = File::create(&script).expect("test setup");
-        f.write_all(cleanup_script(&dir, Path::new("/nonexistent/shim")).as_bytes())
-            .expect("test setup");
+        f.write_all(
+            cleanup_script(
+                &dir,
+                Path::new("/nonexistent/shim"),
+                Path::new("/nonexistent/kube"),
+            )
+            .as_bytes(),
+        )
+        .expect("test setup");
         let out = Command::new("bash")
             .arg("-n")
             .arg(&script)

@@ -132,6 +132,9 @@ pub async fn install_tiqzy(h: &Harness) -> Result<std::path::PathBuf> {
         "role",
         "leader_election_role",
         "role_binding",
+        "payments_service_account",
+        "payments_role",
+        "payments_role_binding",
     ] {
         apply_yaml(&admin, &format!("config/rbac/{file}.yaml")).await;
     }

@@ -18,8 +18,9 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// A fresh CA and a serving certificate for the API server's loopback names.
-    pub fn create(dir: &Path) -> Result<Self> {
+    /// A fresh CA and a serving certificate for the API server's loopback names, and for
+    /// `address` when given (where a real node's pods reach the API server).
+    pub fn create(dir: &Path, address: Option<&str>) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let ca_key = KeyPair::generate()?;
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -35,7 +36,7 @@ impl Pki {
         let issuer = Issuer::new(ca, ca_key);
 
         let server_key = KeyPair::generate()?;
-        let mut server = CertificateParams::new(vec![
+        let mut names = vec![
             "127.0.0.1".to_owned(),
             "localhost".to_owned(),
             "kubernetes".to_owned(),
@@ -43,7 +44,9 @@ impl Pki {
             "kubernetes.default.svc".to_owned(),
             "kubernetes.default.svc.cluster.local".to_owned(),
             "10.96.0.1".to_owned(),
-        ])?;
+        ];
+        names.extend(address.map(str::to_owned));
+        let mut server = CertificateParams::new(names)?;
         server
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");

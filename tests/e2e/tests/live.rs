@@ -1,6 +1,8 @@
 //! What `cargo xtask up` gives a new user, brought up the same way ([`LivePlatform`]): the
 //! sample storefront on `acme-arena.localhost` over HTTPS through Traefik, from a pod on the
-//! real node, with the demo event the pod's admin API created, and a staff token it accepts.
+//! real node, with the demo event the pod's admin API created, and a staff token it accepts;
+//! a buyer's order paid through the payments service (checkout at stripe-mock, Stripe's signed
+//! event on `payments.localhost` through Traefik, delivered to the storefront).
 //!
 //! Its own test binary: a real node cordons kwok's node, and only one real node runs per
 //! machine (it waits for another one's lock).
@@ -64,5 +66,143 @@ async fn xtask_up_serves_the_sample_storefront_with_its_demo_event() {
         summary["ticket_types"].as_array().map(Vec::len),
         Some(DEMO_TICKET_TYPES.len()),
         "{summary}"
+    );
+
+    // Stripe's webhooks reach the payments service's pods through the router, which checks
+    // their signature (the platform's webhook secret): an unsigned call is refused.
+    assert!(live.webhook_url.starts_with("https://payments.localhost"));
+    let port = live.router.https_port;
+    let stripe = reqwest::Client::builder()
+        .resolve(
+            &live.payments_host,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        // The operator names no certificate for the payments host: Traefik's default one.
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let refused = stripe
+        .post(&live.webhook_url)
+        .header("stripe-signature", "t=1,v1=00")
+        .body(r#"{"id":"evt_forged","type":"checkout.session.completed"}"#)
+        .send()
+        .await
+        .expect("the webhook endpoint through the router");
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    let problem: serde_json::Value = refused.json().await.expect("a problem body");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("bad-signature")),
+        "{problem}"
+    );
+
+    // A buyer, as the forms of the pages post: a ticket held, an order opened, "Pay" sends
+    // the browser to Stripe Checkout (stripe-mock's address), from the payments service.
+    let buyer = reqwest::Client::builder()
+        .resolve(
+            &live.host,
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&live.ca_path).expect("CA")).expect("CA"),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let base = live.url.trim_end_matches('/');
+    let field = event
+        .split("name=\"q-")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(|id| format!("q-{id}"))
+        .expect("a ticket type on the event page");
+    let location = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{} without a redirect", response.status()))
+    };
+    let held = buyer
+        .post(format!("{base}/events/{DEMO_EVENT}/holds"))
+        .form(&[(field.as_str(), "1")])
+        .send()
+        .await
+        .expect("hold");
+    let checkout = location(&held);
+    let ordered = buyer
+        .post(format!("{base}{checkout}"))
+        .form(&[("email", "buyer@example.com")])
+        .send()
+        .await
+        .expect("order");
+    let order_path = location(&ordered);
+    let paying = buyer
+        .post(format!("{base}{order_path}/pay"))
+        .send()
+        .await
+        .expect("pay");
+    let stripe_checkout = location(&paying);
+    assert!(
+        stripe_checkout.starts_with("https://checkout.stripe.com/"),
+        "{stripe_checkout}"
+    );
+
+    // Stripe says it is paid, signed with the platform's webhook secret.
+    let token = order_path.rsplit('/').next().expect("order token");
+    let order_url = format!("{base}/api/orders/{token}");
+    let order: serde_json::Value = buyer
+        .get(&order_url)
+        .send()
+        .await
+        .expect("order")
+        .json()
+        .await
+        .expect("order JSON");
+    let mut session = live
+        .platform
+        .harness
+        .stripe
+        .paid_session(&order["order"])
+        .await
+        .expect("session");
+    session["metadata"]["tiqzy_tenant"] = tiqzy_e2e::LIVE_TENANT.into();
+    let (payload, signature) = tiqzy_e2e::signed_event(
+        "checkout.session.completed",
+        session,
+        tiqzy_e2e::STRIPE_WEBHOOK_SECRET,
+    );
+    let accepted = stripe
+        .post(&live.webhook_url)
+        .header("stripe-signature", signature)
+        .body(payload)
+        .send()
+        .await
+        .expect("the webhook endpoint");
+    assert_eq!(accepted.status(), reqwest::StatusCode::OK);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let order: serde_json::Value = buyer
+            .get(&order_url)
+            .send()
+            .await
+            .expect("order")
+            .json()
+            .await
+            .expect("order JSON");
+        let state = order["order"]["state"].clone();
+        if state == "paid" || std::time::Instant::now() > deadline {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        state, "paid",
+        "the service delivered the event to the storefront"
     );
 }

@@ -6,10 +6,11 @@
 //	kube kube-scheduler [flags]
 //	kube kubectl [args]
 //	kube kubelet [flags]
+//	kube kube-proxy [flags]
 //
 // Invoked through a link named after one of the programs (kubectl -> kube),
-// it runs that program directly. The kubelet only runs when a test asks for a
-// real node (see tests/e2e/src/node.rs).
+// it runs that program directly. The kubelet and kube-proxy only run when a
+// test asks for a real node (see tests/e2e/src/node.rs).
 package main
 
 import (
@@ -24,6 +25,7 @@ import (
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
@@ -31,7 +33,7 @@ func main() {
 	program, args := filepath.Base(os.Args[0]), os.Args[1:]
 	if !known(program) {
 		if len(args) == 0 || !known(args[0]) {
-			fmt.Fprintln(os.Stderr, "usage: kube kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet [args]")
+			fmt.Fprintln(os.Stderr, "usage: kube kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy [args]")
 			os.Exit(2)
 		}
 		program, args = args[0], args[1:]
@@ -48,6 +50,8 @@ func main() {
 		command = kubectl.NewDefaultKubectlCommand()
 	case "kubelet":
 		command = kubelet.NewKubeletCommand(context.Background())
+	case "kube-proxy":
+		command = proxy.NewProxyCommand()
 	}
 	command.SetArgs(args)
 	os.Exit(cli.Run(command))
@@ -55,7 +59,7 @@ func main() {
 
 func known(program string) bool {
 	switch program {
-	case "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet":
+	case "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy":
 		return true
 	}
 	return false
