@@ -503,13 +503,9 @@ async fn an_event_the_storefront_rejects_is_kept_with_the_reason_and_not_retried
         sent[1..],
         "the rejected event held nothing back"
     );
-    let metrics = loop {
-        let metrics = metrics_text(&service).await;
-        if metrics.contains("tiqzy_payments_outbox_rejected_deliveries 1") {
-            break metrics;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let metrics =
+        tiqzy_e2e::payments::metrics_with(&service, "tiqzy_payments_outbox_rejected_deliveries 1")
+            .await;
     assert!(
         metrics.contains("tiqzy_payments_webhook_deliveries_total{outcome=\"rejected\"} 1"),
         "{metrics}"

@@ -187,6 +187,25 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// The service's `/metrics` text once it has a line starting with `line` (as the outbox's
+/// gauges are refreshed about once a second); fails after a minute.
+pub async fn metrics_with(service: &str, line: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..600 {
+        text = reqwest::get(format!("{service}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        if text.lines().any(|l| l.starts_with(line)) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no `{line}` in the service's metrics:\n{text}")
+}
+
 /// The debug `tiqzy-payments` binary, built once per test binary (a no-op when it is up to
 /// date).
 pub fn payments_binary() -> &'static Path {
