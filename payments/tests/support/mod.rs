@@ -5,8 +5,6 @@
 //! Stripe's rate limit.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -61,66 +59,14 @@ pub struct StripeRecorder {
 /// What the proxy plays on top of stripe-mock.
 #[derive(Debug, Default)]
 struct Script {
-    /// Sessions the buyer paid: id -> (amount_total, payment_intent).
-    paid: HashMap<String, (i64, String)>,
+    /// Sessions the buyer paid.
+    paid: tiqzy_e2e::payments::PaidSessions,
     /// How many of the next requests Stripe answers 429.
     throttle: usize,
 }
 
 /// Stripe's answer to a request over the platform's rate limit.
 const RATE_LIMITED: &str = r#"{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Request rate limit exceeded."}}"#;
-
-/// An id Stripe would give the object created under `key`: the same key, the same object.
-fn id_for(fixture: &str, key: &str) -> String {
-    let prefix = fixture.split('_').next().unwrap_or("obj");
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    format!("{prefix}_{:016x}", hasher.finish())
-}
-
-/// Edits stripe-mock's answer into the one Stripe would give.
-fn play(script: &Script, method: &Method, uri: &Uri, key: Option<&str>, answer: &mut Value) {
-    let path = uri.path();
-    if method == Method::POST {
-        if let (Some(key), Some(id), false) =
-            (key, answer["id"].as_str(), path.ends_with("/expire"))
-        {
-            answer["id"] = id_for(id, key).into();
-        }
-        return;
-    }
-    let paid = |session: &mut Value, id: &str| {
-        if let Some((amount, intent)) = script.paid.get(id) {
-            session["id"] = id.into();
-            session["payment_status"] = "paid".into();
-            session["status"] = "complete".into();
-            session["amount_total"] = (*amount).into();
-            session["currency"] = "eur".into();
-            session["payment_intent"] = intent.as_str().into();
-        }
-    };
-    if let Some(id) = path.strip_prefix("/v1/checkout/sessions/") {
-        paid(answer, id);
-    } else if path == "/v1/checkout/sessions" {
-        let wanted = uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .find_map(|p| p.strip_prefix("payment_intent="));
-        let template = answer["data"][0].clone();
-        let data: Vec<Value> = script
-            .paid
-            .iter()
-            .filter(|(_, (_, intent))| Some(intent.as_str()) == wanted)
-            .map(|(id, _)| {
-                let mut session = template.clone();
-                paid(&mut session, id);
-                session
-            })
-            .collect();
-        answer["data"] = data.into();
-    }
-}
 
 impl StripeRecorder {
     pub async fn start() -> Self {
@@ -168,8 +114,8 @@ impl StripeRecorder {
                         return (status, bytes);
                     }
                     let mut json: Value = serde_json::from_slice(&bytes).expect("JSON");
-                    play(
-                        &playing.lock().expect("lock"),
+                    tiqzy_e2e::payments::stripe_answer(
+                        &playing.lock().expect("lock").paid,
                         &method,
                         &uri,
                         key.as_deref(),

@@ -179,6 +179,73 @@ pub fn stripe_signature(secret: &str, t: i64, body: &str) -> String {
     stripe_webhook::Webhook::generate_test_header(body, secret, Some(t))
 }
 
+/// Checkout sessions Stripe knows the buyer paid: id -> (amount_total, payment intent).
+pub type PaidSessions = std::collections::HashMap<String, (i64, String)>;
+
+/// Edits stripe-mock's `answer` to `method` `uri` (sent with idempotency key `key`) into the
+/// one Stripe would give, for what stateless stripe-mock cannot play: an object created under
+/// a key has an id of its own (the same key, the same id), and a session in `paid` reads back
+/// as paid, also when listed by its payment intent.
+pub fn stripe_answer(
+    paid: &PaidSessions,
+    method: &http::Method,
+    uri: &http::Uri,
+    key: Option<&str>,
+    answer: &mut Value,
+) {
+    let path = uri.path();
+    if method == http::Method::POST {
+        if let (Some(key), Some(id)) = (key, answer["id"].as_str())
+            && !path.ends_with("/expire")
+        {
+            answer["id"] = json!(id_under(id, key));
+        }
+        return;
+    }
+    let report = |session: &mut Value, id: &str| {
+        if let Some((amount, intent)) = paid.get(id) {
+            session["id"] = json!(id);
+            session["payment_status"] = json!("paid");
+            session["status"] = json!("complete");
+            session["amount_total"] = json!(amount);
+            session["currency"] = json!("eur");
+            session["payment_intent"] = json!(intent);
+        }
+    };
+    if let Some(id) = path.strip_prefix("/v1/checkout/sessions/") {
+        report(answer, id);
+    } else if path == "/v1/checkout/sessions" {
+        let wanted = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|p| p.strip_prefix("payment_intent="));
+        let template = answer["data"][0].clone();
+        let sessions: Vec<Value> = paid
+            .iter()
+            .filter(|(_, (_, intent))| Some(intent.as_str()) == wanted)
+            .map(|(id, _)| {
+                let mut session = template.clone();
+                report(&mut session, id);
+                session
+            })
+            .collect();
+        answer["data"] = json!(sessions);
+    }
+}
+
+/// The id of the object created under idempotency key `key`: stripe-mock's id with its last
+/// part replaced by one derived from the key.
+fn id_under(fixture_id: &str, key: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let prefix = fixture_id
+        .rsplit_once('_')
+        .map_or("obj", |(prefix, _)| prefix);
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    format!("{prefix}_{:016x}", hasher.finish())
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
