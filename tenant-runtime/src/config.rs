@@ -9,6 +9,7 @@ use base64::Engine;
 use secrecy::{SecretSlice, SecretString};
 use tiqzy_crds::payments::WEBHOOK_SECRETS_VAR;
 
+pub use self::mail::{MailConfig, SecretSource, Smtp, SmtpCredentials, SmtpTls};
 use crate::domain::{Currency, PriceCap};
 use crate::locale::Locale;
 
@@ -37,7 +38,9 @@ pub struct Config {
     pub cache_key_prefix: String,
     /// Staff sign-in for the admin API; without it the admin API is closed.
     pub oauth: Option<OAuth>,
-    pub ticket_signing_key: SecretSlice<u8>,
+    /// `TIQZY_TICKET_SIGNING_KEY`: one key, or several separated by commas, newest first (the
+    /// first signs ticket codes, all verify them: prepend a key to rotate, drop one to retire it).
+    pub ticket_signing_keys: Vec<SecretSlice<u8>>,
     /// Most connections this replica opens; the operator divides the tenant role's connection
     /// limit between the replicas the autoscaler and a rollout may run at once.
     pub db_max_connections: u32,
@@ -47,6 +50,7 @@ pub struct Config {
     /// Holds one client may create per minute.
     pub hold_rate_limit: u32,
     pub payments: PaymentsConfig,
+    pub mail: MailConfig,
 }
 
 /// The tenant's look on every storefront page.
@@ -115,22 +119,33 @@ impl Config {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Vars(vars);
         let tenant = env.required("TIQZY_TENANT")?;
+        let branding = Branding {
+            display_name: env.required("TIQZY_DISPLAY_NAME")?,
+            primary_color: env.parse("TIQZY_BRAND_PRIMARY_COLOR", hex_color)?,
+            accent_color: env.parse("TIQZY_BRAND_ACCENT_COLOR", hex_color)?,
+            logo_url: env
+                .optional("TIQZY_BRAND_LOGO_URL")
+                .as_deref()
+                .map(http_url)
+                .transpose()
+                .map_err(|problem| ConfigError {
+                    name: "TIQZY_BRAND_LOGO_URL",
+                    problem,
+                })?,
+            support_email: env.optional("TIQZY_SUPPORT_EMAIL"),
+        };
+        let public_url = env.parse("TIQZY_PUBLIC_URL", |v| {
+            http_url(v).map(|u| u.trim_end_matches('/').to_owned())
+        })?;
+        let mail = MailConfig::from_vars(
+            &env,
+            &branding.display_name,
+            branding.support_email.as_deref(),
+            public_host(&public_url),
+        )?;
         Ok(Self {
-            branding: Branding {
-                display_name: env.required("TIQZY_DISPLAY_NAME")?,
-                primary_color: env.parse("TIQZY_BRAND_PRIMARY_COLOR", hex_color)?,
-                accent_color: env.parse("TIQZY_BRAND_ACCENT_COLOR", hex_color)?,
-                logo_url: env
-                    .optional("TIQZY_BRAND_LOGO_URL")
-                    .as_deref()
-                    .map(http_url)
-                    .transpose()
-                    .map_err(|problem| ConfigError {
-                        name: "TIQZY_BRAND_LOGO_URL",
-                        problem,
-                    })?,
-                support_email: env.optional("TIQZY_SUPPORT_EMAIL"),
-            },
+            branding,
+            mail,
             currency: env.parse("TIQZY_CURRENCY", |v| {
                 Currency::parse(v).map_err(|e| e.to_string())
             })?,
@@ -148,9 +163,7 @@ impl Config {
                     _ => Err("must be basis points between 0 and 10000".to_owned()),
                 })?,
             },
-            public_url: env.parse("TIQZY_PUBLIC_URL", |v| {
-                http_url(v).map(|u| u.trim_end_matches('/').to_owned())
-            })?,
+            public_url,
             listen_addr: match env.optional("TIQZY_LISTEN_ADDR") {
                 None => SocketAddr::from(([0, 0, 0, 0], 8080)),
                 Some(v) => v.parse().map_err(|_| ConfigError {
@@ -173,7 +186,7 @@ impl Config {
                 .optional("TIQZY_CACHE_KEY_PREFIX")
                 .unwrap_or_else(|| format!("t:{tenant}:")),
             oauth: OAuth::from_vars(&env)?,
-            ticket_signing_key: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_key)?.into(),
+            ticket_signing_keys: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_keys)?,
             db_max_connections: env.whole_number_in("TIQZY_DB_MAX_CONNECTIONS", 10, 1..=500)?,
             db_acquire_timeout: Duration::from_millis(env.whole_number_in(
                 "TIQZY_DB_ACQUIRE_TIMEOUT_MS",
@@ -442,6 +455,18 @@ fn boolean(v: &str) -> Result<bool, String> {
 }
 
 /// Accepts hex or (standard or URL-safe) base64; the key is never echoed back in the error.
+fn signing_keys(v: &str) -> Result<Vec<SecretSlice<u8>>, String> {
+    v.split(',')
+        .map(str::trim)
+        .enumerate()
+        .map(|(i, key)| {
+            signing_key(key)
+                .map(SecretSlice::from)
+                .map_err(|problem| format!("key {} of the list {problem}", i + 1))
+        })
+        .collect()
+}
+
 fn signing_key(v: &str) -> Result<Vec<u8>, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -456,5 +481,13 @@ fn signing_key(v: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
+/// The host of an http(s) URL, without port or path.
+fn public_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.split(':').next().unwrap_or(authority)
+}
+
+mod mail;
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,7 @@ use crate::state::AppState;
         admin::sales_summary, admin::sales_csv, admin::check_in,
         admin::refund_order, admin::order_ledger, admin::listing_ledger,
         api::payments::start_checkout, api::payments::start_onboarding,
+        api::ticket_keys::ticket_keys,
         crate::http::webhooks::receive,
     ),
     components(schemas(crate::error::Problem)),

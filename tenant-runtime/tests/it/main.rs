@@ -6,6 +6,7 @@ mod baskets;
 mod browser;
 mod cache;
 mod inventory;
+mod mail;
 mod payments;
 mod payments_service;
 mod resale;

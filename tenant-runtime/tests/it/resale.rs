@@ -15,11 +15,12 @@ fn first_ticket(order_page: &Value) -> (String, String) {
     )
 }
 
-async fn check_in(app: &TestApp, code: &str) -> reqwest::Response {
+/// Scans `code` at the door of event `slug`, at the main gate.
+async fn check_in(app: &TestApp, slug: &str, code: &str) -> reqwest::Response {
     app.admin(
         Method::POST,
         "/api/admin/check-ins",
-        Some(&json!({ "code": code })),
+        Some(&json!({ "code": code, "event": slug, "gate": "Main" })),
     )
     .await
 }
@@ -45,21 +46,89 @@ async fn list(app: &TestApp, token: &str, amount_minor: i64, currency: &str) -> 
 }
 
 #[tokio::test]
-async fn check_in_admits_once_and_repeats_the_same_answer() {
+async fn check_in_admits_once_and_tells_staff_about_a_copied_code() {
     let app = TestApp::spawn().await;
-    let (_, tt) = app.seed_event(10, 4_000, 2).await;
+    let (slug, tt) = app.seed_event(10, 4_000, 2).await;
     let order = app.buy(tt, 2, "fan@example.org").await;
     let (_, code) = first_ticket(&order);
 
-    let first: Value = check_in(&app, &code).await.json().await.expect("check-in");
-    assert_eq!(first["already_checked_in"], false);
-    let again: Value = check_in(&app, &code).await.json().await.expect("check-in");
-    assert_eq!(again["already_checked_in"], true);
-    assert_eq!(again["checked_in_at"], first["checked_in_at"]);
+    let first: Value = check_in(&app, &slug, &code)
+        .await
+        .json()
+        .await
+        .expect("check-in");
+    assert_eq!(first["event"], slug.as_str());
+    assert_eq!(first["gate"], "Main");
+    assert!(first["checked_in_at"].is_string(), "{first}");
+
+    // The same code again, at another gate: refused, saying when and where it got in.
+    let again = app
+        .admin(
+            Method::POST,
+            "/api/admin/check-ins",
+            Some(&json!({ "code": code, "event": slug, "gate": "North" })),
+        )
+        .await;
+    let (status, body) = problem(again).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("already-admitted"),
+        "{body}"
+    );
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(detail.contains("through gate Main"), "{detail}");
+    let first_at = first["checked_in_at"].as_str().expect("time");
+    assert!(
+        detail.contains(&first_at[..16].replace('T', " ")),
+        "{detail} vs {first_at}"
+    );
+
+    // A code for another event is refused with what it is for.
+    let (other_slug, other_tt) = app.seed_event(10, 4_000, 2).await;
+    let other = app.buy(other_tt, 1, "fan@example.org").await;
+    let (_, other_code) = first_ticket(&other);
+    let (status, body) = problem(check_in(&app, &slug, &other_code).await).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("wrong-event"),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains(&other_slug),
+        "{body}"
+    );
+    // ... and still gets in at its own event.
+    let admitted = check_in(&app, &other_slug, &other_code).await;
+    assert_eq!(admitted.status(), 200);
 
     let tampered = code.replacen(".0.", ".7.", 1);
-    assert_eq!(problem(check_in(&app, &tampered).await).await.0, 422);
-    assert_eq!(problem(check_in(&app, "hello").await).await.0, 422);
+    assert_eq!(problem(check_in(&app, &slug, &tampered).await).await.0, 422);
+    assert_eq!(problem(check_in(&app, &slug, "hello").await).await.0, 422);
+    let no_event = app
+        .admin(
+            Method::POST,
+            "/api/admin/check-ins",
+            Some(&json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(problem(no_event).await.0, 422);
+    let long_gate = app
+        .admin(
+            Method::POST,
+            "/api/admin/check-ins",
+            Some(&json!({ "code": code, "event": slug, "gate": "G".repeat(41) })),
+        )
+        .await;
+    assert_eq!(problem(long_gate).await.0, 422);
     // A checked-in ticket cannot go on the market.
     let (token, _) = first_ticket(&order);
     assert_eq!(problem(list(&app, &token, 4_000, "EUR").await).await.0, 409);
@@ -135,7 +204,7 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
     let listing_id = listing["id"].as_str().expect("id").to_owned();
 
     // A listed ticket does not get in.
-    let (status, body) = problem(check_in(&app, &seller_code).await).await;
+    let (status, body) = problem(check_in(&app, &slug, &seller_code).await).await;
     assert_eq!(status, 409, "{body}");
 
     let market: Vec<Value> = app
@@ -183,7 +252,7 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
     assert_ne!(buyer_code, seller_code);
     assert_eq!(bought["tickets"][0]["ticket"]["epoch"], 1);
 
-    let (status, body) = problem(check_in(&app, &seller_code).await).await;
+    let (status, body) = problem(check_in(&app, &slug, &seller_code).await).await;
     assert_eq!(status, 409);
     assert!(
         body["type"]
@@ -205,12 +274,12 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
         404
     );
 
-    let admitted: Value = check_in(&app, &buyer_code)
+    let admitted: Value = check_in(&app, &slug, &buyer_code)
         .await
         .json()
         .await
         .expect("check-in");
-    assert_eq!(admitted["already_checked_in"], false);
+    assert_eq!(admitted["event"], slug.as_str());
     let ticket: Value = app
         .get(&format!("/api/tickets/{buyer_token}"))
         .await
@@ -230,7 +299,7 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
 #[tokio::test]
 async fn a_withdrawn_listing_can_be_checked_in_again() {
     let app = TestApp::spawn().await;
-    let (_, tt) = app.seed_event(10, 5_000, 1).await;
+    let (slug, tt) = app.seed_event(10, 5_000, 1).await;
     let (token, code) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
     assert_eq!(list(&app, &token, 5_000, "EUR").await.status(), 201);
     let withdrawn = app
@@ -240,7 +309,7 @@ async fn a_withdrawn_listing_can_be_checked_in_again() {
         .await
         .expect("delete");
     assert_eq!(withdrawn.status(), 204);
-    assert_eq!(check_in(&app, &code).await.status(), 200);
+    assert_eq!(check_in(&app, &slug, &code).await.status(), 200);
 }
 
 #[tokio::test]
@@ -276,9 +345,63 @@ async fn unpaid_orders_have_no_codes() {
         .await
         .expect("page");
     assert_eq!(page["tickets"].as_array().map(Vec::len), Some(0));
-    let mail = app.mailer.sent.lock().expect("mail").clone();
-    assert!(mail.iter().any(|m| {
-        m.body
-            .contains(order["access_token"].as_str().expect("token"))
-    }));
+    assert_eq!(
+        app.link_in_last_mail("fan@example.org", "/orders/").await,
+        format!("/orders/{}", order["access_token"].as_str().expect("token"))
+    );
+}
+
+#[tokio::test]
+async fn a_scanner_verifies_a_ticket_offline_with_the_published_public_key() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+
+    let app = TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 4_000, 2).await;
+    let (_, code) = first_ticket(&app.buy(tt, 1, "fan@example.org").await);
+
+    let keys = app.get("/.well-known/tiqzy-ticket-keys").await;
+    assert_eq!(keys.status(), 200);
+    assert!(
+        keys.headers()["cache-control"]
+            .to_str()
+            .is_ok_and(|v| v.contains("max-age")),
+        "scanners may keep the keys a while"
+    );
+    let keys: Value = keys.json().await.expect("keys");
+    let key = &keys["keys"][0];
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519"))
+    );
+    assert!(key.get("d").is_none(), "no private part: {key}");
+
+    // What a scanner does with no connection: split the code, find its key, check the signature.
+    let (message, signature) = code.rsplit_once('.').expect("signed");
+    let kid = message.rsplit('.').next().expect("key id");
+    assert_eq!(key["kid"].as_str(), Some(kid), "{code}");
+    let x: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(key["x"].as_str().expect("x"))
+        .expect("base64url")
+        .try_into()
+        .expect("32 bytes");
+    let signature: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(signature)
+        .expect("base64url")
+        .try_into()
+        .expect("64 bytes");
+    let public = VerifyingKey::from_bytes(&x).expect("public key");
+    assert!(
+        public
+            .verify(message.as_bytes(), &Signature::from_bytes(&signature))
+            .is_ok()
+    );
+    // A code for another ticket made by editing this one does not verify.
+    let forged = message.replacen(".0.", ".1.", 1);
+    assert!(
+        public
+            .verify(forged.as_bytes(), &Signature::from_bytes(&signature))
+            .is_err()
+    );
 }

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod payments;
 pub mod resale;
+pub mod ticket_keys;
 
 use axum::Router;
 
@@ -15,4 +16,5 @@ pub fn router() -> Router<AppState> {
         .merge(checkout::router())
         .merge(payments::router())
         .merge(resale::router())
+        .merge(ticket_keys::router())
 }
