@@ -21,7 +21,6 @@ pub use tiqzy_e2e::payments::DELIVERY_KEY;
 use tiqzy_e2e::payments::{admin, create_account, mint};
 use tiqzy_runtime::Application;
 use tiqzy_runtime::config::Config;
-use tiqzy_runtime::mail::MemoryMailer;
 use uuid::Uuid;
 
 use super::stripe::{self, StripeProxy};
@@ -444,7 +443,7 @@ impl Shop {
 
     /// Starts the storefront (again, on its database) and routes its deliveries to it.
     pub async fn start(&mut self, network: &Network) {
-        let app = Application::build_with(self.config.clone(), Arc::new(MemoryMailer::default()))
+        let app = Application::build(self.config.clone())
             .await
             .expect("the storefront starts");
         self.url = format!("http://127.0.0.1:{}", app.port());
