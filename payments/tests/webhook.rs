@@ -14,16 +14,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{KeyInit, Mac};
-use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use support::{SECRET_KEY, admin, fresh_database, serve};
-use tiqzy_crds::Tenant;
+use tiqzy_e2e::payments::{DELIVERY_KEY, now, stripe_signature};
 use tiqzy_payments::Config;
 
 const STRIPE_SECRET: &str = "whsec_stripeCurrent";
 const STRIPE_OLD_SECRET: &str = "whsec_stripeRotatedOut";
-const DELIVERY_KEY: &str = "platform-delivery-key-for-tests";
 
 /// A Tenant with its connected account, as the operator leaves it.
 struct Shop {
@@ -34,17 +32,9 @@ struct Shop {
 async fn shop(admin: &kube::Client) -> Shop {
     let tenant = format!("hook-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let account = format!("acct_1{}", tenant.replace('-', ""));
-    let object: Tenant = serde_json::from_value(json!({
-        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
-        "metadata": { "name": tenant },
-        "spec": { "displayName": "Webhook test", "currency": "EUR",
-                  "payments": { "connectedAccountId": account } },
-    }))
-    .expect("a Tenant");
-    Api::<Tenant>::all(admin.clone())
-        .create(&PostParams::default(), &object)
-        .await
-        .expect("create Tenant");
+    let spec = json!({ "displayName": "Webhook test", "currency": "EUR",
+                       "payments": { "connectedAccountId": account } });
+    tiqzy_e2e::payments::create_tenant(admin, &tenant, spec).await;
     Shop { tenant, account }
 }
 
@@ -59,39 +49,48 @@ struct Received {
     acknowledged: bool,
 }
 
-/// Every tenant's storefront: `POST /{tenant}/webhooks/stripe`, answering 503 while down and
-/// 422 to the events it is told to refuse.
+/// Every tenant's storefront: `POST /{tenant}/webhooks/stripe`, answering 503 while down
+/// (as a gateway in front of a storefront that is not there), 500 to the events it fails on
+/// and 422 with a problem to the events it rejects.
 #[derive(Clone)]
 struct Storefronts {
     url_template: String,
     up: Arc<AtomicBool>,
-    refused: Arc<Mutex<HashSet<String>>>,
+    failing: Arc<Mutex<HashSet<String>>>,
+    rejected: Arc<Mutex<HashSet<String>>>,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Storefronts {
     async fn start() -> Self {
-        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let up = Arc::new(AtomicBool::new(true));
-        let refused: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let app = axum::Router::new()
-            .route("/{tenant}/webhooks/stripe", axum::routing::post(receive))
-            .with_state((up.clone(), refused.clone(), received.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
+        let storefronts = Self {
             url_template: format!("http://{address}/{{tenant}}/webhooks/stripe"),
-            up,
-            refused,
-            received,
-        }
+            up: Arc::new(AtomicBool::new(true)),
+            failing: Arc::default(),
+            rejected: Arc::default(),
+            received: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/{tenant}/webhooks/stripe", axum::routing::post(receive))
+            .with_state(storefronts.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        storefronts
     }
 
     fn received(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
+    }
+
+    /// How often `event_id` reached its storefront.
+    fn attempts(&self, event_id: &str) -> usize {
+        self.received()
+            .iter()
+            .filter(|r| r.event_id == event_id)
+            .count()
     }
 
     /// The events `tenant`'s storefront acknowledged, in the order it received them.
@@ -111,24 +110,28 @@ impl Storefronts {
     }
 }
 
-type ReceiverState = (
-    Arc<AtomicBool>,
-    Arc<Mutex<HashSet<String>>>,
-    Arc<Mutex<Vec<Received>>>,
-);
-
 async fn receive(
-    State((up, refused, received)): State<ReceiverState>,
+    State(storefronts): State<Storefronts>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let event: Value = serde_json::from_slice(&body).unwrap_or_default();
     let event_id = event["id"].as_str().unwrap_or_default().to_owned();
-    let up = up.load(Ordering::SeqCst);
-    let refuse = refused.lock().expect("lock").contains(&event_id);
-    let acknowledged = up && !refuse;
-    received.lock().expect("lock").push(Received {
+    let up = storefronts.up.load(Ordering::SeqCst);
+    let fail = storefronts
+        .failing
+        .lock()
+        .expect("lock")
+        .contains(&event_id);
+    let reject = storefronts
+        .rejected
+        .lock()
+        .expect("lock")
+        .contains(&event_id);
+    let acknowledged = up && !fail && !reject;
+    storefronts.received.lock().expect("lock").push(Received {
         tenant,
         event_id,
         body,
@@ -140,11 +143,20 @@ async fn receive(
         acknowledged,
     });
     if !up {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else if refuse {
-        StatusCode::UNPROCESSABLE_ENTITY
+        StatusCode::SERVICE_UNAVAILABLE.into_response()
+    } else if fail {
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    } else if reject {
+        let problem = json!({ "type": "invalid-request", "title": "Invalid request", "status": 422,
+            "detail": "the payment (999 EUR) does not match the order's total" });
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            [("content-type", "application/problem+json")],
+            problem.to_string(),
+        )
+            .into_response()
     } else {
-        StatusCode::OK
+        StatusCode::OK.into_response()
     }
 }
 
@@ -211,23 +223,12 @@ fn session_of(tenant: Option<&str>) -> Value {
     session
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs() as i64
-}
-
 /// HMAC-SHA256(secret, "<t>.<body>") in hex: Stripe's scheme, written here independently.
 fn hmac_hex(secret: &str, t: i64, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
-}
-
-fn stripe_signature(secret: &str, t: i64, body: &str) -> String {
-    format!("t={t},v1={}", hmac_hex(secret, t, body.as_bytes()))
 }
 
 /// Posts `body` to the service's webhook endpoint as Stripe would.
@@ -250,14 +251,18 @@ async fn send(service: &str, body: &str) {
     assert_eq!(status, StatusCode::OK, "{answer}");
 }
 
-/// The events counted with `outcome` on the service's metrics.
-async fn counted(service: &str, outcome: &str) -> u64 {
-    let text = reqwest::get(format!("{service}/metrics"))
+async fn metrics_text(service: &str) -> String {
+    reqwest::get(format!("{service}/metrics"))
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
+        .expect("text")
+}
+
+/// The events counted with `outcome` on the service's metrics.
+async fn counted(service: &str, outcome: &str) -> u64 {
+    let text = metrics_text(service).await;
     text.lines()
         .filter(|l| {
             l.starts_with("tiqzy_payments_webhook_events_total")
@@ -438,7 +443,14 @@ async fn deliveries_wait_for_a_storefront_that_is_down_and_keep_their_order() {
     let admin = admin().await;
     let acme = shop(&admin).await;
     let storefronts = Storefronts::start().await;
-    let service = start_service(&fresh_database().await, &storefronts, &[]).await;
+    // Retries come fast, so the storefront is down for many more attempts than an event the
+    // storefront refuses is allowed to hold the others back.
+    let service = start_service(
+        &fresh_database().await,
+        &storefronts,
+        &[("TIQZY_PAYMENTS_RETRY_BASE_MS", "5")],
+    )
+    .await;
     storefronts.up.store(false, Ordering::SeqCst);
     let mut sent = Vec::new();
     for _ in 0..3 {
@@ -446,8 +458,9 @@ async fn deliveries_wait_for_a_storefront_that_is_down_and_keep_their_order() {
         send(&service, &body).await;
         sent.push(id);
     }
-    wait_until("three refused attempts", || {
-        storefronts.received().len() >= 3
+    let set_aside_after = usize::try_from(tiqzy_payments::outbox::SET_ASIDE_AFTER).expect("small");
+    wait_until("more refused attempts than set an event aside", || {
+        storefronts.received().len() > set_aside_after + 2
     })
     .await;
     let refused: Vec<String> = storefronts
@@ -457,11 +470,77 @@ async fn deliveries_wait_for_a_storefront_that_is_down_and_keep_their_order() {
         .collect();
     assert!(
         refused.iter().all(|id| *id == sent[0]),
-        "only the oldest is attempted while it is refused: {refused:?}"
+        "only the oldest is attempted while the storefront is down, however long: {refused:?}"
     );
     storefronts.up.store(true, Ordering::SeqCst);
     storefronts.wait_for(&acme.tenant, &sent[2]).await;
     assert_eq!(storefronts.acknowledged(&acme.tenant), sent);
+}
+
+#[tokio::test]
+async fn an_event_the_storefront_rejects_is_kept_with_the_reason_and_not_retried() {
+    let admin = admin().await;
+    let acme = shop(&admin).await;
+    let storefronts = Storefronts::start().await;
+    let database = fresh_database().await;
+    let service = start_service(&database, &storefronts, &[]).await;
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let (id, body) = event(session_of(Some(&acme.tenant)), None, false);
+        if sent.is_empty() {
+            storefronts
+                .rejected
+                .lock()
+                .expect("lock")
+                .insert(id.clone());
+        }
+        send(&service, &body).await;
+        sent.push(id);
+    }
+    storefronts.wait_for(&acme.tenant, &sent[2]).await;
+    assert_eq!(
+        storefronts.acknowledged(&acme.tenant),
+        sent[1..],
+        "the rejected event held nothing back"
+    );
+    let metrics =
+        tiqzy_e2e::payments::metrics_with(&service, "tiqzy_payments_outbox_rejected_deliveries 1")
+            .await;
+    assert!(
+        metrics.contains("tiqzy_payments_webhook_deliveries_total{outcome=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tiqzy_payments_outbox_oldest_pending_seconds 0"),
+        "a rejected delivery is not pending: {metrics}"
+    );
+    // Kept with the storefront's reason, for an operator to look at.
+    let mut db = sqlx::PgConnection::connect(&database).await.expect("db");
+    let (rejected, reason): (bool, Option<String>) = sqlx::query_as(
+        "SELECT rejected_at IS NOT NULL, last_error FROM deliveries WHERE event_id = $1",
+    )
+    .bind(&sent[0])
+    .fetch_one(&mut db)
+    .await
+    .expect("the delivery is kept");
+    assert!(rejected);
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains("422") && reason.contains("does not match the order's total"),
+        "{reason}"
+    );
+    // Not retried, however long one waits: a later event is delivered, the rejected one is not
+    // sent again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (last, body) = event(session_of(Some(&acme.tenant)), None, false);
+    send(&service, &body).await;
+    storefronts.wait_for(&acme.tenant, &last).await;
+    assert_eq!(
+        storefronts.attempts(&sent[0]),
+        1,
+        "{:?}",
+        storefronts.received()
+    );
 }
 
 #[tokio::test]
@@ -474,7 +553,7 @@ async fn an_event_the_storefront_keeps_refusing_stops_holding_back_the_ones_afte
     for _ in 0..3 {
         let (id, body) = event(session_of(Some(&acme.tenant)), None, false);
         if sent.is_empty() {
-            storefronts.refused.lock().expect("lock").insert(id.clone());
+            storefronts.failing.lock().expect("lock").insert(id.clone());
         }
         send(&service, &body).await;
         sent.push(id);
@@ -493,7 +572,7 @@ async fn an_event_the_storefront_keeps_refusing_stops_holding_back_the_ones_afte
         "the refused event held the others back for its first attempts only"
     );
     // Still retried on its own: once the storefront takes it, it is delivered.
-    storefronts.refused.lock().expect("lock").clear();
+    storefronts.failing.lock().expect("lock").clear();
     storefronts.wait_for(&acme.tenant, &sent[0]).await;
 }
 

@@ -46,6 +46,8 @@ pub struct DeliveryLabels {
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Delivered {
     Acknowledged,
+    /// Refused for good (`422`): not retried.
+    Rejected,
     Refused,
     Unreachable,
 }
@@ -54,6 +56,7 @@ impl Delivered {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Acknowledged => "acknowledged",
+            Self::Rejected => "rejected",
             Self::Refused => "refused",
             Self::Unreachable => "unreachable",
         }
@@ -65,6 +68,7 @@ pub struct WebhookMetrics {
     events: Family<EventLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     oldest_pending: Gauge<i64, AtomicI64>,
+    rejected: Gauge<i64, AtomicI64>,
 }
 
 impl WebhookMetrics {
@@ -89,6 +93,11 @@ impl WebhookMetrics {
             "Age of the oldest delivery not yet acknowledged (0 when none is pending)",
             self.oldest_pending.clone(),
         );
+        registry.register(
+            "outbox_rejected_deliveries",
+            "Deliveries their storefronts rejected for good (422), kept with the reason in the outbox",
+            self.rejected.clone(),
+        );
     }
 
     pub fn event(&self, kind: &str, outcome: Received) {
@@ -110,5 +119,9 @@ impl WebhookMetrics {
 
     pub fn oldest_pending(&self, seconds: i64) {
         self.oldest_pending.set(seconds);
+    }
+
+    pub fn rejected(&self, count: i64) {
+        self.rejected.set(count);
     }
 }

@@ -5,80 +5,23 @@
 //! Stripe's rate limit.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, PostParams};
+use kube::api::PostParams;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use tiqzy_payments::{Application, Config};
 
 pub const SECRET_KEY: &str = "sk_test_tiqzyPayments4242";
 
-/// A namespace and ServiceAccount for the service, its ClusterRole, once per test binary.
-pub fn service_kubeconfig() -> &'static std::path::PathBuf {
-    static INSTALLED: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
-    let installed = INSTALLED.get_or_init(|| {
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime
-                .block_on(async {
-                    let h = tiqzy_e2e::Harness::shared();
-                    let admin = h.kube.client().await?;
-                    tiqzy_e2e::install_tiqzy_crds(&admin).await?;
-                    let role: Value =
-                        serde_saphyr::from_str(include_str!("../../deploy/cluster-role.yaml"))?;
-                    tiqzy_e2e::install_account(
-                        h,
-                        &admin,
-                        ("tiqzy-payments-system", "tiqzy-payments"),
-                        role,
-                    )
-                    .await
-                })
-                .map_err(|e| format!("{e:#}"))
-        })
-        .join()
-        .expect("install thread")
-    });
-    match installed {
-        Ok(path) => path,
-        Err(e) => panic!("installing the payments service's account failed: {e}"),
-    }
-}
-
-/// The admin, once the Tiqzy CRDs and the service's account are installed.
-pub async fn admin() -> kube::Client {
-    service_kubeconfig();
-    tiqzy_e2e::Harness::shared()
-        .kube
-        .client()
-        .await
-        .expect("admin client")
-}
+#[allow(unused_imports)] // not every test binary mints tokens
+pub use tiqzy_e2e::payments::{admin, mint};
 
 /// A database no other test uses.
 pub async fn fresh_database() -> String {
-    let h = tiqzy_e2e::Harness::shared();
-    let name = format!("pay_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&h.postgres.admin_url("postgres"))
-        .await
-        .expect("connect as admin");
-    // The name is ours (a UUID), never input.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    h.postgres.admin_url(&name)
+    tiqzy_e2e::payments::fresh_database("pay").await
 }
 
 /// One request as the service sent it to Stripe.
@@ -116,66 +59,14 @@ pub struct StripeRecorder {
 /// What the proxy plays on top of stripe-mock.
 #[derive(Debug, Default)]
 struct Script {
-    /// Sessions the buyer paid: id -> (amount_total, payment_intent).
-    paid: HashMap<String, (i64, String)>,
+    /// Sessions the buyer paid.
+    paid: tiqzy_e2e::payments::PaidSessions,
     /// How many of the next requests Stripe answers 429.
     throttle: usize,
 }
 
 /// Stripe's answer to a request over the platform's rate limit.
 const RATE_LIMITED: &str = r#"{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Request rate limit exceeded."}}"#;
-
-/// An id Stripe would give the object created under `key`: the same key, the same object.
-fn id_for(fixture: &str, key: &str) -> String {
-    let prefix = fixture.split('_').next().unwrap_or("obj");
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    format!("{prefix}_{:016x}", hasher.finish())
-}
-
-/// Edits stripe-mock's answer into the one Stripe would give.
-fn play(script: &Script, method: &Method, uri: &Uri, key: Option<&str>, answer: &mut Value) {
-    let path = uri.path();
-    if method == Method::POST {
-        if let (Some(key), Some(id), false) =
-            (key, answer["id"].as_str(), path.ends_with("/expire"))
-        {
-            answer["id"] = id_for(id, key).into();
-        }
-        return;
-    }
-    let paid = |session: &mut Value, id: &str| {
-        if let Some((amount, intent)) = script.paid.get(id) {
-            session["id"] = id.into();
-            session["payment_status"] = "paid".into();
-            session["status"] = "complete".into();
-            session["amount_total"] = (*amount).into();
-            session["currency"] = "eur".into();
-            session["payment_intent"] = intent.as_str().into();
-        }
-    };
-    if let Some(id) = path.strip_prefix("/v1/checkout/sessions/") {
-        paid(answer, id);
-    } else if path == "/v1/checkout/sessions" {
-        let wanted = uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .find_map(|p| p.strip_prefix("payment_intent="));
-        let template = answer["data"][0].clone();
-        let data: Vec<Value> = script
-            .paid
-            .iter()
-            .filter(|(_, (_, intent))| Some(intent.as_str()) == wanted)
-            .map(|(id, _)| {
-                let mut session = template.clone();
-                paid(&mut session, id);
-                session
-            })
-            .collect();
-        answer["data"] = data.into();
-    }
-}
 
 impl StripeRecorder {
     pub async fn start() -> Self {
@@ -223,8 +114,8 @@ impl StripeRecorder {
                         return (status, bytes);
                     }
                     let mut json: Value = serde_json::from_slice(&bytes).expect("JSON");
-                    play(
-                        &playing.lock().expect("lock"),
+                    tiqzy_e2e::payments::stripe_answer(
+                        &playing.lock().expect("lock").paid,
                         &method,
                         &uri,
                         key.as_deref(),
@@ -292,32 +183,12 @@ pub async fn start_service_with(stripe: &StripeRecorder, more: &[(&str, &str)]) 
 
 /// The service with `config` on its port, as its own ServiceAccount; its address.
 pub async fn serve(config: &Config) -> String {
-    let kubeconfig = kube::config::Kubeconfig::read_from(service_kubeconfig()).expect("kubeconfig");
-    let kube_config = kube::config::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("kube config");
-    let kube = kube::Client::try_from(kube_config).expect("client");
-    let app = Application::build(config, kube)
+    let app = Application::build(config, tiqzy_e2e::payments::service_client().await)
         .await
         .expect("the service starts");
     let url = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.serve());
     url
-}
-
-/// A token of ServiceAccount `namespace/name` for `audience` (TokenRequest API).
-pub async fn mint(admin: &kube::Client, namespace: &str, name: &str, audience: &str) -> String {
-    let request: TokenRequest = serde_json::from_value(json!({
-        "spec": { "audiences": [audience], "expirationSeconds": 3600 }
-    }))
-    .expect("request");
-    Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("a token")
-        .token
 }
 
 pub async fn create(admin: &kube::Client, object: Value) {
@@ -346,17 +217,7 @@ pub fn resource_of(object: &Value) -> kube::core::ApiResource {
 
 /// A namespace with a ServiceAccount `account` in it.
 pub async fn namespace_with_account(admin: &kube::Client, namespace: &str, account: &str) {
-    create(
-        admin,
-        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": namespace } }),
-    )
-    .await;
-    create(
-        admin,
-        json!({ "apiVersion": "v1", "kind": "ServiceAccount",
-                "metadata": { "name": account, "namespace": namespace } }),
-    )
-    .await;
+    tiqzy_e2e::payments::create_account(admin, namespace, account, true).await;
 }
 
 /// A tenant as the operator would leave it: the Tenant, its namespace and the storefront's
@@ -386,15 +247,7 @@ pub async fn storefront_with(
             spec["payments"]["applicationFeeBps"] = fee.into();
         }
     }
-    create(
-        admin,
-        json!({ "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
-                "metadata": { "name": tenant }, "spec": spec }),
-    )
-    .await;
-    let namespace = format!("tiqzy-{tenant}");
-    namespace_with_account(admin, &namespace, "storefront").await;
-    let token = mint(admin, &namespace, "storefront", "tiqzy-payments").await;
+    let token = tiqzy_e2e::payments::tenant_with_storefront(admin, &tenant, spec).await;
     Storefront {
         tenant,
         account,

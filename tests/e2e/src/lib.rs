@@ -22,6 +22,7 @@ mod npm;
 pub mod olm;
 mod openshift;
 mod operator;
+pub mod payments;
 mod pki;
 mod pod_network;
 mod ports;

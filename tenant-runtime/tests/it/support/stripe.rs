@@ -6,8 +6,6 @@
 //! has an id of its own (the same key, the same id), and a session Stripe told the storefront
 //! was paid reads back as paid.
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -39,7 +37,7 @@ pub struct Recorded {
 }
 
 /// Sessions Stripe knows are paid: id -> (amount_total, payment intent).
-type PaidSessions = Arc<Mutex<HashMap<String, (i64, String)>>>;
+type PaidSessions = Arc<Mutex<tiqzy_e2e::payments::PaidSessions>>;
 
 #[derive(Debug, Clone)]
 struct ProxyState {
@@ -164,7 +162,8 @@ async fn forward(
         && let Ok(mut object) = serde_json::from_slice::<Value>(&body)
     {
         let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-        play(&state.paid, &method, &uri, key, &mut object);
+        let paid = state.paid.lock().expect("paid");
+        tiqzy_e2e::payments::stripe_answer(&paid, &method, &uri, key, &mut object);
         body = Bytes::from(object.to_string());
     }
     if status.is_client_error() {
@@ -175,61 +174,6 @@ async fn forward(
         );
     }
     (status, [("content-type", content_type)], body).into_response()
-}
-
-/// Edits stripe-mock's answer into the one Stripe would give.
-fn play(paid: &PaidSessions, method: &Method, uri: &Uri, key: Option<&str>, answer: &mut Value) {
-    let path = uri.path();
-    if method == Method::POST {
-        if let (Some(key), Some(id)) = (key, answer["id"].as_str())
-            && !path.ends_with("/expire")
-        {
-            answer["id"] = json!(id_under(id, key));
-        }
-        return;
-    }
-    let paid = paid.lock().expect("paid");
-    let report = |session: &mut Value, id: &str| {
-        if let Some((amount, intent)) = paid.get(id) {
-            session["id"] = json!(id);
-            session["payment_status"] = json!("paid");
-            session["status"] = json!("complete");
-            session["amount_total"] = json!(amount);
-            session["currency"] = json!("eur");
-            session["payment_intent"] = json!(intent);
-        }
-    };
-    if let Some(id) = path.strip_prefix("/v1/checkout/sessions/") {
-        report(answer, id);
-    } else if path == "/v1/checkout/sessions" {
-        let wanted = uri
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .find_map(|p| p.strip_prefix("payment_intent="));
-        let template = answer["data"][0].clone();
-        let sessions: Vec<Value> = paid
-            .iter()
-            .filter(|(_, (_, intent))| Some(intent.as_str()) == wanted)
-            .map(|(id, _)| {
-                let mut session = template.clone();
-                report(&mut session, id);
-                session
-            })
-            .collect();
-        answer["data"] = json!(sessions);
-    }
-}
-
-/// The id of the object created under idempotency key `key`: stripe-mock's id with its last
-/// part replaced by one derived from the key.
-fn id_under(fixture_id: &str, key: &str) -> String {
-    let prefix = fixture_id
-        .rsplit_once('_')
-        .map_or("obj", |(prefix, _)| prefix);
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    format!("{prefix}_{:016x}", hasher.finish())
 }
 
 /// A Stripe object of this kind as stripe-mock returns it, to be edited into an event.
