@@ -197,3 +197,39 @@ async fn a_replica_killed_mid_send_and_a_relay_down_for_a_minute_lose_and_duplic
     }
     assert_eq!(arrived.len(), 12);
 }
+
+/// Not a test: how many messages per second one replica's worker hands to Mailpit. Run with
+/// `cargo test -p tiqzy-runtime --test it mail::throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement, not a test"]
+async fn throughput() {
+    let count: usize = std::env::var("TIQZY_MAIL_BENCH_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let app = TestApp::spawn().await;
+    let to = format!("bench-{}@example.org", app.tenant);
+    // Queued while no worker can claim them (one transaction), then released at once.
+    let mut tx = app.state.db.begin().await.expect("tx");
+    for n in 0..count {
+        let message = Message::OrderLink {
+            to: to.clone(),
+            order_url: format!("https://acme.example/orders/n{n}"),
+        };
+        mail::enqueue(&mut tx, &message).await.expect("queued");
+    }
+    let started = std::time::Instant::now();
+    tx.commit().await.expect("commit");
+    app.mail_settled().await;
+    let elapsed = started.elapsed();
+    let arrived = Mailpit::shared()
+        .search(&format!("to:\"{to}\""))
+        .await
+        .expect("search")
+        .len();
+    assert_eq!(arrived, count);
+    println!(
+        "mail throughput: {count} messages to Mailpit in {elapsed:.2?} = {:.0} messages/s",
+        count as f64 / elapsed.as_secs_f64()
+    );
+}
