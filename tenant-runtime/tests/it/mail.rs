@@ -233,3 +233,40 @@ async fn throughput() {
         count as f64 / elapsed.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn a_buyer_gets_their_tickets_and_then_word_of_a_staff_refund() {
+    let app = TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 2_500, 2).await;
+    let to = format!("refunded-{}@example.org", app.tenant);
+    let page = app.buy(tt, 2, &to).await;
+    let tickets = &app.mails_to(&to, "Your tickets").await[0];
+    let ticket_links: Vec<String> = tickets
+        .links()
+        .into_iter()
+        .filter(|l| l.contains("/tickets/"))
+        .collect();
+    assert_eq!(ticket_links.len(), 2, "{}", tickets.text);
+    let ticket = app
+        .get(
+            ticket_links[0]
+                .strip_prefix("https://acme.example")
+                .expect("this storefront"),
+        )
+        .await;
+    assert_eq!(ticket.status(), 200, "the mailed link opens the ticket");
+
+    let id = page["order"]["id"].as_str().expect("id");
+    let refund = app
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/admin/orders/{id}/refunds"),
+            Some(&serde_json::json!({ "amount_minor": 1_000, "reason": "late start" })),
+        )
+        .await;
+    assert_eq!(refund.status(), 201);
+    let refunds = app.mails_to(&to, "Your refund").await;
+    assert_eq!(refunds.len(), 1);
+    assert!(refunds[0].text.contains("€10.00"), "{}", refunds[0].text);
+    assert!(refunds[0].html.contains("€10.00"), "{}", refunds[0].html);
+}
