@@ -15,6 +15,9 @@ pub mod types {
     /// The storefront has what it needs to take payments. Only a broken Stripe Secret makes
     /// the tenant not Ready: a storefront without payments still shows its events.
     pub const PAYMENTS_READY: &str = "PaymentsReady";
+    /// The storefront's mail leaves through the Platform's SMTP relay. Never keeps a tenant
+    /// from Ready: without a relay, mail waits in the storefront's outbox.
+    pub const MAIL_READY: &str = "MailReady";
     /// On the Platform: the payments service `tiqzy-payments` is available.
     pub const PAYMENTS_SERVICE_READY: &str = "PaymentsServiceReady";
 }
@@ -145,6 +148,13 @@ reasons! {
     /// The Secret `Platform.spec.caSecretRef` names, or its key `ca.crt`, is missing or holds
     /// no PEM certificate.
     TrustedCaUnavailable => Backoff,
+    /// Mail leaves through the Platform's SMTP relay.
+    MailConfigured => Settled,
+    /// The Platform names no SMTP relay: storefronts queue mail and log it, unsent.
+    MailNotConfigured => Settled,
+    /// The relay's credentials Secret, or its key `username` or `password`, is missing:
+    /// mail waits in the outbox until it is there.
+    MailSecretUnavailable => Backoff,
     /// Tenant: the payments service is not available (yet), so checkout waits for it.
     PaymentsServiceNotReady => OnChange,
     /// Platform: the payments service has its minimum of available replicas.

@@ -63,6 +63,11 @@ pub struct PlatformSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe: Option<Stripe>,
 
+    /// The SMTP relay storefronts send mail through (order links, tickets, sign-in links).
+    /// Without it, storefronts queue their mail and log its recipient and subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<Mail>,
+
     /// Pace of storefront rollouts when the runtime image changes.
     #[serde(default)]
     pub rollout: Rollout,
@@ -214,6 +219,60 @@ pub struct KeyVaultAuth {
 pub enum KeyVaultAuthMethod {
     WorkloadIdentity,
     ClientSecret,
+}
+
+/// An SMTP relay shared by every storefront.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Mail {
+    /// Host name or IP address of the relay.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9.:-]+$"), length(min = 1, max = 253))]
+    pub host: String,
+    /// TCP port; when omitted, 587 for `StartTls`, 465 for `Tls`, 25 for `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// `StartTls` (plain connection upgraded, required), `Tls` (TLS from the first byte) or
+    /// `None` (plain text: only for a relay on a trusted network).
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// Secret with keys `username` and `password` for the relay; omitted for a relay that
+    /// takes no credentials. While it is missing, storefronts keep selling and queue their
+    /// mail, and the Tenant's `MailReady` condition says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+    /// Sender address of every storefront's mail, unless the relay needs one per tenant;
+    /// the sender name is the Tenant's `branding.senderName` (default: its display name).
+    #[schemars(regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), length(max = 254))]
+    pub from: String,
+}
+
+/// TLS towards the SMTP relay.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SmtpTls {
+    #[default]
+    StartTls,
+    Tls,
+    None,
+}
+
+impl SmtpTls {
+    /// The value of the storefront's `TIQZY_SMTP_TLS`.
+    pub const fn as_env(self) -> &'static str {
+        match self {
+            Self::StartTls => "starttls",
+            Self::Tls => "tls",
+            Self::None => "none",
+        }
+    }
+
+    pub const fn default_port(self) -> i32 {
+        match self {
+            Self::StartTls => 587,
+            Self::Tls => 465,
+            Self::None => 25,
+        }
+    }
 }
 
 /// The platform's Stripe account.

@@ -130,6 +130,14 @@ pub struct Branding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), length(max = 254))]
     pub support_email: Option<String>,
+    /// Name shown as the sender of the storefront's mail; the display name when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub sender_name: Option<String>,
+    /// Address replies to the storefront's mail go to; the support address when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), length(max = 254))]
+    pub reply_to: Option<String>,
 }
 
 fn default_primary() -> String {
@@ -146,6 +154,8 @@ impl Default for Branding {
             accent_color: default_accent(),
             logo_url: None,
             support_email: None,
+            sender_name: None,
+            reply_to: None,
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct TenantSecrets {
     pub payments: Option<BTreeMap<String, String>>,
     /// The Key Vault certificate to serve, when there is one.
     pub tls: Option<TlsSecret>,
+    /// The SMTP relay's credentials (`Platform.spec.mail.credentialsSecretRef`).
+    pub mail: Option<BTreeMap<String, String>>,
 }
 
 /// The certificate written to the `storefront-tls` Secret, with where it came from.
@@ -68,6 +70,7 @@ impl std::fmt::Debug for TenantSecrets {
             .field("database", &self.database.is_some())
             .field("cache", &self.cache.is_some())
             .field("payments", &self.payments.is_some())
+            .field("mail", &self.mail.is_some())
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -95,6 +98,8 @@ pub struct ValidatedTenant {
     pub payments_namespace: Option<String>,
     /// PEM of the private CAs the storefront trusts (`Platform.spec.caSecretRef`).
     pub trusted_cas: Option<String>,
+    /// The SMTP relay and default sender (`Platform.spec.mail`).
+    pub mail: Option<tiqzy_crds::Mail>,
     /// The platform's application fee on primary sales, in basis points.
     pub application_fee_bps: i32,
     /// Digest of everything the pods read, so a change rolls them.
@@ -105,12 +110,17 @@ impl ValidatedTenant {
     /// Sets the secrets and recomputes the configuration digest.
     pub fn with_secrets(mut self, secrets: TenantSecrets) -> Self {
         self.secrets = secrets;
+        let mail = self
+            .mail
+            .as_ref()
+            .map(|m| serde_json::to_string(m).unwrap_or_default());
         let spec = serde_json::to_vec(&self.spec).unwrap_or_default();
         let maps = [
             Some(&self.secrets.signing),
             self.secrets.database.as_ref(),
             self.secrets.cache.as_ref(),
             self.secrets.payments.as_ref(),
+            self.secrets.mail.as_ref(),
         ];
         let pairs = maps
             .into_iter()
@@ -119,7 +129,7 @@ impl ValidatedTenant {
             .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]);
         // Platform values the pods read join the digest only when set, so digests of
         // tenants without them stay as they were and no pod rolls for nothing.
-        let platform = [&self.payments_namespace, &self.trusted_cas]
+        let platform = [&self.payments_namespace, &self.trusted_cas, &mail]
             .into_iter()
             .flatten()
             .map(String::as_bytes);

@@ -7,5 +7,5 @@ mod message;
 mod outbox;
 pub mod worker;
 
-pub use message::{Letterhead, Message, Rendered};
+pub use message::{Amount, Letterhead, Message, Rendered};
 pub use outbox::{enqueue, message_id};

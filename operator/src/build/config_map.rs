@@ -76,6 +76,19 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
     if let Some(email) = &spec.branding.support_email {
         data.insert("TIQZY_SUPPORT_EMAIL", email.clone());
     }
+    if let Some(mail) = &tenant.mail {
+        data.insert("TIQZY_SMTP_HOST", mail.host.clone());
+        let port = mail.port.unwrap_or(mail.tls.default_port());
+        data.insert("TIQZY_SMTP_PORT", port.to_string());
+        data.insert("TIQZY_SMTP_TLS", mail.tls.as_env().to_owned());
+        data.insert("TIQZY_MAIL_FROM", mail.from.clone());
+    }
+    if let Some(name) = &spec.branding.sender_name {
+        data.insert("TIQZY_MAIL_FROM_NAME", name.clone());
+    }
+    if let Some(reply_to) = &spec.branding.reply_to {
+        data.insert("TIQZY_MAIL_REPLY_TO", reply_to.clone());
+    }
     ConfigMap {
         metadata: meta(tenant, STOREFRONT),
         data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
@@ -242,6 +255,20 @@ mod tests {
             connected_account_id: "acct_1Acme".to_owned(),
             application_fee_bps: Some(90),
         });
+        full.spec.branding.sender_name = Some("ACME Box Office".to_owned());
+        full.spec.branding.reply_to = Some("crew@acme.example".to_owned());
+        let mut with_mail = fixture::platform().spec;
+        with_mail.mail = Some(
+            serde_json::from_value(serde_json::json!({
+                "host": "smtp.mail.example", "tls": "Tls", "from": "tickets@platform.example",
+                "credentialsSecretRef": { "namespace": "tiqzy-system", "name": "smtp" },
+            }))
+            .expect("mail"),
+        );
+        let (mail_secret, _) = crate::reconcile::mail::decide(
+            &with_mail,
+            Some(Ok(["acme".to_owned(), "smtp-pass-9a8b".to_owned()])),
+        );
         let issuer_ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()])
             .expect("certificate")
             .cert
@@ -250,6 +277,11 @@ mod tests {
             let mut v = fixture::validated(tenant);
             // A private CA for the staff issuer reaches the runtime's sign-in.
             v.trusted_cas = with_redis.then(|| issuer_ca.clone());
+            // The full tenant sends mail through an authenticating relay.
+            if with_redis {
+                v.mail.clone_from(&with_mail.mail);
+                v.secrets.mail.clone_from(&mail_secret);
+            }
             let mut env: HashMap<String, String> =
                 config_map(&v).data.expect("data").into_iter().collect();
             env.extend(credentials::database_secret(&postgres, &v.name, None).expect("database"));
@@ -257,6 +289,7 @@ mod tests {
             if with_redis {
                 env.extend(credentials::cache_secret(&redis, &v.name, None).expect("cache"));
             }
+            env.extend(v.secrets.mail.clone().unwrap_or_default());
             let config = tiqzy_runtime::config::Config::from_vars(&env)
                 .unwrap_or_else(|e| panic!("{}: the runtime refuses its environment: {e}", v.name));
             assert_eq!(config.tenant, v.name);
@@ -270,6 +303,24 @@ mod tests {
                 assert_eq!(config.redis_ca_pem.as_deref(), Some(ca.trim()));
             }
             assert_eq!(config.oauth.is_some(), tenant.spec.staff_auth.is_some());
+            let mail = &config.mail;
+            if with_redis {
+                let smtp = mail.smtp.as_ref().expect("the relay reaches the runtime");
+                assert_eq!((smtp.host.as_str(), smtp.port), ("smtp.mail.example", 465));
+                assert_eq!(smtp.tls, tiqzy_runtime::config::SmtpTls::Tls);
+                assert!(smtp.credentials.is_some());
+                assert_eq!(
+                    mail.from.to_string(),
+                    "ACME Box Office <tickets@platform.example>"
+                );
+                assert_eq!(
+                    mail.reply_to.as_ref().map(ToString::to_string).as_deref(),
+                    Some("crew@acme.example")
+                );
+            } else {
+                assert!(mail.smtp.is_none(), "no relay: mail is logged");
+                assert_eq!(mail.from.name.as_deref(), Some("Bare Hall"));
+            }
             assert_eq!(
                 u32::try_from(pool_per_pod(&v)).ok(),
                 Some(config.db_max_connections)

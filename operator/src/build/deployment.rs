@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tiqzy_crds::payments::{AUDIENCE, TOKEN_PATH};
 
 use super::{
-    CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, METRICS_PORT, PAYMENTS_SECRET, SIGNING_SECRET,
-    STOREFRONT, labels, meta, selector,
+    CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, MAIL_SECRET, METRICS_PORT, PAYMENTS_SECRET,
+    SIGNING_SECRET, STOREFRONT, labels, meta, selector,
 };
 use crate::tenant::ValidatedTenant;
 
@@ -54,6 +54,9 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
     }
     if tenant.secrets.payments.is_some() {
         secret_names.push(PAYMENTS_SECRET);
+    }
+    if tenant.secrets.mail.is_some() {
+        secret_names.push(MAIL_SECRET);
     }
     env_from.extend(secret_names.into_iter().map(|name| EnvFromSource {
         secret_ref: Some(SecretEnvSource {

@@ -37,6 +37,8 @@ pub const CACHE_SECRET: &str = "storefront-cache";
 /// The storefront's secret for the payments service: only the per-tenant delivery secret.
 pub const PAYMENTS_SECRET: &str = "storefront-payments";
 pub const TLS_SECRET: &str = "storefront-tls";
+/// The SMTP relay's credentials, copied from the Platform's Secret.
+pub const MAIL_SECRET: &str = "storefront-mail";
 
 /// How the storefront is exposed.
 #[derive(Debug, Clone, PartialEq)]

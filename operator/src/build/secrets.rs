@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{CACHE_SECRET, DATABASE_SECRET, PAYMENTS_SECRET, SIGNING_SECRET, TLS_SECRET, meta};
+use super::{
+    CACHE_SECRET, DATABASE_SECRET, MAIL_SECRET, PAYMENTS_SECRET, SIGNING_SECRET, TLS_SECRET, meta,
+};
 use crate::tenant::{TlsSecret, ValidatedTenant};
 
 /// Annotations on `storefront-tls` naming the Key Vault certificate and version it holds.
@@ -24,6 +26,9 @@ pub fn secrets(tenant: &ValidatedTenant) -> Vec<Secret> {
     }
     if let Some(payments) = &tenant.secrets.payments {
         secrets.push(secret(tenant, PAYMENTS_SECRET, payments));
+    }
+    if let Some(mail) = &tenant.secrets.mail {
+        secrets.push(secret(tenant, MAIL_SECRET, mail));
     }
     if let Some(tls) = &tenant.secrets.tls {
         secrets.push(tls_secret(tenant, tls));

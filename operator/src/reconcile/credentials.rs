@@ -53,6 +53,7 @@ pub async fn tenant_secrets(
         cache,
         payments: None,
         tls: None,
+        mail: None,
     })
 }
 

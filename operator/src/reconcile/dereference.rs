@@ -13,7 +13,7 @@ use tiqzy_crds::conditions::types;
 use super::certificate::{self, Certificate, Polls};
 use super::servers::{self, Servers};
 use super::status::Observed;
-use super::{credentials, hosts, payments};
+use super::{credentials, hosts, mail, payments};
 use crate::build::STOREFRONT;
 use crate::cache::Cached;
 use crate::context::Context;
@@ -44,6 +44,8 @@ pub struct Found {
     pub servers: Servers,
     /// `PaymentsReady`.
     pub payments: Observed,
+    /// `MailReady`.
+    pub mail: Observed,
     pub certificate: Certificate,
     /// An older Tenant claiming one of this tenant's hosts.
     pub conflict: Option<String>,
@@ -68,6 +70,8 @@ pub async fn dereference(
         credentials::tenant_secrets(ctx, &v.name, &v.namespace, v.spec.cache.mode, &servers)
             .await?;
     secrets.payments = access.secret;
+    let (mail_secret, mail) = mail::mail(ctx, &platform.spec).await;
+    secrets.mail = mail_secret;
     v.payments_namespace = access.namespace;
     v = v.with_secrets(secrets);
     let certificate = certificate::certificate(ctx, polls, &v, &platform.spec).await?;
@@ -77,6 +81,7 @@ pub async fn dereference(
         tenant: v,
         servers,
         payments,
+        mail,
         certificate,
         conflict,
         live,

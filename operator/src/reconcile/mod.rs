@@ -8,6 +8,7 @@ mod cleanup;
 pub(crate) mod credentials;
 mod dereference;
 mod hosts;
+pub(crate) mod mail;
 mod objects;
 mod payments;
 pub mod payments_service;
@@ -179,7 +180,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
             &applied
                 .stores
                 .iter()
-                .chain([&found.payments])
+                .chain([&found.payments, &found.mail])
                 .collect::<Vec<_>>(),
         ),
         rollout_queued: queued,

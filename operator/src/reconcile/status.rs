@@ -50,6 +50,7 @@ pub fn observe(
     )];
     observed.extend(applied.stores.iter().cloned());
     observed.push(found.payments.clone());
+    observed.push(found.mail.clone());
     observed.push(found.certificate.observed.clone());
     observed.push(applied.routed.clone());
     let (ready, phase) = summarise(&observed, suspended);
@@ -191,6 +192,8 @@ pub fn summarise(parts: &[Observed], suspended: bool) -> (Observed, TenantPhase)
 fn blocks_ready(part: &Observed) -> bool {
     match part.type_ {
         types::PAYMENTS_READY => part.reason == Reason::StripeSecretUnavailable,
+        // Mail that cannot leave waits in the outbox; the storefront keeps selling.
+        types::MAIL_READY => false,
         types::ROUTED => !matches!(part.reason, Reason::IngressCreated | Reason::RouteCreated),
         _ => true,
     }
@@ -295,6 +298,17 @@ mod tests {
         assert!(!ready.ok);
         assert_eq!(ready.reason, Reason::StripeSecretUnavailable);
         assert_eq!(phase, TenantPhase::Degraded);
+    }
+
+    #[test]
+    fn mail_that_cannot_leave_never_stops_the_storefront_from_selling() {
+        let available = Observed::ok(types::STOREFRONT_AVAILABLE, Reason::Available, "ok");
+        for reason in [Reason::MailNotConfigured, Reason::MailSecretUnavailable] {
+            let mail = Observed::failed(types::MAIL_READY, reason, "no relay credentials");
+            let (ready, phase) = summarise(&[available.clone(), mail], false);
+            assert!(ready.ok, "{reason}");
+            assert_eq!(phase, TenantPhase::Ready);
+        }
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
             .redis
             .as_ref()
             .and_then(|r| redis_port(&r.url)),
+        platform
+            .spec
+            .mail
+            .as_ref()
+            .map(|m| m.port.unwrap_or(m.tls.default_port())),
     ]
     .into_iter()
     .flatten()
@@ -67,6 +72,7 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         application_fee_bps: application_fee_bps(&platform.spec, &tenant.spec),
         payments_namespace: None,
         trusted_cas: None,
+        mail: platform.spec.mail.clone(),
         config_digest: String::new(),
     })
 }

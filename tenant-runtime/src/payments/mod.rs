@@ -178,6 +178,7 @@ pub async fn refund_order(
         late: false,
     };
     let entry = ledger::request_refund(&mut tx, &refund).await?;
+    mail_refund(state, &mut tx, &entry).await?;
     tx.commit().await?;
     settle_requested(state).await;
     Ok(ledger::ledger(&state.db, LedgerOf::Order(order_id))
@@ -185,6 +186,34 @@ pub async fn refund_order(
         .into_iter()
         .find(|e| e.id == entry.id)
         .unwrap_or(entry))
+}
+
+/// Tells the buyer their money goes back, in the transaction that requested the refund.
+async fn mail_refund(
+    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
+    entry: &LedgerEntry,
+) -> AppResult<()> {
+    let Some(order) = sqlx::query!(
+        "SELECT buyer_email, access_token FROM orders WHERE id = $1",
+        entry.order_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(());
+    };
+    let currency = crate::domain::Currency::parse(&entry.currency).map_err(anyhow::Error::from)?;
+    let message = Message::Refunded {
+        to: order.buyer_email,
+        order_url: format!("{}/orders/{}", state.config.public_url, order.access_token),
+        amount: mail::Amount {
+            minor: entry.amount_minor.abs(),
+            currency,
+        },
+    };
+    mail::enqueue(tx, &message).await?;
+    Ok(())
 }
 
 /// Where a seller finishes Stripe onboarding before they can list.
