@@ -71,7 +71,10 @@ async fn a_ticket_bought_under_someone_elses_address_cannot_take_their_payouts()
     let (status, _) = problem(list_as(&app, Some(&attacker), &planted).await).await;
     assert_eq!(status, 403);
     assert_eq!(sellers(&app).await, 0, "no payout account was created");
-    assert!(app.stripe.posts_to("/v1/accounts").is_empty(), "none at Stripe either");
+    assert!(
+        app.stripe.posts_to("/v1/accounts").is_empty(),
+        "none at Stripe either"
+    );
 
     // The victim proves the address and sets up payouts from the very same ticket.
     let victims = app.sign_in(victim).await;
@@ -99,4 +102,9 @@ async fn a_ticket_bought_under_someone_elses_address_cannot_take_their_payouts()
     .expect("listing");
     assert_eq!(listing.as_deref(), Some(account.as_str()));
     assert_eq!(sellers(&app).await, 1);
+    assert_eq!(
+        app.stripe.posts_to("/v1/accounts").len(),
+        1,
+        "the victim's only"
+    );
 }

@@ -29,7 +29,13 @@ async fn sign_in_by_form(app: &TestApp, email: &str) -> Session {
         .await
         .expect("ask for a link");
     assert_eq!(asked.status(), 200);
-    assert!(asked.text().await.expect("page").contains("Check your inbox"));
+    assert!(
+        asked
+            .text()
+            .await
+            .expect("page")
+            .contains("Check your inbox")
+    );
     let token = app.sign_in_link(email).await.expect("a sign-in link");
     let link = app
         .get(&format!("/sign-in/{token}"))
@@ -37,7 +43,10 @@ async fn sign_in_by_form(app: &TestApp, email: &str) -> Session {
         .text()
         .await
         .expect("link page");
-    assert!(link.contains(&format!("action=\"/sign-in/{token}\"")), "{link}");
+    assert!(
+        link.contains(&format!("action=\"/sign-in/{token}\"")),
+        "{link}"
+    );
     let confirmed = browser()
         .post(format!("{}/sign-in/{token}", app.url))
         .send()

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod checkout;
+pub mod identity;
 pub mod payments;
 pub mod resale;
 
@@ -13,6 +14,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(catalog::router())
         .merge(checkout::router())
+        .merge(identity::router())
         .merge(payments::router())
         .merge(resale::router())
 }
