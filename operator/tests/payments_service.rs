@@ -11,7 +11,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tiqzy_crds::{Platform, Tenant};
 use tiqzy_e2e::Harness;
@@ -20,6 +21,9 @@ mod common;
 use common::{condition, create_tenant, is_ready, wait_for};
 
 const NAMESPACE: &str = "tiqzy-system";
+
+/// Held shared by the tests that need `Platform.spec.stripe`, alone by the one that removes it.
+static STRIPE_SET: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 struct Installed {
     _operator: tiqzy_e2e::Service,
@@ -86,6 +90,7 @@ async fn payments_ready(client: &kube::Client) -> Platform {
 
 #[tokio::test]
 async fn the_platform_runs_the_payments_service_with_its_own_database_and_a_kept_delivery_key() {
+    let _configured = STRIPE_SET.read().await;
     let client = admin().await;
     let data = service_secret(&client).await;
     assert_eq!(
@@ -257,6 +262,7 @@ async fn operator_write_times(client: &kube::Client) -> std::collections::BTreeM
 
 #[tokio::test]
 async fn a_storefront_gets_its_delivery_secret_and_no_stripe_key() {
+    let _configured = STRIPE_SET.read().await;
     let client = admin().await;
     create_tenant(
         &client,
@@ -346,6 +352,7 @@ async fn a_storefront_gets_its_delivery_secret_and_no_stripe_key() {
 
 #[tokio::test]
 async fn an_upgrade_prunes_the_storefront_s_old_stripe_secret() {
+    let _configured = STRIPE_SET.read().await;
     let client = admin().await;
     create_tenant(
         &client,
@@ -389,6 +396,7 @@ async fn an_upgrade_prunes_the_storefront_s_old_stripe_secret() {
 
 #[tokio::test]
 async fn a_tenant_named_payments_is_refused() {
+    let _configured = STRIPE_SET.read().await;
     let client = admin().await;
     create_tenant(
         &client,
@@ -433,4 +441,117 @@ async fn a_tenant_named_payments_is_refused() {
             .expect("the service's database is still there");
     tokio::spawn(connection);
     db.query_one("SELECT 1", &[]).await.expect("query");
+}
+
+#[tokio::test]
+async fn removing_stripe_from_the_platform_removes_the_service_and_its_key() {
+    let _alone = STRIPE_SET.write().await;
+    let client = admin().await;
+    payments_ready(&client).await;
+    let key = text(
+        &service_secret(&client).await,
+        "TIQZY_PAYMENTS_DELIVERY_KEY",
+    );
+    let platforms = Api::<Platform>::all(client.clone());
+    let stripe = serde_json::to_value(
+        platforms
+            .get("default")
+            .await
+            .expect("Platform")
+            .spec
+            .stripe,
+    )
+    .expect("stripe");
+    let set_stripe = |stripe: serde_json::Value| {
+        let platforms = platforms.clone();
+        async move {
+            platforms
+                .patch(
+                    "default",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "spec": { "stripe": stripe } })),
+                )
+                .await
+                .expect("patch the Platform");
+        }
+    };
+    set_stripe(serde_json::Value::Null).await;
+
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
+    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    eventually("the service's removal", || async {
+        let gone = deployments.get_opt("tiqzy-payments").await.ok()?.is_none();
+        let data = secrets.get_opt("tiqzy-payments").await.ok()??.data?;
+        (gone && !data.contains_key("STRIPE_SECRET_KEY")).then_some(())
+    })
+    .await;
+    let data = service_secret(&client).await;
+    assert!(!data.contains_key("STRIPE_WEBHOOK_SECRETS"));
+    assert_eq!(text(&data, "TIQZY_PAYMENTS_DELIVERY_KEY"), key, "kept");
+    for (what, found) in [
+        (
+            "Service",
+            Api::<Service>::namespaced(client.clone(), NAMESPACE)
+                .get_opt("tiqzy-payments")
+                .await
+                .map(|o| o.is_some()),
+        ),
+        (
+            "Ingress",
+            Api::<Ingress>::namespaced(client.clone(), NAMESPACE)
+                .get_opt("tiqzy-payments")
+                .await
+                .map(|o| o.is_some()),
+        ),
+        (
+            "PodDisruptionBudget",
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), NAMESPACE)
+                .get_opt("tiqzy-payments")
+                .await
+                .map(|o| o.is_some()),
+        ),
+    ] {
+        assert!(!found.expect(what), "{what} tiqzy-payments is still there");
+    }
+    // Nothing the operator wrote holds the key any more (the Platform's own Secret, written
+    // by the platform engineer, is the only one).
+    let everywhere = Api::<Secret>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("secrets");
+    let holders: Vec<String> = everywhere
+        .items
+        .iter()
+        .filter(|s| {
+            s.data
+                .iter()
+                .flatten()
+                .any(|(_, v)| v.0 == tiqzy_e2e::STRIPE_TEST_KEY.as_bytes())
+        })
+        .map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()))
+        .collect();
+    assert!(
+        holders
+            .iter()
+            .all(|h| !h.ends_with("/tiqzy-payments") && !h.contains("/storefront")),
+        "the Stripe key is still in {holders:?}"
+    );
+    eventually("PaymentsServiceReady=False", || async {
+        let platform = platforms.get("default").await.ok()?;
+        platform
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "PaymentsServiceReady" && c.reason == "PlatformNotConfigured")
+            .then_some(())
+    })
+    .await;
+
+    // Turned back on, the service comes back with the same delivery key.
+    set_stripe(stripe).await;
+    payments_ready(&client).await;
+    let data = service_secret(&client).await;
+    assert_eq!(text(&data, "STRIPE_SECRET_KEY"), tiqzy_e2e::STRIPE_TEST_KEY);
+    assert_eq!(text(&data, "TIQZY_PAYMENTS_DELIVERY_KEY"), key);
 }

@@ -3,11 +3,18 @@
 //! namespace `tiqzy-<tenant>` names the tenant; only the storefront's own ServiceAccount is
 //! accepted, so another workload placed in a tenant namespace cannot act for it.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
+use sha2::{Digest, Sha256};
 
 use crate::http::problem::Problem;
 use crate::state::AppState;
@@ -94,8 +101,88 @@ pub fn identify(status: &TokenReviewStatus) -> Result<Caller, Refusal> {
     })
 }
 
+/// How long the API server's acceptance of a token is reused by default (never past the
+/// token's own expiry): a deleted ServiceAccount's token keeps working at most this long.
+pub const ACCEPTED_FOR: Duration = Duration::from_secs(60);
+/// How long a refusal is reused (at most as long as an acceptance), so a flood of bad tokens
+/// does not become a flood of TokenReviews.
+pub const REFUSED_FOR: Duration = Duration::from_secs(10);
+/// Verdicts kept at most; past it, expired ones are dropped first, then all.
+const MAX_VERDICTS: usize = 10_000;
+
+/// What the API server said about a token, and until when that is reused.
+type Kept = (Result<Caller, Refusal>, Instant);
+
+/// Recent TokenReview verdicts, keyed by the token's SHA-256 (the token itself is not kept),
+/// so a storefront's requests cost the API server one review a minute, not one each.
+#[derive(Debug)]
+pub struct Verdicts {
+    accepted_for: Duration,
+    entries: Mutex<HashMap<[u8; 32], Kept>>,
+}
+
+impl Verdicts {
+    /// Verdicts whose acceptances are reused for `accepted_for` (zero: nothing is kept).
+    pub fn new(accepted_for: Duration) -> Self {
+        Self {
+            accepted_for,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// The verdict on `token` still in force at `now`, if any.
+    pub fn get(&self, token: &str, now: Instant) -> Option<Result<Caller, Refusal>> {
+        let entries = self.entries.lock().expect("verdicts");
+        entries
+            .get(&Self::key(token))
+            .filter(|(_, until)| now < *until)
+            .map(|(verdict, _)| verdict.clone())
+    }
+
+    /// Keeps `verdict` on `token` from `now`: an acceptance for the configured time or until
+    /// the token expires, whichever is first; a refusal for [`REFUSED_FOR`] at most.
+    pub fn put(&self, token: &str, verdict: Result<Caller, Refusal>, now: Instant) {
+        let keep = match &verdict {
+            Ok(_) => {
+                expires_in(token).map_or(self.accepted_for, |left| left.min(self.accepted_for))
+            }
+            Err(_) => REFUSED_FOR.min(self.accepted_for),
+        };
+        if keep.is_zero() {
+            return;
+        }
+        let until = now + keep;
+        let mut entries = self.entries.lock().expect("verdicts");
+        if entries.len() >= MAX_VERDICTS {
+            entries.retain(|_, (_, until)| now < *until);
+            if entries.len() >= MAX_VERDICTS {
+                entries.clear();
+            }
+        }
+        entries.insert(Self::key(token), (verdict, until));
+    }
+}
+
+/// Time left before the JWT's `exp`, read without checking the signature: only to cut short
+/// how long the API server's acceptance is reused, never to accept anything.
+fn expires_in(token: &str) -> Option<Duration> {
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let exp = claims.get("exp")?.as_u64()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(exp.saturating_sub(now)))
+}
+
 /// Asks the API server about `token` (TokenReview, audience [`AUDIENCE`]).
-pub async fn review(client: &kube::Client, token: &str) -> Result<Caller, Problem> {
+pub async fn review(client: &kube::Client, token: &str) -> kube::Result<Result<Caller, Refusal>> {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: Some(token.to_owned()),
@@ -105,14 +192,31 @@ pub async fn review(client: &kube::Client, token: &str) -> Result<Caller, Proble
     };
     let reviewed = Api::<TokenReview>::all(client.clone())
         .create(&PostParams::default(), &review)
-        .await
-        .map_err(|e| {
-            // The error names the request, never the token.
-            tracing::warn!(error = %e, "TokenReview failed");
-            Problem::unavailable("the API server could not check the token")
-        })?;
-    let status = reviewed.status.unwrap_or_default();
-    identify(&status).map_err(|refusal| {
+        .await?;
+    Ok(identify(&reviewed.status.unwrap_or_default()))
+}
+
+/// The verdict on `token`: a recent one, else the API server's (kept for next time).
+async fn verdict(state: &AppState, token: &str) -> Result<Caller, Problem> {
+    let verdict = match state.verdicts.get(token, Instant::now()) {
+        Some(verdict) => verdict,
+        None => {
+            let verdict = review(&state.kube, token).await.map_err(|e| {
+                // The error names the request, never the token.
+                tracing::warn!(error = %e, "TokenReview failed");
+                state.metrics.token_review("failed");
+                Problem::unavailable("the API server could not check the token")
+            })?;
+            state.metrics.token_review(if verdict.is_ok() {
+                "accepted"
+            } else {
+                "refused"
+            });
+            state.verdicts.put(token, verdict.clone(), Instant::now());
+            verdict
+        }
+    };
+    verdict.map_err(|refusal| {
         tracing::info!(%refusal, "caller refused");
         refusal.problem()
     })
@@ -130,7 +234,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Refusal::MissingToken.problem())?;
-        let caller = review(&state.kube, token).await?;
+        let caller = verdict(state, token).await?;
         if !state.registry.knows(&caller.tenant) {
             return Err(Problem::forbidden(
                 "unknown-tenant",
@@ -230,5 +334,65 @@ mod tests {
         assert_eq!(Refusal::MissingToken.problem().status, 401);
         assert_eq!(Refusal::WrongAudience.problem().status, 401);
         assert_eq!(Refusal::NotAServiceAccount.problem().status, 403);
+    }
+
+    fn jwt_expiring_in(seconds: u64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let claims = URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{}}}", now + seconds));
+        format!("eyJhbGciOiJSUzI1NiJ9.{claims}.c2lnbmF0dXJl")
+    }
+
+    #[test]
+    fn an_acceptance_is_reused_for_a_minute_and_never_past_the_token_s_expiry() {
+        let verdicts = Verdicts::new(ACCEPTED_FOR);
+        let now = Instant::now();
+        let acme = Ok(Caller {
+            tenant: "acme".into(),
+        });
+        let long_lived = jwt_expiring_in(3600);
+        verdicts.put(&long_lived, acme.clone(), now);
+        assert_eq!(
+            verdicts.get(&long_lived, now + Duration::from_secs(59)),
+            Some(acme.clone())
+        );
+        assert_eq!(verdicts.get(&long_lived, now + ACCEPTED_FOR), None);
+
+        let expiring = jwt_expiring_in(5);
+        verdicts.put(&expiring, acme.clone(), now);
+        assert_eq!(
+            verdicts.get(&expiring, now + Duration::from_secs(3)),
+            Some(acme)
+        );
+        assert_eq!(verdicts.get(&expiring, now + Duration::from_secs(6)), None);
+        assert_eq!(verdicts.get("another-token", now), None);
+    }
+
+    #[test]
+    fn a_refusal_is_reused_briefly() {
+        let verdicts = Verdicts::new(ACCEPTED_FOR);
+        let now = Instant::now();
+        verdicts.put("garbage", Err(Refusal::NotAuthenticated), now);
+        assert_eq!(
+            verdicts.get("garbage", now + Duration::from_secs(9)),
+            Some(Err(Refusal::NotAuthenticated))
+        );
+        assert_eq!(verdicts.get("garbage", now + REFUSED_FOR), None);
+    }
+
+    #[test]
+    fn a_zero_cache_keeps_nothing() {
+        let verdicts = Verdicts::new(Duration::ZERO);
+        let now = Instant::now();
+        verdicts.put(
+            "token",
+            Ok(Caller {
+                tenant: "acme".into(),
+            }),
+            now,
+        );
+        assert_eq!(verdicts.get("token", now), None);
     }
 }

@@ -19,6 +19,9 @@ pub struct Config {
     pub stripe_api_base: String,
     /// Each tenant's share of the Stripe rate limit.
     pub budget: crate::budget::BudgetConfig,
+    /// `TIQZY_PAYMENTS_TOKEN_CACHE_SECONDS`, default 60: how long the API server's acceptance
+    /// of a storefront token is reused (0: every request is reviewed).
+    pub token_cache: std::time::Duration,
 }
 
 impl Config {
@@ -43,6 +46,12 @@ impl Config {
         let stripe_api_base =
             var("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".to_owned());
         let budget = crate::budget::BudgetConfig::from_vars(&var)?;
+        let token_cache = match var("TIQZY_PAYMENTS_TOKEN_CACHE_SECONDS") {
+            None => crate::caller::ACCEPTED_FOR,
+            Some(v) => v.parse().map(std::time::Duration::from_secs).map_err(|_| {
+                anyhow::anyhow!("TIQZY_PAYMENTS_TOKEN_CACHE_SECONDS must be a whole number")
+            })?,
+        };
         Ok(Self {
             webhooks,
             listen,
@@ -50,6 +59,7 @@ impl Config {
             stripe_secret_key: key.into(),
             stripe_api_base,
             budget,
+            token_cache,
         })
     }
 }

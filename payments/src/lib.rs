@@ -61,6 +61,7 @@ impl Application {
             webhooks,
             db,
             kube,
+            verdicts: std::sync::Arc::new(caller::Verdicts::new(config.token_cache)),
             registry,
             stripe,
             budget: std::sync::Arc::new(budget::Budget::new(config.budget)),

@@ -36,6 +36,13 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     stripe_seconds: Family<StripeLabels, Histogram>,
+    token_reviews: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `accepted`, `refused`, `failed` (the API server did not answer).
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -64,10 +71,17 @@ impl Metrics {
             "Time Stripe took to answer, by call and outcome",
             stripe_seconds.clone(),
         );
+        let token_reviews = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "token_reviews",
+            "TokenReviews asked of the API server (answers reused from the cache are not counted)",
+            token_reviews.clone(),
+        );
         Self {
             registry,
             requests,
             stripe_seconds,
+            token_reviews,
         }
     }
 }
@@ -80,6 +94,14 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn token_review(&self, outcome: &str) {
+        self.token_reviews
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -14,6 +14,8 @@ pub struct AppState {
     pub db: sqlx::PgPool,
     /// Checks storefront tokens (TokenReview); with the service's own ServiceAccount.
     pub kube: kube::Client,
+    /// Recent TokenReview verdicts.
+    pub verdicts: Arc<crate::caller::Verdicts>,
     pub registry: Registry,
     pub stripe: Stripe,
     /// Each tenant's share of the Stripe rate limit.

@@ -57,7 +57,9 @@ async fn only_storefront_tokens_for_this_audience_get_in() {
     let no_such_tenant = mint(&admin, &ghost, "storefront", "tiqzy-payments").await;
 
     let stripe = StripeRecorder::start().await;
-    let url = start_service(&stripe).await;
+    // Accepted tokens are reused for two seconds here, so the deleted ServiceAccount below is
+    // noticed quickly (the default is a minute).
+    let url = start_service_with(&stripe, &[("TIQZY_PAYMENTS_TOKEN_CACHE_SECONDS", "2")]).await;
     let body = session_for(&shop.account, "order-auth");
     let key = format!("tiqzy:{}:checkout:order-auth", shop.tenant);
 
@@ -124,7 +126,7 @@ async fn only_storefront_tokens_for_this_audience_get_in() {
         .await
         .expect("delete the ServiceAccount");
     let mut last = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..150 {
         let (status, problem) = get_session(&url, &shop.token, "cs_test_any").await;
         if status == StatusCode::UNAUTHORIZED {
             assert_eq!(problem["type"], "unauthorized");
@@ -354,4 +356,39 @@ async fn a_changed_connected_account_is_followed_from_the_tenant() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the new account was never accepted: {last}");
+}
+
+#[tokio::test]
+async fn a_storefront_s_requests_cost_the_api_server_one_token_review_a_minute() {
+    let admin = admin().await;
+    let shop = storefront(&admin, true).await;
+    let stripe = StripeRecorder::start().await;
+    let url = start_service(&stripe).await;
+    for _ in 0..5 {
+        let (status, _) = get_session(&url, &shop.token, "cs_test_unknown").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    for _ in 0..3 {
+        let (status, _) = get_session(&url, "not-a-token", "cs_test_unknown").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let reviews = |outcome: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "tiqzy_payments_token_reviews_total{{outcome=\"{outcome}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(reviews("accepted").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(reviews("refused").as_deref(), Some("1"), "{metrics}");
 }

@@ -41,6 +41,8 @@ pub const PAYMENTS_HOST_LABEL: &str = "payments";
 pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
 /// The port the service listens on, and its Service's port.
 pub const PAYMENTS_PORT: i32 = 8080;
+/// The service's NetworkPolicies.
+pub const NETWORK_POLICIES: [&str; 2] = ["tiqzy-payments-ingress", "tiqzy-payments-egress"];
 /// The platform delivery key, in the service's Secret (64 hex characters).
 pub const DELIVERY_KEY: &str = "TIQZY_PAYMENTS_DELIVERY_KEY";
 /// Where the service delivers a tenant's events; `{tenant}` is replaced.
@@ -326,7 +328,7 @@ fn storefronts() -> NetworkPolicyPeer {
 /// Stripe, and the storefronts (deliveries). The operator's own pods are not selected.
 fn network_policies(input: &ServiceInput) -> Vec<NetworkPolicy> {
     let ingress = NetworkPolicy {
-        metadata: meta(input, "tiqzy-payments-ingress"),
+        metadata: meta(input, NETWORK_POLICIES[0]),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector()),
             policy_types: Some(vec!["Ingress".to_owned()]),
@@ -345,7 +347,7 @@ fn network_policies(input: &ServiceInput) -> Vec<NetworkPolicy> {
     outbound.extend(input.egress_ports.iter().map(|p| tcp(*p)));
     outbound.dedup();
     let egress = NetworkPolicy {
-        metadata: meta(input, "tiqzy-payments-egress"),
+        metadata: meta(input, NETWORK_POLICIES[1]),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector()),
             policy_types: Some(vec!["Egress".to_owned()]),

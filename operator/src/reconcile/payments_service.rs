@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tiqzy_crds::conditions::{Reason, Retry, types};
@@ -22,8 +23,8 @@ use super::status::{Observed, next_status};
 use super::validate::{api_port, payments_host};
 use crate::apply::{Applier, FIELD_MANAGER};
 use crate::build::payments_service::{
-    DELIVERY_KEY, PAYMENTS_HOST_LABEL, PAYMENTS_SERVICE, PaymentsService, ServiceExposure,
-    ServiceInput, payments_service, service_labels,
+    DELIVERY_KEY, NETWORK_POLICIES, PAYMENTS_HOST_LABEL, PAYMENTS_SERVICE, PaymentsService,
+    ServiceExposure, ServiceInput, payments_service, service_labels,
 };
 use crate::build::route_api_resource;
 use crate::context::Context;
@@ -57,18 +58,20 @@ pub async fn reconcile(platform: Arc<Platform>, r: Arc<Reconciler>) -> Result<Ac
     let ok = observed.ok;
     write_status(ctx, &platform, observed).await?;
     Ok(match (ok, retry) {
-        (true, _) | (false, Retry::Settled) => Action::requeue(ctx.settings.resync),
-        (false, Retry::Backoff) => Action::requeue(Duration::from_secs(5)),
-        (false, Retry::OnChange) => Action::requeue(ctx.settings.resync),
+        (false, Retry::Backoff) => Action::requeue(backoff(r.memory.failures.failed(RECORD_KEY))),
+        _ => {
+            r.memory.failures.succeeded(RECORD_KEY);
+            Action::requeue(ctx.settings.resync)
+        }
     })
 }
 
-/// Transient errors back off; the Platform carries no failure count, so the backoff is
-/// the first step's.
+/// Transient errors back off, 1 s doubling to 5 minutes while they last (counted like a
+/// tenant's, under the service's record key).
 pub fn error_policy(_platform: Arc<Platform>, error: &Error, r: Arc<Reconciler>) -> Action {
     r.ctx.metrics.error(error.label());
     tracing::warn!(reason = error.label(), error = %error, "payments service reconcile failed");
-    Action::requeue(backoff(3))
+    Action::requeue(backoff(r.memory.failures.failed(RECORD_KEY)))
 }
 
 /// Everything up to the objects being applied, and what the Deployment shows.
@@ -82,6 +85,7 @@ async fn converge(ctx: &Context, platform: &Platform) -> Result<Observed, Error>
     };
     let spec = &platform.spec;
     let Some(stripe) = &spec.stripe else {
+        remove(ctx).await?;
         return failed(
             Reason::PlatformNotConfigured,
             "Platform.spec.stripe is not set: no payments service runs and no storefront can take payments".into(),
@@ -168,6 +172,75 @@ async fn converge(ctx: &Context, platform: &Platform) -> Result<Observed, Error>
     }
     ctx.metrics.writes.inc_by(applier.writes());
     Ok(availability(&deployment))
+}
+
+/// Without `spec.stripe` nothing may keep holding the platform's Stripe key: the service's
+/// workload and exposure are deleted, then its Secret loses the Stripe fields. Its database,
+/// the database password and the delivery key stay, so payment records survive and turning
+/// payments back on keeps every storefront's delivery secret. Costs nothing once done: it
+/// acts only while the cached Secret still holds a Stripe key.
+async fn remove(ctx: &Context) -> Result<(), Error> {
+    let namespace = ctx.settings.namespace.as_str();
+    let holds_key = ctx
+        .caches
+        .secret_data(namespace, PAYMENTS_SERVICE)
+        .is_some_and(|data| data.contains_key("STRIPE_SECRET_KEY"));
+    if !holds_key {
+        return Ok(());
+    }
+    tracing::info!("Platform.spec.stripe was removed: removing the payments service");
+    let client = &ctx.client;
+    delete::<Deployment>(client, namespace, PAYMENTS_SERVICE).await?;
+    delete::<Service>(client, namespace, PAYMENTS_SERVICE).await?;
+    delete::<PodDisruptionBudget>(client, namespace, PAYMENTS_SERVICE).await?;
+    delete::<Ingress>(client, namespace, PAYMENTS_SERVICE).await?;
+    if ctx.route_api {
+        let routes: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &route_api_resource());
+        ignore_missing(
+            routes
+                .delete(PAYMENTS_SERVICE, &DeleteParams::background())
+                .await,
+        )?;
+    }
+    for policy in NETWORK_POLICIES {
+        delete::<NetworkPolicy>(client, namespace, policy).await?;
+    }
+    delete::<ServiceAccount>(client, namespace, PAYMENTS_SERVICE).await?;
+    let without_key = serde_json::json!({
+        "data": { "STRIPE_SECRET_KEY": null, "STRIPE_WEBHOOK_SECRETS": null }
+    });
+    ignore_missing(
+        Api::<Secret>::namespaced(client.clone(), namespace)
+            .patch(
+                PAYMENTS_SERVICE,
+                &PatchParams::default(),
+                &Patch::Merge(&without_key),
+            )
+            .await,
+    )?;
+    ctx.metrics.writes.inc_by(9);
+    Ok(())
+}
+
+async fn delete<K>(client: &kube::Client, namespace: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    ignore_missing(api.delete(name, &DeleteParams::background()).await)
+}
+
+fn ignore_missing<T>(result: kube::Result<T>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The service's objects' input from the Platform.

@@ -312,9 +312,15 @@ fn neutralised(cell: &str) -> String {
 pub struct CheckInRequest {
     /// The scanned ticket code.
     pub code: String,
+    /// The slug of the event being admitted: a code for another event is refused.
+    pub event: String,
+    /// Where the scan happens (at most 40 characters), told to whoever scans the code again.
+    pub gate: Option<String>,
 }
 
-/// Admits a ticket at the door; repeating a scan answers the same.
+/// Admits a ticket at the door, once: a second scan is `409 already-admitted` saying when and
+/// through which gate it got in; another event's code is `409 wrong-event` saying what it is
+/// for.
 #[utoipa::path(post, path = "/api/admin/check-ins", tag = "admin", request_body = CheckInRequest,
     security(("bearer" = ["checkin"])),
     responses((status = 200, body = CheckIn), (status = 409, body = Problem),
@@ -324,7 +330,9 @@ pub async fn check_in(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CheckInRequest>,
 ) -> AppResult<Json<CheckIn>> {
-    Ok(Json(boxoffice::door::check_in(&state, &req.code).await?))
+    Ok(Json(
+        boxoffice::door::check_in(&state, &req.code, &req.event, req.gate.as_deref()).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -100,21 +100,33 @@ pub async fn tickets_of_order(db: &PgPool, order_id: Uuid) -> AppResult<Vec<Tick
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CheckIn {
     pub ticket_id: Uuid,
-    /// When this ticket first got in.
+    /// When this ticket got in.
     pub checked_in_at: DateTime<Utc>,
-    /// True when this scan repeats an earlier one: same answer, nothing changes.
-    pub already_checked_in: bool,
+    /// The gate the scan named, if any.
+    pub gate: Option<String>,
+    /// The event's slug and title, and the ticket type: what the staff member tells the guest.
+    pub event: String,
+    pub event_title: String,
+    pub ticket_type: String,
 }
 
-/// Admits the ticket a verified code names, once. Scanning the same code again answers the
-/// same; a code of an older epoch (the ticket was resold) or a listed ticket is refused.
-pub async fn check_in(db: &PgPool, code: TicketCode) -> AppResult<CheckIn> {
+/// Admits, at event `event` (its slug) and `gate`, the ticket a verified code names, once.
+/// Refused with what the code is for when it is another event's; with when and where it got
+/// in when it already did (a copied code); and when it was superseded by a resale, its order
+/// is not paid, its event was cancelled, or it is listed for resale.
+pub async fn check_in(
+    db: &PgPool,
+    code: TicketCode,
+    event: &str,
+    gate: Option<&str>,
+) -> AppResult<CheckIn> {
     let mut tx = db.begin().await?;
     let t = sqlx::query!(
         "SELECT t.epoch, o.state AS order_state, e.cancelled_at IS NOT NULL AS \"cancelled!\",
+                e.slug, e.title, e.venue, e.starts_at, tt.name AS ticket_type,
                 EXISTS (SELECT 1 FROM listings l WHERE l.ticket_id = t.id
                         AND l.state IN ('open', 'reserved')) AS \"listed!\"
          FROM tickets t
@@ -128,6 +140,18 @@ pub async fn check_in(db: &PgPool, code: TicketCode) -> AppResult<CheckIn> {
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(AppError::not_found("ticket"))?;
+    if t.slug != event {
+        return Err(AppError::conflict(
+            "wrong-event",
+            format!(
+                "this ticket is for {} at {} on {} (event `{}`), not for this event",
+                t.title,
+                t.venue,
+                t.starts_at.format("%Y-%m-%d %H:%M UTC"),
+                t.slug
+            ),
+        ));
+    }
     if code.epoch != t.epoch {
         return Err(AppError::conflict(
             "code-superseded",
@@ -152,30 +176,40 @@ pub async fn check_in(db: &PgPool, code: TicketCode) -> AppResult<CheckIn> {
             "this ticket is listed for resale; the holder must withdraw the listing first",
         ));
     }
-    let inserted = sqlx::query_scalar!(
-        "INSERT INTO check_ins (ticket_id, epoch) VALUES ($1, $2)
+    let admitted = sqlx::query_scalar!(
+        "INSERT INTO check_ins (ticket_id, epoch, gate) VALUES ($1, $2, $3)
          ON CONFLICT (ticket_id) DO NOTHING RETURNING checked_in_at",
         code.ticket_id,
         code.epoch,
+        gate,
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let (checked_in_at, already_checked_in) = match inserted {
-        Some(at) => (at, false),
-        None => {
-            let at = sqlx::query_scalar!(
-                "SELECT checked_in_at FROM check_ins WHERE ticket_id = $1",
-                code.ticket_id
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            (at, true)
-        }
+    let Some(checked_in_at) = admitted else {
+        let first = sqlx::query!(
+            "SELECT checked_in_at, gate FROM check_ins WHERE ticket_id = $1",
+            code.ticket_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        return Err(AppError::conflict(
+            "already-admitted",
+            format!(
+                "this ticket was already admitted at {}{}: this may be a copied code",
+                first.checked_in_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                first
+                    .gate
+                    .map_or_else(String::new, |gate| format!(" through gate {gate}")),
+            ),
+        ));
     };
     tx.commit().await?;
     Ok(CheckIn {
         ticket_id: code.ticket_id,
         checked_in_at,
-        already_checked_in,
+        gate: gate.map(str::to_owned),
+        event: t.slug,
+        event_title: t.title,
+        ticket_type: t.ticket_type,
     })
 }

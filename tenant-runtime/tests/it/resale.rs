@@ -15,11 +15,12 @@ fn first_ticket(order_page: &Value) -> (String, String) {
     )
 }
 
-async fn check_in(app: &TestApp, code: &str) -> reqwest::Response {
+/// Scans `code` at the door of event `slug`, at the main gate.
+async fn check_in(app: &TestApp, slug: &str, code: &str) -> reqwest::Response {
     app.admin(
         Method::POST,
         "/api/admin/check-ins",
-        Some(&json!({ "code": code })),
+        Some(&json!({ "code": code, "event": slug, "gate": "Main" })),
     )
     .await
 }
@@ -53,21 +54,89 @@ async fn list(
 }
 
 #[tokio::test]
-async fn check_in_admits_once_and_repeats_the_same_answer() {
+async fn check_in_admits_once_and_tells_staff_about_a_copied_code() {
     let app = TestApp::spawn().await;
-    let (_, tt) = app.seed_event(10, 4_000, 2).await;
+    let (slug, tt) = app.seed_event(10, 4_000, 2).await;
     let order = app.buy(tt, 2, "fan@example.org").await;
     let (_, code) = first_ticket(&order);
 
-    let first: Value = check_in(&app, &code).await.json().await.expect("check-in");
-    assert_eq!(first["already_checked_in"], false);
-    let again: Value = check_in(&app, &code).await.json().await.expect("check-in");
-    assert_eq!(again["already_checked_in"], true);
-    assert_eq!(again["checked_in_at"], first["checked_in_at"]);
+    let first: Value = check_in(&app, &slug, &code)
+        .await
+        .json()
+        .await
+        .expect("check-in");
+    assert_eq!(first["event"], slug.as_str());
+    assert_eq!(first["gate"], "Main");
+    assert!(first["checked_in_at"].is_string(), "{first}");
+
+    // The same code again, at another gate: refused, saying when and where it got in.
+    let again = app
+        .admin(
+            Method::POST,
+            "/api/admin/check-ins",
+            Some(&json!({ "code": code, "event": slug, "gate": "North" })),
+        )
+        .await;
+    let (status, body) = problem(again).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("already-admitted"),
+        "{body}"
+    );
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(detail.contains("through gate Main"), "{detail}");
+    let first_at = first["checked_in_at"].as_str().expect("time");
+    assert!(
+        detail.contains(&first_at[..16].replace('T', " ")),
+        "{detail} vs {first_at}"
+    );
+
+    // A code for another event is refused with what it is for.
+    let (other_slug, other_tt) = app.seed_event(10, 4_000, 2).await;
+    let other = app.buy(other_tt, 1, "fan@example.org").await;
+    let (_, other_code) = first_ticket(&other);
+    let (status, body) = problem(check_in(&app, &slug, &other_code).await).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("wrong-event"),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .contains(&other_slug),
+        "{body}"
+    );
+    // ... and still gets in at its own event.
+    let admitted = check_in(&app, &other_slug, &other_code).await;
+    assert_eq!(admitted.status(), 200);
 
     let tampered = code.replacen(".0.", ".7.", 1);
-    assert_eq!(problem(check_in(&app, &tampered).await).await.0, 422);
-    assert_eq!(problem(check_in(&app, "hello").await).await.0, 422);
+    assert_eq!(problem(check_in(&app, &slug, &tampered).await).await.0, 422);
+    assert_eq!(problem(check_in(&app, &slug, "hello").await).await.0, 422);
+    let no_event = app
+        .admin(
+            Method::POST,
+            "/api/admin/check-ins",
+            Some(&json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(problem(no_event).await.0, 422);
+    let long_gate = app
+        .admin(
+            Method::POST,
+            "/api/admin/check-ins",
+            Some(&json!({ "code": code, "event": slug, "gate": "G".repeat(41) })),
+        )
+        .await;
+    assert_eq!(problem(long_gate).await.0, 422);
     // A checked-in ticket cannot go on the market.
     let (token, _) = first_ticket(&order);
     let fan = app.sign_in("fan@example.org").await;
@@ -157,7 +226,7 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
     let listing_id = listing["id"].as_str().expect("id").to_owned();
 
     // A listed ticket does not get in.
-    let (status, body) = problem(check_in(&app, &seller_code).await).await;
+    let (status, body) = problem(check_in(&app, &slug, &seller_code).await).await;
     assert_eq!(status, 409, "{body}");
 
     let market: Vec<Value> = app
@@ -205,7 +274,7 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
     assert_ne!(buyer_code, seller_code);
     assert_eq!(bought["tickets"][0]["ticket"]["epoch"], 1);
 
-    let (status, body) = problem(check_in(&app, &seller_code).await).await;
+    let (status, body) = problem(check_in(&app, &slug, &seller_code).await).await;
     assert_eq!(status, 409);
     assert!(
         body["type"]
@@ -227,12 +296,12 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
         404
     );
 
-    let admitted: Value = check_in(&app, &buyer_code)
+    let admitted: Value = check_in(&app, &slug, &buyer_code)
         .await
         .json()
         .await
         .expect("check-in");
-    assert_eq!(admitted["already_checked_in"], false);
+    assert_eq!(admitted["event"], slug.as_str());
     let ticket: Value = app
         .get(&format!("/api/tickets/{buyer_token}"))
         .await
@@ -252,7 +321,7 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
 #[tokio::test]
 async fn a_withdrawn_listing_can_be_checked_in_again() {
     let app = TestApp::spawn().await;
-    let (_, tt) = app.seed_event(10, 5_000, 1).await;
+    let (slug, tt) = app.seed_event(10, 5_000, 1).await;
     let (token, code) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
     let seller = app.sign_in("seller@example.org").await;
     assert_eq!(
@@ -266,7 +335,7 @@ async fn a_withdrawn_listing_can_be_checked_in_again() {
         .await
         .expect("delete");
     assert_eq!(withdrawn.status(), 204);
-    assert_eq!(check_in(&app, &code).await.status(), 200);
+    assert_eq!(check_in(&app, &slug, &code).await.status(), 200);
 }
 
 #[tokio::test]

@@ -120,7 +120,7 @@ impl Fixture {
             ("post", "/api/admin/check-ins") => (
                 Method::POST,
                 path.to_owned(),
-                Some(json!({ "code": self.code })),
+                Some(json!({ "code": self.code, "event": slug })),
             ),
             ("post", "/api/admin/orders/{id}/refunds") => (
                 Method::POST,
@@ -272,6 +272,12 @@ async fn every_admin_operation_needs_its_permission_and_refusals_change_nothing(
             let response = app.admin_as(token, m, &concrete, body.as_ref()).await;
             let status = response.status().as_u16();
             let text = response.text().await.unwrap_or_default();
+            // The fixture's ticket got in with the first token: the second scan is a copy.
+            let success = if path == "/api/admin/check-ins" && name == "admin" {
+                409
+            } else {
+                success
+            };
             assert_eq!(status, success, "{method} {path} with {name}: {text}");
         }
     }
@@ -286,7 +292,7 @@ async fn permissions_are_read_from_scope_scp_and_roles() {
     let app = TestApp::spawn().await;
     let (slug, _) = app.seed_event(5, 1_000, 2).await;
     let sales = format!("/api/admin/events/{slug}/sales");
-    let scan = json!({ "code": "not-a-ticket-code" });
+    let scan = json!({ "code": "not-a-ticket-code", "event": slug });
     for (name, scope, claims) in [
         ("scope string", Some("openid sales:read"), json!({})),
         ("scp string", None, json!({ "scp": "profile sales:read" })),
