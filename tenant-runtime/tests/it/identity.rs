@@ -319,3 +319,34 @@ async fn sign_in_mails_are_limited_per_address_and_per_client_and_a_refusal_chan
     assert_eq!(elsewhere.status(), 202);
     assert_eq!(app.sign_in_mails("c@example.org").await, 1);
 }
+
+/// A payout account made before addresses were verified (by whoever typed the address) is
+/// never paid: listing refuses it, and the address's owner gets an account of their own.
+#[tokio::test]
+async fn a_payout_account_from_before_verification_is_replaced_not_used() {
+    let app = TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 5_000, 1).await;
+    let owner = "owner@example.org";
+    let token = ticket_token(&app.buy(tt, 1, owner).await);
+    sqlx::query(
+        "INSERT INTO sellers (email, account_id, details_submitted, payouts_enabled)
+         VALUES ($1, 'acct_planted', true, true)",
+    )
+    .bind(owner)
+    .execute(&app.state.db)
+    .await
+    .expect("an account from before");
+
+    let session = app.sign_in(owner).await;
+    let (status, body) = problem(list_as(&app, Some(&session), &token).await).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(kind(&body).ends_with("seller-not-onboarded"), "{body}");
+    let account = app.onboard(&token, &session).await;
+    assert_ne!(account, "acct_planted");
+    assert_eq!(list_as(&app, Some(&session), &token).await.status(), 201);
+    let paid_to: Option<String> = sqlx::query_scalar("SELECT seller_account FROM listings")
+        .fetch_one(&app.state.db)
+        .await
+        .expect("listing");
+    assert_eq!(paid_to.as_deref(), Some(account.as_str()));
+}
