@@ -74,6 +74,17 @@ async fn a_ticket_bought_under_someone_elses_address_cannot_take_their_payouts()
     assert!(kind(&body).ends_with("not-the-holder"), "{body}");
     let (status, _) = problem(list_as(&app, Some(&attacker), &planted).await).await;
     assert_eq!(status, 403);
+    let page = app
+        .get_as(&attacker, &format!("/tickets/{planted}"))
+        .await
+        .text()
+        .await
+        .expect("ticket page");
+    assert!(page.contains("does not hold this ticket"), "{page}");
+    assert!(
+        !page.contains("/payouts"),
+        "no payout form for the attacker"
+    );
     assert_eq!(sellers(&app).await, 0, "no payout account was created");
     assert!(
         app.stripe.posts_to("/v1/accounts").is_empty(),
