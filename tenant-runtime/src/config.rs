@@ -37,7 +37,9 @@ pub struct Config {
     pub cache_key_prefix: String,
     /// Staff sign-in for the admin API; without it the admin API is closed.
     pub oauth: Option<OAuth>,
-    pub ticket_signing_key: SecretSlice<u8>,
+    /// `TIQZY_TICKET_SIGNING_KEY`: one key, or several separated by commas, newest first (the
+    /// first signs ticket codes, all verify them: prepend a key to rotate, drop one to retire it).
+    pub ticket_signing_keys: Vec<SecretSlice<u8>>,
     /// Most connections this replica opens; the operator divides the tenant role's connection
     /// limit between the replicas the autoscaler and a rollout may run at once.
     pub db_max_connections: u32,
@@ -183,7 +185,7 @@ impl Config {
                 .optional("TIQZY_CACHE_KEY_PREFIX")
                 .unwrap_or_else(|| format!("t:{tenant}:")),
             oauth: OAuth::from_vars(&env)?,
-            ticket_signing_key: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_key)?.into(),
+            ticket_signing_keys: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_keys)?,
             db_max_connections: env.whole_number_in("TIQZY_DB_MAX_CONNECTIONS", 10, 1..=500)?,
             db_acquire_timeout: Duration::from_millis(env.whole_number_in(
                 "TIQZY_DB_ACQUIRE_TIMEOUT_MS",
@@ -464,6 +466,18 @@ fn boolean(v: &str) -> Result<bool, String> {
 }
 
 /// Accepts hex or (standard or URL-safe) base64; the key is never echoed back in the error.
+fn signing_keys(v: &str) -> Result<Vec<SecretSlice<u8>>, String> {
+    v.split(',')
+        .map(str::trim)
+        .enumerate()
+        .map(|(i, key)| {
+            signing_key(key)
+                .map(SecretSlice::from)
+                .map_err(|problem| format!("key {} of the list {problem}", i + 1))
+        })
+        .collect()
+}
+
 fn signing_key(v: &str) -> Result<Vec<u8>, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -61,7 +61,7 @@ impl Application {
                     None
                 }
             },
-            signer: TicketSigner::new(config.ticket_signing_key.clone()),
+            signer: TicketSigner::new(config.ticket_signing_keys.clone()),
             mailer,
             metrics,
             stripe,

@@ -54,7 +54,8 @@ fn a_complete_environment_parses_with_defaults() {
     assert_eq!(oauth.permission_prefix, "");
     assert_eq!(config.resale.price_cap.percent(), 120);
     assert!(config.redis_url.is_none());
-    assert_eq!(config.ticket_signing_key.expose_secret().len(), 32);
+    assert_eq!(config.ticket_signing_keys.len(), 1);
+    assert_eq!(config.ticket_signing_keys[0].expose_secret().len(), 32);
     assert_eq!(config.db_max_connections, 10);
     assert_eq!(config.db_acquire_timeout, Duration::from_secs(5));
 }

@@ -10,5 +10,5 @@ mod values;
 pub use fees::{BasisPoints, Split};
 pub use money::{Currency, Money, MoneyError, PriceCap};
 pub use order::{OrderKind, OrderState};
-pub use ticket_code::{CodeError, TicketCode, TicketSigner};
+pub use ticket_code::{CodeError, PublicKey, TicketCode, TicketSigner};
 pub use values::{Email, Quantity, Slug, ValueError};

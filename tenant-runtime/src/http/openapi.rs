@@ -26,6 +26,7 @@ use crate::state::AppState;
         api::payments::start_checkout, api::payments::start_onboarding,
         api::identity::ask_for_link, api::identity::follow_link, api::identity::sign_out,
         api::identity::my_orders,
+        api::ticket_keys::ticket_keys,
         crate::http::webhooks::receive,
     ),
     components(schemas(crate::error::Problem)),

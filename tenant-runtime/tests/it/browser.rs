@@ -81,7 +81,7 @@ async fn a_buyer_who_lost_the_ticket_link_signs_in_by_mail_and_finds_the_ticket_
     let ticket_path = ticket_path_in_mail(&app, email).expect("a ticket link in the mail");
     browser.go(&format!("{}{ticket_path}", app.url)).await;
     let code = browser.text(".code").await;
-    assert!(code.starts_with("TQ1."), "{code}");
+    assert!(code.starts_with("TQ"), "{code}");
 
     // The link is lost: "My tickets", ask for a sign-in link.
     browser.go(&app.url).await;

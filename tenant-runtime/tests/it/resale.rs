@@ -377,3 +377,58 @@ async fn unpaid_orders_have_no_codes() {
             .contains(order["access_token"].as_str().expect("token"))
     }));
 }
+
+#[tokio::test]
+async fn a_scanner_verifies_a_ticket_offline_with_the_published_public_key() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+
+    let app = TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 4_000, 2).await;
+    let (_, code) = first_ticket(&app.buy(tt, 1, "fan@example.org").await);
+
+    let keys = app.get("/.well-known/tiqzy-ticket-keys").await;
+    assert_eq!(keys.status(), 200);
+    assert!(
+        keys.headers()["cache-control"]
+            .to_str()
+            .is_ok_and(|v| v.contains("max-age")),
+        "scanners may keep the keys a while"
+    );
+    let keys: Value = keys.json().await.expect("keys");
+    let key = &keys["keys"][0];
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519"))
+    );
+    assert!(key.get("d").is_none(), "no private part: {key}");
+
+    // What a scanner does with no connection: split the code, find its key, check the signature.
+    let (message, signature) = code.rsplit_once('.').expect("signed");
+    let kid = message.rsplit('.').next().expect("key id");
+    assert_eq!(key["kid"].as_str(), Some(kid), "{code}");
+    let x: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(key["x"].as_str().expect("x"))
+        .expect("base64url")
+        .try_into()
+        .expect("32 bytes");
+    let signature: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(signature)
+        .expect("base64url")
+        .try_into()
+        .expect("64 bytes");
+    let public = VerifyingKey::from_bytes(&x).expect("public key");
+    assert!(
+        public
+            .verify(message.as_bytes(), &Signature::from_bytes(&signature))
+            .is_ok()
+    );
+    // A code for another ticket made by editing this one does not verify.
+    let forged = message.replacen(".0.", ".1.", 1);
+    assert!(
+        public
+            .verify(forged.as_bytes(), &Signature::from_bytes(&signature))
+            .is_err()
+    );
+}

@@ -158,7 +158,7 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
         .to_owned();
     let ticket = app.get(&ticket_path).await.text().await.expect("ticket");
     assert!(
-        ticket.contains("<svg") && ticket.contains("TQ1."),
+        ticket.contains("<svg") && ticket.contains("TQ2."),
         "{ticket}"
     );
     // Selling needs the holder's address confirmed, then payouts set up.

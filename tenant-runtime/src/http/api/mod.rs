@@ -5,6 +5,7 @@ pub mod checkout;
 pub mod identity;
 pub mod payments;
 pub mod resale;
+pub mod ticket_keys;
 
 use axum::Router;
 
@@ -17,4 +18,5 @@ pub fn router() -> Router<AppState> {
         .merge(identity::router())
         .merge(payments::router())
         .merge(resale::router())
+        .merge(ticket_keys::router())
 }
