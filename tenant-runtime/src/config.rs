@@ -9,6 +9,7 @@ use base64::Engine;
 use secrecy::{SecretSlice, SecretString};
 use tiqzy_crds::payments::WEBHOOK_SECRETS_VAR;
 
+pub use self::mail::{MailConfig, SecretSource, Smtp, SmtpCredentials, SmtpTls};
 use crate::domain::{Currency, PriceCap};
 use crate::locale::Locale;
 
@@ -50,6 +51,7 @@ pub struct Config {
     pub hold_rate_limit: u32,
     pub sign_in_limits: SignInLimits,
     pub payments: PaymentsConfig,
+    pub mail: MailConfig,
 }
 
 /// The tenant's look on every storefront page.
@@ -127,22 +129,33 @@ impl Config {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Vars(vars);
         let tenant = env.required("TIQZY_TENANT")?;
+        let branding = Branding {
+            display_name: env.required("TIQZY_DISPLAY_NAME")?,
+            primary_color: env.parse("TIQZY_BRAND_PRIMARY_COLOR", hex_color)?,
+            accent_color: env.parse("TIQZY_BRAND_ACCENT_COLOR", hex_color)?,
+            logo_url: env
+                .optional("TIQZY_BRAND_LOGO_URL")
+                .as_deref()
+                .map(http_url)
+                .transpose()
+                .map_err(|problem| ConfigError {
+                    name: "TIQZY_BRAND_LOGO_URL",
+                    problem,
+                })?,
+            support_email: env.optional("TIQZY_SUPPORT_EMAIL"),
+        };
+        let public_url = env.parse("TIQZY_PUBLIC_URL", |v| {
+            http_url(v).map(|u| u.trim_end_matches('/').to_owned())
+        })?;
+        let mail = MailConfig::from_vars(
+            &env,
+            &branding.display_name,
+            branding.support_email.as_deref(),
+            public_host(&public_url),
+        )?;
         Ok(Self {
-            branding: Branding {
-                display_name: env.required("TIQZY_DISPLAY_NAME")?,
-                primary_color: env.parse("TIQZY_BRAND_PRIMARY_COLOR", hex_color)?,
-                accent_color: env.parse("TIQZY_BRAND_ACCENT_COLOR", hex_color)?,
-                logo_url: env
-                    .optional("TIQZY_BRAND_LOGO_URL")
-                    .as_deref()
-                    .map(http_url)
-                    .transpose()
-                    .map_err(|problem| ConfigError {
-                        name: "TIQZY_BRAND_LOGO_URL",
-                        problem,
-                    })?,
-                support_email: env.optional("TIQZY_SUPPORT_EMAIL"),
-            },
+            branding,
+            mail,
             currency: env.parse("TIQZY_CURRENCY", |v| {
                 Currency::parse(v).map_err(|e| e.to_string())
             })?,
@@ -160,9 +173,7 @@ impl Config {
                     _ => Err("must be basis points between 0 and 10000".to_owned()),
                 })?,
             },
-            public_url: env.parse("TIQZY_PUBLIC_URL", |v| {
-                http_url(v).map(|u| u.trim_end_matches('/').to_owned())
-            })?,
+            public_url,
             listen_addr: match env.optional("TIQZY_LISTEN_ADDR") {
                 None => SocketAddr::from(([0, 0, 0, 0], 8080)),
                 Some(v) => v.parse().map_err(|_| ConfigError {
@@ -492,5 +503,13 @@ fn signing_key(v: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
+/// The host of an http(s) URL, without port or path.
+fn public_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.split(':').next().unwrap_or(authority)
+}
+
+mod mail;
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::boxoffice::order::{OrderView, TicketView};
 use crate::domain::Email;
 use crate::error::{AppError, AppResult};
-use crate::mail::Mail;
+use crate::mail::{self, Message};
 use crate::state::AppState;
 use crate::store::identity::{self as store, NewSignIn, SignInStored};
 use crate::store::{access_token, orders, tickets};
@@ -113,25 +113,26 @@ pub async fn request_sign_in(state: &AppState, email: &Email, client: &str) -> A
             ));
         }
     }
+    send_sign_in_link(state, &mut tx, &address, &token).await?;
     tx.commit().await?;
-    send_sign_in_link(state, &address, &token);
     Ok(())
 }
 
-/// The one place the sign-in mail leaves from.
-fn send_sign_in_link(state: &AppState, address: &Address, token: &str) {
-    let name = &state.config.branding.display_name;
-    state.mailer.send(Mail {
+/// The one place the sign-in mail leaves from: queued in the transaction that stores the
+/// link, so the mail goes out if and only if the link exists.
+async fn send_sign_in_link(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    address: &Address,
+    token: &str,
+) -> AppResult<()> {
+    let message = Message::SignInLink {
         to: address.as_str().to_owned(),
-        subject: format!("Sign in to {name}"),
-        body: format!(
-            "To see your orders and tickets at {name}, open this link within {} minutes:\n\
-             {}/sign-in/{token}\n\n\
-             The link works once. If you did not ask for it, ignore this mail.\n",
-            LINK_TTL.as_secs() / 60,
-            state.config.public_url,
-        ),
-    });
+        link: format!("{}/sign-in/{token}", state.config.public_url),
+        expires_in: LINK_TTL,
+    };
+    mail::enqueue(tx, &message).await?;
+    Ok(())
 }
 
 /// Uses up a sign-in link and starts a session for its address.

@@ -1,38 +1,11 @@
-//! Outgoing mail to buyers, behind one small interface. Until a provider is chosen, mail is
-//! logged (recipient and subject only: the body holds secret links).
+//! Mail to buyers and sellers, through a durable outbox: a [`Message`] is written with
+//! [`enqueue`] in the transaction of the change that causes it, and [`worker::run`] sends it
+//! over SMTP (or, without a relay, logs its recipient and subject: bodies hold capability
+//! links), retrying with backoff until the relay accepts it.
 
-use std::sync::Mutex;
+mod message;
+mod outbox;
+pub mod worker;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mail {
-    pub to: String,
-    pub subject: String,
-    pub body: String,
-}
-
-pub trait Mailer: Send + Sync + std::fmt::Debug {
-    fn send(&self, mail: Mail);
-}
-
-#[derive(Debug, Default)]
-pub struct LogMailer;
-
-impl Mailer for LogMailer {
-    fn send(&self, mail: Mail) {
-        tracing::info!(to = mail.to, subject = mail.subject, "mail sent");
-    }
-}
-
-/// Keeps what was sent, so tests can follow the links a buyer would get.
-#[derive(Debug, Default)]
-pub struct MemoryMailer {
-    pub sent: Mutex<Vec<Mail>>,
-}
-
-impl Mailer for MemoryMailer {
-    fn send(&self, mail: Mail) {
-        if let Ok(mut sent) = self.sent.lock() {
-            sent.push(mail);
-        }
-    }
-}
+pub use message::{Letterhead, Message, Rendered};
+pub use outbox::{enqueue, message_id};

@@ -14,11 +14,10 @@ use crate::auth::TokenVerifier;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::domain::TicketSigner;
-use crate::mail::{LogMailer, Mailer};
 use crate::metrics::Metrics;
 use crate::payments::gateway::Gateway;
 use crate::state::AppState;
-use crate::{db, http, sweeper};
+use crate::{db, http, mail, sweeper};
 
 #[derive(Debug)]
 pub struct Application {
@@ -31,10 +30,6 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with(config, Arc::new(LogMailer)).await
-    }
-
-    pub async fn build_with(config: Config, mailer: Arc<dyn Mailer>) -> anyhow::Result<Self> {
         let db = db::connect(
             config.database_url.expose_secret(),
             config.db_max_connections,
@@ -62,7 +57,6 @@ impl Application {
                 }
             },
             signer: TicketSigner::new(config.ticket_signing_keys.clone()),
-            mailer,
             metrics,
             stripe,
             pages: Arc::new(http::storefront::pages(config.locale.clone())?),
@@ -105,13 +99,18 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests and stops the
-    /// sweeper before returning.
+    /// sweeper and the mail worker (after the mail it is sending) before returning.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_sweeper, stopped) = watch::channel(false);
-        let sweeper = tokio::spawn(sweeper::run(self.state.clone(), stopped));
+        let sweeper = tokio::spawn(sweeper::run(self.state.clone(), stopped.clone()));
+        let mail = tokio::spawn(mail::worker::run(
+            self.state.db.clone(),
+            self.state.config.clone(),
+            stopped,
+        ));
         tracing::info!(
             tenant = self.state.config.tenant,
             port = self.port,
@@ -136,6 +135,7 @@ impl Application {
         metrics.abort();
         let _ = stop_sweeper.send(true);
         let _ = sweeper.await;
+        let _ = mail.await;
         db.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -8,7 +8,6 @@ use crate::auth::TokenVerifier;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::domain::TicketSigner;
-use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::payments::gateway::Gateway;
 
@@ -20,7 +19,6 @@ pub struct AppState {
     /// Checks staff tokens; `None` when the tenant has no staff sign-in configured.
     pub auth: Option<Arc<TokenVerifier>>,
     pub signer: TicketSigner,
-    pub mailer: Arc<dyn Mailer>,
     pub metrics: Arc<Metrics>,
     pub stripe: Arc<Gateway>,
     pub pages: Arc<minijinja::Environment<'static>>,

@@ -1,32 +1,37 @@
 //! Orders and tickets as their buyer sees them, by the secret links they were sent.
 
 use serde::Serialize;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{Email, TicketSigner};
 use crate::error::{AppError, AppResult};
-use crate::mail::Mail;
+use crate::mail::{self, Message};
 use crate::state::AppState;
 use crate::store::orders::{self, Order};
 use crate::store::tickets::{self, Ticket};
 
 /// A pending primary order for a live hold; the buyer gets the order link by mail.
 pub async fn open_order(state: &AppState, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
-    let order = orders::create_primary_order(&state.db, hold_id, buyer).await?;
-    send_order_link(state, &order);
+    let mut tx = state.db.begin().await?;
+    let order = orders::create_primary_order(&mut tx, hold_id, buyer).await?;
+    mail_order_link(state, &mut tx, &order).await?;
+    tx.commit().await?;
     Ok(order)
 }
 
-/// The link is the buyer's only way back to an order, so it goes out as soon as it exists.
-pub(super) fn send_order_link(state: &AppState, order: &Order) {
-    state.mailer.send(Mail {
+/// The link is the buyer's only way back to an order, so it is queued with the order.
+pub(super) async fn mail_order_link(
+    state: &AppState,
+    conn: &mut PgConnection,
+    order: &Order,
+) -> AppResult<()> {
+    let message = Message::OrderLink {
         to: order.buyer_email.clone(),
-        subject: format!("Your order at {}", state.config.branding.display_name),
-        body: format!(
-            "Your order: {}/orders/{}\n",
-            state.config.public_url, order.access_token
-        ),
-    });
+        order_url: format!("{}/orders/{}", state.config.public_url, order.access_token),
+    };
+    mail::enqueue(conn, &message).await?;
+    Ok(())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::order::send_order_link;
+use super::order::mail_order_link;
 use crate::config::ResalePolicy;
 use crate::domain::{Email, Money};
 use crate::error::AppResult;
@@ -47,9 +47,11 @@ pub async fn market(state: &AppState, event_slug: Option<&str>) -> AppResult<Vec
 /// Reserves the listing for this buyer and opens their resale order; the buyer gets the
 /// order link by mail.
 pub async fn buy_listing(state: &AppState, listing_id: Uuid, buyer: &Email) -> AppResult<Order> {
+    let mut tx = state.db.begin().await?;
     let order =
-        listings::reserve_listing(&state.db, listing_id, buyer, state.config.hold_ttl).await?;
-    send_order_link(state, &order);
+        listings::reserve_listing(&mut tx, listing_id, buyer, state.config.hold_ttl).await?;
+    mail_order_link(state, &mut tx, &order).await?;
+    tx.commit().await?;
     Ok(order)
 }
 

@@ -328,3 +328,138 @@ fn a_redis_ca_needs_a_rediss_url_and_a_certificate() {
     let err = Config::from_vars(&vars).expect_err("no certificate");
     assert_eq!(err.to_string(), "REDIS_CA_PEM: holds no PEM certificate");
 }
+
+#[test]
+fn without_a_relay_mail_is_logged_from_the_tenant_name_and_replies_go_to_support() {
+    let config = Config::from_vars(&valid()).expect("valid");
+    assert!(config.mail.smtp.is_none());
+    assert_eq!(
+        config.mail.from.to_string(),
+        "ACME Live <noreply@acme.example>"
+    );
+    assert_eq!(
+        config
+            .mail
+            .reply_to
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("help@acme.example")
+    );
+    assert_eq!(config.mail.retry_max, Duration::from_secs(300));
+}
+
+#[test]
+fn a_relay_is_read_with_its_tls_mode_default_port_and_credentials() {
+    let mut vars = valid();
+    for (k, v) in [
+        ("TIQZY_SMTP_HOST", "smtp.mail.example"),
+        ("TIQZY_SMTP_USERNAME", "acme"),
+        ("TIQZY_SMTP_PASSWORD", "smtp-pass-5e6f"),
+        ("TIQZY_MAIL_FROM", "tickets@acme.example"),
+        ("TIQZY_MAIL_FROM_NAME", "ACME Box Office"),
+        ("TIQZY_MAIL_REPLY_TO", "crew@acme.example"),
+    ] {
+        vars.insert(k.into(), v.into());
+    }
+    let config = Config::from_vars(&vars).expect("valid");
+    let smtp = config.mail.smtp.as_ref().expect("a relay");
+    assert_eq!(
+        (smtp.host.as_str(), smtp.port, smtp.tls),
+        ("smtp.mail.example", 587, SmtpTls::StartTls)
+    );
+    let credentials = smtp.credentials.as_ref().expect("credentials");
+    assert!(
+        matches!(&credentials.password, SecretSource::Value(p) if p.expose_secret() == "smtp-pass-5e6f")
+    );
+    assert_eq!(
+        config.mail.from.to_string(),
+        "ACME Box Office <tickets@acme.example>"
+    );
+    assert_eq!(
+        config
+            .mail
+            .reply_to
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("crew@acme.example")
+    );
+    assert!(!format!("{config:?}").contains("smtp-pass-5e6f"));
+
+    for (tls, port) in [("tls", 465), ("none", 25), ("STARTTLS", 587)] {
+        vars.insert("TIQZY_SMTP_TLS".into(), tls.into());
+        let config = Config::from_vars(&vars).expect("valid");
+        assert_eq!(config.mail.smtp.expect("relay").port, port, "{tls}");
+    }
+    vars.insert("TIQZY_SMTP_PORT".into(), "2525".into());
+    vars.remove("TIQZY_SMTP_PASSWORD");
+    vars.remove("TIQZY_SMTP_USERNAME");
+    vars.insert(
+        "TIQZY_SMTP_USERNAME_FILE".into(),
+        "/run/secrets/mail/username".into(),
+    );
+    vars.insert(
+        "TIQZY_SMTP_PASSWORD_FILE".into(),
+        "/run/secrets/mail/password".into(),
+    );
+    let smtp = Config::from_vars(&vars)
+        .expect("valid")
+        .mail
+        .smtp
+        .expect("relay");
+    assert_eq!(smtp.port, 2525);
+    assert!(matches!(
+        smtp.credentials.expect("credentials").password,
+        SecretSource::File(p) if p.ends_with("password")
+    ));
+}
+
+#[test]
+fn bad_mail_settings_name_their_variable_and_never_echo_a_password() {
+    let with_relay = |extra: &[(&str, &str)]| {
+        let mut vars = valid();
+        vars.insert("TIQZY_SMTP_HOST".into(), "smtp.mail.example".into());
+        for (k, v) in extra {
+            vars.insert((*k).into(), (*v).into());
+        }
+        Config::from_vars(&vars)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for (extra, name) in [
+        (vec![("TIQZY_SMTP_TLS", "ssl")], "TIQZY_SMTP_TLS"),
+        (vec![("TIQZY_SMTP_PORT", "0")], "TIQZY_SMTP_PORT"),
+        (vec![("TIQZY_SMTP_HOST", "smtp host")], "TIQZY_SMTP_HOST"),
+        (
+            vec![("TIQZY_MAIL_FROM", "not an address")],
+            "TIQZY_MAIL_FROM",
+        ),
+        (vec![("TIQZY_MAIL_REPLY_TO", "@@")], "TIQZY_MAIL_REPLY_TO"),
+        (
+            vec![("TIQZY_MAIL_RETRY_MAX_SECONDS", "0")],
+            "TIQZY_MAIL_RETRY_MAX_SECONDS",
+        ),
+        (vec![("TIQZY_SMTP_USERNAME", "acme")], "TIQZY_SMTP_PASSWORD"),
+        (
+            vec![("TIQZY_SMTP_PASSWORD", "hunter2-secret")],
+            "TIQZY_SMTP_USERNAME",
+        ),
+        (
+            vec![
+                ("TIQZY_SMTP_USERNAME", "acme"),
+                ("TIQZY_SMTP_PASSWORD", "hunter2-secret"),
+                ("TIQZY_SMTP_PASSWORD_FILE", "/run/p"),
+            ],
+            "TIQZY_SMTP_PASSWORD",
+        ),
+    ] {
+        let error = with_relay(&extra).expect_err(name);
+        assert!(error.starts_with(name), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+    assert!(
+        error_for("TIQZY_SMTP_PORT", Some("2525")).starts_with("TIQZY_SMTP_HOST"),
+        "a port without a host"
+    );
+}

@@ -193,7 +193,7 @@ pub async fn confirm_from_stripe(state: &AppState, order_token: &str) -> AppResu
     let mut tx = state.db.begin().await?;
     let applied = apply_payment(state, &mut tx, &payment).await?;
     tx.commit().await?;
-    after_commit(state, target.order_id, applied).await;
+    after_commit(state, applied).await;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::domain::BasisPoints;
 use crate::error::{AppError, AppResult};
 use crate::identity::{self, Session};
-use crate::mail::Mail;
+use crate::mail::{self, Message};
 use crate::state::AppState;
 use crate::store::ledger::{self, LedgerEntry, LedgerOf, PaymentBooking, RefundRequest};
 use crate::store::orders::{self, Payment, PaymentOutcome};
@@ -31,27 +31,34 @@ pub async fn payment_received(
     order_id: Uuid,
     payment_ref: &str,
 ) -> AppResult<Payment> {
-    let payment = orders::record_payment(&state.db, order_id, payment_ref).await?;
+    let mut tx = state.db.begin().await?;
+    let payment = orders::record_payment(&mut tx, order_id, payment_ref).await?;
     if let Payment::Recorded { .. } = &payment {
-        send_tickets(state, order_id).await?;
+        mail_tickets(state, &mut tx, order_id).await?;
     }
+    tx.commit().await?;
     Ok(payment)
 }
 
-/// Mails the buyer the links to the tickets their order now holds.
-async fn send_tickets(state: &AppState, order_id: Uuid) -> AppResult<()> {
-    if let Some(order) = orders::find_order(&state.db, order_id).await? {
-        let links: Vec<String> = tickets::tickets_of_order(&state.db, order.id)
-            .await?
-            .iter()
-            .map(|t| format!("{}/tickets/{}", state.config.public_url, t.access_token))
-            .collect();
-        state.mailer.send(Mail {
-            to: order.buyer_email.clone(),
-            subject: format!("Your tickets from {}", state.config.branding.display_name),
-            body: format!("Your tickets:\n{}\n", links.join("\n")),
-        });
-    }
+/// Queues the mail with the links to the tickets the order now holds, in the transaction
+/// that issued them.
+async fn mail_tickets(
+    state: &AppState,
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+) -> AppResult<()> {
+    let Some(to) = sqlx::query_scalar!("SELECT buyer_email FROM orders WHERE id = $1", order_id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(());
+    };
+    let ticket_urls = tickets::tickets_of_order(&mut **tx, order_id)
+        .await?
+        .iter()
+        .map(|t| format!("{}/tickets/{}", state.config.public_url, t.access_token))
+        .collect();
+    mail::enqueue(tx, &Message::Tickets { to, ticket_urls }).await?;
     Ok(())
 }
 
@@ -124,6 +131,7 @@ pub async fn apply_payment(
                 };
                 ledger::book_payment(tx, &booking).await?;
                 ledger::unpark(tx, payment_intent).await?;
+                mail_tickets(state, tx, order_id).await?;
                 Applied::Paid
             }
             PaymentOutcome::AlreadyPaid => Applied::Duplicate,
@@ -147,13 +155,9 @@ pub async fn apply_payment(
     )
 }
 
-/// After commit: mail tickets and send whatever Stripe requests the ledger now holds.
-pub async fn after_commit(state: &AppState, order_id: Uuid, applied: Applied) {
-    if applied == Applied::Paid
-        && let Err(e) = send_tickets(state, order_id).await
-    {
-        tracing::warn!(error = %e, "mailing tickets failed");
-    }
+/// After commit: send whatever Stripe requests the ledger now holds (the tickets' mail was
+/// queued in the transaction).
+pub async fn after_commit(state: &AppState, applied: Applied) {
     if applied != Applied::Duplicate {
         settle_requested(state).await;
     }

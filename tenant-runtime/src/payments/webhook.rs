@@ -173,8 +173,8 @@ pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
     Ok(match effect {
         Effect::Ignored => Handled::Ignored,
         Effect::Applied => Handled::Applied,
-        Effect::Paid { order, applied } => {
-            after_commit(state, order, applied).await;
+        Effect::Paid { order: _, applied } => {
+            after_commit(state, applied).await;
             Handled::Applied
         }
     })

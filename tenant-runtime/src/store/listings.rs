@@ -186,13 +186,12 @@ pub async fn open_listings(db: &PgPool, event_slug: Option<&str>) -> AppResult<V
 /// Reserves a listing for one buyer while they pay, and opens their resale order. A lapsed
 /// reservation is taken over, and its unpaid order expires.
 pub async fn reserve_listing(
-    db: &PgPool,
+    tx: &mut Transaction<'_, Postgres>,
     listing_id: Uuid,
     buyer: &Email,
     ttl: Duration,
 ) -> AppResult<orders::Order> {
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) as f64;
-    let mut tx = db.begin().await?;
     let listing = sqlx::query!(
         "UPDATE listings SET state = 'reserved', reserved_until = now() + make_interval(secs => $2)
          WHERE id = $1 AND (state = 'open' OR (state = 'reserved' AND reserved_until <= now()))
@@ -200,11 +199,11 @@ pub async fn reserve_listing(
         listing_id,
         ttl_secs,
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some(listing) = listing else {
         let exists = sqlx::query_scalar!("SELECT id FROM listings WHERE id = $1", listing_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
         return Err(match exists {
             None => AppError::not_found("listing"),
@@ -218,7 +217,7 @@ pub async fn reserve_listing(
         "UPDATE orders SET state = 'expired' WHERE listing_id = $1 AND state = 'pending'",
         listing_id,
     )
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     let price = money(listing.price_minor, &listing.currency)?;
     let new = orders::NewOrder {
@@ -228,8 +227,7 @@ pub async fn reserve_listing(
         buyer,
         total: price,
     };
-    let order = orders::insert_order(&mut tx, &new).await?;
-    tx.commit().await?;
+    let order = orders::insert_order(tx, &new).await?;
     Ok(order)
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{access_token, money};
@@ -67,7 +67,11 @@ impl TryFrom<OrderRow> for Order {
 /// Two statements and no explicit transaction (the rush path): the prices are read and summed
 /// first, then the order is inserted only if every row of the hold is still active, with those
 /// rows locked by that same statement so a sweeper cannot expire them half-way.
-pub async fn create_primary_order(db: &PgPool, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
+pub async fn create_primary_order(
+    conn: &mut PgConnection,
+    hold_id: Uuid,
+    buyer: &Email,
+) -> AppResult<Order> {
     let expired = || AppError::conflict("hold-expired", "this hold has expired or was used");
     let lines = sqlx::query!(
         "SELECT h.quantity, tt.price_minor, tt.currency as \"currency!\",
@@ -76,7 +80,7 @@ pub async fn create_primary_order(db: &PgPool, hold_id: Uuid, buyer: &Email) -> 
          WHERE h.basket_id = $1",
         hold_id,
     )
-    .fetch_all(db)
+    .fetch_all(&mut *conn)
     .await?;
     if lines.is_empty() || lines.iter().any(|l| !l.live) {
         return Err(expired());
@@ -109,7 +113,7 @@ pub async fn create_primary_order(db: &PgPool, hold_id: Uuid, buyer: &Email) -> 
         total.currency.as_str() as &str,
         rows,
     )
-    .fetch_optional(db)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(order_conflict)?
     .ok_or_else(expired)?;
@@ -236,14 +240,15 @@ pub enum PaymentOutcome {
     },
 }
 
-/// Marks a pending order paid and hands the buyer their tickets, in one transaction.
-pub async fn record_payment(db: &PgPool, order_id: Uuid, payment_ref: &str) -> AppResult<Payment> {
-    let mut tx = db.begin().await?;
-    match record_payment_in(&mut tx, order_id, payment_ref).await? {
-        PaymentOutcome::Recorded { ticket_ids } => {
-            tx.commit().await?;
-            Ok(Payment::Recorded { ticket_ids })
-        }
+/// Marks a pending order paid and hands the buyer their tickets, in the caller's transaction
+/// (which also queues the buyer's mail).
+pub async fn record_payment(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+    payment_ref: &str,
+) -> AppResult<Payment> {
+    match record_payment_in(tx, order_id, payment_ref).await? {
+        PaymentOutcome::Recorded { ticket_ids } => Ok(Payment::Recorded { ticket_ids }),
         PaymentOutcome::AlreadyPaid => Ok(Payment::AlreadyPaid),
         PaymentOutcome::TooLate { state } => Err(AppError::conflict(
             "order-not-payable",

@@ -76,7 +76,10 @@ pub async fn find_ticket_by_token(db: &PgPool, token: &str) -> AppResult<Option<
 }
 
 /// The tickets an order currently owns (a resold ticket moves to the buyer's order).
-pub async fn tickets_of_order(db: &PgPool, order_id: Uuid) -> AppResult<Vec<Ticket>> {
+pub async fn tickets_of_order(
+    db: impl sqlx::PgExecutor<'_>,
+    order_id: Uuid,
+) -> AppResult<Vec<Ticket>> {
     let rows = ticket_query!("t.order_id = $1", order_id)
         .fetch_all(db)
         .await?;

@@ -55,19 +55,6 @@ async fn a_phone_buyer_goes_from_the_event_page_to_checkout_in_the_tenants_colou
     browser.close().await;
 }
 
-/// The path of the first ticket link in the newest mail to `to` (links name the public URL).
-fn ticket_path_in_mail(app: &TestApp, to: &str) -> Option<String> {
-    let sent = app.mailer.sent.lock().expect("mail").clone();
-    sent.iter().rev().filter(|m| m.to == to).find_map(|m| {
-        let (_, rest) = m.body.split_once("/tickets/")?;
-        let token: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        Some(format!("/tickets/{token}"))
-    })
-}
-
 #[tokio::test]
 async fn a_buyer_who_lost_the_ticket_link_signs_in_by_mail_and_finds_the_ticket_again() {
     let app = TestApp::spawn().await;
@@ -78,7 +65,7 @@ async fn a_buyer_who_lost_the_ticket_link_signs_in_by_mail_and_finds_the_ticket_
     let browser = driver.session(&SessionOptions::default()).await;
 
     // The ticket, opened from the mail.
-    let ticket_path = ticket_path_in_mail(&app, email).expect("a ticket link in the mail");
+    let ticket_path = app.link_in_last_mail(email, "/tickets/").await;
     browser.go(&format!("{}{ticket_path}", app.url)).await;
     let code = browser.text(".code").await;
     assert!(code.starts_with("TQ"), "{code}");

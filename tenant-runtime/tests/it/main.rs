@@ -7,6 +7,7 @@ mod browser;
 mod cache;
 mod identity;
 mod inventory;
+mod mail;
 mod payments;
 mod payments_service;
 mod resale;

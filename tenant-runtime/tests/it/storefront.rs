@@ -134,10 +134,9 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
         .expect("order");
     assert_eq!(ordered.status(), 303);
     let order_path = location(&ordered);
-    let mail = app.mailer.sent.lock().expect("mail").clone();
-    assert!(
-        mail.iter()
-            .any(|m| m.to == "fan@example.org" && m.body.contains(&order_path))
+    assert_eq!(
+        app.link_in_last_mail("fan@example.org", "/orders/").await,
+        order_path
     );
     let pending = app.get(&order_path).await.text().await.expect("order page");
     assert!(pending.contains("pending"), "{pending}");

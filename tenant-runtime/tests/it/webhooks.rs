@@ -59,11 +59,8 @@ async fn events_recorded(app: &TestApp) -> i64 {
         .expect("count")
 }
 
-fn mails_to(app: &TestApp, to: &str, subject_part: &str) -> usize {
-    let sent = app.mailer.sent.lock().expect("mail");
-    sent.iter()
-        .filter(|m| m.to == to && m.subject.contains(subject_part))
-        .count()
+async fn mails_to(app: &TestApp, to: &str, subject_part: &str) -> usize {
+    app.mails_to(to, subject_part).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -98,7 +95,7 @@ async fn one_event_delivered_three_times_at_once_takes_effect_once() {
     assert_eq!(page["order"]["state"], "paid");
     assert_eq!(page["tickets"].as_array().expect("tickets").len(), 3);
     assert_eq!(app.stock(tt).await, (10, 3, 0));
-    assert_eq!(mails_to(&app, "buyer@example.org", "Your tickets"), 1);
+    assert_eq!(mails_to(&app, "buyer@example.org", "Your tickets").await, 1);
     let ledger = ledger(&app, &order).await;
     assert_eq!(count(&ledger, "charge"), 1, "{ledger:?}");
     // 2.5 % of 75.00 EUR is 1.875 EUR: the fee rounds down to 1.87, the tenant gets 73.13.
@@ -168,7 +165,7 @@ async fn shuffled_and_duplicated_events_always_end_in_the_same_state() {
         assert_eq!(refund["state"], "done");
     }
     assert_eq!(app.stock(tt).await, (50, 8, 0));
-    assert_eq!(mails_to(&app, "buyer@example.org", "Your tickets"), 4);
+    assert_eq!(mails_to(&app, "buyer@example.org", "Your tickets").await, 4);
 }
 
 #[tokio::test]

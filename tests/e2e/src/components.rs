@@ -12,6 +12,7 @@
 //! | `containerd`, `cni-plugins` | upstream modules, for the real node (on demand, see [`crate::node`]) |
 //! | `traefik`      | `tests/e2e/go/traefik`: Traefik's own command, pinned by that module (on demand) |
 //! | `kube-router`  | `tests/e2e/go/kube-router`: kube-router's command, the real node's NetworkPolicy enforcer (on demand) |
+//! | `mailpit`      | `tests/e2e/go/mailpit`: Mailpit, the SMTP server tests read mail from (on demand) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -123,6 +124,15 @@ pub fn ensure_kube_router() -> Result<PathBuf> {
         "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
         &go,
     )
+}
+
+/// Mailpit, the SMTP server whose API shows what arrived, built on first use from the `tool`
+/// its module pins.
+pub fn ensure_mailpit() -> Result<PathBuf> {
+    let go = go_version()?;
+    let bin = cache_dir().join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    build_tool(&bin, "mailpit", "github.com/axllent/mailpit", &go)
 }
 
 pub(crate) fn go_version() -> Result<String> {

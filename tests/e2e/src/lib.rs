@@ -14,6 +14,7 @@ mod entra;
 mod keyvault;
 mod kube_router;
 mod live;
+pub mod mailpit;
 mod netns;
 mod node;
 mod npm;
@@ -37,8 +38,8 @@ use anyhow::{Context, Result};
 
 pub use cargo::cargo_command;
 pub use components::{
-    Binaries, cache_dir, ensure_binaries, ensure_keyvault, ensure_kube_router, ensure_traefik,
-    go_module_dir,
+    Binaries, cache_dir, ensure_binaries, ensure_keyvault, ensure_kube_router, ensure_mailpit,
+    ensure_traefik, go_module_dir,
 };
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
@@ -50,6 +51,7 @@ pub use live::{
     DEMO_EVENT, DEMO_EVENT_TITLE, DEMO_TICKET_TYPES, LIVE_BASE_DOMAIN, LIVE_TENANT, LiveOptions,
     LivePlatform, build_operator_binary, step,
 };
+pub use mailpit::Mailpit;
 pub use netns::PodBackend;
 pub use node::{
     BRIDGE, CNI_PLUGINS_VERSION, CONTAINERD_VERSION, GATEWAY, NodeBinaries, PAUSE_IMAGE,

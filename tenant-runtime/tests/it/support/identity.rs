@@ -6,26 +6,29 @@ use serde_json::{Value, json};
 
 use super::TestApp;
 
+/// What a sign-in mail's subject starts with.
+const SUBJECT: &str = "Sign in to";
+
 /// The session cookie a followed sign-in link set, ready for a `Cookie` header.
 #[derive(Debug, Clone)]
 pub struct Session(pub String);
 
 impl TestApp {
-    /// The token of the newest sign-in link mailed to `email`: the one place the tests read
-    /// sign-in mail.
+    /// The token of the newest sign-in link this storefront mailed to `email`, as it arrived
+    /// in Mailpit: the one place the tests read sign-in mail.
     pub async fn sign_in_link(&self, email: &str) -> Option<String> {
-        let sent = self.mailer.sent.lock().expect("mail").clone();
-        sent.iter()
-            .rev()
-            .filter(|m| m.to == email)
-            .find_map(|m| sign_in_token(&m.body))
+        self.mails_to(email, SUBJECT)
+            .await
+            .iter()
+            .find_map(|m| m.links().iter().find_map(|link| sign_in_token(link)))
     }
 
-    /// How many sign-in links were mailed to `email`.
+    /// How many sign-in links this storefront mailed to `email`.
     pub async fn sign_in_mails(&self, email: &str) -> usize {
-        let sent = self.mailer.sent.lock().expect("mail").clone();
-        sent.iter()
-            .filter(|m| m.to == email && sign_in_token(&m.body).is_some())
+        self.mails_to(email, SUBJECT)
+            .await
+            .iter()
+            .filter(|m| m.links().iter().any(|link| sign_in_token(link).is_some()))
             .count()
     }
 

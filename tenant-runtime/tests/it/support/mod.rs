@@ -7,14 +7,15 @@ pub mod payments;
 pub mod stripe;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 use sqlx::Connection;
+use tiqzy_e2e::Mailpit;
+use tiqzy_e2e::mailpit::Message;
 use tiqzy_runtime::Application;
 use tiqzy_runtime::config::Config;
-use tiqzy_runtime::mail::MemoryMailer;
 use tiqzy_runtime::state::AppState;
 use uuid::Uuid;
 
@@ -41,6 +42,8 @@ pub struct Options {
     pub locale: &'static str,
     /// `TIQZY_OAUTH_PERMISSION_PREFIX`, unset when `None`.
     pub permission_prefix: Option<&'static str>,
+    /// The SMTP port mail goes to; the shared Mailpit's when `None`.
+    pub smtp_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             db_pool: Some((16, 30_000)),
             locale: "en-GB",
             permission_prefix: None,
+            smtp_port: None,
         }
     }
 }
@@ -66,7 +70,8 @@ pub struct TestApp {
     pub metrics_url: String,
     pub http: reqwest::Client,
     pub state: AppState,
-    pub mailer: Arc<MemoryMailer>,
+    /// This tenant's sender address: tests find its mail in Mailpit by it.
+    pub mail_from: String,
     pub issuer: Issuer,
     pub prefix: String,
     /// The tenant (`rt-<random>`), its payments service and Stripe behind it.
@@ -143,6 +148,18 @@ pub fn config_vars(
     if options.redis {
         vars.insert("REDIS_URL".into(), h.redis.admin_url());
     }
+    let smtp_port = options
+        .smtp_port
+        .unwrap_or_else(|| Mailpit::shared().smtp_port);
+    vars.insert("TIQZY_SMTP_HOST".into(), "127.0.0.1".into());
+    vars.insert("TIQZY_SMTP_PORT".into(), smtp_port.to_string());
+    vars.insert("TIQZY_SMTP_TLS".into(), "none".into());
+    vars.insert(
+        "TIQZY_MAIL_FROM".into(),
+        format!("shop@{}.tiqzy.test", payments.tenant),
+    );
+    // An outage in a test lasts a minute at most: retry often.
+    vars.insert("TIQZY_MAIL_RETRY_MAX_SECONDS".into(), "2".into());
     vars.insert(
         "TIQZY_PAYMENTS_URL".into(),
         options
@@ -194,8 +211,8 @@ impl TestApp {
         prefix: String,
         payments: Payments,
     ) -> Self {
-        let mailer = Arc::new(MemoryMailer::default());
-        let app = Application::build_with(config, mailer.clone())
+        let mail_from = config.mail.from.email.to_string();
+        let app = Application::build(config)
             .await
             .expect("the application starts");
         let url = format!("http://127.0.0.1:{}", app.port());
@@ -207,7 +224,7 @@ impl TestApp {
             metrics_url,
             http: reqwest::Client::new(),
             state,
-            mailer,
+            mail_from,
             issuer,
             prefix,
             tenant: payments.tenant.clone(),
@@ -495,6 +512,59 @@ impl TestApp {
             delivered.text().await.unwrap_or_default()
         );
         account
+    }
+
+    /// Waits until the outbox has sent (or given up on) everything queued so far.
+    pub async fn mail_settled(&self) {
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(60);
+        loop {
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+            )
+            .fetch_one(&self.state.db)
+            .await
+            .expect("pending mail");
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pending} mails still unsent after a minute"
+            );
+            tokio::time::sleep(StdDuration::from_millis(50)).await;
+        }
+    }
+
+    /// Every mail this tenant sent to `to` whose subject contains `subject_part`, once the
+    /// outbox has settled, newest first, as Mailpit received them.
+    pub async fn mails_to(&self, to: &str, subject_part: &str) -> Vec<Message> {
+        self.mail_settled().await;
+        let mailpit = Mailpit::shared();
+        let found = mailpit
+            .search(&format!("to:\"{to}\" from:\"{}\"", self.mail_from))
+            .await
+            .expect("Mailpit search");
+        let mut mails = Vec::new();
+        for summary in found {
+            if summary.subject.contains(subject_part) {
+                mails.push(mailpit.message(&summary.id).await.expect("a message"));
+            }
+        }
+        mails
+    }
+
+    /// The path (on this storefront) of the first link under `path_prefix` (`/orders/`) in
+    /// the last mail this tenant sent to `to`: what a buyer clicks.
+    pub async fn link_in_last_mail(&self, to: &str, path_prefix: &str) -> String {
+        let mails = self.mails_to(to, "").await;
+        let last = mails.first().unwrap_or_else(|| panic!("no mail to {to}"));
+        let base = &self.state.config.public_url;
+        last.links()
+            .iter()
+            .filter_map(|link| link.strip_prefix(base.as_str()))
+            .find(|path| path.starts_with(path_prefix))
+            .unwrap_or_else(|| panic!("no {path_prefix} link in {:?}", last.text))
+            .to_owned()
     }
 
     /// (capacity, sold, held) straight from the table.
