@@ -46,6 +46,9 @@ pub struct Config {
     pub db_max_connections: u32,
     /// How long a request waits for a free connection before it is answered 503.
     pub db_acquire_timeout: Duration,
+    /// What one pod accepts from its clients (`TIQZY_HEADER_READ_TIMEOUT_MS`, default 30 s;
+    /// `TIQZY_MAX_CONNECTIONS`, default 1024).
+    pub limits: crate::server::Limits,
     pub hold_ttl: Duration,
     /// Holds one client may create per minute.
     pub hold_rate_limit: u32,
@@ -198,6 +201,14 @@ impl Config {
             oauth: OAuth::from_vars(&env)?,
             ticket_signing_keys: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_keys)?,
             db_max_connections: env.whole_number_in("TIQZY_DB_MAX_CONNECTIONS", 10, 1..=500)?,
+            limits: crate::server::Limits {
+                header_read_timeout: Duration::from_millis(env.whole_number_in(
+                    "TIQZY_HEADER_READ_TIMEOUT_MS",
+                    30_000,
+                    100..=120_000,
+                )?),
+                max_connections: env.whole_number_in("TIQZY_MAX_CONNECTIONS", 1024, 1..=100_000)?,
+            },
             db_acquire_timeout: Duration::from_millis(env.whole_number_in(
                 "TIQZY_DB_ACQUIRE_TIMEOUT_MS",
                 5_000,

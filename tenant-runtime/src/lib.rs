@@ -14,6 +14,7 @@ pub mod locale;
 pub mod mail;
 pub mod metrics;
 pub mod payments;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -2,7 +2,6 @@
 //! listener is bound here and its port exposed, so tests start the real app on port 0.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -125,13 +124,8 @@ impl Application {
             )
             .into_future(),
         );
-        let app = http::router(self.state);
-        axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let limits = self.state.config.limits;
+        crate::server::serve(self.listener, http::router(self.state), limits, shutdown).await;
         metrics.abort();
         let _ = stop_sweeper.send(true);
         let _ = sweeper.await;

@@ -44,6 +44,8 @@ pub struct Options {
     pub permission_prefix: Option<&'static str>,
     /// The SMTP port mail goes to; the shared Mailpit's when `None`.
     pub smtp_port: Option<u16>,
+    /// More variables, set last.
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             locale: "en-GB",
             permission_prefix: None,
             smtp_port: None,
+            env: &[],
         }
     }
 }
@@ -147,6 +150,9 @@ pub fn config_vars(
     }
     if options.redis {
         vars.insert("REDIS_URL".into(), h.redis.admin_url());
+    }
+    for (name, value) in options.env {
+        vars.insert((*name).into(), (*value).into());
     }
     let smtp_port = options
         .smtp_port
