@@ -52,6 +52,7 @@ pub struct Config {
     pub hold_ttl: Duration,
     /// Holds one client may create per minute.
     pub hold_rate_limit: u32,
+    pub sign_in_limits: SignInLimits,
     pub payments: PaymentsConfig,
     pub mail: MailConfig,
 }
@@ -65,6 +66,15 @@ pub struct Branding {
     pub logo_url: Option<String>,
     /// Shown in every page's footer when set.
     pub support_email: Option<String>,
+}
+
+/// How many sign-in links may be mailed per hour, to one address and at one client's request.
+#[derive(Debug, Clone, Copy)]
+pub struct SignInLimits {
+    /// `TIQZY_SIGN_IN_MAILS_PER_ADDRESS_PER_HOUR`, default 5.
+    pub per_address: u32,
+    /// `TIQZY_SIGN_IN_MAILS_PER_CLIENT_PER_HOUR`, default 20.
+    pub per_client: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -217,6 +227,18 @@ impl Config {
                 30,
                 1..=1_000_000,
             )?,
+            sign_in_limits: SignInLimits {
+                per_address: env.whole_number_in(
+                    "TIQZY_SIGN_IN_MAILS_PER_ADDRESS_PER_HOUR",
+                    5,
+                    1..=10_000,
+                )?,
+                per_client: env.whole_number_in(
+                    "TIQZY_SIGN_IN_MAILS_PER_CLIENT_PER_HOUR",
+                    20,
+                    1..=100_000,
+                )?,
+            },
             payments: PaymentsConfig::from_vars(&env)?,
             tenant,
         })

@@ -25,6 +25,13 @@ pub enum AppError {
         title: &'static str,
         detail: String,
     },
+    /// A limit on requests of one kind was reached; nothing was done. Answered 429 with
+    /// `Retry-After`.
+    #[error("Too many requests: {detail}")]
+    Limited {
+        retry_after_secs: u64,
+        detail: String,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -102,6 +109,27 @@ impl AppError {
         )
     }
 
+    /// Refused by a rate limit; the client may try again in `retry_after_secs`.
+    pub fn limited(retry_after_secs: u64, detail: impl Into<String>) -> Self {
+        Self::Limited {
+            retry_after_secs: retry_after_secs.max(1),
+            detail: detail.into(),
+        }
+    }
+
+    /// How long a refused client should wait, for the `Retry-After` header.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Limited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Self::Client { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(u64::from(RETRY_AFTER_SECS))
+            }
+            _ => None,
+        }
+    }
+
     pub fn problem(&self) -> Problem {
         match self {
             Self::Client {
@@ -113,6 +141,12 @@ impl AppError {
                 kind: format!("https://tiqzy.io/problems/{kind}"),
                 title: (*title).to_owned(),
                 status: status.as_u16(),
+                detail: detail.clone(),
+            },
+            Self::Limited { detail, .. } => Problem {
+                kind: "https://tiqzy.io/problems/rate-limited".to_owned(),
+                title: "Too many requests".to_owned(),
+                status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
                 detail: detail.clone(),
             },
             Self::Internal(_) => Problem {
@@ -138,10 +172,10 @@ impl IntoResponse for AppError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after() {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response

@@ -9,6 +9,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod locale;
 pub mod mail;
 pub mod metrics;

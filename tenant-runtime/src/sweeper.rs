@@ -35,6 +35,9 @@ pub async fn sweep(state: &AppState) {
     if let Err(e) = listings::release_lapsed_reservations(&state.db).await {
         tracing::warn!(error = %e, "sweeping resale reservations failed");
     }
+    if let Err(e) = crate::store::identity::forget_stale(&state.db).await {
+        tracing::warn!(error = %e, "forgetting ended sessions failed");
+    }
     crate::payments::close_lapsed_checkouts(state).await;
     crate::payments::settle_requested(state).await;
 }

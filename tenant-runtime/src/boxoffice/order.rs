@@ -53,7 +53,7 @@ pub struct TicketView {
 
 impl TicketView {
     /// Only a valid ticket carries a code: a refunded or cancelled one must not admit anyone.
-    fn new(signer: &TicketSigner, ticket: Ticket) -> Self {
+    pub(crate) fn new(signer: &TicketSigner, ticket: Ticket) -> Self {
         let code = ticket.valid.then(|| signer.sign(ticket.id, ticket.epoch));
         Self {
             access_token: ticket.access_token.clone(),

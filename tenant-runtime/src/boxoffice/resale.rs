@@ -8,14 +8,30 @@ use super::order::mail_order_link;
 use crate::config::ResalePolicy;
 use crate::domain::{Email, Money};
 use crate::error::AppResult;
+use crate::identity::{self, Session};
 use crate::state::AppState;
 use crate::store::listings::{self, Listing};
 use crate::store::orders::Order;
 use crate::store::tickets::Ticket;
 
-/// Puts the ticket behind `ticket_token` on the market at `price`.
-pub async fn list_ticket(state: &AppState, ticket_token: &str, price: Money) -> AppResult<Listing> {
-    listings::create_listing(&state.db, ticket_token, price, &state.config.resale).await
+/// Puts the ticket behind `ticket_token` on the market at `price`. Only a session verified
+/// for the ticket's holder may (checked with the ticket locked), and the payout goes to that
+/// address's verified seller account.
+pub async fn list_ticket(
+    state: &AppState,
+    session: Option<&Session>,
+    ticket_token: &str,
+    price: Money,
+) -> AppResult<Listing> {
+    let session = session.ok_or_else(identity::sign_in_required)?;
+    listings::create_listing(
+        &state.db,
+        session,
+        ticket_token,
+        price,
+        &state.config.resale,
+    )
+    .await
 }
 
 /// Takes the ticket off the market.

@@ -95,6 +95,9 @@ fn every_error_names_its_variable() {
         ("TIQZY_DB_ACQUIRE_TIMEOUT_MS", Some("-5")),
         ("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE", Some("0")),
         ("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE", Some("many")),
+        ("TIQZY_SIGN_IN_MAILS_PER_ADDRESS_PER_HOUR", Some("0")),
+        ("TIQZY_SIGN_IN_MAILS_PER_CLIENT_PER_HOUR", Some("0")),
+        ("TIQZY_SIGN_IN_MAILS_PER_CLIENT_PER_HOUR", Some("lots")),
         ("TIQZY_LOCALE", None),
         ("TIQZY_LOCALE", Some("de DE")),
         ("TIQZY_OAUTH_PERMISSION_PREFIX", Some("tiqzy admin.")),
@@ -102,6 +105,12 @@ fn every_error_names_its_variable() {
         let message = error_for(name, value);
         assert!(message.starts_with(name), "{message}");
     }
+}
+
+#[test]
+fn sign_in_mail_limits_default_to_five_per_address_and_twenty_per_client_an_hour() {
+    let limits = Config::from_vars(&valid()).expect("valid").sign_in_limits;
+    assert_eq!((limits.per_address, limits.per_client), (5, 20));
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod openapi;
 mod rejection;
 pub mod schema;
 pub mod security;
+pub mod session;
 pub mod storefront;
 pub mod webhooks;
 

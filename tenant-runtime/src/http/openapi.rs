@@ -24,6 +24,8 @@ use crate::state::AppState;
         admin::sales_summary, admin::sales_csv, admin::check_in,
         admin::refund_order, admin::order_ledger, admin::listing_ledger,
         api::payments::start_checkout, api::payments::start_onboarding,
+        api::identity::ask_for_link, api::identity::follow_link, api::identity::sign_out,
+        api::identity::my_orders,
         api::ticket_keys::ticket_keys,
         crate::http::webhooks::receive,
     ),

@@ -22,13 +22,18 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      form-action 'self' https://checkout.stripe.com https://connect.stripe.com; \
      frame-ancestors 'none'; base-uri 'none'";
 
-/// Paths whose address is a secret (an order, ticket or checkout link).
-const SECRET_LINKS: [&str; 5] = [
+/// Paths whose address is a secret (an order, ticket, checkout or sign-in link), or that show
+/// a signed-in buyer's orders.
+const SECRET_LINKS: [&str; 9] = [
     "/orders/",
     "/tickets/",
     "/checkout/",
     "/api/orders/",
     "/api/tickets/",
+    "/sign-in",
+    "/my-tickets",
+    "/api/me",
+    "/api/session",
 ];
 
 pub async fn headers(request: Request, next: Next) -> Response {

@@ -3,6 +3,7 @@
 
 mod browse;
 mod checkout;
+mod identity;
 mod render;
 mod resale;
 
@@ -36,6 +37,13 @@ pub fn router() -> Router<AppState> {
         .route("/tickets/{token}/withdraw", post(resale::withdraw))
         .route("/resale", get(resale::market))
         .route("/resale/{listing_id}", post(resale::buy_listing))
+        .route("/my-tickets", get(identity::my_tickets))
+        .route("/sign-in", post(identity::ask_for_link))
+        .route(
+            "/sign-in/{token}",
+            get(identity::link).post(identity::follow_link),
+        )
+        .route("/sign-out", post(identity::sign_out))
 }
 
 /// The buyer's address, from the checkout and the resale market's purchase forms.

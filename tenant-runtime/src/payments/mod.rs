@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::domain::BasisPoints;
 use crate::error::{AppError, AppResult};
+use crate::identity::{self, Session};
 use crate::mail::{self, Message};
 use crate::state::AppState;
 use crate::store::ledger::{self, LedgerEntry, LedgerOf, PaymentBooking, RefundRequest};
@@ -226,25 +227,41 @@ pub struct Onboarding {
     pub ready: bool,
 }
 
-/// Creates the ticket holder's connected account on first use and a fresh onboarding link.
-pub async fn start_onboarding(state: &AppState, ticket_token: &str) -> AppResult<Onboarding> {
-    let seller = store::seller_of_ticket(&state.db, ticket_token)
+/// Creates the payout account of the ticket's verified holder on first use, and a fresh
+/// onboarding link. Only a session verified for the ticket's holder address gets here, so
+/// nobody binds an account to an address they cannot read mail at.
+pub async fn start_onboarding(
+    state: &AppState,
+    session: Option<&Session>,
+    ticket_token: &str,
+) -> AppResult<Onboarding> {
+    let session = session.ok_or_else(identity::sign_in_required)?;
+    let holder = store::holder_of_ticket(&state.db, ticket_token)
         .await?
         .ok_or(AppError::not_found("ticket"))?;
-    let account_id = match seller.account_id {
-        Some(account) => account,
+    let address = identity::verified_holder(Some(session), &holder)?.as_str();
+    let (account_id, ready) = match store::verified_seller(&state.db, address).await? {
+        Some(seller) => (seller.account_id, seller.ready),
         None => {
-            // Derived from the email (hashed: no personal data in Stripe's request logs).
-            let seller_key = hex::encode(&sha2::Sha256::digest(seller.email.as_bytes())[..16]);
+            // Derived from the verified address (hashed: no personal data in Stripe's request
+            // logs), and unlike any key of the unverified accounts made before.
+            let digest = sha2::Sha256::new()
+                .chain_update(b"verified:")
+                .chain_update(address.as_bytes())
+                .finalize();
+            let seller_key = hex::encode(&digest[..16]);
             let account = state
                 .stripe
-                .create_seller_account(&seller_key, &seller.email)
+                .create_seller_account(&seller_key, address)
                 .await
                 .map_err(|f| unavailable(&f, None))?;
-            store::save_seller(&state.db, &seller.email, &account).await?
+            (
+                store::save_verified_seller(&state.db, address, &account).await?,
+                false,
+            )
         }
     };
-    let number = store::next_link_number(&state.db, &seller.email).await?;
+    let number = store::next_link_number(&state.db, address).await?;
     let ticket_url = format!("{}/tickets/{ticket_token}", state.config.public_url);
     let url = state
         .stripe
@@ -254,6 +271,6 @@ pub async fn start_onboarding(state: &AppState, ticket_token: &str) -> AppResult
     Ok(Onboarding {
         account_id,
         onboarding_url: url,
-        ready: seller.ready,
+        ready,
     })
 }

@@ -12,6 +12,7 @@ use super::{access_token, money, orders};
 use crate::config::ResalePolicy;
 use crate::domain::{Email, Money, OrderKind};
 use crate::error::{AppError, AppResult};
+use crate::identity::{self, Session};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Listing {
@@ -26,9 +27,11 @@ pub struct Listing {
     pub starts_at: DateTime<Utc>,
 }
 
-/// Puts the ticket behind `ticket_token` on the market at `price`.
+/// Puts the ticket behind `ticket_token` on the market at `price`, for its holder signed in
+/// as `seller`.
 pub async fn create_listing(
     db: &PgPool,
+    seller: &Session,
     ticket_token: &str,
     price: Money,
     policy: &ResalePolicy,
@@ -58,6 +61,7 @@ pub async fn create_listing(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(AppError::not_found("ticket"))?;
+    let seller = identity::verified_holder(Some(seller), &t.holder_email)?;
     if t.cancelled || t.starts_at <= Utc::now() {
         return Err(AppError::conflict(
             "event-not-resellable",
@@ -92,8 +96,8 @@ pub async fn create_listing(
     // The seller is paid by a transfer to their connected account: no account, no listing.
     let seller_account = sqlx::query!(
         "SELECT account_id, details_submitted AND payouts_enabled AS \"ready!\"
-         FROM sellers WHERE email = $1",
-        t.holder_email,
+         FROM sellers WHERE email = $1 AND verified_at IS NOT NULL",
+        seller.as_str(),
     )
     .fetch_optional(&mut *tx)
     .await?

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod holds;
+pub mod identity;
 pub mod ledger;
 pub mod listings;
 pub mod orders;

@@ -190,6 +190,21 @@ pub async fn find_order_by_token(db: &PgPool, token: &str) -> AppResult<Option<O
     row.map(Order::try_from).transpose()
 }
 
+/// Every order placed with `email` (compared without regard to ASCII case), newest first.
+pub async fn orders_of_buyer(db: &PgPool, email: &str) -> AppResult<Vec<Order>> {
+    let rows = sqlx::query_as!(
+        OrderRow,
+        "SELECT id, kind, state, buyer_email, access_token, total_minor,
+                currency as \"currency!\", created_at, paid_at, refunded_minor, payment_error
+         FROM orders WHERE lower(buyer_email) = lower($1)
+         ORDER BY created_at DESC, id LIMIT 500",
+        email,
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter().map(Order::try_from).collect()
+}
+
 pub async fn find_order(db: &PgPool, id: Uuid) -> AppResult<Option<Order>> {
     let row = sqlx::query_as!(
         OrderRow,

@@ -298,38 +298,57 @@ pub async fn account_updated(tx: &mut Tx<'_>, status: &AccountStatus<'_>) -> App
     Ok(updated.is_some())
 }
 
+/// A seller's payout account, bound to an address its owner proved by a sign-in link.
 #[derive(Debug, Clone)]
 pub struct Seller {
-    pub email: String,
-    pub account_id: Option<String>,
+    pub account_id: String,
     pub ready: bool,
 }
 
-/// The holder of a ticket, as a (possible) seller.
-pub async fn seller_of_ticket(db: &PgPool, ticket_token: &str) -> AppResult<Option<Seller>> {
-    Ok(sqlx::query!(
-        "SELECT t.holder_email, s.account_id AS \"account_id?\",
-                coalesce(s.details_submitted AND s.payouts_enabled, false) AS \"ready!\"
-         FROM tickets t LEFT JOIN sellers s ON s.email = t.holder_email
-         WHERE t.access_token = $1",
+/// The address a ticket is held by, as it was typed at purchase.
+pub async fn holder_of_ticket(db: &PgPool, ticket_token: &str) -> AppResult<Option<String>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT holder_email FROM tickets WHERE access_token = $1",
         ticket_token,
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The verified seller account of `address`; accounts made before addresses were verified
+/// are not theirs.
+pub async fn verified_seller(db: &PgPool, address: &str) -> AppResult<Option<Seller>> {
+    Ok(sqlx::query!(
+        "SELECT account_id, details_submitted AND payouts_enabled AS \"ready!\"
+         FROM sellers WHERE email = $1 AND verified_at IS NOT NULL",
+        address,
     )
     .fetch_optional(db)
     .await?
     .map(|r| Seller {
-        email: r.holder_email,
         account_id: r.account_id,
         ready: r.ready,
     }))
 }
 
-/// Remembers a seller's new account; when a concurrent request won, its account is kept.
-pub async fn save_seller(db: &PgPool, email: &str, account_id: &str) -> AppResult<String> {
+/// Binds a new account to a verified address. An unverified account of the same address
+/// (made by whoever typed it) is replaced; when a concurrent request won, its account is kept.
+pub async fn save_verified_seller(
+    db: &PgPool,
+    address: &str,
+    account_id: &str,
+) -> AppResult<String> {
     Ok(sqlx::query_scalar!(
-        "INSERT INTO sellers (email, account_id) VALUES ($1, $2)
-         ON CONFLICT (email) DO UPDATE SET updated_at = now()
+        "INSERT INTO sellers (email, account_id, verified_at) VALUES ($1, $2, now())
+         ON CONFLICT (email) DO UPDATE SET
+             account_id = CASE WHEN sellers.verified_at IS NULL
+                               THEN excluded.account_id ELSE sellers.account_id END,
+             details_submitted = sellers.verified_at IS NOT NULL AND sellers.details_submitted,
+             payouts_enabled = sellers.verified_at IS NOT NULL AND sellers.payouts_enabled,
+             verified_at = coalesce(sellers.verified_at, now()),
+             updated_at = now()
          RETURNING account_id",
-        email,
+        address,
         account_id,
     )
     .fetch_one(db)

@@ -54,3 +54,39 @@ async fn a_phone_buyer_goes_from_the_event_page_to_checkout_in_the_tenants_colou
     assert_eq!(app.stock(tt).await, (10, 0, 1));
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_buyer_who_lost_the_ticket_link_signs_in_by_mail_and_finds_the_ticket_again() {
+    let app = TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 4_200, 1).await;
+    let email = "forgetful@example.org";
+    app.buy(tt, 1, email).await;
+    let driver = Browser::start().await.expect("chromedriver");
+    let browser = driver.session(&SessionOptions::default()).await;
+
+    // The ticket, opened from the mail.
+    let ticket_path = app.link_in_last_mail(email, "/tickets/").await;
+    browser.go(&format!("{}{ticket_path}", app.url)).await;
+    let code = browser.text(".code").await;
+    assert!(code.starts_with("TQ"), "{code}");
+
+    // The link is lost: "My tickets", ask for a sign-in link.
+    browser.go(&app.url).await;
+    browser.click("nav a[href='/my-tickets']").await;
+    browser.wait_for_url("/my-tickets").await;
+    browser.type_into("#email", email).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_url("/sign-in").await;
+    assert!(browser.text("main").await.contains("Check your inbox"));
+
+    // The link from the mail, then one click: the order and the ticket are back.
+    let token = app.sign_in_link(email).await.expect("a sign-in link");
+    browser.go(&format!("{}/sign-in/{token}", app.url)).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_url("/my-tickets").await;
+    assert!(browser.text("main").await.contains(email));
+    browser.click(&format!("a[href='{ticket_path}']")).await;
+    browser.wait_for_url(&ticket_path).await;
+    assert_eq!(browser.text(".code").await, code);
+    browser.close().await;
+}

@@ -5,6 +5,7 @@ mod api;
 mod baskets;
 mod browser;
 mod cache;
+mod identity;
 mod inventory;
 mod mail;
 mod payments;

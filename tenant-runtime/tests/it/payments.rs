@@ -362,8 +362,10 @@ async fn resell(app: &TestApp, tt: Uuid, price: i64) -> (String, Value, String) 
         .as_str()
         .expect("token")
         .to_owned();
+    let seller = app.sign_in("seller@example.org").await;
     let refused = app
-        .post(
+        .post_as(
+            &seller,
             &format!("/api/tickets/{token}/listing"),
             &json!({ "amount_minor": price, "currency": "EUR" }),
         )
@@ -376,9 +378,10 @@ async fn resell(app: &TestApp, tt: Uuid, price: i64) -> (String, Value, String) 
             .expect("type")
             .ends_with("seller-not-onboarded")
     );
-    let account = app.onboard(&token).await;
+    let account = app.onboard(&token, &seller).await;
     let listing: Value = app
-        .post(
+        .post_as(
+            &seller,
             &format!("/api/tickets/{token}/listing"),
             &json!({ "amount_minor": price, "currency": "EUR" }),
         )

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::support::{TestApp, problem};
+use crate::support::{Session, TestApp, problem};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -25,10 +25,17 @@ async fn check_in(app: &TestApp, slug: &str, code: &str) -> reqwest::Response {
     .await
 }
 
-/// Lists a ticket; its holder first finishes payout onboarding (once per seller).
-async fn list(app: &TestApp, token: &str, amount_minor: i64, currency: &str) -> reqwest::Response {
+/// Lists a ticket as its signed-in holder, who first finishes payout onboarding (once per
+/// seller).
+async fn list(
+    app: &TestApp,
+    holder: &Session,
+    token: &str,
+    amount_minor: i64,
+    currency: &str,
+) -> reqwest::Response {
     let seller = app
-        .post(&format!("/api/tickets/{token}/payouts"), &json!({}))
+        .post_as(holder, &format!("/api/tickets/{token}/payouts"), &json!({}))
         .await;
     let known = seller.status() == 200;
     let ready = seller
@@ -36,9 +43,10 @@ async fn list(app: &TestApp, token: &str, amount_minor: i64, currency: &str) -> 
         .await
         .is_ok_and(|o| o["ready"] == true);
     if known && !ready {
-        app.onboard(token).await;
+        app.onboard(token, holder).await;
     }
-    app.post(
+    app.post_as(
+        holder,
         &format!("/api/tickets/{token}/listing"),
         &json!({ "amount_minor": amount_minor, "currency": currency }),
     )
@@ -131,7 +139,13 @@ async fn check_in_admits_once_and_tells_staff_about_a_copied_code() {
     assert_eq!(problem(long_gate).await.0, 422);
     // A checked-in ticket cannot go on the market.
     let (token, _) = first_ticket(&order);
-    assert_eq!(problem(list(&app, &token, 4_000, "EUR").await).await.0, 409);
+    let fan = app.sign_in("fan@example.org").await;
+    assert_eq!(
+        problem(list(&app, &fan, &token, 4_000, "EUR").await)
+            .await
+            .0,
+        409
+    );
 }
 
 #[tokio::test]
@@ -139,6 +153,7 @@ async fn listings_respect_the_cap_the_currency_and_sanity() {
     let app = TestApp::spawn().await; // cap 120 %
     let (_, tt) = app.seed_event(10, 2_999, 1).await;
     let (token, _) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
+    let seller = app.sign_in("seller@example.org").await;
 
     for (amount, currency, status) in [
         (3_599, "EUR", 422), // one cent above 120 % of 29.99
@@ -148,12 +163,12 @@ async fn listings_respect_the_cap_the_currency_and_sanity() {
         (3_000, "USD", 422),
         (3_000, "eur", 422),
     ] {
-        let (got, body) = problem(list(&app, &token, amount, currency).await).await;
+        let (got, body) = problem(list(&app, &seller, &token, amount, currency).await).await;
         assert_eq!(got, status, "{amount} {currency}: {body}");
     }
-    let listed = list(&app, &token, 3_598, "EUR").await;
+    let listed = list(&app, &seller, &token, 3_598, "EUR").await;
     assert_eq!(listed.status(), 201);
-    let (status, body) = problem(list(&app, &token, 3_000, "EUR").await).await;
+    let (status, body) = problem(list(&app, &seller, &token, 3_000, "EUR").await).await;
     assert_eq!(status, 409);
     assert!(
         body["type"]
@@ -162,7 +177,7 @@ async fn listings_respect_the_cap_the_currency_and_sanity() {
             .ends_with("already-listed")
     );
     assert_eq!(
-        problem(list(&app, "no-such-ticket", 3_000, "EUR").await)
+        problem(list(&app, &seller, "no-such-ticket", 3_000, "EUR").await)
             .await
             .0,
         404
@@ -174,11 +189,17 @@ async fn twenty_simultaneous_listings_of_one_ticket_make_one() {
     let app = Arc::new(TestApp::spawn().await);
     let (_, tt) = app.seed_event(10, 5_000, 1).await;
     let (token, _) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
-    app.onboard(&token).await;
+    let seller = app.sign_in("seller@example.org").await;
+    app.onboard(&token, &seller).await;
     let mut tries = tokio::task::JoinSet::new();
     for i in 0..20 {
-        let (app, token) = (app.clone(), token.clone());
-        tries.spawn(async move { list(&app, &token, 5_000 - i, "EUR").await.status().as_u16() });
+        let (app, token, seller) = (app.clone(), token.clone(), seller.clone());
+        tries.spawn(async move {
+            list(&app, &seller, &token, 5_000 - i, "EUR")
+                .await
+                .status()
+                .as_u16()
+        });
     }
     let mut created = 0;
     while let Some(status) = tries.join_next().await {
@@ -196,7 +217,8 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
     let app = Arc::new(TestApp::spawn().await);
     let (slug, tt) = app.seed_event(10, 5_000, 1).await;
     let (seller_token, seller_code) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
-    let listing: Value = list(&app, &seller_token, 5_500, "EUR")
+    let seller = app.sign_in("seller@example.org").await;
+    let listing: Value = list(&app, &seller, &seller_token, 5_500, "EUR")
         .await
         .json()
         .await
@@ -268,7 +290,7 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
         404
     );
     assert_eq!(
-        problem(list(&app, &seller_token, 5_000, "EUR").await)
+        problem(list(&app, &seller, &seller_token, 5_000, "EUR").await)
             .await
             .0,
         404
@@ -301,7 +323,11 @@ async fn a_withdrawn_listing_can_be_checked_in_again() {
     let app = TestApp::spawn().await;
     let (slug, tt) = app.seed_event(10, 5_000, 1).await;
     let (token, code) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
-    assert_eq!(list(&app, &token, 5_000, "EUR").await.status(), 201);
+    let seller = app.sign_in("seller@example.org").await;
+    assert_eq!(
+        list(&app, &seller, &token, 5_000, "EUR").await.status(),
+        201
+    );
     let withdrawn = app
         .http
         .delete(format!("{}/api/tickets/{token}/listing", app.url))

@@ -1,7 +1,7 @@
 //! The storefront as a buyer walks it: branded pages, a hold from the event page, checkout,
 //! the order link from the mail, and the ticket with its QR code.
 
-use crate::support::{Options, TestApp};
+use crate::support::{Options, Session, TestApp};
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};
 
@@ -17,6 +17,44 @@ fn location(response: &reqwest::Response) -> String {
         .to_str()
         .expect("location")
         .to_owned()
+}
+
+/// Signs in with the storefront's forms: ask for a link on "Find my tickets", open the link
+/// from the mail, confirm. Returns the session cookie the confirmation set.
+async fn sign_in_by_form(app: &TestApp, email: &str) -> Session {
+    let asked = browser()
+        .post(format!("{}/sign-in", app.url))
+        .form(&[("email", email)])
+        .send()
+        .await
+        .expect("ask for a link");
+    assert_eq!(asked.status(), 200);
+    assert!(
+        asked
+            .text()
+            .await
+            .expect("page")
+            .contains("Check your inbox")
+    );
+    let token = app.sign_in_link(email).await.expect("a sign-in link");
+    let link = app
+        .get(&format!("/sign-in/{token}"))
+        .await
+        .text()
+        .await
+        .expect("link page");
+    assert!(
+        link.contains(&format!("action=\"/sign-in/{token}\"")),
+        "{link}"
+    );
+    let confirmed = browser()
+        .post(format!("{}/sign-in/{token}", app.url))
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(confirmed.status(), 303);
+    assert_eq!(location(&confirmed), "/my-tickets");
+    crate::support::identity::session_of(&confirmed).expect("a session cookie")
 }
 
 /// Sends the event page's form and returns the checkout page it leads to.
@@ -122,14 +160,29 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
         ticket.contains("<svg") && ticket.contains("TQ2."),
         "{ticket}"
     );
+    // Selling needs the holder's address confirmed, then payouts set up.
     assert!(
-        ticket.contains("Sell my ticket") && ticket.contains("at most €30.00"),
+        ticket.contains("Sell my ticket") && ticket.contains("confirm your e-mail address"),
         "{ticket}"
     );
-
-    // Selling needs payouts set up first.
+    let anonymous = browser
+        .post(format!("{}{ticket_path}/sell", app.url))
+        .form(&[("price", "27,50")])
+        .send()
+        .await
+        .expect("sell");
+    assert_eq!(anonymous.status(), 401);
+    let fan = sign_in_by_form(&app, "fan@example.org").await;
+    let ticket = app
+        .get_as(&fan, &ticket_path)
+        .await
+        .text()
+        .await
+        .expect("ticket");
+    assert!(ticket.contains("at most €30.00"), "{ticket}");
     let not_yet = browser
         .post(format!("{}{ticket_path}/sell", app.url))
+        .header("cookie", &fan.0)
         .form(&[("price", "27,50")])
         .send()
         .await
@@ -137,14 +190,16 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
     assert_eq!(not_yet.status(), 409);
     let setup = browser
         .post(format!("{}{ticket_path}/payouts", app.url))
+        .header("cookie", &fan.0)
         .send()
         .await
         .expect("payouts");
     assert_eq!(setup.status(), 303, "to Stripe's onboarding");
-    app.onboard(ticket_path.trim_start_matches("/tickets/"))
+    app.onboard(ticket_path.trim_start_matches("/tickets/"), &fan)
         .await;
     let listed = browser
         .post(format!("{}{ticket_path}/sell", app.url))
+        .header("cookie", &fan.0)
         .form(&[("price", "31.00")])
         .send()
         .await
@@ -152,6 +207,7 @@ async fn a_buyer_walks_from_the_event_page_to_a_ticket_with_a_qr_code() {
     assert_eq!(listed.status(), 422, "above the cap");
     let listed = browser
         .post(format!("{}{ticket_path}/sell", app.url))
+        .header("cookie", &fan.0)
         .form(&[("price", "27,50")])
         .send()
         .await

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod checkout;
+pub mod identity;
 pub mod payments;
 pub mod resale;
 pub mod ticket_keys;
@@ -14,6 +15,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(catalog::router())
         .merge(checkout::router())
+        .merge(identity::router())
         .merge(payments::router())
         .merge(resale::router())
         .merge(ticket_keys::router())

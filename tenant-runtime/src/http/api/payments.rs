@@ -5,6 +5,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 
 use crate::error::{AppResult, Problem};
+use crate::http::session::SignedIn;
 use crate::payments::{self, Checkout, Onboarding};
 use crate::state::AppState;
 
@@ -28,15 +29,21 @@ pub async fn start_checkout(
     Ok(Json(payments::start_checkout(&state, &token).await?))
 }
 
-/// Creates the ticket holder's Stripe account (once) and returns a fresh onboarding link.
-/// Listing a ticket needs finished onboarding.
+/// Creates the Stripe account of the ticket's holder (once) and returns a fresh onboarding
+/// link. Needs a session verified for the holder's address (sign in by e-mail link); listing
+/// a ticket needs finished onboarding.
 #[utoipa::path(post, path = "/api/tickets/{token}/payouts", tag = "resale",
     params(("token" = String, Path)),
-    responses((status = 200, body = Onboarding), (status = 404, body = Problem),
-              (status = 503, body = Problem)))]
+    responses((status = 200, body = Onboarding),
+              (status = 401, body = Problem, description = "Not signed in"),
+              (status = 403, body = Problem, description = "Signed in, not as the holder"),
+              (status = 404, body = Problem), (status = 503, body = Problem)))]
 pub async fn start_onboarding(
     State(state): State<AppState>,
+    signed_in: SignedIn,
     Path(token): Path<String>,
 ) -> AppResult<Json<Onboarding>> {
-    Ok(Json(payments::start_onboarding(&state, &token).await?))
+    Ok(Json(
+        payments::start_onboarding(&state, signed_in.session(), &token).await?,
+    ))
 }

@@ -11,6 +11,7 @@ use crate::boxoffice::resale;
 use crate::domain::{Currency, Email, Money};
 use crate::error::{AppResult, Problem};
 use crate::http::ApiJson;
+use crate::http::session::SignedIn;
 use crate::state::AppState;
 use crate::store::listings::Listing;
 use crate::store::orders::Order;
@@ -33,18 +34,22 @@ pub struct CreateListing {
     pub currency: Currency,
 }
 
-/// Lists the ticket for resale at no more than the storefront's cap over face value.
+/// Lists the ticket for resale at no more than the storefront's cap over face value. Needs a
+/// session verified for the holder's address, whose payouts are set up.
 #[utoipa::path(post, path = "/api/tickets/{token}/listing", tag = "resale",
     params(("token" = String, Path)), request_body = CreateListing,
-    responses((status = 201, body = Listing), (status = 409, body = Problem),
-              (status = 422, body = Problem)))]
+    responses((status = 201, body = Listing),
+              (status = 401, body = Problem, description = "Not signed in"),
+              (status = 403, body = Problem, description = "Signed in, not as the holder"),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_listing(
     State(state): State<AppState>,
+    signed_in: SignedIn,
     Path(token): Path<String>,
     ApiJson(req): ApiJson<CreateListing>,
 ) -> AppResult<(StatusCode, Json<Listing>)> {
     let price = Money::new(req.amount_minor, req.currency)?;
-    let listing = resale::list_ticket(&state, &token, price).await?;
+    let listing = resale::list_ticket(&state, signed_in.session(), &token, price).await?;
     Ok((StatusCode::CREATED, Json(listing)))
 }
 

@@ -25,6 +25,9 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "ticket.html",
     "market.html",
     "error.html",
+    "sign_in.html",
+    "sign_in_link.html",
+    "my_tickets.html",
 );
 
 /// The templates, with a `datetime` filter that writes timestamps the tenant's way.
@@ -102,7 +105,13 @@ pub fn page(state: &AppState, outcome: Result<Response, AppError>) -> Response {
                 context! { title => problem.title, detail => problem.detail },
             )
             .unwrap_or_else(|_| "Something went wrong.".to_owned());
-            (status, Html(body)).into_response()
+            let mut response = (status, Html(body)).into_response();
+            if let Some(secs) = error.retry_after() {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
+            response
         }
     }
 }

@@ -12,11 +12,23 @@ use super::render::{html, page, render, see_other};
 use crate::boxoffice;
 use crate::domain::{Email, Money};
 use crate::error::{AppError, AppResult};
+use crate::http::session::SignedIn;
 use crate::state::AppState;
 
-pub async fn ticket(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+/// The ticket with its QR code; its verified holder also gets the forms to resell it.
+pub async fn ticket(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(token): Path<String>,
+) -> Response {
     let outcome = async {
         let view = boxoffice::order::ticket_view(&state, &token).await?;
+        let holder = crate::store::payments::holder_of_ticket(&state.db, &token).await?;
+        let session = signed_in.session();
+        let is_holder = holder
+            .as_deref()
+            .is_some_and(|h| session.is_some_and(|s| s.email.is(h)));
+        let signed_in_as = session.map(|s| s.email.as_str().to_owned());
         let terms =
             boxoffice::resale::terms(&view.ticket, &state.config.resale, chrono::Utc::now());
         let ceiling = state.config.locale.money(terms.ceiling);
@@ -26,7 +38,7 @@ pub async fn ticket(State(state): State<AppState>, Path(token): Path<String>) ->
         let fee_percent = format!("{}.{:02}%", bps / 100, bps % 100);
         render(&state, "ticket.html", context! {
             ticket => view.ticket, code => view.code, qr, token, can_sell => terms.open, ceiling,
-            currency, fee_percent,
+            currency, fee_percent, is_holder, signed_in_as,
         })
         .map(html)
     }
@@ -49,13 +61,14 @@ pub struct SellForm {
 
 pub async fn sell(
     State(state): State<AppState>,
+    signed_in: SignedIn,
     Path(token): Path<String>,
     Form(form): Form<SellForm>,
 ) -> Response {
     let outcome = async {
         let price = Money::parse_major(&form.price, state.config.currency)
             .map_err(|_| AppError::invalid("enter a price like 25.00"))?;
-        boxoffice::resale::list_ticket(&state, &token, price).await?;
+        boxoffice::resale::list_ticket(&state, signed_in.session(), &token, price).await?;
         Ok(see_other(&format!("/tickets/{token}")))
     }
     .await;
@@ -71,9 +84,14 @@ pub async fn withdraw(State(state): State<AppState>, Path(token): Path<String>) 
     page(&state, outcome)
 }
 
-pub async fn payouts(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub async fn payouts(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(token): Path<String>,
+) -> Response {
     let outcome = async {
-        let onboarding = crate::payments::start_onboarding(&state, &token).await?;
+        let onboarding =
+            crate::payments::start_onboarding(&state, signed_in.session(), &token).await?;
         Ok(see_other(&onboarding.onboarding_url))
     }
     .await;

@@ -1,6 +1,7 @@
 //! Starts the real runtime on port 0 against a fresh database on the harness's PostgreSQL,
 //! with a test OAuth2 issuer, and seeds events the way staff would.
 
+pub mod identity;
 pub mod issuer;
 pub mod payments;
 pub mod stripe;
@@ -18,6 +19,7 @@ use tiqzy_runtime::config::Config;
 use tiqzy_runtime::state::AppState;
 use uuid::Uuid;
 
+pub use identity::Session;
 pub use issuer::Issuer;
 pub use payments::Payments;
 pub use stripe::StripeProxy;
@@ -489,11 +491,15 @@ impl TestApp {
         (id, self.webhook(&payload, &signature).await)
     }
 
-    /// Sets up payouts for the holder of a ticket: an account through the API, then Stripe's
-    /// `account.updated` saying onboarding is finished. Returns the account id.
-    pub async fn onboard(&self, ticket_token: &str) -> String {
+    /// Sets up payouts for the holder of a ticket, signed in as them: an account through the
+    /// API, then Stripe's `account.updated` saying onboarding is finished. Returns the account id.
+    pub async fn onboard(&self, ticket_token: &str, holder: &Session) -> String {
         let started = self
-            .post(&format!("/api/tickets/{ticket_token}/payouts"), &json!({}))
+            .post_as(
+                holder,
+                &format!("/api/tickets/{ticket_token}/payouts"),
+                &json!({}),
+            )
             .await;
         assert_eq!(
             started.status(),
