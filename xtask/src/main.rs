@@ -288,6 +288,8 @@ fn print_welcome(live: &LivePlatform, took: std::time::Duration) {
                    (Traefik's default certificate), signed with the secret in the Secret
                    tiqzy-system/stripe (key webhookSecret)
   router           Traefik, HTTPS on 127.0.0.1:{port}, HTTP on 127.0.0.1:{http_port} (redirects)
+  mail             Mailpit {mail}: every mail the storefront sends (order links, tickets,
+                   sign-in links), over SMTP at {smtp_host}:{smtp_port}
 
 Try:
   export KUBECONFIG={kubeconfig}
@@ -307,6 +309,9 @@ Ctrl-C stops everything and cleans up the host.",
         stripe = h.stripe.url,
         webhook = live.webhook_url,
         http_port = live.router.http_port,
+        mail = live.mail.url,
+        smtp_host = live.mail.smtp_host,
+        smtp_port = live.mail.smtp_port,
         tenant = tiqzy_e2e::LIVE_TENANT,
     );
 }

@@ -75,6 +75,8 @@ pub struct LivePlatform {
     /// (Traefik's default certificate: the operator names none for this host).
     pub webhook_url: String,
     _operator: Service,
+    /// Mailpit: the storefront's mail (SMTP on the pod bridge's gateway), its web UI at `url`.
+    pub mail: crate::mailpit::Mailpit,
     pub router: Traefik,
     pub vault: KeyVaultServer,
     _entra: EntraIssuer,
@@ -120,6 +122,12 @@ impl LivePlatform {
         )
         .await?;
         let router = step("starting Traefik", Traefik::start_on(h, options.ports)).await?;
+        let mail = step(
+            "starting Mailpit, which receives the storefront's mail (its first build takes a \
+             few minutes)",
+            crate::mailpit::Mailpit::start_on(&h.dir.join("mailpit"), GATEWAY),
+        )
+        .await?;
 
         let host = format!("{LIVE_TENANT}.{LIVE_BASE_DOMAIN}");
         let ca_path = h.dir.join("storefront-ca.pem");
@@ -129,7 +137,7 @@ impl LivePlatform {
 
         let operator = step("installing and starting the operator", async {
             let kubeconfig = crate::install_tiqzy(h).await?;
-            configure_platform(h, &vault, &issuer, &staff, &image).await?;
+            configure_platform(h, &vault, &issuer, &staff, &image, mail.smtp_port).await?;
             let mut operator = OperatorProcess::new(&options.operator, &kubeconfig, "operator-a");
             operator.args.extend(vault.operator_args());
             operator.start(h)
@@ -176,6 +184,7 @@ impl LivePlatform {
             payments_host,
             webhook_url,
             _operator: operator,
+            mail,
             router,
             vault,
             _entra: issuer,
@@ -244,15 +253,16 @@ fn tenant_certificate(host: &str) -> Result<(String, String)> {
     ))
 }
 
-/// Points the Platform at what runs here: the imported image, PostgreSQL, Redis over TLS and
-/// stripe-mock on the pod bridge's gateway, Traefik's IngressClass, the Key Vault test server,
-/// and the CAs of Redis and the staff issuer.
+/// Points the Platform at what runs here: the imported image, PostgreSQL, Redis over TLS,
+/// stripe-mock and Mailpit's SMTP on the pod bridge's gateway, Traefik's IngressClass, the Key
+/// Vault test server, and the CAs of Redis and the staff issuer.
 async fn configure_platform(
     h: &crate::Harness,
     vault: &KeyVaultServer,
     issuer: &EntraIssuer,
     staff: &StaffIssuer,
     image: &str,
+    smtp_port: u16,
 ) -> Result<()> {
     let admin = h.kube.client().await?;
     let secrets = Api::<Secret>::namespaced(admin.clone(), "tiqzy-system");
@@ -279,6 +289,8 @@ async fn configure_platform(
                 "redis": { "url": format!("rediss://{GATEWAY}:{}", h.redis.tls_port),
                            "caSecretRef": { "namespace": "tiqzy-system", "name": "redis-ca" } },
                 "stripe": { "apiBase": h.stripe.url },
+                "mail": { "host": GATEWAY, "port": smtp_port, "tls": "None",
+                          "from": format!("tickets@{LIVE_BASE_DOMAIN}.test") },
                 "caSecretRef": { "namespace": "tiqzy-system", "name": "staff-issuer-ca" },
                 "routing": { "mode": "Ingress", "ingressClassName": crate::INGRESS_CLASS },
                 "keyVault": {

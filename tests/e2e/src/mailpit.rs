@@ -11,12 +11,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::ports::{accepting, free_port};
+use crate::ports::{accepting, accepting_on, free_port};
 use crate::process::Service;
 
 /// A running Mailpit on loopback. Dropping it stops the server.
 #[derive(Debug)]
 pub struct Mailpit {
+    /// The address SMTP listens on: loopback, or the pod bridge's gateway so pods send to it.
+    pub smtp_host: String,
     /// The SMTP port (plain SMTP; any or no credentials are accepted).
     pub smtp_port: u16,
     /// The web UI and REST API: `http://127.0.0.1:<port>`.
@@ -106,6 +108,11 @@ impl Mailpit {
     /// Builds Mailpit if needed and starts it on free loopback ports, keeping its mail in
     /// `dir` (so a restart keeps what had arrived).
     pub async fn start(dir: &Path) -> Result<Self> {
+        Self::start_on(dir, "127.0.0.1").await
+    }
+
+    /// The same, with SMTP on `smtp_host` (the web UI and API stay on loopback).
+    pub async fn start_on(dir: &Path, smtp_host: &str) -> Result<Self> {
         let program = tokio::task::spawn_blocking(crate::ensure_mailpit)
             .await
             .context("building Mailpit")??;
@@ -113,6 +120,7 @@ impl Mailpit {
         std::fs::create_dir_all(&log_dir)?;
         let http_port = free_port()?;
         let mailpit = Self {
+            smtp_host: smtp_host.to_owned(),
             smtp_port: free_port()?,
             url: format!("http://127.0.0.1:{http_port}"),
             http_port,
@@ -136,7 +144,7 @@ impl Mailpit {
     /// Starts the server (again) on the same ports and database.
     pub async fn resume(&self) -> Result<()> {
         let args = vec![
-            format!("--smtp=127.0.0.1:{}", self.smtp_port),
+            format!("--smtp={}:{}", self.smtp_host, self.smtp_port),
             format!("--listen=127.0.0.1:{}", self.http_port),
             format!("--database={}", self.database.display()),
             // Keep every message: the default prunes beyond 500.
@@ -148,11 +156,14 @@ impl Mailpit {
         ];
         // From a thread that outlives the test, so the server dies with the binary only.
         let mut service = Service::spawn_long_lived("mailpit", &self.program, args, &self.log_dir)?;
-        let (smtp, http) = (self.smtp_port, self.http_port);
+        let (smtp_host, smtp, http) = (self.smtp_host.clone(), self.smtp_port, self.http_port);
         service
-            .wait_ready(Duration::from_secs(30), || async move {
-                accepting(smtp).await?;
-                accepting(http).await
+            .wait_ready(Duration::from_secs(30), || {
+                let smtp_host = smtp_host.clone();
+                async move {
+                    accepting_on(&smtp_host, smtp).await?;
+                    accepting(http).await
+                }
             })
             .await?;
         *self.service.lock().expect("mailpit lock") = Some(service);

@@ -205,4 +205,30 @@ async fn xtask_up_serves_the_sample_storefront_with_its_demo_event() {
         state, "paid",
         "the service delivered the event to the storefront"
     );
+
+    // The buyer's mail went from the storefront pod through Mailpit's SMTP on the bridge: the
+    // order link, then the tickets.
+    let mails = live
+        .mail
+        .wait_for("to:buyer@example.com", 2, Duration::from_secs(60))
+        .await
+        .expect("the order and ticket mails arrive in Mailpit");
+    let links: Vec<String> = links_in(&live, &mails).await;
+    assert!(
+        links.iter().any(|l| l.contains(order_path.as_str())),
+        "a mail links the order {order_path}: {links:?}"
+    );
+}
+
+/// Every link in the text of `mails`.
+async fn links_in(
+    live: &tiqzy_e2e::LivePlatform,
+    mails: &[tiqzy_e2e::mailpit::Summary],
+) -> Vec<String> {
+    let mut links = Vec::new();
+    for summary in mails {
+        let message = live.mail.message(&summary.id).await.expect("message");
+        links.extend(message.links());
+    }
+    links
 }
