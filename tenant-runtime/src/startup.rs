@@ -61,6 +61,7 @@ impl Application {
             pages: Arc::new(http::storefront::pages(config.locale.clone())?),
             db,
             config: Arc::new(config),
+            read_backs: Arc::default(),
         };
         let listener = TcpListener::bind(state.config.listen_addr)
             .await

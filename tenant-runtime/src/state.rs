@@ -22,4 +22,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub stripe: Arc<Gateway>,
     pub pages: Arc<minijinja::Environment<'static>>,
+    /// When each order's Checkout session was last read back (the `?checkout=done` throttle).
+    pub read_backs: Arc<crate::payments::checkout::ReadBacks>,
 }

@@ -161,7 +161,40 @@ pub fn unavailable(failure: &StripeFailure, reserved_until: Option<DateTime<Utc>
     }
 }
 
-/// The buyer is back from Stripe: ask Stripe (not the redirect) whether they paid.
+/// How often one order's session is read back at most (per pod): a buyer reloading the page
+/// they came back to, or a script replaying the link, must not spend the tenant's share of the
+/// payments service's budget. The webhook delivery settles the order in any case.
+pub const READ_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Orders remembered at most; past it, old entries are dropped first, then all.
+const READ_BACKS_KEPT: usize = 10_000;
+
+/// When each order's session was last read back.
+#[derive(Debug, Default)]
+pub struct ReadBacks(std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>);
+
+impl ReadBacks {
+    /// Whether `order` may be read back now; if so, the time is noted.
+    pub fn allow(&self, order: uuid::Uuid, now: std::time::Instant) -> bool {
+        let mut last = self.0.lock().expect("read-backs");
+        if last
+            .get(&order)
+            .is_some_and(|at| now.duration_since(*at) < READ_BACK_EVERY)
+        {
+            return false;
+        }
+        if last.len() >= READ_BACKS_KEPT {
+            last.retain(|_, at| now.duration_since(*at) < READ_BACK_EVERY);
+            if last.len() >= READ_BACKS_KEPT {
+                last.clear();
+            }
+        }
+        last.insert(order, now);
+        true
+    }
+}
+
+/// The buyer is back from Stripe: ask Stripe (not the redirect) whether they paid, at most
+/// once per [`READ_BACK_EVERY`] for an order.
 pub async fn confirm_from_stripe(state: &AppState, order_token: &str) -> AppResult<()> {
     let Some(target) = store::checkout_target(&state.db, order_token).await? else {
         return Ok(());
@@ -169,6 +202,12 @@ pub async fn confirm_from_stripe(state: &AppState, order_token: &str) -> AppResu
     let (Some(session_id), "pending") = (&target.session_id, target.state.as_str()) else {
         return Ok(());
     };
+    if !state
+        .read_backs
+        .allow(target.order_id, std::time::Instant::now())
+    {
+        return Ok(());
+    }
     let status = match state.stripe.checkout_session_status(session_id).await {
         Ok(status) => status,
         // The webhook will still come; the page shows the order as pending meanwhile.
@@ -201,7 +240,21 @@ pub async fn confirm_from_stripe(state: &AppState, order_token: &str) -> AppResu
 mod tests {
     use chrono::{Duration, TimeZone, Utc};
 
-    use super::session_expiry;
+    use super::{READ_BACK_EVERY, ReadBacks, session_expiry};
+
+    #[test]
+    fn an_order_is_read_back_once_per_interval() {
+        let read_backs = ReadBacks::default();
+        let (order, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let now = std::time::Instant::now();
+        assert!(read_backs.allow(order, now));
+        assert!(!read_backs.allow(order, now + READ_BACK_EVERY / 2));
+        assert!(
+            read_backs.allow(other, now),
+            "another order is not held back"
+        );
+        assert!(read_backs.allow(order, now + READ_BACK_EVERY));
+    }
 
     #[test]
     fn a_session_created_while_the_hold_lasts_is_within_stripes_window() {

@@ -2,7 +2,7 @@
 //! read-back) for the result, and the ledger's requested refunds, payouts and reversals sent
 //! to Stripe after the transaction that decided them.
 
-mod checkout;
+pub mod checkout;
 pub mod gateway;
 mod settle;
 pub mod webhook;

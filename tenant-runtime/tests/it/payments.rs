@@ -104,6 +104,21 @@ async fn a_primary_sale_is_a_destination_charge_and_the_redirect_alone_pays_noth
         .filter(|r| r.method == "GET" && r.path.starts_with("/v1/checkout/sessions/"))
         .count();
     assert_eq!(read_back, 1, "the session was read back from Stripe");
+    // Reloading the page (or replaying the link) does not ask again at once.
+    for _ in 0..5 {
+        let page = order_page(&app, &order, "?checkout=done").await;
+        assert_eq!(page["order"]["state"], "pending");
+    }
+    let read_back = app
+        .stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/v1/checkout/sessions/"))
+        .count();
+    assert_eq!(
+        read_back, 1,
+        "reloads within five seconds are not read back"
+    );
     assert_eq!(app.stock(tt).await, (10, 0, 3));
 }
 
