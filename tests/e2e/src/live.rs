@@ -167,6 +167,11 @@ impl LivePlatform {
         .await?;
         let payments_host = format!("payments.{LIVE_BASE_DOMAIN}");
         let webhook_url = format!("https://{payments_host}{port}/webhooks/stripe");
+        step(
+            "waiting for Traefik to route Stripe's webhooks to the payments service",
+            wait_for_webhook_route(&webhook_url, &payments_host, router.https_port),
+        )
+        .await?;
 
         let staff_token = staff.admin_token(STAFF_AUDIENCE, STAFF_TOKEN_HOURS).await?;
         step("creating the demo event through the admin API", async {
@@ -437,6 +442,34 @@ fn tenant_state(h: &crate::Harness) -> String {
 }
 
 /// Waits (5 minutes at most) until `url` answers 200 with a page containing `text`.
+/// Waits (2 minutes at most) until the router sends `url` to the payments service: an unsigned
+/// call is then refused by the service (400), not unknown to the router (404). Traefik picks up
+/// a new Ingress a few seconds after the service is ready.
+async fn wait_for_webhook_route(url: &str, host: &str, port: u16) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .resolve(host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        // The operator names no certificate for the payments host: Traefik's default one.
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let unsigned = client
+            .post(url)
+            .header("stripe-signature", "t=1,v1=00")
+            .body("{}");
+        let last = match unsigned.send().await {
+            Ok(answer) if answer.status() == reqwest::StatusCode::BAD_REQUEST => return Ok(()),
+            Ok(answer) => format!("HTTP {}", answer.status()),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("{url} is not routed to the payments service after 2 minutes (last: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn wait_for_page(url: &str, host: &str, port: u16, ca: &Path, text: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
