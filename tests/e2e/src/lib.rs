@@ -4,6 +4,7 @@
 //! Tests call [`Harness::shared`] (one platform per test binary, stopped when the binary
 //! exits); `cargo xtask up` calls [`Harness::start`] and drops it on Ctrl-C.
 
+pub mod azurite;
 pub mod browser;
 mod cargo;
 mod components;
@@ -38,6 +39,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 
+pub use azurite::Azurite;
 pub use cargo::cargo_command;
 pub use components::{
     Binaries, cache_dir, ensure_binaries, ensure_coredns, ensure_keyvault, ensure_kube_router,
@@ -61,7 +63,7 @@ pub use node::{
     RuntimeBinaries, build_runtime_binaries, ensure_node_binaries,
 };
 pub use node_services::{CLUSTER_DNS, CLUSTER_DOMAIN};
-pub use npm::npm_package_with_script;
+pub use npm::{npm_package, npm_package_with_script};
 pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
 pub use operator::{
     BASE_DOMAIN, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET, install_operator,

@@ -1,24 +1,15 @@
-//! npm packages the tests run (the OAuth2 / Entra ID test issuer), installed once per machine
-//! into the cache, with a script of ours beside them.
+//! npm packages the tests run (the OAuth2 / Entra ID test issuer, the Azure Blob emulator),
+//! installed once per machine into the cache, some with a script of ours beside them.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 
-/// `npm install`s `package` (`name@version`) into the cache unless it is there, writes
-/// `script` next to it as `script_name`, and returns the directory. A finished install and
-/// the script are moved into place atomically, so concurrent tests and runs never see half
-/// of either.
-pub fn npm_package_with_script(package: &str, script_name: &str, script: &str) -> Result<PathBuf> {
-    static STAGING: AtomicU64 = AtomicU64::new(0);
-    let unique = || {
-        format!(
-            "{}-{}",
-            std::process::id(),
-            STAGING.fetch_add(1, Ordering::Relaxed)
-        )
-    };
+/// `npm install`s `package` (`name@version`) into the cache unless it is there, and returns
+/// the directory (its programs are in `node_modules/.bin`). A finished install is moved into
+/// place atomically, so concurrent tests and runs never see half of one.
+pub fn npm_package(package: &str) -> Result<PathBuf> {
     let dir = crate::cache_dir()
         .join("npm")
         .join(package.replace('@', "-"));
@@ -46,8 +37,24 @@ pub fn npm_package_with_script(package: &str, script_name: &str, script: &str) -
             let _ = std::fs::remove_dir_all(&staging);
         }
     }
+    Ok(dir)
+}
+
+/// [`npm_package`], with `script` written next to it as `script_name` (atomically too).
+pub fn npm_package_with_script(package: &str, script_name: &str, script: &str) -> Result<PathBuf> {
+    let dir = npm_package(package)?;
     let staging = dir.join(format!("{script_name}.{}", unique()));
     std::fs::write(&staging, script)?;
     std::fs::rename(&staging, dir.join(script_name))?;
     Ok(dir)
+}
+
+/// A name no other process or call uses.
+fn unique() -> String {
+    static STAGING: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        STAGING.fetch_add(1, Ordering::Relaxed)
+    )
 }
