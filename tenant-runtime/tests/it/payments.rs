@@ -233,13 +233,10 @@ async fn every_stripe_post_carries_a_key_that_survives_a_lost_answer() {
 
 #[tokio::test]
 async fn payments_unreachable_is_explained_and_the_hold_is_kept() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    // Port 1 (tcpmux) is privileged and served by nothing here, so connections are refused;
+    // a port the kernel handed out and we released could be taken by a parallel test.
     let app = TestApp::spawn_with(Options {
-        payments_url: Some(format!("http://127.0.0.1:{closed}")),
+        payments_url: Some("http://127.0.0.1:1".to_owned()),
         ..Options::default()
     })
     .await;
