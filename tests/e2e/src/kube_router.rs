@@ -11,7 +11,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -32,8 +31,7 @@ const FORWARD_CHAIN: &str = "KUBE-ROUTER-FORWARD";
 /// hooked its chains into the host's firewall and answers its health check.
 pub(crate) async fn start(h: &Harness, binary: &Path) -> Result<Service> {
     let admin = h.kube.client().await?;
-    install_account(h, &admin, ACCOUNT, cluster_role()).await?;
-    let kubeconfig = crate::node_services::node_daemon_kubeconfig(h, &admin, ACCOUNT).await?;
+    let kubeconfig = install_account(h, &admin, ACCOUNT, cluster_role()).await?;
     let health_port = free_port()?;
     let mut service = Service::spawn(
         "kube-router",
@@ -56,17 +54,7 @@ pub(crate) async fn start(h: &Harness, binary: &Path) -> Result<Service> {
         &h.log_dir(),
         None,
     )?;
-    let health = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{health_port}/healthz");
-    service
-        .wait_ready(Duration::from_secs(60), || async {
-            let status = health.get(&url).send().await?.status();
-            if !status.is_success() {
-                bail!("{url} answered {status}");
-            }
-            hooked()
-        })
-        .await?;
+    crate::node_services::wait_healthy(&mut service, health_port, hooked).await?;
     Ok(service)
 }
 

@@ -38,8 +38,7 @@ const COREDNS_PORT: i32 = 5353;
 pub(crate) async fn start_kube_proxy(h: &Harness, kube: &Path) -> Result<Service> {
     let admin = h.kube.client().await?;
     let account = ("kube-system", "kube-proxy");
-    install_account(h, &admin, account, kube_proxy_role()).await?;
-    let kubeconfig = node_daemon_kubeconfig(h, &admin, account).await?;
+    let kubeconfig = install_account(h, &admin, account, kube_proxy_role()).await?;
     let health_port = free_port()?;
     let mut service = Service::spawn(
         "kube-proxy",
@@ -65,6 +64,17 @@ pub(crate) async fn start_kube_proxy(h: &Harness, kube: &Path) -> Result<Service
         &h.log_dir(),
         None,
     )?;
+    wait_healthy(&mut service, health_port, kubernetes_service_routed).await?;
+    Ok(service)
+}
+
+/// Waits until a node daemon answers `/healthz` on `health_port` and `done` sees its work in
+/// the host's rules.
+pub(crate) async fn wait_healthy(
+    service: &mut Service,
+    health_port: u16,
+    done: fn() -> Result<()>,
+) -> Result<()> {
     let health = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{health_port}/healthz");
     service
@@ -73,31 +83,9 @@ pub(crate) async fn start_kube_proxy(h: &Harness, kube: &Path) -> Result<Service
             if !status.is_success() {
                 bail!("{url} answered {status}");
             }
-            kubernetes_service_routed()
+            done()
         })
-        .await?;
-    Ok(service)
-}
-
-/// A kubeconfig for a node daemon's ServiceAccount (made by [`install_account`]) with a token
-/// good for a week: `cargo xtask up` may run all day, and a daemon whose token expired stops
-/// following the cluster while its old rules stay.
-pub(crate) async fn node_daemon_kubeconfig(
-    h: &Harness,
-    admin: &kube::Client,
-    (namespace, name): (&str, &str),
-) -> Result<std::path::PathBuf> {
-    use k8s_openapi::api::authentication::v1::TokenRequest;
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let request: TokenRequest =
-        serde_json::from_value(json!({ "spec": { "expirationSeconds": 7 * 24 * 3600 } }))?;
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request(name, &kube::api::PostParams::default(), &request)
-        .await?
-        .status
-        .context("TokenRequest returned no token")?
-        .token;
-    h.kube.kubeconfig_for_token(name, &token)
+        .await
 }
 
 /// Succeeds once the nat table sends the `kubernetes` Service somewhere.

@@ -131,7 +131,9 @@ fn flags(https_port: u16, http_port: u16) -> Vec<String> {
 
 /// A component's ServiceAccount `account` (namespace, name; the namespace is created when
 /// missing), the ClusterRole `role` and its binding; returns a kubeconfig with a token of that
-/// account (TokenRequest API), so the component can do exactly what its role allows.
+/// account (TokenRequest API), so the component can do exactly what its role allows. The token
+/// is good for a week: `cargo xtask up` may run all day, and a component whose token expired
+/// stops following the cluster while it keeps serving what it last saw.
 pub async fn install_account(
     h: &Harness,
     admin: &kube::Client,
@@ -169,7 +171,7 @@ pub async fn install_account(
     )
     .await?;
     let request: TokenRequest =
-        serde_json::from_value(json!({ "spec": { "expirationSeconds": 7200 } }))?;
+        serde_json::from_value(json!({ "spec": { "expirationSeconds": 7 * 24 * 3600 } }))?;
     let token = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
         .create_token_request(name, &PostParams::default(), &request)
         .await?
