@@ -642,25 +642,12 @@ async fn a_buyer_in_chromium_buys_a_ticket_through_the_router_and_sees_its_qr_co
     // Stripe: the buyer paid. Its signed event goes to the payments host through the router
     // (the Ingress the operator made for payments.<baseDomain>); the service places it with
     // the tenant by the metadata it set on the session and delivers it to the storefront.
-    let order: serde_json::Value = https
-        .get(at(&format!("/api/orders/{order_token}")))
-        .send()
-        .await
-        .expect("order")
-        .json()
-        .await
-        .expect("order JSON");
-    let mut session = h
+    let order_url = at(&format!("/api/orders/{order_token}"));
+    let (payload, signature) = h
         .stripe
-        .paid_session(&order["order"])
+        .paid_event(&https, &order_url, TENANT)
         .await
-        .expect("a session from stripe-mock");
-    session["metadata"]["tiqzy_tenant"] = json!(TENANT);
-    let (payload, signature) = tiqzy_e2e::signed_event(
-        "checkout.session.completed",
-        session,
-        tiqzy_e2e::STRIPE_WEBHOOK_SECRET,
-    );
+        .expect("the paid event");
     let payments_host = format!("payments.{}", tiqzy_e2e::BASE_DOMAIN);
     let stripe = stripe_client(&payments_host, router_port);
     let webhook = format!("https://{payments_host}:{router_port}/webhooks/stripe");
@@ -689,21 +676,9 @@ async fn a_buyer_in_chromium_buys_a_ticket_through_the_router_and_sees_its_qr_co
 
     // The service's delivery reaches the storefront: the order is paid without the buyer
     // coming back from Checkout (whose `?checkout=done` reads the session back instead).
-    let state = loop {
-        let order: serde_json::Value = https
-            .get(at(&format!("/api/orders/{order_token}")))
-            .send()
-            .await
-            .expect("order")
-            .json()
-            .await
-            .expect("order JSON");
-        let state = order["order"]["state"].clone();
-        if state == "paid" || Instant::now() > deadline(applied) {
-            break state;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let state = tiqzy_e2e::order_state(&https, &order_url, "paid", deadline(applied))
+        .await
+        .expect("the order");
     assert_eq!(
         state,
         "paid",

@@ -77,7 +77,7 @@ pub use prometheus::{
 };
 pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, RouterPorts, Traefik, install_account};
 pub use staff::StaffIssuer;
-pub use stripe::{StripeMock, signed_event};
+pub use stripe::{StripeMock, order_state, signed_event};
 pub use system::ensure_system_packages;
 
 /// A running local platform. Dropping it stops every process it started.

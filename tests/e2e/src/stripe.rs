@@ -87,6 +87,49 @@ impl StripeMock {
         session["status"] = "complete".into();
         Ok(session)
     }
+
+    /// Stripe's signed `checkout.session.completed` for the order at `order_url` (the
+    /// storefront's `/api/orders/{token}`, read with `client`) of tenant `tenant`, as the
+    /// payments service receives it: (payload, signature).
+    pub async fn paid_event(
+        &self,
+        client: &reqwest::Client,
+        order_url: &str,
+        tenant: &str,
+    ) -> Result<(String, String)> {
+        let order: serde_json::Value = client
+            .get(order_url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut session = self.paid_session(&order["order"]).await?;
+        session["metadata"]["tiqzy_tenant"] = tenant.into();
+        Ok(signed_event(
+            "checkout.session.completed",
+            session,
+            crate::STRIPE_WEBHOOK_SECRET,
+        ))
+    }
+}
+
+/// The state of the order at `order_url` (`/api/orders/{token}`) once it is `wanted`, or
+/// whatever it is when `deadline` passes.
+pub async fn order_state(
+    client: &reqwest::Client,
+    order_url: &str,
+    wanted: &str,
+    deadline: std::time::Instant,
+) -> Result<serde_json::Value> {
+    loop {
+        let order: serde_json::Value = client.get(order_url).send().await?.json().await?;
+        let state = order["order"]["state"].clone();
+        if state == wanted || std::time::Instant::now() > deadline {
+            return Ok(state);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// An event of `kind` around `object` as Stripe delivers it, and its `Stripe-Signature`

@@ -156,27 +156,13 @@ async fn xtask_up_serves_the_sample_storefront_with_its_demo_event() {
     // Stripe says it is paid, signed with the platform's webhook secret.
     let token = order_path.rsplit('/').next().expect("order token");
     let order_url = format!("{base}/api/orders/{token}");
-    let order: serde_json::Value = buyer
-        .get(&order_url)
-        .send()
-        .await
-        .expect("order")
-        .json()
-        .await
-        .expect("order JSON");
-    let mut session = live
+    let (payload, signature) = live
         .platform
         .harness
         .stripe
-        .paid_session(&order["order"])
+        .paid_event(&buyer, &order_url, tiqzy_e2e::LIVE_TENANT)
         .await
-        .expect("session");
-    session["metadata"]["tiqzy_tenant"] = tiqzy_e2e::LIVE_TENANT.into();
-    let (payload, signature) = tiqzy_e2e::signed_event(
-        "checkout.session.completed",
-        session,
-        tiqzy_e2e::STRIPE_WEBHOOK_SECRET,
-    );
+        .expect("the paid event");
     let accepted = stripe
         .post(&live.webhook_url)
         .header("stripe-signature", signature)
@@ -186,21 +172,9 @@ async fn xtask_up_serves_the_sample_storefront_with_its_demo_event() {
         .expect("the webhook endpoint");
     assert_eq!(accepted.status(), reqwest::StatusCode::OK);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let state = loop {
-        let order: serde_json::Value = buyer
-            .get(&order_url)
-            .send()
-            .await
-            .expect("order")
-            .json()
-            .await
-            .expect("order JSON");
-        let state = order["order"]["state"].clone();
-        if state == "paid" || std::time::Instant::now() > deadline {
-            break state;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let state = tiqzy_e2e::order_state(&buyer, &order_url, "paid", deadline)
+        .await
+        .expect("the order");
     assert_eq!(
         state, "paid",
         "the service delivered the event to the storefront"
