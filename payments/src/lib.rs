@@ -13,10 +13,12 @@ pub mod metrics;
 pub mod outbox;
 pub mod refunds;
 pub mod registry;
+pub mod replay;
 pub mod sellers;
 pub mod sessions;
 pub mod state;
 pub mod stripe;
+pub mod tools;
 pub mod transfers;
 pub mod webhook;
 
@@ -39,7 +41,7 @@ impl Application {
     /// Connects to the database (and migrates it), starts the Tenant watch, binds the port.
     pub async fn build(config: &Config, kube: kube::Client) -> anyhow::Result<Self> {
         let db = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(16)
             .connect(config.database_url.expose_secret())
             .await
             .map_err(|e| anyhow::anyhow!("connecting to DATABASE_URL: {e}"))?;

@@ -1,17 +1,78 @@
-//! `tiqzy-payments`: parse config, start logging, build the service, serve.
+//! `tiqzy-payments`: parse config, start logging, build the service, serve. The operator's
+//! tools on the outbox are subcommands of the same binary, so they run in a replica's
+//! container with its database and its ServiceAccount.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tiqzy-payments", about = "The Tiqzy payments service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Send events again: a delivery a storefront rejected (422), or an event that had no
+    /// tenant (placed as the endpoint would place it now). Idempotent; prints what it did.
+    Replay {
+        /// One event, whatever became of it.
+        #[arg(long, conflicts_with_all = ["rejected", "unroutable"], required_unless_present_any = ["rejected", "unroutable"])]
+        event: Option<String>,
+        /// The deliveries storefronts rejected.
+        #[arg(long, conflicts_with = "unroutable")]
+        rejected: bool,
+        /// The events that had no tenant.
+        #[arg(long)]
+        unroutable: bool,
+        /// Only this tenant's (its name, or its namespace `tiqzy-<name>`).
+        #[arg(long, conflicts_with = "event")]
+        tenant: Option<String>,
+    },
+    /// What waits in the outbox: pending, set-aside and rejected deliveries by tenant, and
+    /// unroutable events by reason.
+    Outbox,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .json()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let config = tiqzy_payments::Config::from_env()?;
-    let kube = kube::Client::try_default().await?;
-    let app = tiqzy_payments::Application::build(&config, kube).await?;
-    tracing::info!(port = app.port(), "tiqzy-payments serving");
-    app.serve().await?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let kube = kube::Client::try_default().await?;
+            let app = tiqzy_payments::Application::build(&config, kube).await?;
+            tracing::info!(port = app.port(), "tiqzy-payments serving");
+            app.serve().await?;
+        }
+        Command::Replay {
+            event,
+            rejected,
+            unroutable,
+            tenant,
+        } => {
+            let kube = kube::Client::try_default().await?;
+            let tools = tiqzy_payments::tools::Tools::connect(&config, kube).await?;
+            let selection = tools.selection(event, rejected, unroutable, tenant.as_deref());
+            let replayed = tools.replay(&selection).await?;
+            print!("{}", replayed.report);
+            if !replayed.found {
+                std::process::exit(1);
+            }
+        }
+        Command::Outbox => {
+            let db = tiqzy_payments::tools::connect(&config).await?;
+            print!("{}", tiqzy_payments::replay::summary(&db).await?);
+        }
+    }
     Ok(())
 }

@@ -46,6 +46,19 @@ pub async fn owner(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Str
     Ok(row)
 }
 
+/// The tenant whose recorded session took payment intent `payment_intent`, if any did.
+pub async fn payment_owner(
+    db: impl PgExecutor<'_>,
+    payment_intent: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        "SELECT tenant FROM checkout_sessions WHERE payment_intent = $1 LIMIT 1",
+        payment_intent,
+    )
+    .fetch_optional(db)
+    .await
+}
+
 /// What Stripe reported about a session when it was read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed<'a> {

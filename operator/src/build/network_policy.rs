@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::payments_service::{PAYMENTS_PORT, service_selector};
 use super::{HTTP_PORT, METRICS_PORT, meta, selector};
-use crate::tenant::ValidatedTenant;
+use crate::tenant::{RoutingKind, ValidatedTenant};
 
 /// Namespaces labelled so may reach storefronts (an ingress controller's namespace, say).
 pub const INGRESS_NAMESPACE_LABEL: &str = "tiqzy.io/storefront-ingress";
@@ -70,7 +70,7 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
             ..NetworkPolicySpec::default()
         }),
     };
-    let mut egress = vec![dns()];
+    let mut egress = vec![dns(tenant.routing == RoutingKind::Route)];
     let mut outbound = vec![tcp(443)];
     outbound.extend(tenant.store_ports.iter().map(|p| tcp(*p)));
     egress.push(NetworkPolicyEgressRule {
@@ -103,20 +103,43 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
     vec![deny_all, allow_ingress, allow_egress]
 }
 
-/// The cluster DNS, wherever it runs.
-pub fn dns() -> NetworkPolicyEgressRule {
-    NetworkPolicyEgressRule {
-        to: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector::default()),
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "k8s-app".to_owned(),
-                    "kube-dns".to_owned(),
-                )])),
-                ..LabelSelector::default()
-            }),
+/// OpenShift's DNS pods: the DNS operator's daemon set in `openshift-dns`, listening on 5353
+/// (its Service maps 53 there).
+const OPENSHIFT_DNS: (&str, &str, &str) = (
+    "openshift-dns",
+    "dns.operator.openshift.io/daemonset-dns",
+    "default",
+);
+
+/// The cluster DNS, wherever it runs: pods labelled `k8s-app=kube-dns` (CoreDNS and kube-dns
+/// everywhere else), and on OpenShift (`openshift`: the platform is served through Routes) the
+/// DNS operator's pods in `openshift-dns`.
+pub fn dns(openshift: bool) -> NetworkPolicyEgressRule {
+    let pods = |labels: BTreeMap<String, String>| LabelSelector {
+        match_labels: Some(labels),
+        ..LabelSelector::default()
+    };
+    let mut to = vec![NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector::default()),
+        pod_selector: Some(pods(BTreeMap::from([(
+            "k8s-app".to_owned(),
+            "kube-dns".to_owned(),
+        )]))),
+        ..NetworkPolicyPeer::default()
+    }];
+    if openshift {
+        let (namespace, label, value) = OPENSHIFT_DNS;
+        to.push(NetworkPolicyPeer {
+            namespace_selector: Some(pods(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                namespace.to_owned(),
+            )]))),
+            pod_selector: Some(pods(BTreeMap::from([(label.to_owned(), value.to_owned())]))),
             ..NetworkPolicyPeer::default()
-        }]),
+        });
+    }
+    NetworkPolicyEgressRule {
+        to: Some(to),
         ports: Some(vec![
             port(53, "UDP"),
             port(53, "TCP"),
@@ -228,6 +251,62 @@ mod tests {
             ]
         );
         assert_eq!(egress.len(), 2, "no payments service known: no rule for it");
+    }
+
+    /// The DNS peers of a storefront's egress, as (namespace selector, pod selector) labels.
+    fn dns_peers(
+        tenant: &ValidatedTenant,
+    ) -> Vec<(Option<BTreeMap<String, String>>, BTreeMap<String, String>)> {
+        let policies = network_policies(tenant);
+        let egress = policies[2]
+            .spec
+            .as_ref()
+            .and_then(|s| s.egress.clone())
+            .expect("egress");
+        let ports: Vec<_> = egress[0].ports.iter().flatten().cloned().collect();
+        for (number, protocol) in [(53, "UDP"), (53, "TCP"), (5353, "UDP"), (5353, "TCP")] {
+            assert!(
+                ports.contains(&port(number, protocol)),
+                "{number}/{protocol}"
+            );
+        }
+        egress[0]
+            .to
+            .iter()
+            .flatten()
+            .map(|peer| {
+                (
+                    peer.namespace_selector.clone().and_then(|n| n.match_labels),
+                    peer.pod_selector
+                        .clone()
+                        .and_then(|p| p.match_labels)
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dns_is_reached_in_kube_system_and_on_openshift_in_openshift_dns() {
+        let mut tenant = fixture::validated(&fixture::tenant("acme"));
+        tenant.routing = RoutingKind::Ingress;
+        let kube_dns = (
+            None,
+            BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]),
+        );
+        assert_eq!(dns_peers(&tenant), vec![kube_dns.clone()]);
+        tenant.routing = RoutingKind::Route;
+        let openshift_dns = (
+            Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                "openshift-dns".to_owned(),
+            )])),
+            BTreeMap::from([(
+                "dns.operator.openshift.io/daemonset-dns".to_owned(),
+                "default".to_owned(),
+            )]),
+        );
+        assert_eq!(dns_peers(&tenant), vec![kube_dns, openshift_dns]);
     }
 
     #[test]

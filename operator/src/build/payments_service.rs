@@ -352,7 +352,7 @@ fn network_policies(input: &ServiceInput) -> Vec<NetworkPolicy> {
             pod_selector: Some(selector()),
             policy_types: Some(vec!["Egress".to_owned()]),
             egress: Some(vec![
-                dns(),
+                dns(input.routing == RoutingKind::Route),
                 NetworkPolicyEgressRule {
                     to: None,
                     ports: Some(outbound),
@@ -606,5 +606,23 @@ mod tests {
             .collect();
         assert_eq!(open, vec![443, 6443, 5432]);
         assert_eq!(egress[2].to, Some(vec![storefronts()]));
+        assert_eq!(egress[0], dns(false));
+        // On OpenShift its DNS pods in openshift-dns are reachable too.
+        let mut openshift = input();
+        openshift.routing = RoutingKind::Route;
+        let policies = payments_service(&openshift).network_policies;
+        let egress = policies[1]
+            .spec
+            .clone()
+            .expect("spec")
+            .egress
+            .expect("rules");
+        let peers = egress[0].to.clone().unwrap_or_default();
+        assert_eq!(peers.len(), 2);
+        assert!(peers[1].pod_selector.as_ref().is_some_and(|p| {
+            p.match_labels.as_ref().is_some_and(|l| {
+                l.get("dns.operator.openshift.io/daemonset-dns") == Some(&"default".to_owned())
+            })
+        }));
     }
 }

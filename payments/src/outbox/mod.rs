@@ -9,26 +9,32 @@
 //! and a delivery refused [`SET_ASIDE_AFTER`] times stops holding back the tenant's later
 //! events (one event the storefront keeps refusing must not stop all its payments) and is
 //! retried on its own.
+//!
+//! Delivery starts as soon as an event is recorded: the endpoint wakes this replica's worker,
+//! PostgreSQL's notifications wake the others', and a periodic look finds retries that came
+//! due. Up to `TIQZY_PAYMENTS_DELIVERY_CONCURRENCY` tenants are delivered to at once, each in
+//! order, under locks held by the replica's one outbox session ([`session`]).
 
+pub mod retention;
+pub mod session;
 pub mod store;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::mpsc;
 
 use crate::webhook::metrics::{Delivered, WebhookMetrics};
 use crate::webhook::signature;
+use session::{Lost, Outcome, Session};
 
 /// How long a storefront has to acknowledge a delivery.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY_MS: u64 = 5 * 60 * 1000;
-/// Tenants one worker delivers to at the same time.
-const CONCURRENT_TENANTS: usize = 4;
-/// Deliveries of one tenant sent under one hold of its lock.
+/// Deliveries of one tenant read at a time.
 const BATCH: i64 = 50;
 /// Refusals after which a delivery no longer holds back the tenant's later ones (about two
 /// minutes with the default one-second base). Also written into `store::due_tenants`' SQL and
@@ -36,8 +42,10 @@ const BATCH: i64 = 50;
 pub const SET_ASIDE_AFTER: i32 = 8;
 /// How much of a rejecting storefront's problem `detail` is kept as the reason.
 const REASON_CHARS: usize = 300;
-/// How often the oldest-pending gauge is refreshed at most.
-const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// Tenants one look at the outbox wakes at most.
+const DUE_TENANTS: i64 = 10_000;
+/// The channel PostgreSQL notifies when a delivery is written (migration `20261204120000`).
+pub const WAKE_CHANNEL: &str = "tiqzy_payments_deliveries";
 
 /// What a worker needs; built from [`crate::Config`] when a delivery key is configured.
 #[derive(Debug, Clone)]
@@ -49,9 +57,43 @@ pub struct Outbox {
     pub url_template: String,
     pub retry_base: Duration,
     pub poll: Duration,
+    /// `TIQZY_PAYMENTS_DELIVERY_CONCURRENCY`: tenants delivered to at the same time.
+    pub concurrency: usize,
+    /// `TIQZY_PAYMENTS_RETENTION_DAYS`, as a duration.
+    pub retention: Duration,
     pub metrics: WebhookMetrics,
-    /// Notified when this replica wrote a delivery.
-    pub written: Arc<Notify>,
+    /// Wake-ups of this replica's worker, by tenant.
+    pub wakes: Arc<Wakes>,
+}
+
+/// Tells this replica's worker that a tenant has a delivery to make now. The endpoint wakes
+/// it for the events it records; PostgreSQL's notifications wake it for the other replicas'
+/// (and for deliveries an operator replays).
+#[derive(Debug)]
+pub struct Wakes {
+    sender: mpsc::UnboundedSender<String>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+}
+
+impl Default for Wakes {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+}
+
+impl Wakes {
+    pub fn wake(&self, tenant: &str) {
+        let _ = self.sender.send(tenant.to_owned());
+    }
+
+    /// The worker's end; there is one.
+    fn take(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.receiver.lock().expect("wakes").take()
+    }
 }
 
 /// Why an attempt did not count.
@@ -94,18 +136,84 @@ impl Outbox {
             url_template: config.delivery_url.clone(),
             retry_base: config.retry_base,
             poll: config.poll,
+            concurrency: config.concurrency,
+            retention: config.retention,
             metrics: webhooks.metrics.clone(),
-            written: webhooks.written.clone(),
+            wakes: webhooks.written.clone(),
         })
     }
 
-    /// Starts the worker on the current runtime.
+    /// Starts the worker on the current runtime: the dispatcher, the database session it
+    /// delivers under, the listener for other replicas' deliveries, and the periodic look at
+    /// the outbox (retries that came due, the gauges, pruning).
     pub fn start(self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let http = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
+            .tcp_nodelay(true)
             .build()
             .map_err(|e| anyhow::anyhow!("building the delivery client: {e}"))?;
-        Ok(tokio::spawn(Arc::new(Worker { outbox: self, http }).run()))
+        let wakes = self
+            .wakes
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the outbox worker was started twice"))?;
+        tokio::spawn(listen(self.db.clone(), self.wakes.clone()));
+        tokio::spawn(look(self.clone()));
+        let session = Session::start(self.db.clone(), BATCH);
+        let worker = Arc::new(Worker {
+            outbox: self,
+            http,
+            session,
+        });
+        Ok(tokio::spawn(worker.run(wakes)))
+    }
+}
+
+/// Wakes the worker for every delivery PostgreSQL reports written (by any replica). A lost
+/// connection loses notifications; the periodic look finds what they were about.
+async fn listen(db: sqlx::PgPool, wakes: Arc<Wakes>) {
+    loop {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&db).await?;
+            listener.listen(WAKE_CHANNEL).await?;
+            loop {
+                let notification = listener.recv().await?;
+                wakes.wake(notification.payload());
+            }
+        };
+        let ended: sqlx::Result<()> = listener.await;
+        if let Err(e) = ended {
+            tracing::warn!(error = %e, "listening for deliveries failed; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Every `poll`: wakes the tenants whose deliveries came due (retries), refreshes the gauges,
+/// and now and then prunes what the retention period no longer keeps.
+async fn look(outbox: Outbox) {
+    let mut pruned_at: Option<Instant> = None;
+    loop {
+        match store::due_tenants(&outbox.db, DUE_TENANTS).await {
+            Ok(tenants) => tenants.iter().for_each(|t| outbox.wakes.wake(t)),
+            Err(e) => tracing::warn!(error = %e, "reading the outbox failed"),
+        }
+        match store::oldest_pending_age(&outbox.db).await {
+            Ok(age) => outbox.metrics.oldest_pending(age),
+            Err(e) => tracing::warn!(error = %e, "reading the outbox's age failed"),
+        }
+        match store::rejected_count(&outbox.db).await {
+            Ok(count) => outbox.metrics.rejected(count),
+            Err(e) => tracing::warn!(error = %e, "counting rejected deliveries failed"),
+        }
+        if pruned_at.is_none_or(|at| at.elapsed() >= retention::PRUNE_EVERY) {
+            pruned_at = Some(Instant::now());
+            match retention::prune(&outbox.db, outbox.retention).await {
+                Ok(pruned) if pruned.any() => tracing::info!(?pruned, "pruned the outbox"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning the outbox failed"),
+            }
+        }
+        tokio::time::sleep(outbox.poll).await;
     }
 }
 
@@ -113,125 +221,162 @@ impl Outbox {
 struct Worker {
     outbox: Outbox,
     http: reqwest::Client,
+    session: Session,
+}
+
+/// The dispatcher's view of the tenants: those being delivered to (and whether they were
+/// woken again meanwhile) and those waiting for a free slot, in the order they were woken.
+#[derive(Debug, Default)]
+struct Tenants {
+    busy: HashMap<String, bool>,
+    waiting: VecDeque<String>,
+    queued: HashSet<String>,
+}
+
+impl Tenants {
+    fn woken(&mut self, tenant: String) {
+        if let Some(again) = self.busy.get_mut(&tenant) {
+            *again = true;
+        } else if self.queued.insert(tenant.clone()) {
+            self.waiting.push_back(tenant);
+        }
+    }
+
+    /// A worker finished with `tenant`; it is woken again if something came meanwhile.
+    fn finished(&mut self, tenant: &str) {
+        if self.busy.remove(tenant) == Some(true) {
+            self.woken(tenant.to_owned());
+        }
+    }
+
+    /// The next tenant to deliver to, if fewer than `limit` are busy.
+    fn next(&mut self, limit: usize) -> Option<String> {
+        if self.busy.len() >= limit {
+            return None;
+        }
+        let tenant = self.waiting.pop_front()?;
+        self.queued.remove(&tenant);
+        self.busy.insert(tenant.clone(), false);
+        Some(tenant)
+    }
 }
 
 impl Worker {
-    async fn run(self: Arc<Self>) {
-        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let permits = Arc::new(Semaphore::new(CONCURRENT_TENANTS));
-        let finished = Arc::new(Notify::new());
-        let mut gauge_at: Option<Instant> = None;
+    async fn run(self: Arc<Self>, mut wakes: mpsc::UnboundedReceiver<String>) {
+        let (done, mut finished) = mpsc::unbounded_channel::<String>();
+        let mut tenants = Tenants::default();
         loop {
-            if gauge_at.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {
-                gauge_at = Some(Instant::now());
-                match store::oldest_pending_age(&self.outbox.db).await {
-                    Ok(age) => self.outbox.metrics.oldest_pending(age),
-                    Err(e) => tracing::warn!(error = %e, "reading the outbox's age failed"),
-                }
-                match store::rejected_count(&self.outbox.db).await {
-                    Ok(count) => self.outbox.metrics.rejected(count),
-                    Err(e) => tracing::warn!(error = %e, "counting rejected deliveries failed"),
-                }
-            }
-            match store::due_tenants(&self.outbox.db, 64).await {
-                Ok(tenants) => {
-                    for tenant in tenants {
-                        if !busy.lock().expect("busy set").insert(tenant.clone()) {
-                            continue;
-                        }
-                        let Ok(permit) = permits.clone().try_acquire_owned() else {
-                            busy.lock().expect("busy set").remove(&tenant);
-                            break;
-                        };
-                        let (worker, busy, finished) =
-                            (self.clone(), busy.clone(), finished.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = worker.deliver(&tenant).await {
-                                tracing::warn!(%tenant, error = %e, "delivering to a storefront failed");
-                            }
-                            busy.lock().expect("busy set").remove(&tenant);
-                            drop(permit);
-                            finished.notify_one();
-                        });
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "reading the outbox failed"),
-            }
             tokio::select! {
-                () = self.outbox.written.notified() => {}
-                () = finished.notified() => {}
-                () = tokio::time::sleep(self.outbox.poll) => {}
+                woken = wakes.recv() => match woken {
+                    Some(tenant) => tenants.woken(tenant),
+                    None => return,
+                },
+                Some(tenant) = finished.recv() => tenants.finished(&tenant),
+            }
+            while let Some(tenant) = tenants.next(self.outbox.concurrency.max(1)) {
+                let (worker, done) = (self.clone(), done.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = worker.deliver(&tenant).await {
+                        tracing::warn!(%tenant, error = %e, "delivering to a storefront stopped");
+                    }
+                    let _ = done.send(tenant);
+                });
             }
         }
     }
 
     /// Sends the tenant's due deliveries in order until one fails (one set aside does not stop
-    /// the rest), under the tenant's lock.
-    async fn deliver(&self, tenant: &str) -> sqlx::Result<()> {
-        let mut conn = self.outbox.db.acquire().await?;
-        if !store::try_lock(&mut conn, tenant).await? {
+    /// the rest), under the tenant's lock; nothing when another replica holds it.
+    async fn deliver(&self, tenant: &str) -> Result<(), Lost> {
+        let Some(batch) = self.session.claim(tenant).await? else {
             return Ok(());
-        }
-        let delivered = self.deliver_locked(&mut conn, tenant).await;
-        let unlocked = store::unlock(&mut conn, tenant).await;
-        if delivered.is_err() || unlocked.is_err() {
-            // A lock must not go back to the pool with its connection: closing the
-            // connection ends the session, and the lock with it.
-            conn.close_on_drop();
-        }
-        delivered.and(unlocked)
+        };
+        let delivered = self.deliver_locked(tenant, batch).await;
+        self.session.release(tenant);
+        delivered
     }
 
-    /// [`Self::deliver`] once the lock is held; each outcome is committed as it happens.
+    /// [`Self::deliver`] once the lock is held; each outcome is committed before the next
+    /// delivery is sent.
     async fn deliver_locked(
         &self,
-        conn: &mut sqlx::PgConnection,
         tenant: &str,
-    ) -> sqlx::Result<()> {
+        mut batch: Vec<store::Pending>,
+    ) -> Result<(), Lost> {
         let secret = tiqzy_crds::payments::delivery_secret(
             self.outbox.delivery_key.expose_secret().as_bytes(),
             tenant,
         );
         let url = self.outbox.url_template.replace("{tenant}", tenant);
-        for delivery in store::pending(&mut *conn, tenant, BATCH).await? {
-            let set_aside = delivery.refusals >= SET_ASIDE_AFTER;
-            if !delivery.due {
-                if set_aside {
-                    continue;
+        loop {
+            let mut attempted = false;
+            for delivery in batch {
+                let set_aside = delivery.refusals >= SET_ASIDE_AFTER;
+                if !delivery.due {
+                    if set_aside {
+                        continue;
+                    }
+                    return Ok(());
                 }
-                break;
-            }
-            let failure = match self.send(&url, &secret, &delivery.body).await {
-                Ok(()) => {
-                    store::acknowledged(&mut *conn, delivery.id).await?;
-                    self.outbox.metrics.delivery(Delivered::Acknowledged);
-                    tracing::debug!(%tenant, event = %delivery.event_id, "event delivered");
-                    continue;
+                attempted = true;
+                if !self.attempt(tenant, &url, &secret, &delivery).await? {
+                    return Ok(());
                 }
-                Err(failure) => failure,
-            };
-            if let Failure::Rejected { .. } = failure {
-                store::rejected(&mut *conn, delivery.id, &failure.to_string()).await?;
-                self.outbox.metrics.delivery(Delivered::Rejected);
-                tracing::warn!(%tenant, event = %delivery.event_id, reason = %failure,
-                    "the storefront rejected the event for good; it is kept and not retried");
-                continue;
             }
-            let attempt = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
-            let delay = retry_delay_ms(self.outbox.retry_base, attempt, rand::random());
-            let counts = failure.counts_against_the_event();
-            store::postponed(&mut *conn, delivery.id, delay, &failure.to_string(), counts).await?;
-            self.outbox.metrics.delivery(match failure {
-                Failure::Refused(_) => Delivered::Refused,
-                _ => Delivered::Unreachable,
-            });
-            tracing::info!(%tenant, event = %delivery.event_id, attempt, delay_ms = delay,
-                reason = %failure, "delivery to the storefront will be retried");
-            if delivery.refusals + i32::from(counts) < SET_ASIDE_AFTER {
-                break;
+            // Everything read was attempted or set aside: read on while that did something.
+            if !attempted {
+                return Ok(());
             }
+            batch = self.session.next(tenant).await?;
         }
-        Ok(())
+    }
+
+    /// Sends one delivery and writes what became of it; `false` when the tenant's later
+    /// deliveries must wait (it failed and still holds them back).
+    async fn attempt(
+        &self,
+        tenant: &str,
+        url: &str,
+        secret: &str,
+        delivery: &store::Pending,
+    ) -> Result<bool, Lost> {
+        let failure = match self.send(url, secret, &delivery.body).await {
+            Ok(()) => {
+                self.session
+                    .write(tenant, delivery.id, Outcome::Acknowledged)
+                    .await?;
+                self.outbox.metrics.delivery(Delivered::Acknowledged);
+                tracing::debug!(%tenant, event = %delivery.event_id, "event delivered");
+                return Ok(true);
+            }
+            Err(failure) => failure,
+        };
+        if let Failure::Rejected { .. } = failure {
+            let reason = failure.to_string();
+            self.session
+                .write(tenant, delivery.id, Outcome::Rejected { reason })
+                .await?;
+            self.outbox.metrics.delivery(Delivered::Rejected);
+            tracing::warn!(%tenant, event = %delivery.event_id, reason = %failure,
+                "the storefront rejected the event for good; it is kept and not retried");
+            return Ok(true);
+        }
+        let attempt = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
+        let delay_ms = retry_delay_ms(self.outbox.retry_base, attempt, rand::random());
+        let counts = failure.counts_against_the_event();
+        let postponed = Outcome::Postponed {
+            delay_ms,
+            error: failure.to_string(),
+            counts,
+        };
+        self.session.write(tenant, delivery.id, postponed).await?;
+        self.outbox.metrics.delivery(match failure {
+            Failure::Refused(_) => Delivered::Refused,
+            _ => Delivered::Unreachable,
+        });
+        tracing::info!(%tenant, event = %delivery.event_id, attempt, delay_ms,
+            reason = %failure, "delivery to the storefront will be retried");
+        Ok(delivery.refusals + i32::from(counts) >= SET_ASIDE_AFTER)
     }
 
     async fn send(&self, url: &str, secret: &str, body: &[u8]) -> Result<(), Failure> {

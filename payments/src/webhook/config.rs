@@ -8,6 +8,9 @@ use secrecy::SecretString;
 /// Where deliveries go unless `TIQZY_PAYMENTS_DELIVERY_URL` says otherwise.
 pub const DEFAULT_DELIVERY_URL: &str = "http://storefront.tiqzy-{tenant}.svc/webhooks/stripe";
 
+/// Tenants one replica delivers to at once unless `TIQZY_PAYMENTS_DELIVERY_CONCURRENCY` says.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// `STRIPE_WEBHOOK_SECRETS`: Stripe's signing secrets, comma-separated (several during a
@@ -19,8 +22,15 @@ pub struct WebhookConfig {
     pub delivery_url: String,
     /// `TIQZY_PAYMENTS_RETRY_BASE_MS`, default 1000: the first wait after a failed delivery.
     pub retry_base: Duration,
-    /// `TIQZY_PAYMENTS_POLL_MS`, default 1000: how often the outbox looks for due deliveries.
+    /// `TIQZY_PAYMENTS_POLL_MS`, default 1000: how often the outbox looks for deliveries that
+    /// came due (retries; new ones are delivered at once).
     pub poll: Duration,
+    /// `TIQZY_PAYMENTS_DELIVERY_CONCURRENCY`, default 64: tenants delivered to at the same time
+    /// by one replica (each tenant's events still one at a time, in order).
+    pub concurrency: usize,
+    /// `TIQZY_PAYMENTS_RETENTION_DAYS`, default 30, at least 3: how long finished deliveries
+    /// and event ids are kept.
+    pub retention: Duration,
 }
 
 impl WebhookConfig {
@@ -46,6 +56,19 @@ impl WebhookConfig {
             delivery_url,
             retry_base: millis(var, "TIQZY_PAYMENTS_RETRY_BASE_MS", 1000)?,
             poll: millis(var, "TIQZY_PAYMENTS_POLL_MS", 1000)?,
+            concurrency: match var("TIQZY_PAYMENTS_DELIVERY_CONCURRENCY") {
+                None => DEFAULT_CONCURRENCY,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=4096).contains(n))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("TIQZY_PAYMENTS_DELIVERY_CONCURRENCY must be 1 to 4096")
+                    })?,
+            },
+            retention: crate::outbox::retention::retention_from(var(
+                "TIQZY_PAYMENTS_RETENTION_DAYS",
+            ))?,
         })
     }
 }
@@ -109,5 +132,24 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(error.contains("TIQZY_PAYMENTS_POLL_MS"), "{error}");
+        let short_memory = |name: &str| match name {
+            "TIQZY_PAYMENTS_RETENTION_DAYS" => Some("1".to_owned()),
+            _ => vars(name),
+        };
+        let error = Config::from_vars(short_memory)
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("TIQZY_PAYMENTS_RETENTION_DAYS"), "{error}");
+        let no_workers = |name: &str| match name {
+            "TIQZY_PAYMENTS_DELIVERY_CONCURRENCY" => Some("0".to_owned()),
+            _ => vars(name),
+        };
+        let error = Config::from_vars(no_workers)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("TIQZY_PAYMENTS_DELIVERY_CONCURRENCY"),
+            "{error}"
+        );
     }
 }

@@ -7,12 +7,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
+use super::clues;
 use super::metrics::Received;
-use super::route::{self, Clues, Envelope};
+use super::route::{self, Envelope};
 use super::signature;
 use super::store::{self, Recorded};
 use crate::http::problem::Problem;
-use crate::sessions;
 use crate::state::AppState;
 
 pub fn router() -> axum::Router<AppState> {
@@ -51,7 +51,14 @@ async fn receive(
             "not a Stripe event",
         )
     })?;
-    let clues = clues(&state, &event, endpoint.livemode).await?;
+    let clues = clues::gather(
+        &state.db,
+        &state.registry,
+        &webhooks.owners,
+        &event,
+        endpoint.livemode,
+    )
+    .await?;
     let placed = route::place(&clues, |tenant| state.registry.exists(tenant));
     match store::record(&state.db, &event, &body, &placed).await? {
         Recorded::Duplicate => {
@@ -61,7 +68,7 @@ async fn receive(
         Recorded::New => match &placed {
             Ok(tenant) => {
                 webhooks.metrics.event(&event.kind, Received::Verified);
-                webhooks.written.notify_one();
+                webhooks.written.wake(tenant);
                 tracing::debug!(event = %event.id, r#type = %event.kind, %tenant, "Stripe event queued");
             }
             Err(reason) => {
@@ -71,28 +78,4 @@ async fn receive(
         },
     }
     Ok(StatusCode::OK)
-}
-
-/// Looks up what the event's metadata, session and account say about its tenant.
-async fn clues(state: &AppState, event: &Envelope, livemode: bool) -> Result<Clues, Problem> {
-    let session_tenant = match event.checkout_session() {
-        Some(id) => sessions::owner(&state.db, id).await?,
-        None => None,
-    };
-    let account = match &event.account {
-        Some(account) => {
-            let owner = match state.registry.tenant_with_account(account) {
-                Some(tenant) => Some(tenant),
-                None => store::seller_tenant(&state.db, account).await?,
-            };
-            Some((account.clone(), owner))
-        }
-        None => None,
-    };
-    Ok(Clues {
-        mode_matches: event.livemode == livemode,
-        metadata_tenant: event.metadata_tenant().map(str::to_owned),
-        session_tenant,
-        account,
-    })
 }

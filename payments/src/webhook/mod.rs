@@ -2,6 +2,7 @@
 //! Stripe calls, `POST /webhooks/stripe`. An event is verified, recorded once, placed with a
 //! tenant and written to the outbox in one transaction; [`crate::outbox`] delivers it.
 
+pub mod clues;
 pub mod config;
 pub mod http;
 pub mod metrics;
@@ -24,7 +25,9 @@ pub struct Webhooks {
     pub endpoint: Option<Arc<Endpoint>>,
     pub metrics: WebhookMetrics,
     /// Wakes this replica's outbox worker when a delivery was written.
-    pub written: Arc<tokio::sync::Notify>,
+    pub written: Arc<crate::outbox::Wakes>,
+    /// Owners of sessions, payments and seller accounts found before.
+    pub owners: Arc<clues::Owners>,
 }
 
 /// What the endpoint checks events against.
@@ -50,11 +53,13 @@ impl Webhooks {
             endpoint,
             metrics: WebhookMetrics::new(),
             written: Arc::default(),
+            owners: Arc::default(),
         }
     }
 }
 
-fn key_is_live(key: &SecretString) -> bool {
+/// Whether the platform key is a live-mode key.
+pub fn key_is_live(key: &SecretString) -> bool {
     let key = key.expose_secret();
     key.starts_with("sk_live_") || key.starts_with("rk_live_")
 }

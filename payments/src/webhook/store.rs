@@ -1,7 +1,7 @@
 //! The event record and the outbox row, written together: an event is either recorded with
 //! its delivery (or as unroutable) or not at all, so a retry by Stripe finds it or redoes it.
 
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgExecutor;
 
 use super::route::{Envelope, Unroutable};
 
@@ -14,52 +14,54 @@ pub enum Recorded {
     Duplicate,
 }
 
-/// Records `event` once, with a delivery to `placed` or the reason it has none.
+/// Records `event` once, with a delivery to `placed` or the reason it has none, in one
+/// statement (one round trip, atomic). When the event reports the payment intent of a checkout
+/// session recorded for the tenant it is placed with, the session keeps it: later events about
+/// that payment (refunds, disputes) are placed by it.
 pub async fn record(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     event: &Envelope,
     body: &[u8],
     placed: &Result<String, Unroutable>,
 ) -> sqlx::Result<Recorded> {
-    let mut tx = db.begin().await?;
     let tenant = placed.as_ref().ok();
-    let inserted = sqlx::query_scalar!(
-        "INSERT INTO stripe_events (id, type, tenant) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO NOTHING
-         RETURNING id",
+    let reason = placed.as_ref().err().map(ToString::to_string);
+    let (session, payment_intent) = match event.checkout_session_payment() {
+        Some((session, payment_intent)) => (Some(session), Some(payment_intent)),
+        None => (None, None),
+    };
+    let new = sqlx::query_scalar!(
+        r#"WITH event AS (
+               INSERT INTO stripe_events (id, type, tenant) VALUES ($1, $2, $3)
+               ON CONFLICT (id) DO NOTHING
+               RETURNING id
+           ), delivery AS (
+               INSERT INTO deliveries (event_id, tenant, body)
+               SELECT id, $3, $4 FROM event WHERE $3::text IS NOT NULL
+           ), unroutable AS (
+               INSERT INTO unroutable_events (event_id, reason, body)
+               SELECT id, $5, $4 FROM event WHERE $3::text IS NULL
+           ), payment AS (
+               UPDATE checkout_sessions SET payment_intent = $7
+               WHERE id = $6 AND tenant = $3 AND payment_intent IS NULL
+                 AND $7::text IS NOT NULL
+           )
+           SELECT count(*) AS "new!" FROM event"#,
         event.id,
         event.kind,
         tenant,
+        body,
+        reason,
+        session,
+        payment_intent,
     )
-    .fetch_optional(&mut *tx)
+    .fetch_one(db)
     .await?;
-    if inserted.is_none() {
-        return Ok(Recorded::Duplicate);
-    }
-    match placed {
-        Ok(tenant) => {
-            sqlx::query!(
-                "INSERT INTO deliveries (event_id, tenant, body) VALUES ($1, $2, $3)",
-                event.id,
-                tenant,
-                body,
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        Err(reason) => {
-            sqlx::query!(
-                "INSERT INTO unroutable_events (event_id, reason, body) VALUES ($1, $2, $3)",
-                event.id,
-                reason.to_string(),
-                body,
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(Recorded::New)
+    Ok(if new > 0 {
+        Recorded::New
+    } else {
+        Recorded::Duplicate
+    })
 }
 
 /// SQLSTATE of a missing table or column.

@@ -5,6 +5,8 @@
 //! Stripe's rate limit.
 #![allow(dead_code)]
 
+pub mod hooks;
+
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
