@@ -7,6 +7,8 @@ use tiqzy_crds::{TenantPhase, TenantStatus};
 
 use super::Applied;
 use super::dereference::Found;
+use super::failure::Failure;
+use super::rollout::{Gate, image as runtime_image};
 
 /// One condition as the reconcile sees it, before timestamps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,14 +42,14 @@ impl Observed {
 pub fn observe(
     found: &Found,
     applied: &Applied,
-    rollout_queued: bool,
+    gate: &Gate,
+    failure: Option<&Failure>,
 ) -> (Vec<Observed>, TenantPhase) {
     let suspended = found.tenant.spec.storefront.suspended;
-    let mut observed = vec![storefront(
-        Some(&applied.deployment),
-        suspended,
-        rollout_queued,
-    )];
+    let mut observed = vec![match failure {
+        Some(failure) if !suspended => failed_rollout(&applied.deployment, failure),
+        _ => storefront(Some(&applied.deployment), suspended, gate),
+    }];
     observed.extend(applied.stores.iter().cloned());
     observed.push(found.payments.clone());
     observed.push(found.mail.clone());
@@ -76,12 +78,29 @@ pub fn base(found: &Found) -> TenantStatus {
     }
 }
 
+/// `StorefrontAvailable=False` for a failed rollout, with the pod's or the Deployment's
+/// words, even while pods of the previous template still serve: the rollout needs a person.
+pub fn failed_rollout(deployment: &Deployment, failure: &Failure) -> Observed {
+    let available = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    let serving = if available >= 1 {
+        format!("{available} pod(s) of the previous template still serve; ")
+    } else {
+        String::new()
+    };
+    Observed::failed(
+        types::STOREFRONT_AVAILABLE,
+        failure.reason,
+        format!("{serving}{}", failure.message),
+    )
+}
+
 /// `StorefrontAvailable` from the Deployment's status.
-pub fn storefront(
-    deployment: Option<&Deployment>,
-    suspended: bool,
-    rollout_queued: bool,
-) -> Observed {
+pub fn storefront(deployment: Option<&Deployment>, suspended: bool, gate: &Gate) -> Observed {
+    let rollout_queued = gate.queued;
     if suspended {
         return Observed::failed(
             types::STOREFRONT_AVAILABLE,
@@ -102,7 +121,17 @@ pub fn storefront(
     let replicas = status.replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let current = status.observed_generation.unwrap_or(0) >= generation && updated >= replicas;
-    if available >= 1 && current && !rollout_queued {
+    if let Some(halted) = gate.halted.as_ref().filter(|_| available >= 1) {
+        Observed::ok(
+            types::STOREFRONT_AVAILABLE,
+            Reason::RolloutHalted,
+            format!(
+                "serving runtime image {}: the Platform's rollout of {halted} is halted (see \
+                 its RolloutHalted condition)",
+                runtime_image(d).unwrap_or_default()
+            ),
+        )
+    } else if available >= 1 && current && !rollout_queued {
         Observed::ok(
             types::STOREFRONT_AVAILABLE,
             Reason::Available,
