@@ -22,7 +22,7 @@ pub struct Failure {
 }
 
 /// Kubelet messages are short; anything longer is cut, so a condition stays readable.
-const MESSAGE_LIMIT: usize = 400;
+const MESSAGE_LIMIT: usize = 1024;
 
 /// Reads the storefront's pods when its Deployment has not settled, and says whether the
 /// rollout failed. A pod list that fails leaves the Deployment's own word.
