@@ -21,7 +21,7 @@ use crate::build::TENANT_LABEL;
 use crate::cache::{Caches, GuardedTenant, MANAGED_SELECTOR, reflected};
 use crate::context::{Context, Settings};
 use crate::metrics::Metrics;
-use crate::reconcile::{Reconciler, error_policy, failure, payments_service, reconcile};
+use crate::reconcile::{Reconciler, error_policy, failure, halt, payments_service, reconcile};
 
 /// Whether the API server serves OpenShift Routes.
 pub async fn route_api_served(client: &kube::Client) -> bool {
@@ -124,7 +124,8 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     });
     let tenants = controller
         .watches_stream(
-            reflected::<Platform>(&client, watcher::Config::default(), w.platforms),
+            reflected::<Platform>(&client, watcher::Config::default(), w.platforms)
+                .predicate_filter(halt::platform_state, PredicateConfig::default()),
             move |_platform| {
                 store
                     .state()

@@ -231,6 +231,21 @@ async fn a_crash_looping_storefront_reports_crash_loop_back_off() {
         message.contains("back-off"),
         "the kubelet's words: {message}"
     );
+    // The pod keeps crashing: its restarts rise, as `kubectl get pods` shows.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), "tiqzy-crash-1");
+    eventually("the crashing pod restarts again and again", async || {
+        let list = pods.list(&ListParams::default()).await.ok()?.items;
+        list.iter()
+            .flat_map(|p| {
+                p.status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+            })
+            .any(|c| c.restart_count >= 3)
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -83,6 +83,27 @@ impl Rollouts {
     }
 }
 
+/// What of the Platform a tenant's reconcile reads: its spec, whether the payments service is
+/// ready, and a halted rollout. Feeds the watch predicate, so that the operator's own writes
+/// of `status.rollout.lastGoodImage` do not reconcile every tenant.
+pub fn platform_state(platform: &Platform) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    platform.metadata.generation.hash(&mut hasher);
+    let status = platform.status.as_ref();
+    let payments_ready = status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == types::PAYMENTS_SERVICE_READY && c.status == "True")
+    });
+    payments_ready.hash(&mut hasher);
+    let halted = status
+        .and_then(|s| s.rollout.as_ref())
+        .and_then(|r| r.halted.as_ref());
+    halted.map(|h| &h.image).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// A halt on an image the Platform no longer asks for is over.
 fn cleared(mut status: RolloutStatus, image: &str) -> RolloutStatus {
     if status.halted.as_ref().is_some_and(|h| h.image != image) {
@@ -305,10 +326,14 @@ async fn write(ctx: &Context, rollouts: &Rollouts, cached: &Platform) -> Result<
         .find(|c| c.type_ == types::ROLLOUT_HALTED);
     let image = &platform.spec.runtime_image;
     let wanted = condition(&known, image, platform.metadata.generation, previous);
-    let same_condition = previous.is_some_and(|c| {
-        (&c.status, &c.reason, &c.message) == (&wanted.status, &wanted.reason, &wanted.message)
-    });
-    if status.rollout.as_ref() == Some(&known) && same_condition {
+    // The condition appears with the first halt or the first good image, not before.
+    let same_condition = match previous {
+        Some(c) => {
+            (&c.status, &c.reason, &c.message) == (&wanted.status, &wanted.reason, &wanted.message)
+        }
+        None => known.halted.is_none(),
+    };
+    if status.rollout.clone().unwrap_or_default() == known && same_condition {
         return Ok(());
     }
     let mut conditions: Vec<Condition> = status

@@ -8,7 +8,7 @@ mod cleanup;
 pub(crate) mod credentials;
 mod dereference;
 pub mod failure;
-mod halt;
+pub mod halt;
 mod hosts;
 pub(crate) mod mail;
 mod objects;

@@ -353,6 +353,67 @@ mod tests {
         assert_eq!(phase, TenantPhase::Failed);
     }
 
+    fn deployment(image: &str, available: i32) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "storefront", "generation": 2 },
+            "spec": {
+                "selector": {},
+                "template": { "spec": { "containers": [{ "name": "runtime", "image": image }] } },
+            },
+            "status": { "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1,
+                        "availableReplicas": available },
+        }))
+        .expect("deployment")
+    }
+
+    #[test]
+    fn a_failed_rollout_is_not_available_even_while_old_pods_serve() {
+        let failure = Failure {
+            reason: Reason::CrashLoopBackOff,
+            message: "pod p: container runtime restarted 3 times".to_owned(),
+            image: "bad".to_owned(),
+        };
+        let serving = failed_rollout(&deployment("bad", 1), &failure);
+        assert!(!serving.ok);
+        assert_eq!(serving.reason, Reason::CrashLoopBackOff);
+        assert_eq!(
+            serving.message,
+            "1 pod(s) of the previous template still serve; pod p: container runtime restarted 3 times"
+        );
+        let (ready, phase) = summarise(&[serving], false);
+        assert_eq!(
+            (ready.ok, ready.reason, phase),
+            (false, Reason::CrashLoopBackOff, TenantPhase::Degraded)
+        );
+    }
+
+    #[test]
+    fn a_tenant_held_by_a_halted_rollout_serves_and_says_so() {
+        let gate = Gate {
+            halted: Some("bad".to_owned()),
+            ..Gate::default()
+        };
+        let held = storefront(Some(&deployment("good", 1)), false, &gate);
+        assert!(held.ok);
+        assert_eq!(held.reason, Reason::RolloutHalted);
+        assert!(
+            held.message.contains("serving runtime image good"),
+            "{}",
+            held.message
+        );
+        assert!(
+            held.message.contains("rollout of bad is halted"),
+            "{}",
+            held.message
+        );
+        let back = storefront(Some(&deployment("good", 0)), false, &gate);
+        assert_eq!(
+            (back.ok, back.reason),
+            (false, Reason::Progressing),
+            "still rolling back"
+        );
+    }
+
     #[test]
     fn transition_time_is_kept_while_the_status_holds() {
         let first = next_status(
