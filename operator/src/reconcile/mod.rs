@@ -1,7 +1,8 @@
 //! Reconcile one Tenant, step by step:
 //! platform -> validate -> dereference -> rollout gate -> build -> apply -> converge stores ->
-//! expose -> status. Each step is a module with a narrow input and output; what a step
-//! remembers between reconciles lives in [`Memory`], next to the step that uses it.
+//! expose -> rollout report (a failed storefront rollout, the Platform's halt) -> status. Each
+//! step is a module with a narrow input and output; what a step remembers between reconciles
+//! lives in [`Memory`], next to the step that uses it.
 
 mod certificate;
 mod cleanup;
