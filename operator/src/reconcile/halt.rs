@@ -274,7 +274,7 @@ fn condition(
 
 /// Takes in the tenant's report, publishes the Events it calls for, and writes the Platform's
 /// status when it differs from what the cache shows.
-pub async fn report(ctx: &Context, rollouts: &Rollouts, report: Report<'_>) -> Result<(), Error> {
+pub async fn report(ctx: &Context, rollouts: &Rollouts, seen: Report<'_>) -> Result<(), Error> {
     let Some(platform) = ctx.caches.platforms.get(&ObjectRef::new("default")) else {
         return Ok(());
     };
@@ -282,10 +282,10 @@ pub async fn report(ctx: &Context, rollouts: &Rollouts, report: Report<'_>) -> R
     let current = rollouts.view(&platform);
     // Whether every storefront runs the image is asked only when it could matter.
     let all_settled = current.halted.is_none()
-        && report.settled_on == Some(image.as_str())
+        && seen.settled_on == Some(image.as_str())
         && current.last_good_image.as_deref() != Some(image.as_str())
         && every_storefront_settled_on(ctx, &image);
-    let events = rollouts.take(&image, &report, all_settled);
+    let events = rollouts.take(&image, &seen, all_settled);
     let reference = platform.object_ref(&());
     for (type_, reason, note) in events {
         tracing::info!(reason, note = %note, "rollout");
