@@ -20,6 +20,9 @@ pub mod types {
     pub const MAIL_READY: &str = "MailReady";
     /// On the Platform: the payments service `tiqzy-payments` is available.
     pub const PAYMENTS_SERVICE_READY: &str = "PaymentsServiceReady";
+    /// On the Platform: a `runtimeImage` rollout stopped because the image failed on the
+    /// first tenants, which run `status.rollout.lastGoodImage` again.
+    pub const ROLLOUT_HALTED: &str = "RolloutHalted";
 }
 
 /// What a reason asks of the operator when its condition is False.
@@ -69,6 +72,16 @@ reasons! {
     Reconciled => Settled,
     /// A part is being created or is waiting for another part (a pod, a Secret).
     Progressing => Backoff,
+    /// A storefront pod cannot pull its image (`ErrImagePull`, `ImagePullBackOff`). The
+    /// tenant frees its rollout slot; a new runtime image halts its rollout.
+    ImagePullBackOff => OnChange,
+    /// A storefront container keeps exiting (`CrashLoopBackOff`). The tenant frees its
+    /// rollout slot; a new runtime image halts its rollout.
+    CrashLoopBackOff => OnChange,
+    /// The storefront Deployment made no progress within the Platform's
+    /// `rollout.progressDeadlineSeconds` (pods that never become ready, say). The tenant frees
+    /// its rollout slot; a new runtime image halts its rollout.
+    ProgressDeadlineExceeded => OnChange,
     /// `storefront.suspended` is true: scaled to zero, data kept.
     Suspended => Settled,
     /// At least one storefront pod is available on the current template.
@@ -77,6 +90,11 @@ reasons! {
     RolloutInProgress => Settled,
     /// Serving on the old image while other tenants use the rollout slots.
     RolloutQueued => Settled,
+    /// Tenant: serving the Platform's last good runtime image because the rollout of the new
+    /// one halted. Platform (`RolloutHalted=True`): the new image failed on the first tenants.
+    RolloutHalted => Settled,
+    /// Platform (`RolloutHalted=False`): no tenant failed on the current runtime image.
+    RolloutHealthy => Settled,
     /// No Platform named `default` exists.
     PlatformNotFound => OnChange,
     /// The Platform lacks the section this part needs.

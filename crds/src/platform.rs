@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Base Domain", type_ = "string", json_path = ".spec.baseDomain"),
     printcolumn(name = "Tenants", type_ = "integer", json_path = ".status.tenants"),
     printcolumn(name = "Payments", type_ = "string", json_path = ".status.conditions[?(@.type==\"PaymentsServiceReady\")].status"),
+    printcolumn(name = "Rollout Halted", type_ = "string", json_path = ".status.conditions[?(@.type==\"RolloutHalted\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name == 'default'")
         .message("metadata.name: the Platform is a singleton and must be named 'default'")
@@ -305,16 +306,30 @@ pub struct Rollout {
     #[serde(default = "default_max_rollouts")]
     #[schemars(range(min = 1, max = 100))]
     pub max_concurrent_tenant_rollouts: i32,
+    /// Seconds a storefront rollout may go without progress before its Deployment reports
+    /// `ProgressDeadlineExceeded` (the storefront Deployment's `progressDeadlineSeconds`). A
+    /// tenant whose rollout fails this way frees its rollout slot, and when it failed on a new
+    /// `runtimeImage` the rollout halts and rolls it back (see `status.rollout`).
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub progress_deadline_seconds: i32,
 }
 
 fn default_max_rollouts() -> i32 {
     5
 }
 
+/// The runtime starts in well under a second; migrations of a large database may take a few
+/// minutes, so five minutes without progress means the rollout is stuck.
+fn default_progress_deadline() -> i32 {
+    300
+}
+
 impl Default for Rollout {
     fn default() -> Self {
         Self {
             max_concurrent_tenant_rollouts: default_max_rollouts(),
+            progress_deadline_seconds: default_progress_deadline(),
         }
     }
 }
@@ -329,9 +344,48 @@ pub struct PlatformStatus {
     /// Number of Tenants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenants: Option<i32>,
+    /// Runtime image rollouts across tenants: the last image every tenant ran, and a halted
+    /// rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// PaymentsServiceReady: whether `tiqzy-payments`, which the operator runs in its own
-    /// namespace from `spec.stripe`, is available to the storefronts.
+    /// namespace from `spec.stripe`, is available to the storefronts. RolloutHalted: whether a
+    /// `runtimeImage` rollout stopped because the image failed on the first tenants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Where runtime image rollouts stand.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The newest runtime image every tenant's storefront ran available: where a halted
+    /// rollout returns the tenants that got the failing image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_image: Option<String>,
+    /// Set while a rollout is halted: no further tenant gets `image`, and the tenants that got
+    /// it run `lastGoodImage` again. Cleared by a new `spec.runtimeImage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<HaltedRollout>,
+}
+
+/// A runtime image rollout stopped because the image failed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HaltedRollout {
+    /// The runtime image that failed.
+    pub image: String,
+    /// How it failed first: `ImagePullBackOff`, `CrashLoopBackOff` or
+    /// `ProgressDeadlineExceeded`.
+    pub reason: String,
+    /// What the first tenant's storefront reported (the pod's or the Deployment's message).
+    #[serde(default)]
+    pub message: String,
+    /// Tenants whose storefront failed on `image`, in the order they failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tenants: Vec<String>,
+    /// Tenants moved back from `image` to `lastGoodImage`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled_back_tenants: Vec<String>,
 }

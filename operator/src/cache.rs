@@ -279,8 +279,15 @@ cached! {
                 }),
             };
         }
+        // Only a stuck rollout's condition is kept: the operator reports and halts it.
         if let Some(status) = o.status.as_mut() {
-            status.conditions = None;
+            status.conditions = status.conditions.take().and_then(|c| {
+                let stuck: Vec<_> = c
+                    .into_iter()
+                    .filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+                    .collect();
+                (!stuck.is_empty()).then_some(stuck)
+            });
         }
         slim_meta(&mut o.metadata)
     },

@@ -7,19 +7,21 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::runtime::{Predicate, predicates};
 use tiqzy_crds::Platform;
 
+use crate::build::TENANT_LABEL;
 use crate::cache::{Caches, GuardedTenant, MANAGED_SELECTOR, reflected};
 use crate::context::{Context, Settings};
 use crate::metrics::Metrics;
-use crate::reconcile::{Reconciler, error_policy, payments_service, reconcile};
+use crate::reconcile::{Reconciler, error_policy, failure, halt, payments_service, reconcile};
 
 /// Whether the API server serves OpenShift Routes.
 pub async fn route_api_served(client: &kube::Client) -> bool {
@@ -106,9 +108,24 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     } else {
         controller
     };
+    // A storefront pod that cannot pull its image or keeps crashing changes nothing the
+    // Deployment reports: its waiting reason, watched here, brings the news.
+    let pods = watcher(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().labels(&failure::storefront_selector()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(failure::pod_state, PredicateConfig::default());
+    let controller = controller.watches_stream(pods, |pod: Pod| {
+        pod.labels()
+            .get(TENANT_LABEL)
+            .map(|tenant| ObjectRef::<GuardedTenant>::new(tenant))
+    });
     let tenants = controller
         .watches_stream(
-            reflected::<Platform>(&client, watcher::Config::default(), w.platforms),
+            reflected::<Platform>(&client, watcher::Config::default(), w.platforms)
+                .predicate_filter(halt::platform_state, PredicateConfig::default()),
             move |_platform| {
                 store
                     .state()

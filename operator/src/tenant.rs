@@ -85,6 +85,8 @@ pub struct ValidatedTenant {
     pub hosts: Vec<String>,
     pub url: String,
     pub runtime_image: String,
+    /// The storefront Deployment's `progressDeadlineSeconds` (`Platform.spec.rollout`).
+    pub progress_deadline_seconds: i32,
     pub routing: RoutingKind,
     pub ingress_class: Option<String>,
     /// The `kubernetes.io/tls` Secret the router serves, when not its default certificate.

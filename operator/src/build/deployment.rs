@@ -138,6 +138,9 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
             // Unset unless suspended: the HorizontalPodAutoscaler owns the replica count.
             replicas: tenant.spec.storefront.suspended.then_some(0),
             revision_history_limit: Some(3),
+            // Past it, the deployment controller sets Progressing=False,
+            // ProgressDeadlineExceeded: a failed rollout the operator reports and halts.
+            progress_deadline_seconds: Some(tenant.progress_deadline_seconds),
             selector: LabelSelector {
                 match_labels: Some(selector(&tenant.name)),
                 ..LabelSelector::default()

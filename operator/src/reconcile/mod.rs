@@ -1,12 +1,15 @@
 //! Reconcile one Tenant, step by step:
 //! platform -> validate -> dereference -> rollout gate -> build -> apply -> converge stores ->
-//! expose -> status. Each step is a module with a narrow input and output; what a step
-//! remembers between reconciles lives in [`Memory`], next to the step that uses it.
+//! expose -> rollout report (a failed storefront rollout, the Platform's halt) -> status. Each
+//! step is a module with a narrow input and output; what a step remembers between reconciles
+//! lives in [`Memory`], next to the step that uses it.
 
 mod certificate;
 mod cleanup;
 pub(crate) mod credentials;
 mod dereference;
+pub mod failure;
+pub mod halt;
 mod hosts;
 pub(crate) mod mail;
 mod objects;
@@ -53,6 +56,7 @@ pub struct Reconciler {
 pub struct Memory {
     pub failures: retry::Failures,
     pub rollouts: rollout::Slots,
+    pub halt: halt::Rollouts,
     pub stores: stores::Checks,
     pub certificates: certificate::Polls,
     pub written: report::Written,
@@ -152,9 +156,10 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
     let mut found =
         dereference::dereference(ctx, &memory.certificates, tenant, validated, &platform).await?;
     let limit = platform.spec.rollout.max_concurrent_tenant_rollouts;
-    let queued = memory
+    let rollout = memory.halt.current(ctx);
+    let gate = memory
         .rollouts
-        .gate(&mut found.tenant, found.live.as_deref(), limit);
+        .gate(&mut found.tenant, found.live.as_deref(), limit, &rollout);
     let owner = tenant.controller_owner_ref(&()).ok_or(Error::MissingUid)?;
     let applier = Applier::new(
         ctx.client.clone(),
@@ -169,7 +174,8 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         other => other?,
     };
     ctx.metrics.writes.inc_by(applier.writes());
-    let (observed, phase) = status::observe(&found, &applied, queued);
+    let failure = report_rollout(r, &found.tenant, &applied.deployment, &gate).await?;
+    let (observed, phase) = status::observe(&found, &applied, &gate, failure.as_ref());
     report::write_status(tenant, r, observed, phase, status::base(&found)).await?;
     let reference = tenant.object_ref(&());
     for event in std::mem::take(&mut found.certificate.events) {
@@ -183,8 +189,9 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
                 .chain([&found.payments, &found.mail])
                 .collect::<Vec<_>>(),
         ),
-        rollout_queued: queued,
-        rolling: status::rolling(&applied.deployment),
+        rollout_queued: gate.queued,
+        // A failed rollout waits for a change (its pods' state, the Platform's image).
+        rolling: status::rolling(&applied.deployment) && failure.is_none(),
         certificate_poll: found.certificate.poll_in,
     };
     let name = &found.tenant.name;
@@ -194,6 +201,37 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         &memory.failures,
         name,
     ))
+}
+
+/// Looks for a failed storefront rollout; a failed one frees its slot. Reports the tenant's
+/// rollout to the Platform's, which halts when the image failed on a tenant that moved to it.
+async fn report_rollout(
+    r: &Reconciler,
+    v: &crate::tenant::ValidatedTenant,
+    deployment: &k8s_openapi::api::apps::v1::Deployment,
+    gate: &rollout::Gate,
+) -> Result<Option<failure::Failure>, Error> {
+    let (ctx, memory) = (&r.ctx, &r.memory);
+    let failure = failure::diagnose(ctx, &v.namespace, deployment).await;
+    let moved = match &failure {
+        Some(f) => {
+            memory.rollouts.failed(&v.name, &f.image);
+            memory.rollouts.moved_to(&v.name, &f.image)
+        }
+        None => false,
+    };
+    let settled_on = (!status::rolling(deployment))
+        .then(|| rollout::image(deployment))
+        .flatten();
+    let report = halt::Report {
+        tenant: &v.name,
+        failure: failure.as_ref(),
+        moved,
+        gate,
+        settled_on: settled_on.as_deref(),
+    };
+    halt::report(ctx, &memory.halt, report).await?;
+    Ok(failure)
 }
 
 /// What applying and converging produced, for the status.

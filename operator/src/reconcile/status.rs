@@ -7,6 +7,8 @@ use tiqzy_crds::{TenantPhase, TenantStatus};
 
 use super::Applied;
 use super::dereference::Found;
+use super::failure::Failure;
+use super::rollout::{Gate, image as runtime_image};
 
 /// One condition as the reconcile sees it, before timestamps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,14 +42,14 @@ impl Observed {
 pub fn observe(
     found: &Found,
     applied: &Applied,
-    rollout_queued: bool,
+    gate: &Gate,
+    failure: Option<&Failure>,
 ) -> (Vec<Observed>, TenantPhase) {
     let suspended = found.tenant.spec.storefront.suspended;
-    let mut observed = vec![storefront(
-        Some(&applied.deployment),
-        suspended,
-        rollout_queued,
-    )];
+    let mut observed = vec![match failure {
+        Some(failure) if !suspended => failed_rollout(&applied.deployment, failure),
+        _ => storefront(Some(&applied.deployment), suspended, gate),
+    }];
     observed.extend(applied.stores.iter().cloned());
     observed.push(found.payments.clone());
     observed.push(found.mail.clone());
@@ -76,12 +78,29 @@ pub fn base(found: &Found) -> TenantStatus {
     }
 }
 
+/// `StorefrontAvailable=False` for a failed rollout, with the pod's or the Deployment's
+/// words, even while pods of the previous template still serve: the rollout needs a person.
+pub fn failed_rollout(deployment: &Deployment, failure: &Failure) -> Observed {
+    let available = deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    let serving = if available >= 1 {
+        format!("{available} pod(s) of the previous template still serve; ")
+    } else {
+        String::new()
+    };
+    Observed::failed(
+        types::STOREFRONT_AVAILABLE,
+        failure.reason,
+        format!("{serving}{}", failure.message),
+    )
+}
+
 /// `StorefrontAvailable` from the Deployment's status.
-pub fn storefront(
-    deployment: Option<&Deployment>,
-    suspended: bool,
-    rollout_queued: bool,
-) -> Observed {
+pub fn storefront(deployment: Option<&Deployment>, suspended: bool, gate: &Gate) -> Observed {
+    let rollout_queued = gate.queued;
     if suspended {
         return Observed::failed(
             types::STOREFRONT_AVAILABLE,
@@ -102,7 +121,17 @@ pub fn storefront(
     let replicas = status.replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let current = status.observed_generation.unwrap_or(0) >= generation && updated >= replicas;
-    if available >= 1 && current && !rollout_queued {
+    if let Some(halted) = gate.halted.as_ref().filter(|_| available >= 1) {
+        Observed::ok(
+            types::STOREFRONT_AVAILABLE,
+            Reason::RolloutHalted,
+            format!(
+                "serving runtime image {}: the Platform's rollout of {halted} is halted (see \
+                 its RolloutHalted condition)",
+                runtime_image(d).unwrap_or_default()
+            ),
+        )
+    } else if available >= 1 && current && !rollout_queued {
         Observed::ok(
             types::STOREFRONT_AVAILABLE,
             Reason::Available,
@@ -322,6 +351,67 @@ mod tests {
         let (ready, phase) = summarise(&[available, conflict], false);
         assert!(!ready.ok);
         assert_eq!(phase, TenantPhase::Failed);
+    }
+
+    fn deployment(image: &str, available: i32) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "storefront", "generation": 2 },
+            "spec": {
+                "selector": {},
+                "template": { "spec": { "containers": [{ "name": "runtime", "image": image }] } },
+            },
+            "status": { "observedGeneration": 2, "replicas": 1, "updatedReplicas": 1,
+                        "availableReplicas": available },
+        }))
+        .expect("deployment")
+    }
+
+    #[test]
+    fn a_failed_rollout_is_not_available_even_while_old_pods_serve() {
+        let failure = Failure {
+            reason: Reason::CrashLoopBackOff,
+            message: "pod p: container runtime restarted 3 times".to_owned(),
+            image: "bad".to_owned(),
+        };
+        let serving = failed_rollout(&deployment("bad", 1), &failure);
+        assert!(!serving.ok);
+        assert_eq!(serving.reason, Reason::CrashLoopBackOff);
+        assert_eq!(
+            serving.message,
+            "1 pod(s) of the previous template still serve; pod p: container runtime restarted 3 times"
+        );
+        let (ready, phase) = summarise(&[serving], false);
+        assert_eq!(
+            (ready.ok, ready.reason, phase),
+            (false, Reason::CrashLoopBackOff, TenantPhase::Degraded)
+        );
+    }
+
+    #[test]
+    fn a_tenant_held_by_a_halted_rollout_serves_and_says_so() {
+        let gate = Gate {
+            halted: Some("bad".to_owned()),
+            ..Gate::default()
+        };
+        let held = storefront(Some(&deployment("good", 1)), false, &gate);
+        assert!(held.ok);
+        assert_eq!(held.reason, Reason::RolloutHalted);
+        assert!(
+            held.message.contains("serving runtime image good"),
+            "{}",
+            held.message
+        );
+        assert!(
+            held.message.contains("rollout of bad is halted"),
+            "{}",
+            held.message
+        );
+        let back = storefront(Some(&deployment("good", 0)), false, &gate);
+        assert_eq!(
+            (back.ok, back.reason),
+            (false, Reason::Progressing),
+            "still rolling back"
+        );
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         spec: tenant.spec.clone(),
         hosts,
         runtime_image: platform.spec.runtime_image.clone(),
+        progress_deadline_seconds: platform.spec.rollout.progress_deadline_seconds,
         routing,
         ingress_class: platform.spec.routing.ingress_class_name.clone(),
         tls_secret,

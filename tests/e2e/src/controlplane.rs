@@ -181,13 +181,10 @@ impl ControlPlane {
             None,
         )?;
         let stages = dir.join("kwok-stages.yaml");
-        let mut stage_text = String::new();
-        for file in &bins.kwok_stages {
-            stage_text.push_str("---\n");
-            stage_text.push_str(&std::fs::read_to_string(file)?);
-            stage_text.push('\n');
-        }
-        std::fs::write(&stages, stage_text)?;
+        std::fs::write(
+            &stages,
+            crate::kwok_stages::configuration(&bins.kwok_stages)?,
+        )?;
         let kwok = Service::spawn(
             "kwok",
             &bins.kwok,

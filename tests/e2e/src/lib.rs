@@ -14,6 +14,7 @@ mod datastores;
 mod entra;
 mod keyvault;
 mod kube_router;
+pub mod kwok_stages;
 mod live;
 pub mod mailpit;
 mod netns;
