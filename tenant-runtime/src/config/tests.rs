@@ -110,7 +110,6 @@ fn every_error_names_its_variable() {
         ("TIQZY_OAUTH_ISSUER", Some("http://127.0.0.1.evil.example/")),
         ("TIQZY_OAUTH_ISSUER", Some("http://127.0.0.1@evil.example/")),
         ("TIQZY_OAUTH_ISSUER", Some("ftp://login.example")),
-        ("TIQZY_STAFF_TENANT_CLAIM_VALUE", Some("acme")),
         ("TIQZY_STAFF_KEYS_REFRESH_SECONDS", Some("0")),
     ] {
         let message = error_for(name, value);
@@ -149,6 +148,11 @@ fn the_tenant_claim_defaults_to_the_tenants_name() {
     vars.insert(
         "TIQZY_STAFF_TENANT_CLAIM_VALUE".to_owned(),
         "acme-box-office".to_owned(),
+    );
+    // A value without a claim to hold it is a mistake, named by the missing variable.
+    assert_eq!(
+        error_for("TIQZY_STAFF_TENANT_CLAIM_VALUE", Some("acme")),
+        "TIQZY_STAFF_TENANT_CLAIM: is not set, but TIQZY_STAFF_TENANT_CLAIM_VALUE is"
     );
     let oauth = Config::from_vars(&vars)
         .expect("valid")
