@@ -57,7 +57,8 @@ pub struct TenantSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("currency is immutable: existing prices and payments are in the old currency"))]
     pub currency: Currency,
 
-    /// The storefront Deployment: replicas, resources, suspension.
+    /// The storefront: its Deployment (replicas, resources, suspension) and how many tickets
+    /// one buyer may hold at once.
     #[serde(default)]
     pub storefront: Storefront,
 
@@ -104,6 +105,25 @@ pub struct StaffAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[!-~]{1,64}$"))]
     pub permission_prefix: Option<String>,
+    /// A claim every staff token must carry naming this tenant, so tenants sharing an issuer
+    /// and audience never accept each other's staff. Omit to accept any token of the issuer
+    /// for the audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_claim: Option<TenantClaim>,
+}
+
+/// The claim binding staff tokens to one tenant: a string equal to `value`, or a list of
+/// strings holding it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantClaim {
+    /// The claim's name, e.g. `tiqzy_tenant` or `groups`.
+    #[schemars(regex(pattern = r"^[!-~]{1,128}$"))]
+    pub name: String,
+    /// The value that names this tenant. Defaults to the Tenant's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^\x00-\x1f\x7f]{1,256}$"))]
+    pub value: Option<String>,
 }
 
 fn default_locale() -> String {
@@ -175,6 +195,11 @@ pub struct Storefront {
     /// Scale the storefront to zero while keeping its data, hosts and configuration.
     #[serde(default)]
     pub suspended: bool,
+    /// The most tickets of one event one buyer (one client address as the router saw it)
+    /// may hold at once, over holds, unpaid orders and reserved resale listings. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_tickets_per_buyer_per_event: Option<u32>,
 }
 
 /// A non-negative Kubernetes quantity: the API server's own grammar without the sign.

@@ -1,10 +1,13 @@
 //! Redis, strictly optional: rendered pages and API answers under the tenant's key prefix, and
-//! the hold rate limit. Every call is bounded in time and any failure reads as "no cache" /
-//! "allowed", so the storefront keeps working, uncached, while Redis is away.
+//! the per-client rate limits. Every call is bounded in time and any failure reads as "no
+//! cache", so the storefront keeps working, uncached, while Redis is away; rate limits are
+//! then counted in this process instead ([`local`]), never skipped.
 //!
 //! A `rediss://` URL is spoken to only over TLS, its certificate checked against the public
 //! roots and the platform's CA (`REDIS_CA_PEM`): a server that cannot prove itself is "no
 //! cache", never a plain-text connection.
+
+mod local;
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,44 @@ pub struct Cache {
     client: Option<redis::Client>,
     prefix: String,
     conn: Mutex<Connection>,
+    local: local::LocalCounters,
+    /// Whether the last rate limit was counted in this process, to log each switch once.
+    counting_locally: std::sync::atomic::AtomicBool,
+}
+
+/// What a rate limit counts, per client and clock minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Holds placed.
+    Holds,
+    /// Resale listings reserved.
+    Reservations,
+}
+
+impl Limit {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Holds => "hold",
+            Self::Reservations => "reserve",
+        }
+    }
+}
+
+/// Where a rate limit was counted: in Redis, shared by every replica, or in this process
+/// while Redis is away (or not configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountedIn {
+    Redis,
+    Process,
+}
+
+impl CountedIn {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Process => "process",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +96,8 @@ impl Cache {
             client,
             prefix: prefix.to_owned(),
             conn: Mutex::new(Connection::default()),
+            local: local::LocalCounters::default(),
+            counting_locally: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -141,20 +184,45 @@ impl Cache {
         let _: Option<()> = self.run(redis::pipe().del(keys).ignore()).await;
     }
 
-    /// Counts one more hold attempt for `client` in this minute; false once over `limit`.
-    pub async fn allow_hold(&self, client: &str, limit: u32) -> bool {
+    /// Counts one more `limit` event for `client` in this clock minute: whether it is within
+    /// `per_minute`, and where it was counted. Redis first; when Redis cannot answer, this
+    /// process counts, so an outage lowers the limit's reach to one pod but never lifts it.
+    pub async fn allow(&self, limit: Limit, client: &str, per_minute: u32) -> (bool, CountedIn) {
         let minute = chrono::Utc::now().timestamp() / 60;
-        let key = self.key(&format!("rl:hold:{client}:{minute}"));
-        let counted: Option<(i64,)> = self
-            .run(
-                redis::pipe()
-                    .atomic()
-                    .incr(&key, 1)
-                    .expire(&key, 120)
-                    .ignore(),
-            )
-            .await;
-        counted.is_none_or(|(n,)| n <= i64::from(limit))
+        let name = format!("rl:{}:{client}:{minute}", limit.key());
+        if self.client.is_some() {
+            let key = self.key(&name);
+            let counted: Option<(i64,)> = self
+                .run(
+                    redis::pipe()
+                        .atomic()
+                        .incr(&key, 1)
+                        .expire(&key, 120)
+                        .ignore(),
+                )
+                .await;
+            if let Some((n,)) = counted {
+                self.counted_in(CountedIn::Redis);
+                return (n <= i64::from(per_minute), CountedIn::Redis);
+            }
+        }
+        self.counted_in(CountedIn::Process);
+        let n = self.local.count(&name, minute);
+        (n <= per_minute, CountedIn::Process)
+    }
+
+    fn counted_in(&self, now: CountedIn) {
+        use std::sync::atomic::Ordering;
+        let local = now == CountedIn::Process;
+        if self.counting_locally.swap(local, Ordering::Relaxed) != local {
+            if local && self.client.is_some() {
+                tracing::warn!(
+                    "redis unavailable; rate limits are counted per pod until it is back"
+                );
+            } else if !local {
+                tracing::info!("rate limits are counted in redis again");
+            }
+        }
     }
 }
 

@@ -50,8 +50,17 @@ pub struct Config {
     /// `TIQZY_MAX_CONNECTIONS`, default 1024).
     pub limits: crate::server::Limits,
     pub hold_ttl: Duration,
-    /// Holds one client may create per minute.
+    /// Holds one client may create per minute (`TIQZY_HOLD_RATE_LIMIT_PER_MINUTE`); the same
+    /// number bounds the resale listings one client may reserve per minute.
     pub hold_rate_limit: u32,
+    /// `TIQZY_MAX_TICKETS_PER_CLIENT_PER_EVENT`, default 10: tickets one client may hold at
+    /// once in one event, over its live holds and its reserved resale listings (an unpaid
+    /// order keeps its hold or reservation, so it counts until paid or lapsed).
+    pub max_tickets_per_client: u32,
+    /// `TIQZY_TRUSTED_PROXIES`, default 1 (the router): how many proxies in front of the
+    /// storefront append to `X-Forwarded-For`. The client is the address the outermost of
+    /// them saw; anything further left was written by the client and is ignored.
+    pub trusted_proxies: usize,
     pub sign_in_limits: SignInLimits,
     pub payments: PaymentsConfig,
     pub mail: MailConfig,
@@ -113,6 +122,21 @@ pub struct OAuth {
     /// issuer's keys (`TIQZY_TRUSTED_CA_PEM`, written by the operator from the Platform's
     /// `caSecretRef`): an issuer inside a company network.
     pub trusted_cas: Vec<reqwest::Certificate>,
+    /// The claim every staff token must carry with this tenant's value
+    /// (`TIQZY_STAFF_TENANT_CLAIM`, value `TIQZY_STAFF_TENANT_CLAIM_VALUE`, default the
+    /// tenant's name), so tenants sharing an issuer and audience never accept each other's
+    /// staff. `None`: no such claim is required.
+    pub tenant_claim: Option<TenantClaim>,
+    /// How often the issuer's keys are fetched again (`TIQZY_STAFF_KEYS_REFRESH_SECONDS`,
+    /// default 300): a key the issuer removes stops working within this time.
+    pub keys_refresh: Duration,
+}
+
+/// A claim name and the value it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantClaim {
+    pub name: String,
+    pub value: String,
 }
 
 /// A variable that is missing or does not hold what it must.
@@ -198,7 +222,7 @@ impl Config {
             cache_key_prefix: env
                 .optional("TIQZY_CACHE_KEY_PREFIX")
                 .unwrap_or_else(|| format!("t:{tenant}:")),
-            oauth: OAuth::from_vars(&env)?,
+            oauth: OAuth::from_vars(&env, &tenant)?,
             ticket_signing_keys: env.parse("TIQZY_TICKET_SIGNING_KEY", signing_keys)?,
             db_max_connections: env.whole_number_in("TIQZY_DB_MAX_CONNECTIONS", 10, 1..=500)?,
             limits: crate::server::Limits {
@@ -227,6 +251,13 @@ impl Config {
                 30,
                 1..=1_000_000,
             )?,
+            max_tickets_per_client: env.whole_number_in(
+                "TIQZY_MAX_TICKETS_PER_CLIENT_PER_EVENT",
+                10,
+                1..=1_000_000,
+            )?,
+            // More hops than any real chain of proxies means a misconfiguration, not a setup.
+            trusted_proxies: env.whole_number_in("TIQZY_TRUSTED_PROXIES", 1, 0..=8)?,
             sign_in_limits: SignInLimits {
                 per_address: env.whole_number_in(
                     "TIQZY_SIGN_IN_MAILS_PER_ADDRESS_PER_HOUR",
@@ -317,7 +348,7 @@ impl PaymentsConfig {
 impl OAuth {
     /// Staff sign-in: both the issuer and the audience, or neither (then the admin API answers
     /// 503 and says why); the permission prefix is optional either way.
-    fn from_vars(env: &Vars<'_>) -> Result<Option<Self>, ConfigError> {
+    fn from_vars(env: &Vars<'_>, tenant: &str) -> Result<Option<Self>, ConfigError> {
         let (issuer, audience) = match (
             env.optional("TIQZY_OAUTH_ISSUER"),
             env.optional("TIQZY_OAUTH_AUDIENCE"),
@@ -337,12 +368,46 @@ impl OAuth {
                 });
             }
         };
-        let issuer = http_url(&issuer)
+        let issuer = secure_url(&issuer)
             .map(|u| u.trim_end_matches('/').to_owned())
             .map_err(|problem| ConfigError {
                 name: "TIQZY_OAUTH_ISSUER",
                 problem,
             })?;
+        let claim_text = |name: &'static str, v: String| {
+            if v.chars().count() <= 256 && !v.chars().any(char::is_control) {
+                Ok(v)
+            } else {
+                Err(ConfigError {
+                    name,
+                    problem: "must be at most 256 characters without control characters".to_owned(),
+                })
+            }
+        };
+        let tenant_claim = match (
+            env.optional("TIQZY_STAFF_TENANT_CLAIM"),
+            env.optional("TIQZY_STAFF_TENANT_CLAIM_VALUE"),
+        ) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    name: "TIQZY_STAFF_TENANT_CLAIM",
+                    problem: "is not set, but TIQZY_STAFF_TENANT_CLAIM_VALUE is".to_owned(),
+                });
+            }
+            (Some(name), value) => Some(TenantClaim {
+                name: claim_text("TIQZY_STAFF_TENANT_CLAIM", name)?,
+                value: claim_text(
+                    "TIQZY_STAFF_TENANT_CLAIM_VALUE",
+                    value.unwrap_or_else(|| tenant.to_owned()),
+                )?,
+            }),
+        };
+        let keys_refresh = Duration::from_secs(env.whole_number_in(
+            "TIQZY_STAFF_KEYS_REFRESH_SECONDS",
+            300,
+            1..=86_400,
+        )?);
         let trusted_cas = match env.optional("TIQZY_TRUSTED_CA_PEM") {
             None => Vec::new(),
             Some(pem) => match reqwest::Certificate::from_pem_bundle(pem.as_bytes()) {
@@ -373,6 +438,8 @@ impl OAuth {
             issuer,
             audience,
             trusted_cas,
+            tenant_claim,
+            keys_refresh,
             permission_prefix: match env.optional("TIQZY_OAUTH_PERMISSION_PREFIX") {
                 None => String::new(),
                 Some(v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()) => v,
@@ -476,6 +543,34 @@ fn http_url(v: &str) -> Result<String, String> {
         Ok(v.to_owned())
     } else {
         Err("must be an http(s) URL".to_owned())
+    }
+}
+
+/// An https URL; plain http only to a loopback host (a test issuer on this machine), since
+/// whoever can change what travels over plain http decides who is staff.
+pub fn secure_url(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let refused = || "must be an https URL (http only for a loopback host)".to_owned();
+    if v.starts_with("https://") && v.len() > "https://".len() {
+        return Ok(v.to_owned());
+    }
+    let rest = v.strip_prefix("http://").ok_or_else(refused)?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(refused());
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(v.to_owned())
+    } else {
+        Err(refused())
     }
 }
 

@@ -33,6 +33,16 @@ pub struct StripeErrorLabels {
     pub kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    /// `holds` or `reservations`.
+    pub limit: String,
+    /// `redis` (shared by every replica) or `process` (this pod only, while Redis is away).
+    pub counted_in: String,
+    /// `allowed` or `refused`.
+    pub outcome: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +52,7 @@ pub struct Metrics {
     pub expired_holds: Counter,
     pub stripe_errors: Family<StripeErrorLabels, Counter>,
     pub webhooks: Family<OutcomeLabels, Counter>,
+    pub rate_limits: Family<RateLimitLabels, Counter>,
 }
 
 impl Metrics {
@@ -77,8 +88,15 @@ impl Metrics {
             "Stripe webhook deliveries by outcome",
             webhooks.clone(),
         );
+        let rate_limits = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "rate_limit_checks",
+            "Per-client rate limit checks by limit, where they were counted, and outcome",
+            rate_limits.clone(),
+        );
         Self {
             registry,
+            rate_limits,
             stripe_errors,
             webhooks,
             requests,
@@ -92,6 +110,16 @@ impl Metrics {
         self.holds
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn rate_limit(&self, limit: &str, counted_in: &str, allowed: bool) {
+        self.rate_limits
+            .get_or_create(&RateLimitLabels {
+                limit: limit.to_owned(),
+                counted_in: counted_in.to_owned(),
+                outcome: if allowed { "allowed" } else { "refused" }.to_owned(),
             })
             .inc();
     }

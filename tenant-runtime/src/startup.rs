@@ -49,7 +49,7 @@ impl Application {
                 &config.cache_key_prefix,
             )?),
             auth: match &config.oauth {
-                Some(oauth) => Some(Arc::new(TokenVerifier::new(oauth)?)),
+                Some(oauth) => Some(TokenVerifier::start(oauth)?),
                 None => {
                     tracing::warn!("TIQZY_OAUTH_ISSUER is not set: the admin API is closed");
                     None

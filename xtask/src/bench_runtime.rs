@@ -224,8 +224,14 @@ async fn rush(http: &reqwest::Client, base: &str, ticket_type: &str) -> Result<(
     for i in 0..BUYERS {
         let (http, base, ticket_type) = (http.clone(), base.to_owned(), ticket_type.to_owned());
         buyers.spawn(async move {
+            // Each buyer from an address of their own, as the router writes it: the per-client
+            // ticket cap and rate limit apply per buyer, as on a real on-sale.
             let hold = http
                 .post(format!("{base}/api/holds"))
+                .header(
+                    "x-forwarded-for",
+                    format!("198.18.{}.{}", i / 250, i % 250 + 1),
+                )
                 .header("content-type", "application/json")
                 .body(format!(
                     r#"{{"ticket_type_id":"{ticket_type}","quantity":1}}"#

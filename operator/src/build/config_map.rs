@@ -72,6 +72,16 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
         if let Some(prefix) = &staff.permission_prefix {
             data.insert("TIQZY_OAUTH_PERMISSION_PREFIX", prefix.clone());
         }
+        if let Some(claim) = &staff.tenant_claim {
+            data.insert("TIQZY_STAFF_TENANT_CLAIM", claim.name.clone());
+            data.insert(
+                "TIQZY_STAFF_TENANT_CLAIM_VALUE",
+                claim.value.clone().unwrap_or_else(|| tenant.name.clone()),
+            );
+        }
+    }
+    if let Some(cap) = spec.storefront.max_tickets_per_buyer_per_event {
+        data.insert("TIQZY_MAX_TICKETS_PER_CLIENT_PER_EVENT", cap.to_string());
     }
     if let Some(email) = &spec.branding.support_email {
         data.insert("TIQZY_SUPPORT_EMAIL", email.clone());
@@ -250,7 +260,12 @@ mod tests {
             issuer: "https://login.example/acme/v2.0".to_owned(),
             audience: "api://tiqzy-acme".to_owned(),
             permission_prefix: Some("tiqzy.".to_owned()),
+            tenant_claim: Some(tiqzy_crds::TenantClaim {
+                name: "tiqzy_tenant".to_owned(),
+                value: None,
+            }),
         });
+        full.spec.storefront.max_tickets_per_buyer_per_event = Some(6);
         full.spec.payments = Some(tiqzy_crds::Payments {
             connected_account_id: "acct_1Acme".to_owned(),
             application_fee_bps: Some(90),
@@ -303,6 +318,17 @@ mod tests {
                 assert_eq!(config.redis_ca_pem.as_deref(), Some(ca.trim()));
             }
             assert_eq!(config.oauth.is_some(), tenant.spec.staff_auth.is_some());
+            if with_redis {
+                // The tenant claim names the tenant unless the spec says otherwise.
+                let claim = config.oauth.as_ref().and_then(|o| o.tenant_claim.clone());
+                assert_eq!(
+                    claim.map(|c| (c.name, c.value)),
+                    Some(("tiqzy_tenant".to_owned(), "acme".to_owned()))
+                );
+                assert_eq!(config.max_tickets_per_client, 6);
+            } else {
+                assert_eq!(config.max_tickets_per_client, 10);
+            }
             let mail = &config.mail;
             if with_redis {
                 let smtp = mail.smtp.as_ref().expect("the relay reaches the runtime");

@@ -26,6 +26,10 @@ pub fn route_api_resource() -> ApiResource {
 /// the object, so the applier rewrites it and a field no longer wanted goes with it.
 pub const TLS_SOURCE_ANNOTATION: &str = "tiqzy.io/tls-source";
 
+/// HAProxy router setting: `replace` makes the router drop the client's `X-Forwarded-For`
+/// (and `Forwarded`) and write its own, so the storefront's trusted hop is the router's.
+pub const FORWARDED_HEADERS_ANNOTATION: &str = "haproxy.router.openshift.io/set-forwarded-headers";
+
 fn tls_source(tenant: &ValidatedTenant) -> String {
     tenant
         .tls_secret
@@ -69,10 +73,15 @@ fn routes(tenant: &ValidatedTenant) -> Route {
             }
             let mut route = DynamicObject::new(&format!("{STOREFRONT}-{i}"), &resource)
                 .within(&tenant.namespace);
-            route.metadata.annotations = Some(BTreeMap::from([(
-                TLS_SOURCE_ANNOTATION.to_owned(),
-                tls_source(tenant),
-            )]));
+            route.metadata.annotations = Some(BTreeMap::from([
+                (TLS_SOURCE_ANNOTATION.to_owned(), tls_source(tenant)),
+                // The router writes X-Forwarded-For itself, dropping what the client sent:
+                // the storefront's rate limits and ticket caps count the address it writes.
+                (
+                    FORWARDED_HEADERS_ANNOTATION.to_owned(),
+                    "replace".to_owned(),
+                ),
+            ]));
             route.data = serde_json::json!({
                 "spec": {
                     "host": host,
@@ -183,6 +192,13 @@ mod tests {
         assert_eq!(routes.len(), 2);
         assert_eq!(routes[1].data["spec"]["host"], "acme.example");
         assert_eq!(routes[0].data["spec"]["tls"]["termination"], "edge");
+        for route in &routes {
+            let annotations = route.metadata.annotations.as_ref().expect("annotations");
+            assert_eq!(
+                annotations[FORWARDED_HEADERS_ANNOTATION], "replace",
+                "a client's own X-Forwarded-For must not reach the storefront"
+            );
+        }
         assert!(
             routes[0].data["spec"]["tls"]
                 .get("externalCertificate")

@@ -5,20 +5,19 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::catalog::{EventView, event_view};
+use crate::cache::Limit;
 use crate::domain::Money;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::store::catalog::{self, Event};
+use crate::store::client_caps::ClientCap;
 use crate::store::holds::{self, Hold, HoldLine};
 
-/// Holds tickets of one or more types for `client` (who is asking, for the rate limit): the
-/// rate limit first, then the one conditional UPDATE per ticket type.
+/// Holds tickets of one or more types for `client` (who is asking, as limits count it): the
+/// rate limit first, then the client's cap in the event, then the conditional UPDATE per
+/// ticket type.
 pub async fn hold_tickets(state: &AppState, client: &str, lines: &[HoldLine]) -> AppResult<Hold> {
-    if !state
-        .cache
-        .allow_hold(client, state.config.hold_rate_limit)
-        .await
-    {
+    if !rate_limit(state, Limit::Holds, client).await {
         state.metrics.hold("rate_limited");
         return Err(AppError::client(
             StatusCode::TOO_MANY_REQUESTS,
@@ -27,11 +26,31 @@ pub async fn hold_tickets(state: &AppState, client: &str, lines: &[HoldLine]) ->
             "too many holds from this client; please wait a minute",
         ));
     }
-    let placed = holds::place_hold(&state.db, lines, state.config.hold_ttl).await;
-    state
-        .metrics
-        .hold(if placed.is_ok() { "held" } else { "refused" });
+    let cap = ClientCap::new(client, state.config.max_tickets_per_client);
+    let placed = holds::place_hold(&state.db, lines, state.config.hold_ttl, Some(&cap)).await;
+    state.metrics.hold(match &placed {
+        Ok(_) => "held",
+        Err(AppError::Client {
+            kind: "ticket-cap", ..
+        }) => "capped",
+        Err(_) => "refused",
+    });
     placed
+}
+
+/// Counts one more `limit` event for `client`: whether it is allowed. Counted in Redis, or in
+/// this process while Redis is away; the metric says which.
+pub async fn rate_limit(state: &AppState, limit: Limit, client: &str) -> bool {
+    let (allowed, counted_in) = state
+        .cache
+        .allow(limit, client, state.config.hold_rate_limit)
+        .await;
+    let name = match limit {
+        Limit::Holds => "holds",
+        Limit::Reservations => "reservations",
+    };
+    state.metrics.rate_limit(name, counted_in.name(), allowed);
+    allowed
 }
 
 /// Gives held tickets back before the hold would expire.

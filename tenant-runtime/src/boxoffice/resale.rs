@@ -4,12 +4,17 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use axum::http::StatusCode;
+
+use super::hold::rate_limit;
 use super::order::mail_order_link;
+use crate::cache::Limit;
 use crate::config::ResalePolicy;
 use crate::domain::{Email, Money};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::identity::{self, Session};
 use crate::state::AppState;
+use crate::store::client_caps::{CapOf, ClientCap};
 use crate::store::listings::{self, Listing};
 use crate::store::orders::Order;
 use crate::store::tickets::Ticket;
@@ -45,11 +50,33 @@ pub async fn market(state: &AppState, event_slug: Option<&str>) -> AppResult<Vec
 }
 
 /// Reserves the listing for this buyer and opens their resale order; the buyer gets the
-/// order link by mail.
-pub async fn buy_listing(state: &AppState, listing_id: Uuid, buyer: &Email) -> AppResult<Order> {
-    let mut tx = state.db.begin().await?;
-    let order =
-        listings::reserve_listing(&mut tx, listing_id, buyer, state.config.hold_ttl).await?;
+/// order link by mail. Rate limited per `client` like holds, and the reserved ticket counts
+/// against the client's cap in the event, so no client can keep the market reserved.
+pub async fn buy_listing(
+    state: &AppState,
+    client: &str,
+    listing_id: Uuid,
+    buyer: &Email,
+) -> AppResult<Order> {
+    if !rate_limit(state, Limit::Reservations, client).await {
+        return Err(AppError::client(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            "too many reservations from this client; please wait a minute",
+        ));
+    }
+    let cap = ClientCap::new(client, state.config.max_tickets_per_client);
+    let mut tx = cap.begin(&state.db).await?;
+    cap.check(&mut tx, CapOf::Listing(listing_id), 1).await?;
+    let order = listings::reserve_listing(
+        &mut tx,
+        listing_id,
+        buyer,
+        state.config.hold_ttl,
+        &cap.client_hash,
+    )
+    .await?;
     mail_order_link(state, &mut tx, &order).await?;
     tx.commit().await?;
     Ok(order)

@@ -101,9 +101,85 @@ fn every_error_names_its_variable() {
         ("TIQZY_LOCALE", None),
         ("TIQZY_LOCALE", Some("de DE")),
         ("TIQZY_OAUTH_PERMISSION_PREFIX", Some("tiqzy admin.")),
+        ("TIQZY_TRUSTED_PROXIES", Some("-1")),
+        ("TIQZY_TRUSTED_PROXIES", Some("9")),
+        ("TIQZY_TRUSTED_PROXIES", Some("router")),
+        ("TIQZY_MAX_TICKETS_PER_CLIENT_PER_EVENT", Some("0")),
+        ("TIQZY_MAX_TICKETS_PER_CLIENT_PER_EVENT", Some("ten")),
+        ("TIQZY_OAUTH_ISSUER", Some("http://login.example/acme")),
+        ("TIQZY_OAUTH_ISSUER", Some("http://127.0.0.1.evil.example/")),
+        ("TIQZY_OAUTH_ISSUER", Some("http://127.0.0.1@evil.example/")),
+        ("TIQZY_OAUTH_ISSUER", Some("ftp://login.example")),
+        ("TIQZY_STAFF_KEYS_REFRESH_SECONDS", Some("0")),
     ] {
         let message = error_for(name, value);
         assert!(message.starts_with(name), "{message}");
+    }
+}
+
+#[test]
+fn scalper_limits_and_staff_key_refresh_have_sensible_defaults() {
+    let config = Config::from_vars(&valid()).expect("valid");
+    assert_eq!(config.trusted_proxies, 1, "the router");
+    assert_eq!(config.max_tickets_per_client, 10);
+    let oauth = config.oauth.expect("staff sign-in");
+    assert_eq!(oauth.keys_refresh, Duration::from_secs(300));
+    assert_eq!(oauth.tenant_claim, None);
+}
+
+#[test]
+fn the_tenant_claim_defaults_to_the_tenants_name() {
+    let mut vars = valid();
+    vars.insert(
+        "TIQZY_STAFF_TENANT_CLAIM".to_owned(),
+        "tiqzy_tenant".to_owned(),
+    );
+    let oauth = Config::from_vars(&vars)
+        .expect("valid")
+        .oauth
+        .expect("oauth");
+    assert_eq!(
+        oauth.tenant_claim,
+        Some(TenantClaim {
+            name: "tiqzy_tenant".to_owned(),
+            value: "acme".to_owned(),
+        })
+    );
+    vars.insert(
+        "TIQZY_STAFF_TENANT_CLAIM_VALUE".to_owned(),
+        "acme-box-office".to_owned(),
+    );
+    // A value without a claim to hold it is a mistake, named by the missing variable.
+    assert_eq!(
+        error_for("TIQZY_STAFF_TENANT_CLAIM_VALUE", Some("acme")),
+        "TIQZY_STAFF_TENANT_CLAIM: is not set, but TIQZY_STAFF_TENANT_CLAIM_VALUE is"
+    );
+    let oauth = Config::from_vars(&vars)
+        .expect("valid")
+        .oauth
+        .expect("oauth");
+    assert_eq!(oauth.tenant_claim.expect("claim").value, "acme-box-office");
+}
+
+#[test]
+fn plain_http_reaches_only_a_loopback_issuer() {
+    for url in [
+        "http://127.0.0.1:8080",
+        "http://localhost:9/realms/x",
+        "http://[::1]:443",
+        "https://login.example",
+    ] {
+        assert!(secure_url(url).is_ok(), "{url}");
+    }
+    for url in [
+        "http://login.example",
+        "http://10.0.0.1",
+        "http://localhost.evil.example",
+        "http://127.0.0.1@evil.example",
+        "https://",
+        "login.example",
+    ] {
+        assert!(secure_url(url).is_err(), "{url}");
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+mod client;
 pub mod health;
 pub mod openapi;
 mod rejection;
@@ -11,12 +12,10 @@ pub mod session;
 pub mod storefront;
 pub mod webhooks;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::{Router, middleware};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -27,6 +26,7 @@ use crate::state::AppState;
 /// Every request body we accept is small; bigger ones are refused before being read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+pub use client::{ClientId, client_address, client_key};
 pub use health::metrics_router;
 
 pub fn router(state: AppState) -> Router {
@@ -95,31 +95,5 @@ pub struct ReturnFromCheckout {
 impl ReturnFromCheckout {
     pub fn from_checkout(&self) -> bool {
         self.checkout.as_deref() == Some("done")
-    }
-}
-
-/// Who is asking, for rate limits: the first `X-Forwarded-For` hop set by the router in
-/// front of us, else the peer address.
-#[derive(Debug, Clone)]
-pub struct ClientId(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientId {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty() && v.len() <= 64);
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        Ok(Self(
-            forwarded.or(peer).unwrap_or_else(|| "unknown".to_owned()),
-        ))
     }
 }

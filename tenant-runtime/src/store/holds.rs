@@ -16,6 +16,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use super::client_caps::{CapOf, ClientCap};
 use crate::domain::Quantity;
 use crate::error::{AppError, AppResult};
 
@@ -50,8 +51,14 @@ impl Hold {
     }
 }
 
-/// Reserves every requested ticket type, or none and says precisely why not.
-pub async fn place_hold(db: &PgPool, items: &[HoldLine], ttl: Duration) -> AppResult<Hold> {
+/// Reserves every requested ticket type, or none and says precisely why not. With a `cap`,
+/// the hold is the client's and counts against their cap in the event (see [`ClientCap`]).
+pub async fn place_hold(
+    db: &PgPool,
+    items: &[HoldLine],
+    ttl: Duration,
+    cap: Option<&ClientCap>,
+) -> AppResult<Hold> {
     if items.is_empty() || items.len() > MAX_ITEMS {
         return Err(AppError::invalid(format!(
             "a hold covers between 1 and {MAX_ITEMS} ticket types"
@@ -64,7 +71,7 @@ pub async fn place_hold(db: &PgPool, items: &[HoldLine], ttl: Duration) -> AppRe
         ));
     }
     let basket = Uuid::new_v4();
-    let refused = match reserve_all(db, basket, items, ttl).await? {
+    let refused = match reserve_all(db, basket, items, ttl, cap).await? {
         Attempt::Placed(hold) => return Ok(hold),
         Attempt::Refused(refused) => refused,
     };
@@ -72,7 +79,7 @@ pub async fn place_hold(db: &PgPool, items: &[HoldLine], ttl: Duration) -> AppRe
     // when a sweeper returned them first, between our attempt and this release).
     if let Some(ticket_type_id) = refused.lapsed_holds {
         release_expired(db, Some(ticket_type_id)).await?;
-        return match reserve_all(db, basket, items, ttl).await? {
+        return match reserve_all(db, basket, items, ttl, cap).await? {
             Attempt::Placed(hold) => Ok(hold),
             Attempt::Refused(refused) => Err(refused.error),
         };
@@ -85,32 +92,76 @@ enum Attempt {
     Refused(Refusal),
 }
 
-/// One ticket type: a single statement, no transaction. Several: one transaction that locks
-/// their counter rows in id order first, then reserves each; any refusal rolls back all.
+/// Without a cap, one ticket type is a single statement, no transaction. With a cap, the
+/// client's count and the reservation share one transaction under the client's lock; counter
+/// rows are still locked only by the reserving statements.
 async fn reserve_all(
     db: &PgPool,
     basket: Uuid,
     items: &[HoldLine],
     ttl: Duration,
+    cap: Option<&ClientCap>,
 ) -> AppResult<Attempt> {
-    if let [line] = items {
-        let mut conn = db.acquire().await?;
-        let reservation = Reservation {
-            id: basket,
-            basket,
-            line: *line,
-            ttl,
-        };
-        return Ok(match reserve(&mut conn, &reservation).await? {
-            Reserved::Yes(expires_at) => Attempt::Placed(Hold {
-                id: basket,
-                expires_at,
-                items: vec![item(line)],
-            }),
-            Reserved::No(refused) => Attempt::Refused(refused),
-        });
+    let client_hash = cap.map(|c| c.client_hash.as_slice());
+    let Some(cap) = cap else {
+        if let [line] = items {
+            let mut conn = db.acquire().await?;
+            return reserve_one(&mut conn, basket, line, ttl, None).await;
+        }
+        let mut tx = db.begin().await?;
+        let attempt = reserve_basket(&mut tx, basket, items, ttl, None).await?;
+        if matches!(attempt, Attempt::Placed(_)) {
+            tx.commit().await?;
+        }
+        return Ok(attempt);
+    };
+    let adding: i32 = items.iter().map(|i| i.quantity.as_i32()).sum();
+    let mut tx = cap.begin(db).await?;
+    cap.check(&mut tx, CapOf::TicketType(items[0].ticket_type_id), adding)
+        .await?;
+    let attempt = match items {
+        [line] => reserve_one(&mut tx, basket, line, ttl, client_hash).await?,
+        _ => reserve_basket(&mut tx, basket, items, ttl, client_hash).await?,
+    };
+    if matches!(attempt, Attempt::Placed(_)) {
+        tx.commit().await?;
     }
-    let mut tx = db.begin().await?;
+    Ok(attempt)
+}
+
+async fn reserve_one(
+    conn: &mut PgConnection,
+    basket: Uuid,
+    line: &HoldLine,
+    ttl: Duration,
+    client_hash: Option<&[u8]>,
+) -> AppResult<Attempt> {
+    let reservation = Reservation {
+        id: basket,
+        basket,
+        line: *line,
+        ttl,
+        client_hash,
+    };
+    Ok(match reserve(conn, &reservation).await? {
+        Reserved::Yes(expires_at) => Attempt::Placed(Hold {
+            id: basket,
+            expires_at,
+            items: vec![item(line)],
+        }),
+        Reserved::No(refused) => Attempt::Refused(refused),
+    })
+}
+
+/// Several ticket types in the caller's transaction: their counter rows locked in id order
+/// first, then each reserved; any refusal is returned for the caller to roll back.
+async fn reserve_basket(
+    tx: &mut PgConnection,
+    basket: Uuid,
+    items: &[HoldLine],
+    ttl: Duration,
+    client_hash: Option<&[u8]>,
+) -> AppResult<Attempt> {
     let mut ids: Vec<Uuid> = items.iter().map(|i| i.ticket_type_id).collect();
     ids.sort_unstable();
     let events = sqlx::query_scalar!(
@@ -136,13 +187,13 @@ async fn reserve_all(
             basket,
             line: *line,
             ttl,
+            client_hash,
         };
-        match reserve(&mut tx, &reservation).await? {
+        match reserve(&mut *tx, &reservation).await? {
             Reserved::Yes(at) => expires_at = expires_at.or(Some(at)),
             Reserved::No(refused) => return Ok(Attempt::Refused(refused)),
         }
     }
-    tx.commit().await?;
     Ok(Attempt::Placed(Hold {
         id: basket,
         expires_at: expires_at.ok_or_else(|| anyhow::anyhow!("a basket without items"))?,
@@ -157,13 +208,15 @@ fn item(line: &HoldLine) -> HoldItem {
     }
 }
 
-/// One `holds` row to place: `id` is the row's, `basket` the hold's (its first row's id).
+/// One `holds` row to place: `id` is the row's, `basket` the hold's (its first row's id),
+/// `client_hash` whose cap it counts against.
 #[derive(Debug, Clone, Copy)]
-struct Reservation {
+struct Reservation<'a> {
     id: Uuid,
     basket: Uuid,
     line: HoldLine,
     ttl: Duration,
+    client_hash: Option<&'a [u8]>,
 }
 
 enum Reserved {
@@ -174,7 +227,7 @@ enum Reserved {
 /// One statement, one round trip: the conditional UPDATE of the counter row (locked only while
 /// the statement runs, never across a round trip, unless the caller's transaction holds it),
 /// the hold row, and, when refused, what the buyer needs to be told.
-async fn reserve(conn: &mut PgConnection, reservation: &Reservation) -> AppResult<Reserved> {
+async fn reserve(conn: &mut PgConnection, reservation: &Reservation<'_>) -> AppResult<Reserved> {
     let Reservation {
         id,
         basket,
@@ -183,6 +236,7 @@ async fn reserve(conn: &mut PgConnection, reservation: &Reservation) -> AppResul
             quantity,
         },
         ttl,
+        client_hash,
     } = *reservation;
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) as f64;
     let row = sqlx::query!(
@@ -195,8 +249,9 @@ async fn reserve(conn: &mut PgConnection, reservation: &Reservation) -> AppResul
                AND tt.sold + tt.held + $2 <= tt.capacity
              RETURNING tt.id
          ), placed AS (
-             INSERT INTO holds (id, basket_id, ticket_type_id, quantity, expires_at)
-             SELECT $3, $5, reserved.id, $2, now() + make_interval(secs => $4) FROM reserved
+             INSERT INTO holds (id, basket_id, ticket_type_id, quantity, expires_at, client_hash)
+             SELECT $3, $5, reserved.id, $2, now() + make_interval(secs => $4), $6
+             FROM reserved
              RETURNING expires_at
          )
          SELECT placed.expires_at AS \"expires_at?\", tt.name,
@@ -215,6 +270,7 @@ async fn reserve(conn: &mut PgConnection, reservation: &Reservation) -> AppResul
         id,
         ttl_secs,
         basket,
+        client_hash,
     )
     .fetch_optional(&mut *conn)
     .await?;

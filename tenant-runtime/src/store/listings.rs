@@ -184,20 +184,24 @@ pub async fn open_listings(db: &PgPool, event_slug: Option<&str>) -> AppResult<V
 }
 
 /// Reserves a listing for one buyer while they pay, and opens their resale order. A lapsed
-/// reservation is taken over, and its unpaid order expires.
+/// reservation is taken over, and its unpaid order expires. `client_hash` is whose per-client
+/// cap the reservation counts against (see `client_caps`).
 pub async fn reserve_listing(
     tx: &mut Transaction<'_, Postgres>,
     listing_id: Uuid,
     buyer: &Email,
     ttl: Duration,
+    client_hash: &[u8],
 ) -> AppResult<orders::Order> {
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) as f64;
     let listing = sqlx::query!(
-        "UPDATE listings SET state = 'reserved', reserved_until = now() + make_interval(secs => $2)
+        "UPDATE listings SET state = 'reserved', reserved_until = now() + make_interval(secs => $2),
+                             reserved_by_client = $3
          WHERE id = $1 AND (state = 'open' OR (state = 'reserved' AND reserved_until <= now()))
          RETURNING price_minor, currency as \"currency!\"",
         listing_id,
         ttl_secs,
+        client_hash,
     )
     .fetch_optional(&mut **tx)
     .await?;

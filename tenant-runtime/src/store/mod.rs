@@ -3,6 +3,7 @@
 //! orders, and listings before tickets, so concurrent flows cannot deadlock.
 
 pub mod catalog;
+pub mod client_caps;
 pub mod holds;
 pub mod identity;
 pub mod ledger;

@@ -3,6 +3,7 @@
 //! routes.
 
 mod permissions;
+mod staff_auth;
 
 use crate::support::{TestApp, problem};
 use reqwest::Method;

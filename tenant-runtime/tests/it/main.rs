@@ -11,6 +11,7 @@ mod mail;
 mod payments;
 mod payments_service;
 mod resale;
+mod scalpers;
 mod slow_clients;
 mod startup;
 mod storefront;

@@ -6,8 +6,24 @@ import { OAuth2Server } from 'oauth2-mock-server';
 // serve HTTPS with (as a Tenant's `staffAuth.issuer` must be) and a port.
 const [address = '127.0.0.1', keyFile, certFile, port = '0'] = process.argv.slice(2);
 const server = keyFile ? new OAuth2Server(keyFile, certFile) : new OAuth2Server();
-await server.issuer.keys.generate('RS256');
+const store = server.issuer.keys;
+const first = await store.generate('RS256');
+// A second key, published only when the issuer rotates to it (a token request with
+// rotate_keys=true, whose own token is still signed by the first key): from then on it signs,
+// and the first key is withdrawn from the JWKS, as an issuer retiring a key does.
+const next = await store.generate('RS256');
+let signing = first.kid;
+const withdrawn = new Set([next.kid]);
+const pick = store.get.bind(store);
+const publish = store.toJSON.bind(store);
+store.get = (kid) => pick(kid ?? signing);
+store.toJSON = (withPrivate) => publish(withPrivate).filter((k) => !withdrawn.has(k.kid));
 server.service.on('beforeTokenSigning', (token, req) => {
+  if (req.body.rotate_keys === 'true') {
+    withdrawn.delete(next.kid);
+    withdrawn.add(first.kid);
+    signing = next.kid;
+  }
   token.payload.sub = req.body.sub ?? 'staff-1';
   if (req.body.expires_in !== undefined) {
     token.payload.exp = token.payload.iat + Number(req.body.expires_in);

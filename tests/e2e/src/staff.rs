@@ -126,6 +126,17 @@ impl StaffIssuer {
             .ok_or_else(|| anyhow!("no token: {response}"))
     }
 
+    /// Rotates the signing key once: a second key is published and signs from now on, and
+    /// the first is withdrawn from the JWKS. Returns a token the withdrawn key signed.
+    pub async fn rotate_keys(&self, audience: &str) -> Result<String> {
+        self.issue(&[
+            ("aud", audience.to_owned()),
+            ("scope", "admin".to_owned()),
+            ("rotate_keys", "true".to_owned()),
+        ])
+        .await
+    }
+
     /// A token for a staff member allowed everything (`scope=admin`) in the admin API of the
     /// tenant whose `spec.staffAuth.audience` is `audience`, valid for `hours`.
     pub async fn admin_token(&self, audience: &str, hours: i64) -> Result<String> {

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use crate::boxoffice::resale;
 use crate::domain::{Currency, Email, Money};
 use crate::error::{AppResult, Problem};
-use crate::http::ApiJson;
 use crate::http::session::SignedIn;
+use crate::http::{ApiJson, ClientId};
 use crate::state::AppState;
 use crate::store::listings::Listing;
 use crate::store::orders::Order;
@@ -92,12 +92,14 @@ pub struct PurchaseListing {
 #[utoipa::path(post, path = "/api/listings/{id}/purchase", tag = "resale",
     params(("id" = Uuid, Path)), request_body = PurchaseListing,
     responses((status = 201, body = Order), (status = 404, body = Problem),
-              (status = 409, body = Problem)))]
+              (status = 409, body = Problem, description = "Listing taken, or the client's ticket cap in the event reached"),
+              (status = 429, body = Problem)))]
 pub async fn purchase_listing(
     State(state): State<AppState>,
+    client: ClientId,
     Path(id): Path<Uuid>,
     ApiJson(req): ApiJson<PurchaseListing>,
 ) -> AppResult<(StatusCode, Json<Order>)> {
-    let order = resale::buy_listing(&state, id, &req.email).await?;
+    let order = resale::buy_listing(&state, &client.0, id, &req.email).await?;
     Ok((StatusCode::CREATED, Json(order)))
 }

@@ -12,6 +12,7 @@ use super::render::{html, page, render, see_other};
 use crate::boxoffice;
 use crate::domain::{Email, Money};
 use crate::error::{AppError, AppResult};
+use crate::http::ClientId;
 use crate::http::session::SignedIn;
 use crate::state::AppState;
 
@@ -126,12 +127,13 @@ pub async fn market(State(state): State<AppState>, Query(filter): Query<MarketFi
 
 pub async fn buy_listing(
     State(state): State<AppState>,
+    client: ClientId,
     Path(listing_id): Path<Uuid>,
     Form(form): Form<EmailForm>,
 ) -> Response {
     let outcome = async {
         let email = Email::parse(&form.email)?;
-        let order = boxoffice::resale::buy_listing(&state, listing_id, &email).await?;
+        let order = boxoffice::resale::buy_listing(&state, &client.0, listing_id, &email).await?;
         Ok(see_other(&format!("/orders/{}", order.access_token)))
     }
     .await;

@@ -55,6 +55,15 @@ impl Issuer {
         self.issue(&fields).await
     }
 
+    /// Rotates the issuer's signing key (see `StaffIssuer::rotate_keys`): returns a valid
+    /// admin token signed by the key just withdrawn.
+    pub async fn rotate_keys(&self) -> String {
+        self.inner
+            .rotate_keys(AUDIENCE)
+            .await
+            .expect("the issuer rotates its key")
+    }
+
     /// Signed by the issuer's key, but claiming to come from somewhere else.
     pub async fn token_from_other_issuer(&self) -> String {
         self.issue(&[

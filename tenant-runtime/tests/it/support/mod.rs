@@ -137,6 +137,11 @@ pub fn config_vars(
         "TIQZY_HOLD_RATE_LIMIT_PER_MINUTE".into(),
         options.hold_rate_limit.to_string(),
     );
+    // Tests buy many tickets from one address; the ones about the cap set their own.
+    vars.insert(
+        "TIQZY_MAX_TICKETS_PER_CLIENT_PER_EVENT".into(),
+        "100000".into(),
+    );
     vars.insert(
         "TIQZY_RESALE_PRICE_CAP_PERCENT".into(),
         options.resale_cap_percent.to_string(),
