@@ -253,10 +253,11 @@ mod tests {
         assert_eq!(egress.len(), 2, "no payments service known: no rule for it");
     }
 
-    /// The DNS peers of a storefront's egress, as (namespace selector, pod selector) labels.
-    fn dns_peers(
-        tenant: &ValidatedTenant,
-    ) -> Vec<(Option<BTreeMap<String, String>>, BTreeMap<String, String>)> {
+    /// A peer's labels: (namespace selector, pod selector).
+    type PeerLabels = (Option<BTreeMap<String, String>>, BTreeMap<String, String>);
+
+    /// The DNS peers of a storefront's egress.
+    fn dns_peers(tenant: &ValidatedTenant) -> Vec<PeerLabels> {
         let policies = network_policies(tenant);
         let egress = policies[2]
             .spec

@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tiqzy_crds::conditions::{Reason, Retry, types};
-use tiqzy_crds::{Platform, PlatformSpec, PlatformStatus, TenantStatus};
+use tiqzy_crds::{Platform, PlatformSpec, RolloutStatus, TenantStatus};
 
 use super::Reconciler;
 use super::credentials::database_secret;
@@ -125,7 +125,13 @@ async fn converge(ctx: &Context, platform: &Platform) -> Result<Observed, Error>
         ("DATABASE_URL".to_owned(), database["DATABASE_URL"].clone()),
         (DELIVERY_KEY.to_owned(), delivery_key),
     ]);
-    let input = input(spec, ctx.route_api, namespace, secret);
+    let input = input(
+        spec,
+        service_image(platform),
+        ctx.route_api,
+        namespace,
+        secret,
+    );
     let owner = platform
         .controller_owner_ref(&())
         .ok_or(Error::MissingUid)?;
@@ -243,9 +249,25 @@ fn ignore_missing<T>(result: kube::Result<T>) -> Result<(), Error> {
     }
 }
 
+/// The runtime image the service runs: the Platform's, unless the rollout of that image is
+/// halted (it failed on the first tenants), then the last good one, like those tenants: one bad
+/// image must not take checkout away from every tenant.
+fn service_image(platform: &Platform) -> String {
+    let spec = &platform.spec;
+    let rollout = platform.status.as_ref().and_then(|s| s.rollout.as_ref());
+    match rollout {
+        Some(RolloutStatus {
+            halted: Some(halted),
+            last_good_image: Some(good),
+        }) if halted.image == spec.runtime_image => good.clone(),
+        _ => spec.runtime_image.clone(),
+    }
+}
+
 /// The service's objects' input from the Platform.
 fn input(
     spec: &PlatformSpec,
+    image: String,
     route_api: bool,
     namespace: String,
     secret: BTreeMap<String, String>,
@@ -267,7 +289,7 @@ fn input(
     .collect();
     ServiceInput {
         namespace,
-        image: spec.runtime_image.clone(),
+        image,
         host: payments_host(&spec.base_domain),
         routing,
         ingress_class: spec.routing.ingress_class_name.clone(),
@@ -394,12 +416,11 @@ async fn write_status(ctx: &Context, platform: &Platform, observed: Observed) ->
     if same(&previous.conditions, &conditions) {
         return Ok(());
     }
-    let status = PlatformStatus {
-        conditions,
-        observed_generation: generation,
-        ..previous
-    };
-    let patch = serde_json::json!({ "status": status });
+    // Only what this writer owns: the rollout's record (`status.rollout`) is written by the
+    // rollout's own writer, and a stale copy of it here must not undo a halt.
+    let patch = serde_json::json!({
+        "status": { "conditions": conditions, "observedGeneration": generation }
+    });
     Api::<Platform>::all(ctx.client.clone())
         .patch_status(
             &platform.name_any(),
@@ -411,4 +432,43 @@ async fn write_status(ctx: &Context, platform: &Platform, observed: Observed) ->
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn platform(image: &str, rollout: serde_json::Value) -> Platform {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
+            "metadata": { "name": "default" },
+            "spec": { "baseDomain": "shops.example.com", "runtimeImage": image },
+            "status": { "rollout": rollout },
+        }))
+        .expect("a Platform")
+    }
+
+    #[test]
+    fn the_service_stays_on_the_last_good_image_while_the_new_one_is_halted() {
+        let halted = serde_json::json!({
+            "lastGoodImage": "runtime@sha256:good",
+            "halted": { "image": "runtime@sha256:bad", "reason": "CrashLoopBackOff" },
+        });
+        assert_eq!(
+            service_image(&platform("runtime@sha256:bad", halted.clone())),
+            "runtime@sha256:good"
+        );
+        // A newer image clears the halt's hold on the service: it follows the spec again.
+        assert_eq!(
+            service_image(&platform("runtime@sha256:next", halted)),
+            "runtime@sha256:next"
+        );
+        assert_eq!(
+            service_image(&platform(
+                "runtime@sha256:bad",
+                serde_json::json!({ "lastGoodImage": "runtime@sha256:good" })
+            )),
+            "runtime@sha256:bad"
+        );
+    }
 }
