@@ -268,6 +268,14 @@ async fn place_again(
     )
     .execute(&mut *tx)
     .await?;
+    // Wakes the running replicas (sent at commit).
+    sqlx::query!(
+        "SELECT pg_notify($1, $2) AS notified",
+        crate::outbox::WAKE_CHANNEL,
+        tenant,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if let Some((session, payment_intent)) = envelope.checkout_session_payment() {
         sqlx::query!(
             "UPDATE checkout_sessions SET payment_intent = $3

@@ -253,11 +253,10 @@ mod tests {
         assert_eq!(egress.len(), 2, "no payments service known: no rule for it");
     }
 
-    /// A peer's labels: (namespace selector, pod selector).
-    type PeerLabels = (Option<BTreeMap<String, String>>, BTreeMap<String, String>);
+    type Labels = BTreeMap<String, String>;
 
-    /// The DNS peers of a storefront's egress.
-    fn dns_peers(tenant: &ValidatedTenant) -> Vec<PeerLabels> {
+    /// The DNS peers of a storefront's egress, as (namespace selector, pod selector) labels.
+    fn dns_peers(tenant: &ValidatedTenant) -> Vec<(Option<Labels>, Labels)> {
         let policies = network_policies(tenant);
         let egress = policies[2]
             .spec

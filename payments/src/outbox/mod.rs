@@ -10,9 +10,10 @@
 //! events (one event the storefront keeps refusing must not stop all its payments) and is
 //! retried on its own.
 //!
-//! Delivery starts as soon as an event is recorded: the endpoint wakes this replica's worker,
-//! PostgreSQL's notifications wake the others', and a periodic look finds retries that came
-//! due. Up to `TIQZY_PAYMENTS_DELIVERY_CONCURRENCY` tenants are delivered to at once, each in
+//! Delivery starts as soon as an event is recorded: the endpoint wakes this replica's worker
+//! (which asks again shortly while another replica holds the tenant), PostgreSQL's
+//! notifications wake every replica for replayed deliveries, and a periodic look finds retries
+//! that came due. Up to `TIQZY_PAYMENTS_DELIVERY_CONCURRENCY` tenants are delivered to at once, each in
 //! order, under locks held by the replica's one outbox session ([`session`]).
 
 pub mod retention;
@@ -44,7 +45,7 @@ pub const SET_ASIDE_AFTER: i32 = 8;
 const REASON_CHARS: usize = 300;
 /// Tenants one look at the outbox wakes at most.
 const DUE_TENANTS: i64 = 10_000;
-/// The channel PostgreSQL notifies when a delivery is written (migration `20261204120000`).
+/// The channel PostgreSQL notifies when a delivery is replayed (migration `20261204120000`).
 pub const WAKE_CHANNEL: &str = "tiqzy_payments_deliveries";
 
 /// What a worker needs; built from [`crate::Config`] when a delivery key is configured.
@@ -67,8 +68,9 @@ pub struct Outbox {
 }
 
 /// Tells this replica's worker that a tenant has a delivery to make now. The endpoint wakes
-/// it for the events it records; PostgreSQL's notifications wake it for the other replicas'
-/// (and for deliveries an operator replays).
+/// it for the events it records; PostgreSQL's notifications wake it for deliveries an operator
+/// replays. An event recorded while another replica holds the tenant's lock is tried again
+/// shortly ([`CONTENDED_RETRY`]) until this replica gets the lock or finds nothing left.
 #[derive(Debug)]
 pub struct Wakes {
     sender: mpsc::UnboundedSender<String>,
@@ -144,7 +146,7 @@ impl Outbox {
     }
 
     /// Starts the worker on the current runtime: the dispatcher, the database session it
-    /// delivers under, the listener for other replicas' deliveries, and the periodic look at
+    /// delivers under, the listener for replayed deliveries, and the periodic look at
     /// the outbox (retries that came due, the gauges, pruning).
     pub fn start(self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let http = reqwest::Client::builder()
@@ -168,8 +170,8 @@ impl Outbox {
     }
 }
 
-/// Wakes the worker for every delivery PostgreSQL reports written (by any replica). A lost
-/// connection loses notifications; the periodic look finds what they were about.
+/// Wakes the worker for every delivery PostgreSQL reports replayed. A lost connection loses
+/// notifications; the periodic look finds what they were about.
 async fn listen(db: sqlx::PgPool, wakes: Arc<Wakes>) {
     loop {
         let listener = async {
@@ -216,6 +218,16 @@ async fn look(outbox: Outbox) {
         tokio::time::sleep(outbox.poll).await;
     }
 }
+
+/// Whether this replica got the tenant's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Held,
+    HeldElsewhere,
+}
+
+/// How soon a tenant another replica was delivering to is tried again.
+const CONTENDED_RETRY: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Worker {
@@ -276,8 +288,21 @@ impl Worker {
             while let Some(tenant) = tenants.next(self.outbox.concurrency.max(1)) {
                 let (worker, done) = (self.clone(), done.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = worker.deliver(&tenant).await {
-                        tracing::warn!(%tenant, error = %e, "delivering to a storefront stopped");
+                    match worker.deliver(&tenant).await {
+                        Ok(Claim::Held) => {}
+                        // Another replica delivers to the tenant; what was recorded here after
+                        // its last read would wait for the periodic look: ask again soon.
+                        Ok(Claim::HeldElsewhere) => {
+                            let wakes = worker.outbox.wakes.clone();
+                            let tenant = tenant.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(CONTENDED_RETRY).await;
+                                wakes.wake(&tenant);
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(%tenant, error = %e, "delivering to a storefront stopped");
+                        }
                     }
                     let _ = done.send(tenant);
                 });
@@ -287,13 +312,13 @@ impl Worker {
 
     /// Sends the tenant's due deliveries in order until one fails (one set aside does not stop
     /// the rest), under the tenant's lock; nothing when another replica holds it.
-    async fn deliver(&self, tenant: &str) -> Result<(), Lost> {
+    async fn deliver(&self, tenant: &str) -> Result<Claim, Lost> {
         let Some(batch) = self.session.claim(tenant).await? else {
-            return Ok(());
+            return Ok(Claim::HeldElsewhere);
         };
         let delivered = self.deliver_locked(tenant, batch).await;
         self.session.release(tenant);
-        delivered
+        delivered.map(|()| Claim::Held)
     }
 
     /// [`Self::deliver`] once the lock is held; each outcome is committed before the next
