@@ -168,20 +168,23 @@ pub fn dispute_refusal(dispute_status: Option<&str>) -> Option<AppError> {
 /// Takes an unreserved listing off the market, for the ticket's holder signed in as
 /// `holder`; a listing being bought stays until that ends (409).
 pub async fn withdraw_listing(db: &PgPool, holder: &Session, ticket_token: &str) -> AppResult<()> {
-    let mut tx = db.begin().await?;
-    let ticket = sqlx::query!(
-        "SELECT id, holder_email FROM tickets WHERE access_token = $1 FOR UPDATE",
+    let holder_email = sqlx::query_scalar!(
+        "SELECT holder_email FROM tickets WHERE access_token = $1",
         ticket_token,
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(db)
     .await?
     .ok_or(AppError::not_found("ticket"))?;
-    identity::verified_holder(Some(holder), &ticket.holder_email)?;
+    identity::verified_holder(Some(holder), &holder_email)?;
+    let mut tx = db.begin().await?;
+    // The listing is locked first, as a payment locks it: a sale in between ends the listing
+    // (and changes the ticket's link), so nothing is found here then.
     let listing = sqlx::query!(
-        "SELECT id, state = 'reserved' AND reserved_until > now() AS \"reserved!\"
-         FROM listings WHERE ticket_id = $1 AND state IN ('open', 'reserved')
-         FOR UPDATE",
-        ticket.id,
+        "SELECT l.id, l.state = 'reserved' AND l.reserved_until > now() AS \"reserved!\"
+         FROM listings l JOIN tickets t ON t.id = l.ticket_id
+         WHERE t.access_token = $1 AND l.state IN ('open', 'reserved')
+         FOR UPDATE OF l",
+        ticket_token,
     )
     .fetch_optional(&mut *tx)
     .await?
