@@ -98,6 +98,11 @@ pub async fn request_sign_in(state: &AppState, email: &Email, client: &str) -> A
             format!("{detail}; please try again later"),
         )
     };
+    let outcome = match stored {
+        SignInStored::Stored => "requested",
+        SignInStored::AddressLimited { .. } | SignInStored::ClientLimited { .. } => "limited",
+    };
+    state.metrics.sign_in_link(outcome);
     match stored {
         SignInStored::Stored => {}
         SignInStored::AddressLimited { retry_after_secs } => {
@@ -138,9 +143,10 @@ async fn send_sign_in_link(
 /// Uses up a sign-in link and starts a session for its address.
 pub async fn sign_in(state: &AppState, link_token: &str) -> AppResult<Started> {
     let mut tx = state.db.begin().await?;
-    let email = store::use_sign_in(&mut tx, &secret_hash(state, link_token))
-        .await?
-        .ok_or_else(link_unusable)?;
+    let Some(email) = store::use_sign_in(&mut tx, &secret_hash(state, link_token)).await? else {
+        state.metrics.sign_in_link("refused");
+        return Err(link_unusable());
+    };
     let cookie_token = access_token();
     let expires_at = store::start_session(
         &mut tx,
@@ -150,6 +156,7 @@ pub async fn sign_in(state: &AppState, link_token: &str) -> AppResult<Started> {
     )
     .await?;
     tx.commit().await?;
+    state.metrics.sign_in_link("used");
     Ok(Started {
         cookie_token,
         session: Session {

@@ -1,6 +1,7 @@
 //! Prometheus metrics served at `/metrics`.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -9,6 +10,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -43,6 +45,62 @@ pub struct RateLimitLabels {
     pub outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MailLabels {
+    /// The message kind (`order_link`, `tickets`, `sign_in_link`, `resale_sold`, ...).
+    pub kind: String,
+}
+
+/// The mail outbox's counters and gauges. Process-wide (one tenant per process): the outbox
+/// and its worker count into it without holding the app's state.
+#[derive(Debug, Default)]
+pub struct MailMetrics {
+    /// Written to the outbox (counted when written; a rolled-back transaction's mail is
+    /// counted but never sent).
+    pub queued: Family<MailLabels, Counter>,
+    /// Accepted by the relay.
+    pub sent: Family<MailLabels, Counter>,
+    /// Refused for good (never retried).
+    pub failed: Family<MailLabels, Counter>,
+    /// Attempts that failed and will be retried.
+    pub retried: Family<MailLabels, Counter>,
+    /// Rows neither sent nor failed.
+    pub outbox_depth: Gauge,
+    /// Age of the oldest such row, in seconds (0 when none).
+    pub outbox_oldest_seconds: Gauge<f64, AtomicU64>,
+    /// Sent rows deleted after the retention period.
+    pub pruned: Counter,
+}
+
+impl MailMetrics {
+    fn by_kind(family: &Family<MailLabels, Counter>, kind: &str) {
+        family
+            .get_or_create(&MailLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn queued(&self, kind: &str) {
+        Self::by_kind(&self.queued, kind);
+    }
+
+    pub fn sent(&self, kind: &str) {
+        Self::by_kind(&self.sent, kind);
+    }
+
+    pub fn failed(&self, kind: &str) {
+        Self::by_kind(&self.failed, kind);
+    }
+
+    pub fn retried(&self, kind: &str) {
+        Self::by_kind(&self.retried, kind);
+    }
+}
+
+/// The process's mail metrics.
+pub static MAIL: LazyLock<MailMetrics> = LazyLock::new(MailMetrics::default);
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +111,8 @@ pub struct Metrics {
     pub stripe_errors: Family<StripeErrorLabels, Counter>,
     pub webhooks: Family<OutcomeLabels, Counter>,
     pub rate_limits: Family<RateLimitLabels, Counter>,
+    /// Sign-in links by outcome: `requested` (mailed), `limited` (429), `used`, `refused`.
+    pub sign_in_links: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -94,7 +154,15 @@ impl Metrics {
             "Per-client rate limit checks by limit, where they were counted, and outcome",
             rate_limits.clone(),
         );
+        let sign_in_links = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "sign_in_links",
+            "Sign-in links requested, limited, used and refused",
+            sign_in_links.clone(),
+        );
+        register_mail(&mut registry);
         Self {
+            sign_in_links,
             registry,
             rate_limits,
             stripe_errors,
@@ -141,12 +209,60 @@ impl Metrics {
             .inc();
     }
 
+    pub fn sign_in_link(&self, outcome: &str) {
+        self.sign_in_links
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// The mail metrics are shared by every registry of the process (one per app).
+fn register_mail(registry: &mut Registry) {
+    let mail = &*MAIL;
+    registry.register(
+        "mail_queued",
+        "Mails written to the outbox, by kind",
+        mail.queued.clone(),
+    );
+    registry.register(
+        "mail_sent",
+        "Mails the relay accepted, by kind",
+        mail.sent.clone(),
+    );
+    registry.register(
+        "mail_failed",
+        "Mails the relay refused for good, by kind",
+        mail.failed.clone(),
+    );
+    registry.register(
+        "mail_retried",
+        "Mail sends that failed and will be retried, by kind",
+        mail.retried.clone(),
+    );
+    registry.register(
+        "mail_outbox_depth",
+        "Mails in the outbox neither sent nor failed",
+        mail.outbox_depth.clone(),
+    );
+    registry.register(
+        "mail_outbox_oldest_seconds",
+        "Age of the oldest unsent mail in the outbox",
+        mail.outbox_oldest_seconds.clone(),
+    );
+    registry.register(
+        "mail_pruned",
+        "Sent mails deleted after the retention period",
+        mail.pruned.clone(),
+    );
 }
 
 impl Default for Metrics {

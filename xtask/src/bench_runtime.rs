@@ -87,7 +87,7 @@ pub fn run() -> Result<()> {
 
 /// Stops the runtime when the benchmark ends, however it ends.
 #[derive(Debug)]
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -100,7 +100,7 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-fn build_runtime() -> Result<PathBuf> {
+pub(crate) fn build_runtime() -> Result<PathBuf> {
     let status = Command::new(cargo())
         .args([
             "build",
@@ -140,13 +140,17 @@ fn ensure_wrk() -> Result<PathBuf> {
     Ok(PathBuf::from("/usr/bin/wrk"))
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn runtime_env(database_url: &str, redis_url: &str, port: u16) -> Vec<(&'static str, String)> {
+pub(crate) fn runtime_env(
+    database_url: &str,
+    redis_url: &str,
+    port: u16,
+) -> Vec<(&'static str, String)> {
     let fixed = [
         ("TIQZY_TENANT", "bench"),
         ("TIQZY_DISPLAY_NAME", "Bench Live"),
@@ -176,7 +180,7 @@ fn runtime_env(database_url: &str, redis_url: &str, port: u16) -> Vec<(&'static 
     env
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<()> {
+pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<()> {
     for _ in 0..600 {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await
             && r.status().is_success()

@@ -4,6 +4,7 @@
 //! - `test`: every check and test, unit to end-to-end (what `.ci/run` calls).
 
 mod bench;
+mod bench_mail;
 mod bench_payments;
 mod bench_runtime;
 mod bench_storefront;
@@ -60,6 +61,12 @@ enum Bench {
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
     Runtime,
+    /// The mail outbox of the release runtime sending to Mailpit: messages per second,
+    /// duplicates and losses.
+    Mail {
+        #[arg(long, default_value_t = 2_000)]
+        messages: usize,
+    },
     /// Signed Stripe events through the release payments service to storefront receivers:
     /// events accepted per second, p99 from posted to delivered, duplicates, lost.
     Payments {
@@ -144,6 +151,7 @@ fn bench(what: Bench) -> Result<()> {
             ))
         }
         Bench::Runtime => bench_runtime::run(),
+        Bench::Mail { messages } => bench_mail::run(messages),
         Bench::Payments { tenants, events } => {
             cargo(&["build", "--release", "--package", "tiqzy-payments"])?;
             let binary = tiqzy_e2e::target_dir().join("release/tiqzy-payments");

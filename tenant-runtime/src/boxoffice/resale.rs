@@ -13,6 +13,7 @@ use crate::config::ResalePolicy;
 use crate::domain::{Email, Money};
 use crate::error::{AppError, AppResult};
 use crate::identity::{self, Session};
+use crate::mail::{self, Amount, Message};
 use crate::state::AppState;
 use crate::store::client_caps::{CapOf, ClientCap};
 use crate::store::listings::{self, Listing};
@@ -21,7 +22,7 @@ use crate::store::tickets::Ticket;
 
 /// Puts the ticket behind `ticket_token` on the market at `price`. Only a session verified
 /// for the ticket's holder may (checked with the ticket locked), and the payout goes to that
-/// address's verified seller account.
+/// address's verified seller account. The seller is told by mail, in the same transaction.
 pub async fn list_ticket(
     state: &AppState,
     session: Option<&Session>,
@@ -29,19 +30,29 @@ pub async fn list_ticket(
     price: Money,
 ) -> AppResult<Listing> {
     let session = session.ok_or_else(identity::sign_in_required)?;
-    listings::create_listing(
-        &state.db,
-        session,
-        ticket_token,
-        price,
-        &state.config.resale,
-    )
-    .await
+    let mut tx = state.db.begin().await?;
+    let listed =
+        listings::create_listing(&mut tx, session, ticket_token, price, &state.config.resale)
+            .await?;
+    let message = Message::ResaleListed {
+        to: listed.seller,
+        ticket_url: format!("{}/tickets/{ticket_token}", state.config.public_url),
+        price: Amount::of(listed.listing.price),
+    };
+    mail::enqueue(&mut tx, &message).await?;
+    tx.commit().await?;
+    Ok(listed.listing)
 }
 
-/// Takes the ticket off the market.
-pub async fn withdraw_listing(state: &AppState, ticket_token: &str) -> AppResult<()> {
-    listings::withdraw_listing(&state.db, ticket_token).await
+/// Takes the ticket off the market: only its verified holder may, and only while nobody is
+/// paying for it.
+pub async fn withdraw_listing(
+    state: &AppState,
+    session: Option<&Session>,
+    ticket_token: &str,
+) -> AppResult<()> {
+    let session = session.ok_or_else(identity::sign_in_required)?;
+    listings::withdraw_listing(&state.db, session, ticket_token).await
 }
 
 /// Listings a buyer can reserve now, of one event or of all.

@@ -20,6 +20,8 @@ pub struct MailConfig {
     pub reply_to: Option<Mailbox>,
     /// `TIQZY_MAIL_RETRY_MAX_SECONDS`: the longest wait between two attempts at one message.
     pub retry_max: Duration,
+    /// `TIQZY_MAIL_RETENTION_DAYS`: how long a sent mail's row is kept (default 30 days).
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +111,9 @@ impl MailConfig {
                 300,
                 1..=86_400,
             )?),
+            retention: Duration::from_secs(
+                86_400 * env.whole_number_in("TIQZY_MAIL_RETENTION_DAYS", 30, 1..=3_650)?,
+            ),
         })
     }
 }

@@ -137,7 +137,7 @@ pub async fn cancel_event(
     Path(slug): Path<String>,
 ) -> AppResult<Json<Event>> {
     let event = event_for(&state, &slug).await?;
-    sales::cancel_event(&state.db, event.id).await?;
+    sales::cancel_event(&state.db, event.id, &state.config.public_url).await?;
     state.cache.invalidate(&event_keys(&slug)).await;
     crate::payments::settle_requested(&state).await;
     Ok(Json(event_for(&state, &slug).await?))

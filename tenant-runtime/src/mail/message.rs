@@ -59,6 +59,15 @@ pub struct Amount {
     pub currency: Currency,
 }
 
+impl Amount {
+    pub fn of(money: crate::domain::Money) -> Self {
+        Self {
+            minor: money.amount_minor,
+            currency: money.currency,
+        }
+    }
+}
+
 /// Who a message is from and how it looks.
 #[derive(Debug, Clone, Copy)]
 pub struct Letterhead<'a> {
@@ -85,6 +94,20 @@ impl Message {
             | Self::PaidOut { to, .. }
             | Self::Refunded { to, .. }
             | Self::EventCancelled { to, .. } => to,
+        }
+    }
+
+    /// The kind's name, as stored and as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::OrderLink { .. } => "order_link",
+            Self::Tickets { .. } => "tickets",
+            Self::SignInLink { .. } => "sign_in_link",
+            Self::ResaleListed { .. } => "resale_listed",
+            Self::ResaleSold { .. } => "resale_sold",
+            Self::PaidOut { .. } => "paid_out",
+            Self::Refunded { .. } => "refunded",
+            Self::EventCancelled { .. } => "event_cancelled",
         }
     }
 

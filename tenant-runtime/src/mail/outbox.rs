@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::Message;
+use crate::metrics::MAIL;
 
 /// Wakes this process's worker soon after a message is queued (it still looks every few
 /// seconds, for rows other replicas queued and retries that fell due).
@@ -26,8 +27,40 @@ pub async fn enqueue(conn: &mut PgConnection, message: &Message) -> sqlx::Result
     )
     .execute(conn)
     .await?;
+    MAIL.queued(message.kind());
     QUEUED.notify_waiters();
     Ok(id)
+}
+
+/// Queues many messages in one statement, in the caller's transaction (an event cancelled
+/// tells every buyer at once).
+pub async fn enqueue_all(conn: &mut PgConnection, messages: &[Message]) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut recipients = Vec::with_capacity(messages.len());
+    let mut bodies = Vec::with_capacity(messages.len());
+    for message in messages {
+        ids.push(Uuid::new_v4());
+        recipients.push(message.recipient().to_owned());
+        bodies.push(serde_json::to_string(message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+    }
+    sqlx::query!(
+        "INSERT INTO mail_outbox (id, recipient, message)
+         SELECT id, recipient, body::jsonb
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS m (id, recipient, body)",
+        &ids,
+        &recipients,
+        &bodies,
+    )
+    .execute(conn)
+    .await?;
+    for message in messages {
+        MAIL.queued(message.kind());
+    }
+    QUEUED.notify_waiters();
+    Ok(())
 }
 
 /// The `Message-ID` of an outbox row: the same on every attempt, so a resend after a crash
@@ -115,4 +148,45 @@ pub(super) async fn mark_failed(db: &PgPool, id: Uuid, error: &str) -> sqlx::Res
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Refreshes the outbox gauges: how many mails wait and how long the oldest has.
+pub(super) async fn measure(db: &PgPool) -> sqlx::Result<()> {
+    let r = sqlx::query!(
+        "SELECT count(*) AS \"depth!\",
+                coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS \"oldest!\"
+         FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+    )
+    .fetch_one(db)
+    .await?;
+    MAIL.outbox_depth.set(r.depth);
+    MAIL.outbox_oldest_seconds.set(r.oldest);
+    Ok(())
+}
+
+/// Rows deleted per statement, so pruning never holds many locks or a long transaction.
+const PRUNE_BATCH: i64 = 1_000;
+
+/// Deletes sent rows older than `retention`, a batch at a time; returns how many.
+pub(super) async fn prune(db: &PgPool, retention: Duration) -> sqlx::Result<u64> {
+    let mut pruned = 0;
+    loop {
+        let n = sqlx::query!(
+            "DELETE FROM mail_outbox WHERE id IN (
+                 SELECT id FROM mail_outbox
+                 WHERE sent_at < now() - make_interval(secs => $1)
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED)",
+            retention.as_secs_f64(),
+            PRUNE_BATCH,
+        )
+        .execute(db)
+        .await?
+        .rows_affected();
+        pruned += n;
+        MAIL.pruned.inc_by(n);
+        if n < PRUNE_BATCH.unsigned_abs() {
+            return Ok(pruned);
+        }
+    }
 }

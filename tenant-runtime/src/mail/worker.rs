@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use super::outbox::{self, Claimed, QUEUED};
 use super::{Letterhead, Rendered};
 use crate::config::{Config, MailConfig, SecretSource, SmtpTls};
+use crate::metrics::MAIL;
 
 /// Rows one worker sends at once.
 const BATCH: i64 = 32;
@@ -83,10 +84,12 @@ pub async fn run(db: PgPool, config: Arc<Config>, mut shutdown: watch::Receiver<
     let mut relay: Option<Relay> = None;
     // After a wake-up the queuing transaction may not have committed yet: look again soon.
     let mut soon = 0usize;
+    let mut housekeeping = Housekeeping::default();
     loop {
         if *shutdown.borrow() {
             return;
         }
+        housekeeping.run(&db, &config.mail).await;
         let queued = QUEUED.notified();
         tokio::pin!(queued);
         queued.as_mut().enable();
@@ -149,6 +152,39 @@ pub async fn run(db: PgPool, config: Arc<Config>, mut shutdown: watch::Receiver<
     }
 }
 
+/// How often the outbox gauges are refreshed.
+const MEASURE_EVERY: Duration = Duration::from_secs(5);
+/// How often sent rows past their retention are deleted (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+/// The worker's chores besides sending: gauges and pruning, each on its own schedule.
+#[derive(Default)]
+struct Housekeeping {
+    measured: Option<tokio::time::Instant>,
+    pruned: Option<tokio::time::Instant>,
+}
+
+impl Housekeeping {
+    async fn run(&mut self, db: &PgPool, config: &MailConfig) {
+        let due =
+            |last: Option<tokio::time::Instant>, every| last.is_none_or(|t| t.elapsed() >= every);
+        if due(self.measured, MEASURE_EVERY) {
+            self.measured = Some(tokio::time::Instant::now());
+            if let Err(e) = outbox::measure(db).await {
+                tracing::warn!(error = %e, "measuring the mail outbox failed");
+            }
+        }
+        if due(self.pruned, PRUNE_EVERY) {
+            self.pruned = Some(tokio::time::Instant::now());
+            match outbox::prune(db, config.retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "sent mail past its retention deleted"),
+                Err(e) => tracing::warn!(error = %e, "pruning sent mail failed"),
+            }
+        }
+    }
+}
+
 /// Sends one claimed row and records the outcome; `false` when the relay failed.
 async fn deliver(db: PgPool, config: Arc<Config>, relay: Relay, row: Claimed) -> bool {
     let Claimed {
@@ -171,6 +207,7 @@ async fn deliver(db: PgPool, config: Arc<Config>, relay: Relay, row: Claimed) ->
         locale: &config.locale,
     };
     let rendered = message.render(&look);
+    let kind = message.kind();
     let transport = match relay {
         Relay::Log => {
             tracing::info!(
@@ -179,6 +216,7 @@ async fn deliver(db: PgPool, config: Arc<Config>, relay: Relay, row: Claimed) ->
                 "mail logged, not sent"
             );
             mark_sent(&db, id).await;
+            MAIL.sent(kind);
             return true;
         }
         Relay::Smtp(transport) => transport,
@@ -188,6 +226,7 @@ async fn deliver(db: PgPool, config: Arc<Config>, relay: Relay, row: Claimed) ->
         Err(e) => {
             tracing::warn!(mail = %id, error = %e, "mail cannot be addressed; dropped");
             let _ = outbox::mark_failed(&db, id, &e).await;
+            MAIL.failed(kind);
             return true;
         }
     };
@@ -195,20 +234,24 @@ async fn deliver(db: PgPool, config: Arc<Config>, relay: Relay, row: Claimed) ->
     match outcome {
         Ok(Ok(_)) => {
             mark_sent(&db, id).await;
+            MAIL.sent(kind);
             true
         }
         Ok(Err(e)) if e.is_permanent() && attempts >= PERMANENT_AFTER => {
             tracing::warn!(mail = %id, error = %e, "the relay refused the mail for good");
             let _ = outbox::mark_failed(&db, id, &e.to_string()).await;
+            MAIL.failed(kind);
             true
         }
         Ok(Err(e)) => {
+            MAIL.retried(kind);
             tracing::info!(mail = %id, attempts, error = %e, "sending mail failed; will retry");
             let _ =
                 outbox::retry_later(&db, id, backoff(attempts, &config.mail), &e.to_string()).await;
             false
         }
         Err(_) => {
+            MAIL.retried(kind);
             tracing::info!(mail = %id, attempts, "sending mail timed out; will retry");
             let _ =
                 outbox::retry_later(&db, id, backoff(attempts, &config.mail), "timed out").await;

@@ -5,6 +5,7 @@ use super::gateway::StripeFailure;
 use super::transfer_group;
 use crate::domain::OrderKind;
 use crate::error::AppResult;
+use crate::mail::{self, Amount, Message};
 use crate::state::AppState;
 use crate::store::{ledger, payments as store};
 
@@ -81,7 +82,12 @@ async fn settle_one(state: &AppState) -> AppResult<bool> {
         }
     };
     match result {
-        Ok(reference) => ledger::settle(&mut tx, row.id, Ok(&reference)).await?,
+        Ok(reference) => {
+            ledger::settle(&mut tx, row.id, Ok(&reference)).await?;
+            if row.kind == "seller_payout" {
+                mail_paid_out(&mut tx, &row).await?;
+            }
+        }
         Err(failure) if failure.is_transient() => {
             // Left requested; the sweeper tries again with the same idempotency key.
             ledger::attempted(&mut tx, row.id).await?;
@@ -92,6 +98,28 @@ async fn settle_one(state: &AppState) -> AppResult<bool> {
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// Tells the seller their share left for their payout account, in the transaction that
+/// records the transfer.
+async fn mail_paid_out(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    payout: &ledger::Requested,
+) -> AppResult<()> {
+    let seller = sqlx::query_scalar!(
+        "SELECT email FROM sellers WHERE account_id = $1",
+        payout.party
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(to) = seller {
+        let message = Message::PaidOut {
+            to,
+            amount: Amount::of(payout.amount),
+        };
+        mail::enqueue(tx, &message).await?;
+    }
+    Ok(())
 }
 
 /// Closes Stripe checkouts of orders that expired or were cancelled, so nobody pays for

@@ -166,6 +166,9 @@ pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
         EventObject::ChargeDisputeCreated(dispute) => {
             events::dispute_created(&mut tx, id, dispute).await?
         }
+        EventObject::ChargeDisputeClosed(dispute) => {
+            events::dispute_closed(&mut tx, id, dispute).await?
+        }
         EventObject::AccountUpdated(account) => events::account_updated(&mut tx, account).await?,
         EventObject::Other => Effect::Ignored,
     };
@@ -175,6 +178,10 @@ pub async fn handle(state: &AppState, event: Event) -> AppResult<Handled> {
         Effect::Applied => Handled::Applied,
         Effect::Paid { order: _, applied } => {
             after_commit(state, applied).await;
+            Handled::Applied
+        }
+        Effect::Released => {
+            super::settle_requested(state).await;
             Handled::Applied
         }
     })

@@ -7,15 +7,16 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::money;
 use super::payments::lock_order;
+use super::{listings, money};
 use crate::domain::{BasisPoints, Money, OrderKind, Split};
 use crate::error::{AppError, AppResult};
+use crate::mail::{self, Message};
 
 mod reported;
 mod requests;
 
-pub use reported::{ParkedEvent, Reported, book_reported, park, unpark};
+pub use reported::{DisputeOutcome, ParkedEvent, Reported, book_reported, park, unpark};
 pub use requests::{Requested, attempted, next_requested, settle};
 
 type Tx<'a> = Transaction<'a, Postgres>;
@@ -33,7 +34,8 @@ pub struct LedgerEntry {
     pub currency: String,
     /// Who received it: `buyer`, `platform`, or a connected account id.
     pub party: String,
-    /// requested (Stripe not yet done), done, failed, cancelled.
+    /// requested (Stripe not yet done), held (a payout waiting for a dispute to end), done,
+    /// failed, cancelled.
     pub state: String,
     pub stripe_ref: Option<String>,
     pub note: String,
@@ -239,8 +241,12 @@ pub async fn request_refund(tx: &mut Tx<'_>, refund: &RefundRequest<'_>) -> AppR
     )
     .execute(&mut **tx)
     .await?;
-    if full && order.kind == OrderKind::Resale {
-        take_back_payout(tx, order_id).await?;
+    if full {
+        // Its tickets stop being valid: whatever of them is on the market comes off now.
+        listings::withdraw_listings_of_order(tx, order_id).await?;
+        if order.kind == OrderKind::Resale {
+            take_back_payout(tx, order_id).await?;
+        }
     }
     ledger_entry(tx, id).await
 }
@@ -265,7 +271,7 @@ async fn take_back_payout(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<()> {
         state => state,
     };
     match state {
-        "requested" | "failed" => {
+        "requested" | "held" | "failed" => {
             sqlx::query!(
                 "UPDATE ledger SET state = 'cancelled', settled_at = now(),
                         note = 'not sent: the buyer was refunded'
@@ -305,8 +311,13 @@ async fn take_back_payout(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<()> {
     Ok(())
 }
 
-/// Cancelling an event: every paid order is refunded in full and becomes cancelled.
-pub async fn refund_cancelled_event(tx: &mut Tx<'_>, event_id: Uuid) -> AppResult<u64> {
+/// Cancelling an event: every paid order is refunded in full and becomes cancelled, and
+/// every buyer holding its tickets is told by mail (one per order, queued together).
+pub async fn refund_cancelled_event(
+    tx: &mut Tx<'_>,
+    event_id: Uuid,
+    public_url: &str,
+) -> AppResult<u64> {
     let orders = sqlx::query_scalar!(
         "SELECT o.id FROM orders o
          LEFT JOIN holds h ON h.id = o.hold_id
@@ -319,6 +330,25 @@ pub async fn refund_cancelled_event(tx: &mut Tx<'_>, event_id: Uuid) -> AppResul
     )
     .fetch_all(&mut **tx)
     .await?;
+    let holders = sqlx::query!(
+        "SELECT o.buyer_email, o.access_token, e.title
+         FROM orders o JOIN events e ON e.id = $1
+         WHERE o.id = ANY($2) AND EXISTS (SELECT 1 FROM tickets t WHERE t.order_id = o.id)
+         ORDER BY o.id",
+        event_id,
+        &orders,
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let messages: Vec<Message> = holders
+        .into_iter()
+        .map(|h| Message::EventCancelled {
+            to: h.buyer_email,
+            event_title: h.title,
+            order_url: format!("{public_url}/orders/{}", h.access_token),
+        })
+        .collect();
+    mail::enqueue_all(tx, &messages).await?;
     for &order_id in &orders {
         let has_left = sqlx::query_scalar!(
             "SELECT total_minor > refunded_minor AS \"left!\" FROM orders WHERE id = $1",
@@ -343,6 +373,7 @@ pub async fn refund_cancelled_event(tx: &mut Tx<'_>, event_id: Uuid) -> AppResul
         )
         .execute(&mut **tx)
         .await?;
+        listings::withdraw_listings_of_order(tx, order_id).await?;
     }
     Ok(orders.len() as u64)
 }

@@ -51,7 +51,7 @@ pub async fn sales_lines(db: &PgPool, event_id: Uuid) -> AppResult<Vec<SalesLine
 /// Cancels an event: no new holds, live holds return their tickets, unpaid orders and open
 /// listings end, and every paid order is refunded in full and cancelled (the refunds and
 /// any payout reversals are requested in the ledger and sent to Stripe after commit).
-pub async fn cancel_event(db: &PgPool, event_id: Uuid) -> AppResult<bool> {
+pub async fn cancel_event(db: &PgPool, event_id: Uuid, public_url: &str) -> AppResult<bool> {
     let mut tx = db.begin().await?;
     let cancelled = sqlx::query!(
         "UPDATE events SET cancelled_at = now(), updated_at = now()
@@ -101,7 +101,7 @@ pub async fn cancel_event(db: &PgPool, event_id: Uuid) -> AppResult<bool> {
     )
     .execute(&mut *tx)
     .await?;
-    super::ledger::refund_cancelled_event(&mut tx, event_id).await?;
+    super::ledger::refund_cancelled_event(&mut tx, event_id, public_url).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -25,7 +25,7 @@ pub struct Ticket {
     /// Whether it is on the resale market right now (then it cannot be checked in).
     pub listed: bool,
     pub checked_in_at: Option<DateTime<Utc>>,
-    /// False once its order is refunded or cancelled, or its event cancelled.
+    /// False once its order is refunded, cancelled or disputed, or its event cancelled.
     pub valid: bool,
 }
 
@@ -37,7 +37,9 @@ macro_rules! ticket_query {
                     EXISTS (SELECT 1 FROM listings l WHERE l.ticket_id = t.id
                             AND l.state IN ('open', 'reserved')) AS \"listed!\",
                     c.checked_in_at AS \"checked_in_at?\",
-                    (o.state = 'paid' AND e.cancelled_at IS NULL) AS \"valid!\"
+                    (o.state = 'paid' AND e.cancelled_at IS NULL
+                     AND o.dispute_status IS DISTINCT FROM 'open'
+                     AND o.dispute_status IS DISTINCT FROM 'lost') AS \"valid!\"
              FROM tickets t
              JOIN ticket_types tt ON tt.id = t.ticket_type_id
              JOIN events e ON e.id = tt.event_id
@@ -128,7 +130,8 @@ pub async fn check_in(
 ) -> AppResult<CheckIn> {
     let mut tx = db.begin().await?;
     let t = sqlx::query!(
-        "SELECT t.epoch, o.state AS order_state, e.cancelled_at IS NOT NULL AS \"cancelled!\",
+        "SELECT t.epoch, o.state AS order_state, o.dispute_status,
+                e.cancelled_at IS NOT NULL AS \"cancelled!\",
                 e.slug, e.title, e.venue, e.starts_at, tt.name AS ticket_type,
                 EXISTS (SELECT 1 FROM listings l WHERE l.ticket_id = t.id
                         AND l.state IN ('open', 'reserved')) AS \"listed!\"
@@ -166,6 +169,9 @@ pub async fn check_in(
             "event-cancelled",
             "this event has been cancelled",
         ));
+    }
+    if let Some(refusal) = super::listings::dispute_refusal(t.dispute_status.as_deref()) {
+        return Err(refusal);
     }
     if t.order_state != "paid" {
         return Err(AppError::conflict(

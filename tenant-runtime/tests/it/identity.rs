@@ -361,3 +361,45 @@ async fn a_payout_account_from_before_verification_is_replaced_not_used() {
         .expect("listing");
     assert_eq!(paid_to.as_deref(), Some(account.as_str()));
 }
+
+/// A listing made before addresses were verified pays an account bound to whatever address
+/// was typed at purchase. Upgrading takes every such listing off the market. The database is
+/// put back to before that migration (the listing's account made unverified, the migration
+/// not yet applied) and a new replica starts on it, as a rollout would.
+#[tokio::test]
+async fn upgrading_withdraws_listings_that_pay_an_unverified_account() {
+    let app = TestApp::spawn().await;
+    let (slug, tt) = app.seed_event(10, 5_000, 1).await;
+    let seller_address = "old-seller@example.org";
+    let token = ticket_token(&app.buy(tt, 1, seller_address).await);
+    let seller = app.sign_in(seller_address).await;
+    app.onboard(&token, &seller).await;
+    assert_eq!(list_as(&app, Some(&seller), &token).await.status(), 201);
+    let (_, other_tt) = app.seed_event(10, 5_000, 1).await;
+    let kept_token = ticket_token(&app.buy(other_tt, 1, "verified@example.org").await);
+    let verified = app.sign_in("verified@example.org").await;
+    app.onboard(&kept_token, &verified).await;
+    assert_eq!(
+        list_as(&app, Some(&verified), &kept_token).await.status(),
+        201
+    );
+
+    for statement in [
+        "UPDATE sellers SET verified_at = NULL WHERE email = 'old-seller@example.org'",
+        "DELETE FROM _sqlx_migrations WHERE version = 20261201170100",
+        "DROP INDEX IF EXISTS mail_outbox_sent",
+    ] {
+        sqlx::query(statement)
+            .execute(&app.state.db)
+            .await
+            .expect(statement);
+    }
+    let replica = tiqzy_runtime::Application::build((*app.state.config).clone())
+        .await
+        .expect("the new version starts");
+    tokio::spawn(replica.serve(std::future::pending()));
+
+    let market: Vec<Value> = app.get("/api/listings").await.json().await.expect("market");
+    assert_eq!(market.len(), 1, "{market:?}");
+    assert_ne!(market[0]["event_slug"], slug.as_str());
+}

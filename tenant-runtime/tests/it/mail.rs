@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tiqzy_e2e::Mailpit;
 use tiqzy_runtime::Application;
 use tiqzy_runtime::config::Config;
@@ -198,42 +198,6 @@ async fn a_replica_killed_mid_send_and_a_relay_down_for_a_minute_lose_and_duplic
     assert_eq!(arrived.len(), 12);
 }
 
-/// Not a test: how many messages per second one replica's worker hands to Mailpit. Run with
-/// `cargo test -p tiqzy-runtime --test it mail::throughput -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a measurement, not a test"]
-async fn throughput() {
-    let count: usize = std::env::var("TIQZY_MAIL_BENCH_COUNT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
-    let app = TestApp::spawn().await;
-    let to = format!("bench-{}@example.org", app.tenant);
-    // Queued while no worker can claim them (one transaction), then released at once.
-    let mut tx = app.state.db.begin().await.expect("tx");
-    for n in 0..count {
-        let message = Message::OrderLink {
-            to: to.clone(),
-            order_url: format!("https://acme.example/orders/n{n}"),
-        };
-        mail::enqueue(&mut tx, &message).await.expect("queued");
-    }
-    let started = std::time::Instant::now();
-    tx.commit().await.expect("commit");
-    app.mail_settled().await;
-    let elapsed = started.elapsed();
-    let arrived = Mailpit::shared()
-        .search(&format!("to:\"{to}\""))
-        .await
-        .expect("search")
-        .len();
-    assert_eq!(arrived, count);
-    println!(
-        "mail throughput: {count} messages to Mailpit in {elapsed:.2?} = {:.0} messages/s",
-        count as f64 / elapsed.as_secs_f64()
-    );
-}
-
 #[tokio::test]
 async fn a_buyer_gets_their_tickets_and_then_word_of_a_staff_refund() {
     let app = TestApp::spawn().await;
@@ -269,4 +233,185 @@ async fn a_buyer_gets_their_tickets_and_then_word_of_a_staff_refund() {
     assert_eq!(refunds.len(), 1);
     assert!(refunds[0].text.contains("€10.00"), "{}", refunds[0].text);
     assert!(refunds[0].html.contains("€10.00"), "{}", refunds[0].html);
+}
+
+/// A seller hears of each step of a resale: listed, sold, paid out, each mail written with
+/// the change it reports.
+#[tokio::test]
+async fn a_seller_hears_when_their_ticket_is_listed_sold_and_paid_out() {
+    let app = TestApp::spawn().await; // seller fee 5 %
+    let (_, tt) = app.seed_event(10, 5_000, 1).await;
+    let seller_address = format!("seller-{}@example.org", app.tenant);
+    let bought = app.buy(tt, 1, &seller_address).await;
+    let token = bought["tickets"][0]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let seller = app.sign_in(&seller_address).await;
+    app.onboard(&token, &seller).await;
+    let listing = app
+        .post_as(
+            &seller,
+            &format!("/api/tickets/{token}/listing"),
+            &json!({ "amount_minor": 5_500, "currency": "EUR" }),
+        )
+        .await;
+    assert_eq!(listing.status(), 201);
+    let listing: Value = listing.json().await.expect("listing");
+
+    let listed = app.mails_to(&seller_address, "for sale").await;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].text.contains("€55.00"), "{}", listed[0].text);
+    assert!(
+        listed[0]
+            .links()
+            .contains(&format!("https://acme.example/tickets/{token}")),
+        "{}",
+        listed[0].text
+    );
+    assert!(app.mails_to(&seller_address, "was sold").await.is_empty());
+
+    let order: Value = app
+        .post(
+            &format!(
+                "/api/listings/{}/purchase",
+                listing["id"].as_str().expect("id")
+            ),
+            &json!({ "email": "resale-buyer@example.org" }),
+        )
+        .await
+        .json()
+        .await
+        .expect("order");
+    app.pay(&order).await;
+
+    let sold = app.mails_to(&seller_address, "was sold").await;
+    assert_eq!(sold.len(), 1);
+    assert!(sold[0].text.contains("€55.00"), "{}", sold[0].text);
+    // 5 % of 55.00 stays with the platform: 52.25 goes to the seller.
+    let paid = app.mails_to(&seller_address, "Your payout").await;
+    assert_eq!(paid.len(), 1);
+    assert!(paid[0].text.contains("€52.25"), "{}", paid[0].text);
+    assert!(paid[0].html.contains("€52.25"), "{}", paid[0].html);
+}
+
+/// Cancelling an event tells each buyer who holds its tickets, once per order, with the link
+/// to their order; an unpaid order gets no such mail.
+#[tokio::test]
+async fn cancelling_an_event_tells_every_ticket_holder_once_per_order() {
+    let app = TestApp::spawn().await;
+    let (slug, tt) = app.seed_event(10, 4_000, 2).await;
+    let first = format!("first-{}@example.org", app.tenant);
+    let unpaid = format!("unpaid-{}@example.org", app.tenant);
+    let orders = [app.buy(tt, 2, &first).await, app.buy(tt, 1, &first).await];
+    let hold: Value = app.hold(tt, 1).await.json().await.expect("hold");
+    app.order(&hold, &unpaid).await;
+
+    let cancelled = app
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/admin/events/{slug}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+
+    let told = app.mails_to(&first, "is cancelled").await;
+    assert_eq!(told.len(), 2, "one per order");
+    for order in &orders {
+        let link = format!(
+            "https://acme.example/orders/{}",
+            order["order"]["access_token"].as_str().expect("token")
+        );
+        assert_eq!(
+            told.iter().filter(|m| m.links().contains(&link)).count(),
+            1,
+            "{link}"
+        );
+    }
+    assert!(
+        told[0].subject.contains("Night Show"),
+        "{}",
+        told[0].subject
+    );
+    assert!(app.mails_to(&unpaid, "is cancelled").await.is_empty());
+}
+
+/// What an operator watches: mail by kind, the outbox's depth and age, sign-in links.
+#[tokio::test]
+async fn mail_and_sign_in_links_are_measured() {
+    let app = TestApp::spawn().await;
+    let address = format!("measured-{}@example.org", app.tenant);
+    app.sign_in(&address).await;
+    let token = app.sign_in_link(&address).await.expect("the link");
+    assert_eq!(app.follow_sign_in(&token).await.status(), 401, "used up");
+    app.mail_settled().await;
+
+    let metrics = app.metrics().await;
+    for line in [
+        "tiqzy_sign_in_links_total{outcome=\"requested\"} 1",
+        "tiqzy_sign_in_links_total{outcome=\"used\"} 1",
+        "tiqzy_sign_in_links_total{outcome=\"refused\"} 1",
+        "tiqzy_mail_queued_total{kind=\"sign_in_link\"}",
+        "tiqzy_mail_sent_total{kind=\"sign_in_link\"}",
+        "tiqzy_mail_outbox_depth",
+        "tiqzy_mail_outbox_oldest_seconds",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+}
+
+/// Sent mail is deleted once its retention has passed; unsent and recent mail stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_mail_is_pruned_after_the_retention_period() {
+    let app = TestApp::spawn_with(Options {
+        env: &[("TIQZY_MAIL_RETENTION_DAYS", "7")],
+        ..Options::default()
+    })
+    .await;
+    let (_, tt) = app.seed_event(10, 2_500, 4).await;
+    let hold: Value = app.hold(tt, 1).await.json().await.expect("hold");
+    app.order(&hold, "recent@example.org").await;
+    app.mail_settled().await;
+    // 2,500 old sent rows (more than one delete batch) and one old row never sent.
+    sqlx::query(
+        "INSERT INTO mail_outbox (id, recipient, message, created_at, sent_at)
+         SELECT gen_random_uuid(), 'old@example.org', '{}'::jsonb,
+                now() - interval '8 days', now() - interval '8 days'
+         FROM generate_series(1, 2500)",
+    )
+    .execute(&app.state.db)
+    .await
+    .expect("old mail");
+    sqlx::query(
+        "INSERT INTO mail_outbox (id, recipient, message, created_at, failed_at)
+         VALUES (gen_random_uuid(), 'failed@example.org', '{}'::jsonb,
+                 now() - interval '8 days', now() - interval '8 days')",
+    )
+    .execute(&app.state.db)
+    .await
+    .expect("failed mail");
+
+    // A replica starting now prunes at once.
+    let replica = Application::build((*app.state.config).clone())
+        .await
+        .expect("a replica starts");
+    tokio::spawn(replica.serve(std::future::pending()));
+    let rows = |to: &'static str| {
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM mail_outbox WHERE recipient = $1")
+                .bind(to)
+                .fetch_one(&db)
+                .await
+                .expect("count")
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while rows("old@example.org").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "old mail kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows("recent@example.org").await, 1);
+    assert_eq!(rows("failed@example.org").await, 1);
 }

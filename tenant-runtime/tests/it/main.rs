@@ -8,6 +8,7 @@ mod cache;
 mod identity;
 mod inventory;
 mod mail;
+mod money;
 mod payments;
 mod payments_service;
 mod resale;

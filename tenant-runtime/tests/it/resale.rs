@@ -318,6 +318,16 @@ async fn a_completed_resale_voids_the_sellers_code_and_issues_the_buyer_a_new_on
     assert!(empty.is_empty());
 }
 
+async fn withdraw(app: &TestApp, holder: Option<&Session>, token: &str) -> reqwest::Response {
+    let mut request = app
+        .http
+        .delete(format!("{}/api/tickets/{token}/listing", app.url));
+    if let Some(holder) = holder {
+        request = request.header(reqwest::header::COOKIE, &holder.0);
+    }
+    request.send().await.expect("delete")
+}
+
 #[tokio::test]
 async fn a_withdrawn_listing_can_be_checked_in_again() {
     let app = TestApp::spawn().await;
@@ -328,14 +338,57 @@ async fn a_withdrawn_listing_can_be_checked_in_again() {
         list(&app, &seller, &token, 5_000, "EUR").await.status(),
         201
     );
-    let withdrawn = app
-        .http
-        .delete(format!("{}/api/tickets/{token}/listing", app.url))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(withdrawn.status(), 204);
+    assert_eq!(withdraw(&app, Some(&seller), &token).await.status(), 204);
     assert_eq!(check_in(&app, &slug, &code).await.status(), 200);
+}
+
+/// The ticket link alone does not take a listing down: only the verified holder does, and
+/// only while no buyer is paying for it.
+#[tokio::test]
+async fn only_the_verified_holder_withdraws_and_only_an_unreserved_listing() {
+    let app = TestApp::spawn().await;
+    let (slug, tt) = app.seed_event(10, 5_000, 1).await;
+    let (token, _) = first_ticket(&app.buy(tt, 1, "seller@example.org").await);
+    let seller = app.sign_in("seller@example.org").await;
+    let listing: Value = list(&app, &seller, &token, 5_000, "EUR")
+        .await
+        .json()
+        .await
+        .expect("listing");
+
+    let (status, body) = problem(withdraw(&app, None, &token).await).await;
+    assert_eq!(status, 401, "{body}");
+    let stranger = app.sign_in("stranger@example.org").await;
+    let (status, body) = problem(withdraw(&app, Some(&stranger), &token).await).await;
+    assert_eq!(status, 403, "{body}");
+    let market: Vec<Value> = app
+        .get(&format!("/api/listings?event={slug}"))
+        .await
+        .json()
+        .await
+        .expect("market");
+    assert_eq!(market.len(), 1, "still listed");
+
+    // A buyer is paying: the seller cannot pull it from under them.
+    let bought = app
+        .post(
+            &format!(
+                "/api/listings/{}/purchase",
+                listing["id"].as_str().expect("id")
+            ),
+            &json!({ "email": "buyer@example.org" }),
+        )
+        .await;
+    assert_eq!(bought.status(), 201);
+    let (status, body) = problem(withdraw(&app, Some(&seller), &token).await).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .expect("type")
+            .ends_with("listing-reserved"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -53,15 +53,20 @@ pub async fn create_listing(
     Ok((StatusCode::CREATED, Json(listing)))
 }
 
-/// Takes the ticket off the market.
+/// Takes the ticket off the market. Needs a session verified for the holder's address; a
+/// listing a buyer is paying for cannot be withdrawn (409).
 #[utoipa::path(delete, path = "/api/tickets/{token}/listing", tag = "resale",
     params(("token" = String, Path)),
-    responses((status = 204), (status = 409, body = Problem)))]
+    responses((status = 204),
+              (status = 401, body = Problem, description = "Not signed in"),
+              (status = 403, body = Problem, description = "Signed in, not as the holder"),
+              (status = 409, body = Problem)))]
 pub async fn withdraw_listing(
     State(state): State<AppState>,
+    signed_in: SignedIn,
     Path(token): Path<String>,
 ) -> AppResult<StatusCode> {
-    resale::withdraw_listing(&state, &token).await?;
+    resale::withdraw_listing(&state, signed_in.session(), &token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -76,9 +76,13 @@ pub async fn sell(
     page(&state, outcome)
 }
 
-pub async fn withdraw(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub async fn withdraw(
+    State(state): State<AppState>,
+    signed_in: SignedIn,
+    Path(token): Path<String>,
+) -> Response {
     let outcome = async {
-        boxoffice::resale::withdraw_listing(&state, &token).await?;
+        boxoffice::resale::withdraw_listing(&state, signed_in.session(), &token).await?;
         Ok(see_other(&format!("/tickets/{token}")))
     }
     .await;

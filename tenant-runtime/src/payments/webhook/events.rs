@@ -9,7 +9,7 @@ use super::objects::{Account, Charge, CheckoutSession, Dispute, PaymentIntent};
 use crate::error::AppResult;
 use crate::payments::{Applied, VerifiedPayment, apply_payment};
 use crate::state::AppState;
-use crate::store::ledger::{self, ParkedEvent, Reported};
+use crate::store::ledger::{self, DisputeOutcome, ParkedEvent, Reported};
 use crate::store::payments::{self as store, AccountStatus};
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
@@ -25,6 +25,8 @@ pub(super) enum Effect {
         order: Uuid,
         applied: Applied,
     },
+    /// Payouts may have been released: Stripe requests to send after commit.
+    Released,
 }
 
 /// Our order id: a session's client reference, else the `order_id` we put in its metadata.
@@ -168,6 +170,30 @@ pub(super) async fn dispute_created(
     };
     let intent = dispute.payment_intent.as_ref().map(|p| p.id().to_owned());
     book_or_park(tx, event_id, intent, reported).await
+}
+
+/// `charge.dispute.closed`: won (or an inquiry closed) releases the order's tickets and the
+/// payouts the dispute held, which are sent after commit; lost leaves them void. A dispute
+/// that is not closed yet changes nothing.
+pub(super) async fn dispute_closed(
+    tx: &mut Tx<'_>,
+    event_id: &str,
+    dispute: &Dispute,
+) -> AppResult<Effect> {
+    let outcome = match dispute.status.as_deref() {
+        Some("won" | "warning_closed") => DisputeOutcome::Won,
+        Some("lost") => DisputeOutcome::Lost,
+        _ => return Ok(Effect::Ignored),
+    };
+    let reported = Reported::DisputeClosed {
+        dispute_id: dispute.id.as_str(),
+        outcome,
+    };
+    let intent = dispute.payment_intent.as_ref().map(|p| p.id().to_owned());
+    Ok(match book_or_park(tx, event_id, intent, reported).await? {
+        Effect::Applied if outcome == DisputeOutcome::Won => Effect::Released,
+        effect => effect,
+    })
 }
 
 /// Booked against the order the payment intent paid for; when that payment is not booked

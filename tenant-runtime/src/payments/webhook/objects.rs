@@ -23,6 +23,7 @@ pub enum EventObject {
     PaymentIntentPaymentFailed(PaymentIntent),
     ChargeRefunded(Charge),
     ChargeDisputeCreated(Dispute),
+    ChargeDisputeClosed(Dispute),
     AccountUpdated(Account),
     Other,
 }
@@ -57,6 +58,7 @@ impl Event {
             }
             "charge.refunded" => EventObject::ChargeRefunded(read(object)?),
             "charge.dispute.created" => EventObject::ChargeDisputeCreated(read(object)?),
+            "charge.dispute.closed" => EventObject::ChargeDisputeClosed(read(object)?),
             "account.updated" => EventObject::AccountUpdated(read(object)?),
             _ => EventObject::Other,
         };
@@ -132,6 +134,10 @@ pub struct Dispute {
     pub amount: i64,
     #[serde(default)]
     pub payment_intent: Option<Expandable>,
+    /// `won`, `lost`, `warning_closed` (an inquiry that ended without a chargeback), or one
+    /// of the open states.
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

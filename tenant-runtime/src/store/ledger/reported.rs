@@ -1,10 +1,13 @@
 //! What Stripe reports on its own: refunds made in its dashboard and disputes. One that
 //! arrives before the payment it concerns is booked is parked, and booked with the payment.
+//! A dispute freezes the disputed order's tickets (not admitted, not listable, not bought)
+//! and holds the resale payouts it concerns until it ends: won, they are released; lost, the
+//! tickets stay void and the payouts are never sent.
 
 use super::{NewEntry, Tx, insert_entry};
 use crate::error::AppResult;
-use crate::store::money;
 use crate::store::payments::{PayableOrder, order_of_payment_intent};
+use crate::store::{listings, money};
 
 /// Money Stripe reports moving back on a payment, whoever moved it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +19,20 @@ pub enum Reported<'a> {
     },
     /// The buyer's bank disputes a charge.
     Dispute { dispute_id: &'a str, amount: i64 },
+    /// A dispute ended.
+    DisputeClosed {
+        dispute_id: &'a str,
+        outcome: DisputeOutcome,
+    },
+}
+
+/// How a dispute ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeOutcome {
+    /// Decided for the merchant (or an inquiry closed without a chargeback).
+    Won,
+    /// The money went back to the cardholder.
+    Lost,
 }
 
 impl<'a> Reported<'a> {
@@ -24,6 +41,14 @@ impl<'a> Reported<'a> {
         match self {
             Self::Refund { .. } => "charge_refunded",
             Self::Dispute { .. } => "dispute_created",
+            Self::DisputeClosed {
+                outcome: DisputeOutcome::Won,
+                ..
+            } => "dispute_won",
+            Self::DisputeClosed {
+                outcome: DisputeOutcome::Lost,
+                ..
+            } => "dispute_lost",
         }
     }
 
@@ -34,6 +59,7 @@ impl<'a> Reported<'a> {
                 amount_refunded,
             } => (amount_refunded, charge_id),
             Self::Dispute { dispute_id, amount } => (amount, dispute_id),
+            Self::DisputeClosed { dispute_id, .. } => (0, dispute_id),
         }
     }
 
@@ -42,6 +68,14 @@ impl<'a> Reported<'a> {
             "charge_refunded" => Self::Refund {
                 charge_id: stripe_ref,
                 amount_refunded: amount_minor,
+            },
+            "dispute_won" => Self::DisputeClosed {
+                dispute_id: stripe_ref,
+                outcome: DisputeOutcome::Won,
+            },
+            "dispute_lost" => Self::DisputeClosed {
+                dispute_id: stripe_ref,
+                outcome: DisputeOutcome::Lost,
             },
             _ => Self::Dispute {
                 dispute_id: stripe_ref,
@@ -65,6 +99,10 @@ pub async fn book_reported(
         Reported::Dispute { dispute_id, amount } => {
             dispute_created(tx, order, dispute_id, amount).await
         }
+        Reported::DisputeClosed {
+            dispute_id,
+            outcome,
+        } => dispute_closed(tx, order, dispute_id, outcome).await,
     }
 }
 
@@ -95,16 +133,20 @@ async fn charge_refunded(
         },
     )
     .await?;
-    sqlx::query!(
+    let refunded = sqlx::query_scalar!(
         "UPDATE orders SET refunded_minor = refunded_minor + $2,
                 state = CASE WHEN refunded_minor + $2 = total_minor AND state = 'paid'
                              THEN 'refunded' ELSE state END
-         WHERE id = $1",
+         WHERE id = $1
+         RETURNING state = 'refunded' AS \"refunded!\"",
         order.id,
         unknown,
     )
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
+    if refunded {
+        listings::withdraw_listings_of_order(tx, order.id).await?;
+    }
     Ok(())
 }
 
@@ -129,9 +171,105 @@ async fn dispute_created(
         },
     )
     .await?;
+    // A dispute whose end arrived first (events come in any order) stays ended.
+    let status = sqlx::query_scalar!(
+        "UPDATE orders SET disputed_at = coalesce(disputed_at, now()), dispute_id = $2,
+                dispute_status = CASE WHEN dispute_id = $2 AND dispute_status IN ('won', 'lost')
+                                      THEN dispute_status ELSE 'open' END
+         WHERE id = $1
+         RETURNING dispute_status AS \"status!\"",
+        order.id,
+        dispute_id,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    match status.as_str() {
+        "open" => freeze(tx, order.id).await,
+        "lost" => void(tx, order.id).await,
+        _ => Ok(()),
+    }
+}
+
+/// `charge.dispute.closed`: won releases what the dispute froze; lost leaves the tickets
+/// void and cancels the held payouts. A dispute other than the order's latest changes nothing.
+async fn dispute_closed(
+    tx: &mut Tx<'_>,
+    order: &PayableOrder,
+    dispute_id: &str,
+    outcome: DisputeOutcome,
+) -> AppResult<()> {
+    let status = match outcome {
+        DisputeOutcome::Won => "won",
+        DisputeOutcome::Lost => "lost",
+    };
+    let closed = sqlx::query!(
+        "UPDATE orders SET disputed_at = coalesce(disputed_at, now()), dispute_id = $2,
+                dispute_status = $3
+         WHERE id = $1 AND (dispute_id IS NULL OR dispute_id = $2)
+         RETURNING id",
+        order.id,
+        dispute_id,
+        status,
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    if closed.is_none() {
+        return Ok(());
+    }
+    match outcome {
+        DisputeOutcome::Won => release(tx, order.id).await,
+        DisputeOutcome::Lost => void(tx, order.id).await,
+    }
+}
+
+/// The order's tickets come off the market (a reserved listing too: the buyer's payment, if
+/// it comes, is refunded), and the payouts the dispute concerns that are not yet sent are
+/// held: the order's own (a disputed resale) and those of listings of its tickets (a seller
+/// who disputes what they paid for the ticket they resold). A payout whose request may have
+/// reached Stripe already is left to finish.
+async fn freeze(tx: &mut Tx<'_>, order_id: uuid::Uuid) -> AppResult<()> {
+    listings::withdraw_listings_of_order(tx, order_id).await?;
     sqlx::query!(
-        "UPDATE orders SET disputed_at = coalesce(disputed_at, now()) WHERE id = $1",
-        order.id
+        "UPDATE ledger SET state = 'held', note = 'held: the payment is disputed'
+         WHERE kind = 'seller_payout' AND state = 'requested' AND attempted_at IS NULL
+           AND (order_id = $1
+                OR listing_id IN (SELECT id FROM listings WHERE seller_order_id = $1))",
+        order_id,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A won dispute: held payouts that no other open or lost dispute holds go out again.
+async fn release(tx: &mut Tx<'_>, order_id: uuid::Uuid) -> AppResult<()> {
+    sqlx::query!(
+        "UPDATE ledger p SET state = 'requested', note = ''
+         FROM orders o
+         LEFT JOIN listings l ON l.id = o.listing_id
+         LEFT JOIN orders so ON so.id = l.seller_order_id
+         WHERE o.id = p.order_id AND p.kind = 'seller_payout' AND p.state = 'held'
+           AND (p.order_id = $1 OR l.seller_order_id = $1)
+           AND o.dispute_status IS DISTINCT FROM 'open' AND o.dispute_status IS DISTINCT FROM 'lost'
+           AND so.dispute_status IS DISTINCT FROM 'open'
+           AND so.dispute_status IS DISTINCT FROM 'lost'",
+        order_id,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A lost dispute: the tickets stay void and the payouts it held are never sent.
+async fn void(tx: &mut Tx<'_>, order_id: uuid::Uuid) -> AppResult<()> {
+    listings::withdraw_listings_of_order(tx, order_id).await?;
+    sqlx::query!(
+        "UPDATE ledger SET state = 'cancelled', settled_at = now(),
+                note = 'not sent: the payment was disputed and the dispute lost'
+         WHERE kind = 'seller_payout' AND state IN ('held', 'requested') AND attempted_at IS NULL
+           AND (order_id = $1
+                OR listing_id IN (SELECT id FROM listings WHERE seller_order_id = $1))",
+        order_id,
     )
     .execute(&mut **tx)
     .await?;
