@@ -33,23 +33,9 @@ impl Azurite {
     /// The emulator shared by every test of this test binary, started on first use.
     pub fn shared() -> &'static Azurite {
         static SHARED: OnceLock<Result<Azurite, String>> = OnceLock::new();
-        let started = SHARED.get_or_init(|| {
-            std::thread::spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                runtime
-                    .block_on(async { Azurite::start(&crate::new_run_dir()?).await })
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the azurite starter panicked".to_owned()))
-        });
-        match started {
-            Ok(azurite) => azurite,
-            Err(e) => panic!("azurite did not start: {e}"),
-        }
+        crate::once_per_binary(&SHARED, "starting azurite", || async {
+            Azurite::start(&crate::new_run_dir()?).await
+        })
     }
 
     /// Installs azurite if needed and starts its blob server on a free loopback port,

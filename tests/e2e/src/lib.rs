@@ -173,6 +173,36 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// What `cell` holds once `start` has run, the first time anyone asks, on a thread with a
+/// runtime of its own, so what it starts belongs to no test's runtime and lives as long as
+/// the test binary. Panics, naming `what`, when it failed (every later caller too).
+pub(crate) fn once_per_binary<T, F, Fut>(
+    cell: &'static OnceLock<Result<T, String>>,
+    what: &str,
+    start: F,
+) -> &'static T
+where
+    T: Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = cell.get_or_init(|| {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(start()).map_err(|e| format!("{e:#}"))
+        })
+        .join()
+        .unwrap_or_else(|_| Err("its starter panicked".to_owned()))
+    });
+    match started {
+        Ok(value) => value,
+        Err(e) => panic!("{what} failed: {e}"),
+    }
+}
+
 /// Creates `target/e2e/run-<pid>-<n>` after removing the directories of runs whose process
 /// is gone.
 pub(crate) fn new_run_dir() -> Result<PathBuf> {

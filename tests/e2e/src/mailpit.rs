@@ -86,23 +86,9 @@ impl Mailpit {
     /// The Mailpit shared by every test of this test binary, started on first use.
     pub fn shared() -> &'static Mailpit {
         static SHARED: OnceLock<Result<Mailpit, String>> = OnceLock::new();
-        let started = SHARED.get_or_init(|| {
-            std::thread::spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                runtime
-                    .block_on(async { Mailpit::start(&crate::new_run_dir()?).await })
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .join()
-            .unwrap_or_else(|_| Err("the Mailpit starter panicked".to_owned()))
-        });
-        match started {
-            Ok(mailpit) => mailpit,
-            Err(e) => panic!("Mailpit did not start: {e}"),
-        }
+        crate::once_per_binary(&SHARED, "starting Mailpit", || async {
+            Mailpit::start(&crate::new_run_dir()?).await
+        })
     }
 
     /// Builds Mailpit if needed and starts it on free loopback ports, keeping its mail in

@@ -29,35 +29,18 @@ const CLUSTER_ROLE: &str = include_str!("../../../payments/deploy/cluster-role.y
 /// permissions it is deployed with.
 pub fn service_kubeconfig() -> &'static Path {
     static INSTALLED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let installed = INSTALLED.get_or_init(|| {
-        std::thread::spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime
-                .block_on(async {
-                    let h = Harness::shared();
-                    let admin = h.kube.client().await?;
-                    crate::install_tiqzy_crds(&admin).await?;
-                    let role: Value = serde_saphyr::from_str(CLUSTER_ROLE)?;
-                    crate::install_account(
-                        h,
-                        &admin,
-                        ("tiqzy-payments-system", "tiqzy-payments"),
-                        role,
-                    )
-                    .await
-                })
-                .map_err(|e| format!("{e:#}"))
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the install thread panicked".to_owned()))
-    });
-    match installed {
-        Ok(path) => path,
-        Err(e) => panic!("installing the payments service's account failed: {e}"),
-    }
+    crate::once_per_binary::<PathBuf, _, _>(
+        &INSTALLED,
+        "installing the payments service's account",
+        || async {
+            let h = Harness::shared();
+            let admin = h.kube.client().await?;
+            crate::install_tiqzy_crds(&admin).await?;
+            let role: Value = serde_saphyr::from_str(CLUSTER_ROLE)?;
+            crate::install_account(h, &admin, ("tiqzy-payments-system", "tiqzy-payments"), role)
+                .await
+        },
+    )
 }
 
 /// The harness's admin, once the CRDs and the service's account are installed.
