@@ -168,6 +168,10 @@ pub(crate) fn runtime_env(
         ("TIQZY_OAUTH_ISSUER", "http://127.0.0.1:9"),
         ("TIQZY_OAUTH_AUDIENCE", "bench"),
         ("TIQZY_HOLD_RATE_LIMIT_PER_MINUTE", "1000000"),
+        // Every buyer here opens a connection of their own (2,000 at once), where a router
+        // would hold a pool of keep-alive connections to the pod: above the default cap of
+        // 1,024 the rest would wait for idle ones to time out (30 s), not for the runtime.
+        ("TIQZY_MAX_CONNECTIONS", "4096"),
         ("RUST_LOG", "warn"),
     ];
     let mut env: Vec<(&'static str, String)> =
