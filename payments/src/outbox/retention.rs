@@ -57,9 +57,8 @@ pub fn retention_from(value: Option<String>) -> anyhow::Result<Duration> {
 /// One pass: deletes finished rows older than `retention`.
 pub async fn prune(db: &PgPool, retention: Duration) -> sqlx::Result<Pruned> {
     let seconds = retention.as_secs_f64();
-    let mut pruned = Pruned::default();
-    for _ in 0..BATCHES {
-        let n = sqlx::query!(
+    let deliveries = in_batches(|| {
+        sqlx::query!(
             "DELETE FROM deliveries WHERE id IN (
                  SELECT id FROM deliveries
                  WHERE delivered_at < now() - make_interval(secs => $1)
@@ -68,15 +67,10 @@ pub async fn prune(db: &PgPool, retention: Duration) -> sqlx::Result<Pruned> {
             BATCH,
         )
         .execute(db)
-        .await?
-        .rows_affected();
-        pruned.deliveries += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
-    for _ in 0..BATCHES {
-        let n = sqlx::query!(
+    })
+    .await?;
+    let unroutable_events = in_batches(|| {
+        sqlx::query!(
             "DELETE FROM unroutable_events WHERE event_id IN (
                  SELECT event_id FROM unroutable_events
                  WHERE replayed_at < now() - make_interval(secs => $1)
@@ -85,15 +79,10 @@ pub async fn prune(db: &PgPool, retention: Duration) -> sqlx::Result<Pruned> {
             BATCH,
         )
         .execute(db)
-        .await?
-        .rows_affected();
-        pruned.unroutable_events += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
-    for _ in 0..BATCHES {
-        let n = sqlx::query!(
+    })
+    .await?;
+    let stripe_events = in_batches(|| {
+        sqlx::query!(
             "DELETE FROM stripe_events WHERE id IN (
                  SELECT e.id FROM stripe_events e
                  WHERE e.received_at < now() - make_interval(secs => $1)
@@ -104,14 +93,31 @@ pub async fn prune(db: &PgPool, retention: Duration) -> sqlx::Result<Pruned> {
             BATCH,
         )
         .execute(db)
-        .await?
-        .rows_affected();
-        pruned.stripe_events += n;
+    })
+    .await?;
+    Ok(Pruned {
+        deliveries,
+        unroutable_events,
+        stripe_events,
+    })
+}
+
+/// Runs `delete` (one batch of at most `BATCH` rows) until a batch comes up short or `BATCHES`
+/// ran; the rows deleted.
+async fn in_batches<F, Fut>(mut delete: F) -> sqlx::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<sqlx::postgres::PgQueryResult>>,
+{
+    let mut deleted = 0;
+    for _ in 0..BATCHES {
+        let n = delete().await?.rows_affected();
+        deleted += n;
         if n < BATCH as u64 {
             break;
         }
     }
-    Ok(pruned)
+    Ok(deleted)
 }
 
 #[cfg(test)]
