@@ -4,6 +4,7 @@
 //! - `test`: every check and test, unit to end-to-end (what `.ci/run` calls).
 
 mod bench;
+mod bench_dr;
 mod bench_mail;
 mod bench_payments;
 mod bench_runtime;
@@ -79,6 +80,12 @@ enum Bench {
     /// `kubectl apply` to its first page through the router; print the median.
     Storefronts {
         #[arg(long, default_value_t = 10)]
+        tenants: usize,
+    },
+    /// Disaster recovery (docs/disaster-recovery.md): wipe etcd under N Ready tenants,
+    /// restore from the saved manifests; print the time until all are Ready again.
+    Dr {
+        #[arg(long, default_value_t = 50)]
         tenants: usize,
     },
 }
@@ -160,6 +167,10 @@ fn bench(what: Bench) -> Result<()> {
         Bench::Storefronts { tenants } => {
             let operator = tiqzy_e2e::build_operator_binary()?;
             current_thread()?.block_on(bench_storefront::storefronts(tenants, operator))
+        }
+        Bench::Dr { tenants } => {
+            let operator = tiqzy_e2e::build_operator_binary()?;
+            current_thread()?.block_on(bench_dr::dr(tenants, &operator))
         }
     }
 }
