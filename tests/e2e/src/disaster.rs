@@ -11,73 +11,31 @@ use serde_json::Value;
 
 use crate::ControlPlane;
 
-/// The label every object the operator makes for a tenant carries.
-const TENANT_LABEL: &str = "tiqzy.io/tenant";
-/// The tenant Secret holding the ticket-signing key, which no server outside the cluster keeps.
-const SIGNING_SECRET: &str = "storefront-signing";
-
-/// What the runbook has the administrator save regularly, as the files `kubectl` wrote.
+/// What the runbook has the administrator save regularly, as the file `kubectl` wrote. The
+/// tenants' ticket-signing keys are not in it: the operator keeps a copy of them in each
+/// tenant's own database and recreates the Secret from it.
 #[derive(Debug, Clone)]
 pub struct Saved {
     /// `kubectl get platforms.tiqzy.io,tenants.tiqzy.io -o yaml`
     pub tiqzy: PathBuf,
-    /// `kubectl get secrets -A -l tiqzy.io/tenant --field-selector metadata.name=storefront-signing -o yaml`
-    pub signing_secrets: PathBuf,
 }
 
-/// Saves the Platform, the Tenants and the tenants' ticket-signing Secrets into `dir`.
+/// Saves the Platform and the Tenants into `dir`.
 pub fn save(kube: &ControlPlane, dir: &Path) -> Result<Saved> {
     std::fs::create_dir_all(dir)?;
     let saved = Saved {
         tiqzy: dir.join("tiqzy.yaml"),
-        signing_secrets: dir.join("signing-secrets.yaml"),
     };
     let tiqzy = kubectl(
         kube,
         &["get", "platforms.tiqzy.io,tenants.tiqzy.io", "-o", "yaml"],
     )?;
     std::fs::write(&saved.tiqzy, tiqzy)?;
-    let selector = format!("metadata.name={SIGNING_SECRET}");
-    let signing = kubectl(
-        kube,
-        &[
-            "get",
-            "secrets",
-            "--all-namespaces",
-            "-l",
-            TENANT_LABEL,
-            "--field-selector",
-            &selector,
-            "-o",
-            "yaml",
-        ],
-    )?;
-    std::fs::write(&saved.signing_secrets, signing)?;
     Ok(saved)
 }
 
-/// Restores into a fresh cluster where the operator is installed: first each tenant's
-/// namespace with its saved signing Secret (so the operator keeps the key instead of making a
-/// new one), then the Platform and the Tenants.
+/// Restores into a fresh cluster where the operator is installed: the Platform and the Tenants.
 pub fn restore(kube: &ControlPlane, saved: &Saved) -> Result<()> {
-    let secrets = for_fresh_cluster(&std::fs::read_to_string(&saved.signing_secrets)?)?;
-    let namespaces: Vec<Value> = items(&secrets)
-        .iter()
-        .filter_map(|secret| secret["metadata"]["namespace"].as_str())
-        .map(|ns| serde_json::json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": ns } }))
-        .collect();
-    if !namespaces.is_empty() {
-        apply(
-            kube,
-            &list(namespaces),
-            &saved.signing_secrets.with_extension("ns.json"),
-        )?;
-        apply(
-            kube,
-            &secrets,
-            &saved.signing_secrets.with_extension("json"),
-        )?;
-    }
     let tiqzy = for_fresh_cluster(&std::fs::read_to_string(&saved.tiqzy)?)?;
     apply(kube, &tiqzy, &saved.tiqzy.with_extension("json"))
 }
@@ -112,14 +70,6 @@ pub fn for_fresh_cluster(saved_yaml: &str) -> Result<Value> {
         meta.remove("resourceVersion");
     }
     Ok(saved)
-}
-
-fn items(list: &Value) -> Vec<Value> {
-    list["items"].as_array().cloned().unwrap_or_default()
-}
-
-fn list(items: Vec<Value>) -> Value {
-    serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": items })
 }
 
 /// `kubectl apply -f` of `objects`, written to `file` first (as an administrator would).
