@@ -39,6 +39,10 @@ pub enum Error {
     MissingUid,
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The tenant's signing Secret is missing and the copy of its keys in the tenant's
+    /// database cannot be read: no new keys until it can (the message never holds a key).
+    #[error("the ticket-signing keys saved in the tenant's database cannot be read: {0}")]
+    SigningKeys(#[source] StoreError),
     /// Deleting the tenant could not clean up its state outside Kubernetes.
     #[error("{message}")]
     CleanupBlocked {
@@ -59,7 +63,7 @@ impl Error {
             Error::Serialize { .. } => "Serialize",
             Error::MissingUid => "MissingUid",
             Error::Finalizer(_) => "Finalizer",
-            Error::CleanupBlocked { .. } => "ExternalStore",
+            Error::CleanupBlocked { .. } | Error::SigningKeys(_) => "ExternalStore",
         }
     }
 

@@ -43,6 +43,7 @@ use crate::build::{self, Desired};
 use crate::cache::GuardedTenant;
 use crate::context::Context;
 use crate::error::{Error, backoff};
+use crate::external::StoreError;
 
 /// What the controller hands every reconcile: what the steps share, and what they remember.
 #[derive(Debug)]
@@ -153,8 +154,21 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
             return Ok(Action::requeue(backoff(failures)));
         }
     };
-    let mut found =
-        dereference::dereference(ctx, &memory.certificates, tenant, validated, &platform).await?;
+    let found = dereference::dereference(ctx, &memory.certificates, tenant, validated, &platform);
+    let mut found = match found.await {
+        Err(Error::SigningKeys(e)) => {
+            // No new keys while the saved ones cannot be read: the tenant waits, Ready=False.
+            let reason = match &e {
+                StoreError::Database(e) => e.reason(),
+                _ => Reason::AdminAuthFailed,
+            };
+            let (message, phase) = (Error::SigningKeys(e).to_string(), TenantPhase::Pending);
+            report::stopped(tenant, r, reason, message, phase, TenantStatus::default()).await?;
+            let failures = memory.failures.failed(&tenant.name_any());
+            return Ok(Action::requeue(backoff(failures)));
+        }
+        other => other?,
+    };
     let limit = platform.spec.rollout.max_concurrent_tenant_rollouts;
     let rollout = memory.halt.current(ctx);
     let gate = memory
