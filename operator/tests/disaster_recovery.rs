@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use tiqzy_e2e::{Harness, OperatorProcess, Service, disaster};
 
@@ -356,5 +356,83 @@ async fn a_wiped_control_plane_is_rebuilt_onto_the_retained_databases() {
     // Exactly one role, database and cache user per tenant (and the payments service's): no
     // duplicate, no orphan.
     assert_eq!(store_names(&h, &admin).await, expected);
+
+    // Without a disaster: the copy follows a rotation, the tenant role cannot read it, and a
+    // lost signing Secret alone comes back from it.
+    let tenant = TENANTS[0];
+    let signing = Api::<Secret>::namespaced(client.clone(), &format!("tiqzy-{tenant}"));
+    let current = credentials(&client, tenant).await;
+    let rotated = format!("{},{}", "rotatedKey".repeat(7), current.signing_key);
+    signing
+        .patch(
+            "storefront-signing",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "stringData": { "TIQZY_TICKET_SIGNING_KEY": rotated } })),
+        )
+        .await
+        .expect("rotate: prepend a key");
+    wait_until(&format!("{tenant}: the rotated keys saved"), || async {
+        saved_keys(&h, tenant).await.as_deref() == Some(rotated.as_str())
+    })
+    .await;
+    let db = tenant_db(&h, tenant, &current.pg_password)
+        .await
+        .expect("the tenant role logs in");
+    let read = db
+        .query("SELECT keys FROM tiqzy_operator.signing_keys", &[])
+        .await;
+    assert_eq!(
+        read.err().and_then(|e| e.code().cloned()),
+        Some(tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{tenant}: the tenant role cannot read the operator's copy"
+    );
+    signing
+        .delete("storefront-signing", &Default::default())
+        .await
+        .expect("delete the signing Secret");
+    wait_until(
+        &format!("{tenant}: the signing Secret recreated"),
+        || async {
+            let Ok(Some(secret)) = signing.get_opt("storefront-signing").await else {
+                return false;
+            };
+            let data = secret.data.unwrap_or_default();
+            data.get("TIQZY_TICKET_SIGNING_KEY")
+                .is_some_and(|v| v.0 == rotated.as_bytes())
+        },
+    )
+    .await;
     drop(operator);
+}
+
+/// The signing keys the operator saved in `tenant`'s database, read as the admin.
+async fn saved_keys(h: &Harness, tenant: &str) -> Option<String> {
+    let (client, connection) = tokio_postgres::connect(
+        &h.postgres.admin_config(&role(tenant)),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("admin connection to the tenant's database");
+    tokio::spawn(connection);
+    client
+        .query_opt("SELECT keys FROM tiqzy_operator.signing_keys", &[])
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get(0))
+}
+
+/// Polls `check` until it holds (60 s at most).
+async fn wait_until<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never: {what}");
 }
