@@ -107,6 +107,8 @@ pub struct Metrics {
     pub requests: Family<RouteLabels, Counter>,
     pub request_seconds: Family<RouteLabels, Histogram>,
     pub holds: Family<OutcomeLabels, Counter>,
+    /// Hold requests decided per transaction by the allocator's batches.
+    pub hold_batch_size: Histogram,
     pub expired_holds: Counter,
     pub stripe_errors: Family<StripeErrorLabels, Counter>,
     pub webhooks: Family<OutcomeLabels, Counter>,
@@ -131,6 +133,12 @@ impl Metrics {
             request_seconds.clone(),
         );
         registry.register("holds", "Hold attempts by outcome", holds.clone());
+        let hold_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        registry.register(
+            "hold_batch_size",
+            "Hold requests of one ticket type decided in one transaction",
+            hold_batch_size.clone(),
+        );
         registry.register(
             "holds_expired",
             "Holds that expired and returned their tickets",
@@ -170,6 +178,7 @@ impl Metrics {
             requests,
             request_seconds,
             holds,
+            hold_batch_size,
             expired_holds,
         }
     }

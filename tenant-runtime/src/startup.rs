@@ -16,6 +16,7 @@ use crate::domain::TicketSigner;
 use crate::metrics::Metrics;
 use crate::payments::gateway::Gateway;
 use crate::state::AppState;
+use crate::store::allocator::Allocator;
 use crate::{db, http, mail, sweeper};
 
 #[derive(Debug)]
@@ -42,6 +43,10 @@ impl Application {
             &config.tenant,
             metrics.clone(),
         )?);
+        let allocator = Arc::new(Allocator::new(
+            config.hold_ttl,
+            metrics.hold_batch_size.clone(),
+        ));
         let state = AppState {
             cache: Arc::new(Cache::new(
                 config.redis_url.as_ref().map(ExposeSecret::expose_secret),
@@ -59,6 +64,7 @@ impl Application {
             metrics,
             stripe,
             pages: Arc::new(http::storefront::pages(config.locale.clone())?),
+            allocator,
             db,
             config: Arc::new(config),
             read_backs: Arc::default(),

@@ -24,4 +24,6 @@ pub struct AppState {
     pub pages: Arc<minijinja::Environment<'static>>,
     /// When each order's Checkout session was last read back (the `?checkout=done` throttle).
     pub read_backs: Arc<crate::payments::checkout::ReadBacks>,
+    /// Grants holds of one ticket type in batches (group commit).
+    pub allocator: Arc<crate::store::allocator::Allocator>,
 }

@@ -1,8 +1,16 @@
 //! `cargo xtask bench runtime`: an on-sale rush against the release runtime binary on real
-//! PostgreSQL and Redis, then the cached event page under wrk from a second process.
+//! PostgreSQL (committing to disk, as in production) and Redis, then the cached event page
+//! under wrk from a second process. Each figure comes with this machine's floor, measured in
+//! the same run:
+//! - `floor_updates_per_min`: pgbench's one-row `UPDATE … SET n = n + 1` from as many
+//!   connections as the runtime's pool, on the same server: what one commit per buyer on one
+//!   hot counter row could reach at most here. `ratio` is orders per minute over it; above 1
+//!   only batching (several buyers per commit) gets there.
+//! - `static_rps`: wrk against a static file of the same runtime, the HTTP floor beside the
+//!   event page.
 //!
 //! Last line: `runtime-bench buyers=.. capacity=.. sold=.. oversold=.. orders_per_min=..
-//! page_rps=.. page_p99_ms=.. rss_idle_mib=..`
+//! floor_updates_per_min=.. ratio=.. page_rps=.. page_p99_ms=.. static_rps=.. rss_idle_mib=..`
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +21,8 @@ use anyhow::{Context, Result, bail};
 const BUYERS: usize = 2_000;
 const CAPACITY: i32 = 500;
 const SLUG: &str = "bench-night";
+/// The runtime's default database pool: as many transactions as can contend at once.
+const POOL: u32 = 10;
 
 pub fn run() -> Result<()> {
     let binary = build_runtime()?;
@@ -26,7 +36,7 @@ pub fn run() -> Result<()> {
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(run.join("logs"))?;
         let (postgres, redis) = tokio::try_join!(
-            tiqzy_e2e::Postgres::start(&run),
+            tiqzy_e2e::Postgres::start_durable(&run),
             tiqzy_e2e::Redis::start(&run)
         )?;
         let (db, connection) =
@@ -36,6 +46,7 @@ pub fn run() -> Result<()> {
         db.simple_query("CREATE DATABASE bench").await?;
 
         let port = free_port()?;
+        let metrics_port = free_port()?;
         let started = Instant::now();
         let server = Server(
             Command::new(&binary)
@@ -44,6 +55,7 @@ pub fn run() -> Result<()> {
                     &redis.admin_url(),
                     port,
                 ))
+                .env("TIQZY_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(run.join("logs/runtime.log"))?)
                 .spawn()
@@ -61,8 +73,10 @@ pub fn run() -> Result<()> {
             tokio_postgres::connect(&postgres.admin_config("bench"), tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         let ticket_type = seed(&bench_db).await?;
+        let floor_updates_per_min = floor(&postgres, &bench_db).await? * 60.0;
 
-        let (orders, took) = rush(&http, &base, &ticket_type).await?;
+        let (orders, took, stages) = rush(&http, &base, &ticket_type).await?;
+        let batches = hold_batches(&http, metrics_port).await?;
         let row = bench_db
             .query_one(
                 "SELECT sold + held, capacity FROM ticket_types WHERE id = $1::text::uuid",
@@ -71,15 +85,20 @@ pub fn run() -> Result<()> {
             .await?;
         let (taken, capacity): (i32, i32) = (row.get(0), row.get(1));
         let oversold = (taken - capacity).max(0);
-        let orders_per_min = (orders as f64 / took.as_secs_f64() * 60.0).round() as u64;
+        let orders_per_min = orders as f64 / took.as_secs_f64() * 60.0;
+        let ratio = orders_per_min / floor_updates_per_min;
 
         let (page_rps, page_p99_ms) = page_load(&wrk, &format!("{base}/events/{SLUG}"))?;
+        let (static_rps, _) = page_load(&wrk, &format!("{base}/static/countdown.js"))?;
         drop(server);
         eprintln!("runtime start to ready: {ready_ms} ms; rush took {took:.2?}");
+        eprintln!("{stages}");
+        eprintln!("{batches}");
         println!(
             "runtime-bench buyers={BUYERS} capacity={CAPACITY} sold={orders} oversold={oversold} \
-             orders_per_min={orders_per_min} page_rps={page_rps:.0} page_p99_ms={page_p99_ms:.2} \
-             rss_idle_mib={rss_idle_mib:.1}"
+             orders_per_min={orders_per_min:.0} floor_updates_per_min={floor_updates_per_min:.0} \
+             ratio={ratio:.2} page_rps={page_rps:.0} page_p99_ms={page_p99_ms:.2} \
+             static_rps={static_rps:.0} rss_idle_mib={rss_idle_mib:.1}"
         );
         Ok(())
     })
@@ -225,8 +244,56 @@ async fn seed(db: &tokio_postgres::Client) -> Result<String> {
     Ok(row.get(0))
 }
 
-/// Every buyer holds one ticket and orders it; returns the orders made and the time taken.
-async fn rush(http: &reqwest::Client, base: &str, ticket_type: &str) -> Result<(usize, Duration)> {
+/// What pgbench's one-row update reaches on this server at the runtime's pool size, per
+/// second: a table of its own in the benchmark's database, five seconds.
+async fn floor(postgres: &tiqzy_e2e::Postgres, db: &tokio_postgres::Client) -> Result<f64> {
+    db.batch_execute(
+        "CREATE TABLE floor_counter (id integer PRIMARY KEY, n bigint NOT NULL);
+         INSERT INTO floor_counter VALUES (1, 0);",
+    )
+    .await?;
+    let script = "UPDATE floor_counter SET n = n + 1 WHERE id = 1;\n";
+    // pgbench blocks; the runtime's other threads keep the datastores' connections served.
+    tokio::task::block_in_place(|| postgres.pgbench("bench", script, POOL, 5))
+}
+
+/// How the rush went, stage by stage: time to answer a hold and an order, in ms.
+#[derive(Debug, Default)]
+struct Stages {
+    holds: Vec<f64>,
+    orders: Vec<f64>,
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let quantiles = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            let at = |q: f64| {
+                v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+                    .copied()
+            };
+            (at(0.5).unwrap_or(0.0), at(0.99).unwrap_or(0.0))
+        };
+        let (hold_p50, hold_p99) = quantiles(&self.holds);
+        let (order_p50, order_p99) = quantiles(&self.orders);
+        write!(
+            f,
+            "stages: holds={} hold_p50_ms={hold_p50:.1} hold_p99_ms={hold_p99:.1} \
+             orders={} order_p50_ms={order_p50:.1} order_p99_ms={order_p99:.1}",
+            self.holds.len(),
+            self.orders.len()
+        )
+    }
+}
+
+/// Every buyer holds one ticket and orders it; returns the orders made, the time taken and
+/// each stage's answer times.
+async fn rush(
+    http: &reqwest::Client,
+    base: &str,
+    ticket_type: &str,
+) -> Result<(usize, Duration, Stages)> {
     let started = Instant::now();
     let mut buyers = tokio::task::JoinSet::new();
     for i in 0..BUYERS {
@@ -234,6 +301,7 @@ async fn rush(http: &reqwest::Client, base: &str, ticket_type: &str) -> Result<(
         buyers.spawn(async move {
             // Each buyer from an address of their own, as the router writes it: the per-client
             // ticket cap and rate limit apply per buyer, as on a real on-sale.
+            let asked = Instant::now();
             let hold = http
                 .post(format!("{base}/api/holds"))
                 .header(
@@ -246,16 +314,19 @@ async fn rush(http: &reqwest::Client, base: &str, ticket_type: &str) -> Result<(
                 ))
                 .send()
                 .await?;
-            if hold.status() != 201 {
-                return anyhow::Ok(false);
-            }
+            let held = hold.status() == 201;
             let hold: String = hold.text().await?;
+            let hold_ms = asked.elapsed().as_secs_f64() * 1000.0;
+            if !held {
+                return anyhow::Ok((hold_ms, None));
+            }
             let hold_id = hold
                 .split(r#""id":""#)
                 .nth(1)
                 .and_then(|s| s.split('"').next())
                 .context("hold id")?
                 .to_owned();
+            let asked = Instant::now();
             let order = http
                 .post(format!("{base}/api/orders"))
                 .header("content-type", "application/json")
@@ -264,16 +335,42 @@ async fn rush(http: &reqwest::Client, base: &str, ticket_type: &str) -> Result<(
                 ))
                 .send()
                 .await?;
-            Ok(order.status() == 201)
+            let ordered = order.status() == 201;
+            order.bytes().await?;
+            let order_ms = asked.elapsed().as_secs_f64() * 1000.0;
+            Ok((hold_ms, ordered.then_some(order_ms)))
         });
     }
-    let mut orders = 0;
-    while let Some(ordered) = buyers.join_next().await {
-        if ordered?? {
-            orders += 1;
-        }
+    let mut stages = Stages::default();
+    while let Some(buyer) = buyers.join_next().await {
+        let (hold_ms, order_ms) = buyer??;
+        stages.holds.push(hold_ms);
+        stages.orders.extend(order_ms);
     }
-    Ok((orders, started.elapsed()))
+    Ok((stages.orders.len(), started.elapsed(), stages))
+}
+
+/// The allocator's batches as the runtime's metrics count them.
+async fn hold_batches(http: &reqwest::Client, metrics_port: u16) -> Result<String> {
+    let metrics = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let requests = value("tiqzy_hold_batch_size_sum ");
+    let batches = value("tiqzy_hold_batch_size_count ");
+    Ok(format!(
+        "hold batches: {batches:.0} transactions for {requests:.0} hold requests ({:.1} per commit)",
+        requests / batches.max(1.0)
+    ))
 }
 
 /// wrk from a second process: requests per second and the 99th percentile in ms.

@@ -14,8 +14,9 @@ use crate::store::client_caps::ClientCap;
 use crate::store::holds::{self, Hold, HoldLine};
 
 /// Holds tickets of one or more types for `client` (who is asking, as limits count it): the
-/// rate limit first, then the client's cap in the event, then the conditional UPDATE per
-/// ticket type.
+/// rate limit first, then the client's cap in the event and the stock. One ticket type (what
+/// an on-sale rush asks for) is granted in its type's next batch; a basket of several types
+/// takes its counter rows in one transaction of its own.
 pub async fn hold_tickets(state: &AppState, client: &str, lines: &[HoldLine]) -> AppResult<Hold> {
     if !rate_limit(state, Limit::Holds, client).await {
         state.metrics.hold("rate_limited");
@@ -27,7 +28,10 @@ pub async fn hold_tickets(state: &AppState, client: &str, lines: &[HoldLine]) ->
         ));
     }
     let cap = ClientCap::new(client, state.config.max_tickets_per_client);
-    let placed = holds::place_hold(&state.db, lines, state.config.hold_ttl, Some(&cap)).await;
+    let placed = match lines {
+        [line] => state.allocator.hold(&state.db, *line, cap).await,
+        _ => holds::place_hold(&state.db, lines, state.config.hold_ttl, Some(&cap)).await,
+    };
     state.metrics.hold(match &placed {
         Ok(_) => "held",
         Err(AppError::Client {

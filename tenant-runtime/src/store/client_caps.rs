@@ -14,7 +14,7 @@ use crate::error::{AppError, AppResult};
 
 /// The class of every advisory lock taken here (`pg_advisory_xact_lock(class, key)`), apart
 /// from the single-number keys sqlx's migrator uses.
-const LOCK_CLASS: i32 = 0x7471_6363;
+pub(super) const LOCK_CLASS: i32 = 0x7471_6363;
 
 /// One client and how many tickets of one event they may hold at once.
 #[derive(Debug, Clone)]
@@ -35,9 +35,7 @@ impl ClientCap {
     /// A transaction in which this client's holds and reservations are counted and placed
     /// alone: `BEGIN` and the lock in one round trip.
     pub async fn begin(&self, db: &PgPool) -> AppResult<Transaction<'static, Postgres>> {
-        let mut key = [0u8; 4];
-        key.copy_from_slice(&self.client_hash[..4]);
-        let key = i32::from_be_bytes(key);
+        let key = lock_key(&self.client_hash);
         // Both numbers are ours (a constant and an i32), never text from a request.
         Ok(db
             .begin_with(sqlx::AssertSqlSafe(format!(
@@ -93,8 +91,15 @@ pub enum CapOf {
     Listing(Uuid),
 }
 
+/// The advisory lock key of a client: the first four bytes of its hash.
+pub(super) fn lock_key(client_hash: &[u8]) -> i32 {
+    let mut key = [0u8; 4];
+    key.copy_from_slice(&client_hash[..4]);
+    i32::from_be_bytes(key)
+}
+
 /// 409 with the cap and what the client holds now.
-fn over_cap(max_tickets: i32, held: i64) -> AppError {
+pub(super) fn over_cap(max_tickets: i32, held: i64) -> AppError {
     AppError::conflict(
         "ticket-cap",
         format!(

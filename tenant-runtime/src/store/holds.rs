@@ -322,7 +322,7 @@ async fn reserve(conn: &mut PgConnection, reservation: &Reservation<'_>) -> AppR
     }))
 }
 
-fn sold_out(name: &str, available: i32) -> AppError {
+pub(super) fn sold_out(name: &str, available: i32) -> AppError {
     AppError::conflict(
         "sold-out",
         format!("only {} {name} tickets are available", available.max(0)),
@@ -431,7 +431,10 @@ pub async fn release_expired(db: &PgPool, ticket_type_id: Option<Uuid>) -> AppRe
 
 /// One ticket type per statement, so two replicas' sweepers lock at most one counter row each
 /// and cannot deadlock; SKIP LOCKED leaves holds that a payment is converting right now.
-async fn release_expired_of(db: &PgPool, ticket_type_id: Uuid) -> AppResult<u64> {
+pub(super) async fn release_expired_of(
+    db: impl PgExecutor<'_>,
+    ticket_type_id: Uuid,
+) -> AppResult<u64> {
     let expired = sqlx::query_scalar!(
         "WITH due AS (
              SELECT id FROM holds

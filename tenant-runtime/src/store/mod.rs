@@ -2,6 +2,7 @@
 //! conditional UPDATEs in `holds`. Row locks are taken holds before ticket types before
 //! orders, and listings before tickets, so concurrent flows cannot deadlock.
 
+pub mod allocator;
 pub mod catalog;
 pub mod client_caps;
 pub mod holds;

@@ -22,16 +22,6 @@ async fn early_in_a_minute() {
 }
 
 /// A hold of `quantity` tickets sent with `X-Forwarded-For: forwarded`.
-async fn hold_via(app: &TestApp, forwarded: &str, tt: Uuid, quantity: i64) -> reqwest::Response {
-    app.http
-        .post(format!("{}/api/holds", app.url))
-        .header("x-forwarded-for", forwarded)
-        .json(&json!({ "ticket_type_id": tt, "quantity": quantity }))
-        .send()
-        .await
-        .expect("hold")
-}
-
 /// The count of one `tiqzy_rate_limit_checks_total` series, 0 when absent.
 async fn rate_limit_checks(app: &TestApp, limit: &str, counted_in: &str, outcome: &str) -> u64 {
     let series = format!(
@@ -56,18 +46,16 @@ async fn forged_forwarded_for_entries_do_not_escape_the_hold_rate_limit() {
     early_in_a_minute().await;
     // The router appends the address it saw (203.0.113.7); the client writes anything before.
     for forged in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
-        let held = hold_via(&app, &format!("{forged}, 203.0.113.7"), tt, 1).await;
+        let held = app.hold_via(&format!("{forged}, 203.0.113.7"), tt, 1).await;
         assert_eq!(held.status(), 201);
     }
-    let (status, body) = problem(hold_via(&app, "10.0.0.4, 203.0.113.7", tt, 1).await).await;
+    let (status, body) = problem(app.hold_via("10.0.0.4, 203.0.113.7", tt, 1).await).await;
     assert_eq!(status, 429, "a fresh forged hop is a fresh client: {body}");
-    let (status, _) = problem(hold_via(&app, "203.0.113.7", tt, 1).await).await;
+    let (status, _) = problem(app.hold_via("203.0.113.7", tt, 1).await).await;
     assert_eq!(status, 429);
     // Another address the router saw is another client.
     assert_eq!(
-        hold_via(&app, "10.0.0.1, 198.51.100.2", tt, 1)
-            .await
-            .status(),
+        app.hold_via("10.0.0.1, 198.51.100.2", tt, 1).await.status(),
         201
     );
     assert_eq!(app.stock(tt).await.2, 4, "the refused holds took nothing");
@@ -85,9 +73,9 @@ async fn without_trusted_proxies_forwarded_headers_are_ignored() {
     let (_, tt) = app.seed_event(50, 1_000, 2).await;
     early_in_a_minute().await;
     // Every request comes from this test's own address, whatever the header says.
-    assert_eq!(hold_via(&app, "192.0.2.1", tt, 1).await.status(), 201);
-    assert_eq!(hold_via(&app, "192.0.2.2", tt, 1).await.status(), 201);
-    let (status, _) = problem(hold_via(&app, "192.0.2.3", tt, 1).await).await;
+    assert_eq!(app.hold_via("192.0.2.1", tt, 1).await.status(), 201);
+    assert_eq!(app.hold_via("192.0.2.2", tt, 1).await.status(), 201);
+    let (status, _) = problem(app.hold_via("192.0.2.3", tt, 1).await).await;
     assert_eq!(status, 429);
 }
 
@@ -126,18 +114,19 @@ async fn one_client_holds_at_most_the_cap_over_holds_and_unpaid_orders() {
     .await;
     let (slug, tt) = app.seed_event(50, 1_000, 4).await;
     let scalper = "203.0.113.66";
-    let first: Value = hold_via(&app, scalper, tt, 2)
+    let first: Value = app
+        .hold_via(scalper, tt, 2)
         .await
         .json()
         .await
         .expect("hold");
     // An unpaid order keeps its tickets held: it still counts.
     app.order(&first, "scalper@example.org").await;
-    let second = hold_via(&app, scalper, tt, 2).await;
+    let second = app.hold_via(scalper, tt, 2).await;
     assert_eq!(second.status(), 201);
     let second: Value = second.json().await.expect("hold");
 
-    let (status, body) = problem(hold_via(&app, &format!("6.6.6.6, {scalper}"), tt, 1).await).await;
+    let (status, body) = problem(app.hold_via(&format!("6.6.6.6, {scalper}"), tt, 1).await).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(
         body["type"].as_str().map(|t| t.ends_with("ticket-cap")),
@@ -165,7 +154,7 @@ async fn one_client_holds_at_most_the_cap_over_holds_and_unpaid_orders() {
         .await
         .expect("basket");
     assert_eq!(problem(basket).await.0, 409);
-    assert_eq!(hold_via(&app, "198.51.100.9", tt, 4).await.status(), 201);
+    assert_eq!(app.hold_via("198.51.100.9", tt, 4).await.status(), 201);
 
     // Releasing a hold gives room again; another event has its own allowance.
     let released = app
@@ -179,9 +168,9 @@ async fn one_client_holds_at_most_the_cap_over_holds_and_unpaid_orders() {
         .await
         .expect("release");
     assert!(released.status().is_success(), "{}", released.status());
-    assert_eq!(hold_via(&app, scalper, tt, 2).await.status(), 201);
+    assert_eq!(app.hold_via(scalper, tt, 2).await.status(), 201);
     let (_, other_event) = app.seed_event(50, 1_000, 4).await;
-    assert_eq!(hold_via(&app, scalper, other_event, 4).await.status(), 201);
+    assert_eq!(app.hold_via(scalper, other_event, 4).await.status(), 201);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -199,7 +188,7 @@ async fn a_burst_of_holds_from_one_client_never_passes_the_cap() {
         let app = app.clone();
         // Each with another forged first hop, all through the same router-seen address.
         burst.spawn(async move {
-            hold_via(&app, &format!("10.9.9.{i}, 203.0.113.99"), tt, 1)
+            app.hold_via(&format!("10.9.9.{i}, 203.0.113.99"), tt, 1)
                 .await
                 .status()
                 .as_u16()
@@ -228,10 +217,10 @@ async fn with_redis_the_rate_limit_is_counted_in_redis() {
     let (_, tt) = app.seed_event(50, 1_000, 2).await;
     early_in_a_minute().await;
     for _ in 0..2 {
-        assert_eq!(hold_via(&app, "203.0.113.20", tt, 1).await.status(), 201);
+        assert_eq!(app.hold_via("203.0.113.20", tt, 1).await.status(), 201);
     }
     assert_eq!(
-        problem(hold_via(&app, "203.0.113.20", tt, 1).await).await.0,
+        problem(app.hold_via("203.0.113.20", tt, 1).await).await.0,
         429
     );
     assert_eq!(
@@ -270,11 +259,11 @@ async fn when_redis_is_unreachable_the_rate_limit_is_counted_in_the_pod() {
     let (_, tt) = app.seed_event(50, 1_000, 2).await;
     early_in_a_minute().await;
     for _ in 0..2 {
-        assert_eq!(hold_via(&app, "203.0.113.30", tt, 1).await.status(), 201);
+        assert_eq!(app.hold_via("203.0.113.30", tt, 1).await.status(), 201);
     }
-    let (status, _) = problem(hold_via(&app, "203.0.113.30", tt, 1).await).await;
+    let (status, _) = problem(app.hold_via("203.0.113.30", tt, 1).await).await;
     assert_eq!(status, 429, "an unreachable Redis must not lift the limit");
-    assert_eq!(hold_via(&app, "203.0.113.31", tt, 1).await.status(), 201);
+    assert_eq!(app.hold_via("203.0.113.31", tt, 1).await.status(), 201);
     assert_eq!(
         rate_limit_checks(&app, "holds", "process", "refused").await,
         1
@@ -357,7 +346,7 @@ async fn one_client_cannot_keep_the_resale_market_reserved() {
     );
     // Reserved listings and holds share the allowance.
     let tt = app.add_ticket_type(&slug, "Late", 1_000, 10, 1).await;
-    assert_eq!(problem(hold_via(&app, hoarder, tt, 1).await).await.0, 409);
+    assert_eq!(problem(app.hold_via(hoarder, tt, 1).await).await.0, 409);
     // The listing is still on the market, and someone else can buy it.
     let market: Vec<Value> = app
         .get(&format!("/api/listings?event={slug}"))

@@ -40,6 +40,16 @@ impl Postgres {
     /// Like [`Postgres::start`], and with `pods = Some((gateway, subnet))` also listening on
     /// the real node's bridge gateway and taking password logins from its pod subnet.
     pub async fn start_with_pods(run: &Path, pods: Option<(&str, &str)>) -> Result<Self> {
+        Self::launch(run, pods, false).await
+    }
+
+    /// Like [`Postgres::start`], but every commit is flushed to disk as in production
+    /// (the tests' servers skip fsync): for benchmarks whose figures depend on commits.
+    pub async fn start_durable(run: &Path) -> Result<Self> {
+        Self::launch(run, None, true).await
+    }
+
+    async fn launch(run: &Path, pods: Option<(&str, &str)>, durable: bool) -> Result<Self> {
         let bin = postgres_bin_dir()?;
         let dir = run.join("postgres");
         let data = dir.join("data");
@@ -112,29 +122,36 @@ impl Postgres {
             )?;
         }
         let port = free_port()?;
+        let mut settings = vec![
+            format!("listen_addresses={listen}"),
+            "max_connections=500".to_owned(),
+            "ssl=on".to_owned(),
+        ];
+        if !durable {
+            settings.extend(
+                [
+                    "fsync=off",
+                    "synchronous_commit=off",
+                    "full_page_writes=off",
+                ]
+                .map(String::from),
+            );
+        }
+        let mut args = vec![
+            "-D".to_owned(),
+            data.display().to_string(),
+            "-p".to_owned(),
+            port.to_string(),
+            "-k".to_owned(),
+            sockets.display().to_string(),
+        ];
+        for setting in settings {
+            args.extend(["-c".to_owned(), setting]);
+        }
         let mut service = Service::spawn(
             "postgres",
             &bin.join("postgres"),
-            [
-                "-D".to_owned(),
-                data.display().to_string(),
-                "-p".to_owned(),
-                port.to_string(),
-                "-k".to_owned(),
-                sockets.display().to_string(),
-                "-c".to_owned(),
-                format!("listen_addresses={listen}"),
-                "-c".to_owned(),
-                "fsync=off".to_owned(),
-                "-c".to_owned(),
-                "synchronous_commit=off".to_owned(),
-                "-c".to_owned(),
-                "full_page_writes=off".to_owned(),
-                "-c".to_owned(),
-                "max_connections=500".to_owned(),
-                "-c".to_owned(),
-                "ssl=on".to_owned(),
-            ],
+            args,
             &run.join("logs"),
             run_as.as_ref(),
         )?;
@@ -176,6 +193,36 @@ impl Postgres {
             "host={} port={} user={} password={} dbname={database}",
             self.host, self.port, self.admin_user, self.admin_password
         )
+    }
+
+    /// Runs PostgreSQL's own `pgbench` with `script` from `clients` connections for
+    /// `seconds` against `database`: transactions per second, as pgbench reports them.
+    pub fn pgbench(&self, database: &str, script: &str, clients: u32, seconds: u32) -> Result<f64> {
+        let file = std::env::temp_dir().join(format!("tiqzy-pgbench-{}.sql", std::process::id()));
+        std::fs::write(&file, script)?;
+        let out = Command::new(postgres_bin_dir()?.join("pgbench"))
+            .args(["-n", "-j", "2", "-h", &self.host, "-U", &self.admin_user])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--client={clients}"))
+            .arg(format!("--time={seconds}"))
+            .arg(format!("--file={}", file.display()))
+            .arg(database)
+            .env("PGPASSWORD", &self.admin_password)
+            .output()
+            .context("running pgbench")?;
+        let _ = std::fs::remove_file(&file);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "pgbench failed:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        text.lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("pgbench printed no tps:\n{text}"))
     }
 }
 

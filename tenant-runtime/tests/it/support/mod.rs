@@ -202,18 +202,24 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> Self {
+        Self::spawn_keeping_vars(options).await.0
+    }
+
+    /// The app and the variables it was configured with, for more replicas of it.
+    pub async fn spawn_keeping_vars(options: Options) -> (Self, HashMap<String, String>) {
         let issuer = Issuer::start().await;
         let database_url = fresh_database().await;
         let payments = Payments::start_with(options.tenant_account).await;
         let vars = config_vars(&database_url, &issuer, &payments, &options);
         let prefix = vars["TIQZY_CACHE_KEY_PREFIX"].clone();
-        Self::spawn_from(
+        let app = Self::spawn_from(
             Config::from_vars(&vars).expect("config"),
             issuer,
             prefix,
             payments,
         )
-        .await
+        .await;
+        (app, vars)
     }
 
     pub async fn spawn_from(
@@ -383,6 +389,11 @@ impl TestApp {
             .await;
         assert_eq!(order.status(), 201);
         order.json().await.expect("order")
+    }
+
+    /// A hold as the router forwards it for the client at `forwarded`.
+    pub async fn hold_via(&self, forwarded: &str, tt: Uuid, quantity: i64) -> reqwest::Response {
+        hold_at(&self.http, &self.url, forwarded, tt, quantity).await
     }
 
     pub async fn hold(&self, ticket_type_id: Uuid, quantity: i64) -> reqwest::Response {
@@ -588,6 +599,22 @@ impl TestApp {
                 .expect("stock");
         row
     }
+}
+
+/// A hold sent to the storefront at `url` as the router forwards it for `forwarded`.
+pub async fn hold_at(
+    http: &reqwest::Client,
+    url: &str,
+    forwarded: &str,
+    tt: Uuid,
+    quantity: i64,
+) -> reqwest::Response {
+    http.post(format!("{url}/api/holds"))
+        .header("x-forwarded-for", forwarded)
+        .json(&json!({ "ticket_type_id": tt, "quantity": quantity }))
+        .send()
+        .await
+        .expect("hold")
 }
 
 pub async fn problem(response: reqwest::Response) -> (u16, Value) {
