@@ -431,6 +431,41 @@ async fn a_backup_restores_into_a_new_tenant_row_for_row_before_its_storefront_s
 }
 
 #[tokio::test]
+async fn the_schedule_takes_backups_on_its_own() {
+    let client = admin().await;
+    let _azurite = installed().azurite.read().await;
+    create_tenant(
+        &client,
+        "bk-cron",
+        json!({ "displayName": "Cron", "currency": "EUR", "cache": { "mode": "Disabled" },
+                "backup": { "schedule": "* * * * *", "retention": { "count": 1 } } }),
+    )
+    .await;
+    wait_for(&client, "bk-cron", "Ready", is_ready).await;
+    seed("bk-cron", 5).await;
+    // Every minute: the first run comes at the next full minute, without any annotation.
+    let api: Api<Tenant> = Api::all(client.clone());
+    let mut first = None;
+    for _ in 0..1500 {
+        let t = api.get("bk-cron").await.expect("get");
+        if let Some(b) = t.status.as_ref().and_then(|s| s.backup.clone()) {
+            if let Some(last) = b.last_backup {
+                assert_eq!(b.last_request, None, "no annotation asked for it");
+                first = Some(last);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("a scheduled backup within two minutes and a half");
+    let listed = backup::list(&container(), "bk-cron").await.expect("list");
+    assert_eq!(
+        listed.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+        [first.name]
+    );
+}
+
+#[tokio::test]
 async fn a_restore_into_a_database_holding_data_is_refused() {
     let client = admin().await;
     let _azurite = installed().azurite.read().await;

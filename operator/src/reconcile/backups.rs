@@ -122,6 +122,16 @@ impl Backups {
         }
         let failed =
             |reason, message: String| Observed::failed(types::BACKUP_READY, reason, message);
+        let Some(storage) = platform.backup.as_ref() else {
+            return Step {
+                observed: Some(failed(
+                    Reason::BackupNotConfigured,
+                    "the Platform has no spec.backup".into(),
+                )),
+                status: Some(status),
+                requeue_in: None,
+            };
+        };
         let now = Timestamp::now();
         let mut due_in = if requested {
             Some(Duration::ZERO)
@@ -186,14 +196,6 @@ impl Backups {
         if due_in != Some(Duration::ZERO) {
             return step;
         }
-        let Some(storage) = platform.backup.as_ref() else {
-            step.observed = Some(failed(
-                Reason::BackupNotConfigured,
-                "the Platform has no spec.backup".into(),
-            ));
-            step.requeue_in = None;
-            return step;
-        };
         // Due, but the database is not there yet: look again soon, not in a hot loop.
         step.requeue_in = Some(POLL);
         let server = match servers.postgres() {
