@@ -448,12 +448,12 @@ async fn the_schedule_takes_backups_on_its_own() {
     let mut first = None;
     for _ in 0..1500 {
         let t = api.get("bk-cron").await.expect("get");
-        if let Some(b) = t.status.as_ref().and_then(|s| s.backup.clone()) {
-            if let Some(last) = b.last_backup {
-                assert_eq!(b.last_request, None, "no annotation asked for it");
-                first = Some(last);
-                break;
-            }
+        if let Some(b) = t.status.as_ref().and_then(|s| s.backup.clone())
+            && let Some(last) = b.last_backup
+        {
+            assert_eq!(b.last_request, None, "no annotation asked for it");
+            first = Some(last);
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
