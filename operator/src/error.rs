@@ -24,6 +24,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// `spec.restoreFrom` keeps the storefront from starting: the restore has not happened
+    /// (yet) for this reason.
+    #[error("{message}")]
+    RestoreBlocked {
+        reason: tiqzy_crds::conditions::Reason,
+        message: String,
+    },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     /// An object could not be turned into JSON: a bug, retried in case it is not.
@@ -59,6 +66,7 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::PlatformNotFound => "PlatformNotFound",
             Error::Refused { .. } => "ObjectRefused",
+            Error::RestoreBlocked { .. } => "RestoreBlocked",
             Error::Kube(_) => "KubeApi",
             Error::Serialize { .. } => "Serialize",
             Error::MissingUid => "MissingUid",

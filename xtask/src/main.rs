@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_dr;
+mod bench_backup;
 mod bench_mail;
 mod bench_payments;
 mod bench_runtime;
@@ -87,6 +88,12 @@ enum Bench {
     Dr {
         #[arg(long, default_value_t = 50)]
         tenants: usize,
+    },
+    /// A tenant with this many sold tickets backed up by the release operator to azurite and
+    /// restored into a new tenant: backup and restore time, backup size.
+    Backup {
+        #[arg(long, default_value_t = 100_000)]
+        tickets: u32,
     },
 }
 
@@ -171,6 +178,11 @@ fn bench(what: Bench) -> Result<()> {
         Bench::Dr { tenants } => {
             let operator = tiqzy_e2e::build_operator_binary()?;
             current_thread()?.block_on(bench_dr::dr(tenants, &operator))
+        }
+        Bench::Backup { tickets } => {
+            cargo(&["build", "--release", "--package", "tiqzy-operator"])?;
+            let binary = tiqzy_e2e::target_dir().join("release/tiqzy-operator");
+            current_thread()?.block_on(bench_backup::backup(tickets, &binary))
         }
     }
 }

@@ -373,6 +373,37 @@ async fn read_signing_keys(
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
         Err(e) => Err(classify(server, "read the signing keys", name, &e)),
     }
+/// A session of the admin role in `tenant`'s own database, acting as the tenant's role (so
+/// what it creates belongs to the tenant, and it reads only what the tenant may), without a
+/// statement timeout: for backups and restores, which stream for as long as the data takes.
+pub async fn tenant_session(
+    server: &PostgresServer,
+    tenant: &str,
+) -> Result<Client, DatabaseError> {
+    let name = database_name(tenant)?;
+    let mut config = Config::new();
+    config
+        .host(&server.host)
+        .port(server.port)
+        .application_name("tiqzy-operator-backup")
+        .options("-c lock_timeout=10s -c statement_timeout=0")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user(&server.admin_user)
+        .password(&server.admin_password)
+        .dbname(&name);
+    let client = connect(&config, &server.ssl_mode)
+        .await
+        .map_err(|failure| match failure {
+            ConnectFailure::TimedOut => unreachable(server, "no answer within the connect timeout"),
+            ConnectFailure::Refused(e) => classify(server, "connect", &name, &e),
+            ConnectFailure::Tls(e) => unreachable(server, &format!("TLS settings: {e}")),
+        })?;
+    let set_role = format!("SET ROLE {}", escape_identifier(&name));
+    client
+        .batch_execute(&set_role)
+        .await
+        .map_err(|e| classify(server, "act as the tenant role", &name, &e))?;
+    Ok(client)
 }
 
 /// The tenant role as the server has it.
@@ -695,7 +726,7 @@ fn is_duplicate(error: &tokio_postgres::Error) -> bool {
 }
 
 /// The server's message and SQLSTATE, or the chain of client-side causes.
-fn describe(error: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
