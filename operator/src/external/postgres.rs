@@ -373,6 +373,8 @@ async fn read_signing_keys(
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
         Err(e) => Err(classify(server, "read the signing keys", name, &e)),
     }
+}
+
 /// A session of the admin role in `tenant`'s own database, acting as the tenant's role (so
 /// what it creates belongs to the tenant, and it reads only what the tenant may), without a
 /// statement timeout: for backups and restores, which stream for as long as the data takes.
