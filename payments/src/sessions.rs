@@ -46,16 +46,29 @@ pub async fn owner(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Str
     Ok(row)
 }
 
-/// The tenant whose recorded session took payment intent `payment_intent`, if any did.
-pub async fn payment_owner(
+/// The tenants that created those of sessions `ids` this service created.
+pub async fn owners(
     db: impl PgExecutor<'_>,
-    payment_intent: &str,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!(
-        "SELECT tenant FROM checkout_sessions WHERE payment_intent = $1 LIMIT 1",
-        payment_intent,
+    ids: &[String],
+) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as("SELECT id, tenant FROM checkout_sessions WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
+/// For each of `payment_intents` a recorded session took, the tenant whose session it was.
+pub async fn payment_owners(
+    db: impl PgExecutor<'_>,
+    payment_intents: &[String],
+) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT DISTINCT ON (payment_intent) payment_intent, tenant
+         FROM checkout_sessions WHERE payment_intent = ANY($1)
+         ORDER BY payment_intent",
     )
-    .fetch_optional(db)
+    .bind(payment_intents)
+    .fetch_all(db)
     .await
 }
 
