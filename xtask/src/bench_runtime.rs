@@ -75,7 +75,21 @@ pub fn run() -> Result<()> {
         let ticket_type = seed(&bench_db).await?;
         let floor_updates_per_min = floor(&postgres, &bench_db).await? * 60.0;
 
+        let processes = [
+            ("runtime", server.0.id(), false),
+            ("postgres", postgres.pid(), true),
+            ("redis", redis.pid(), false),
+            ("buyers", std::process::id(), false),
+        ];
+        let cpu_before = processes.map(|(_, pid, children)| cpu_seconds(pid, children));
         let (orders, took, stages) = rush(&http, &base, &ticket_type).await?;
+        let cpu: Vec<String> = processes
+            .iter()
+            .zip(cpu_before)
+            .map(|((name, pid, children), before)| {
+                format!("{name}_cpu_s={:.2}", cpu_seconds(*pid, *children) - before)
+            })
+            .collect();
         let batches = hold_batches(&http, metrics_port).await?;
         let row = bench_db
             .query_one(
@@ -93,6 +107,11 @@ pub fn run() -> Result<()> {
         drop(server);
         eprintln!("runtime start to ready: {ready_ms} ms; rush took {took:.2?}");
         eprintln!("{stages}");
+        eprintln!(
+            "rush cpu: {} (wall {:.2} s, 2 cores)",
+            cpu.join(" "),
+            took.as_secs_f64()
+        );
         eprintln!("{batches}");
         println!(
             "runtime-bench buyers={BUYERS} capacity={CAPACITY} sold={orders} oversold={oversold} \
@@ -213,6 +232,36 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<()>
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     bail!("tiqzy-runtime did not become ready; see target/bench-runtime/logs/runtime.log")
+}
+
+/// CPU seconds (user and system) `pid` has used, with its direct children's when asked
+/// (PostgreSQL's backends); 0 for what cannot be read.
+fn cpu_seconds(pid: u32, children: bool) -> f64 {
+    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on here.
+    const TICKS: f64 = 100.0;
+    let stat = |pid: &str| -> Option<(u32, f64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let parent = fields.get(1)?.parse().ok()?;
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some((parent, ticks / TICKS))
+    };
+    let mut total = stat(&pid.to_string()).map_or(0.0, |(_, s)| s);
+    if children && let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.bytes().all(|b| b.is_ascii_digit())
+                && let Some((parent, seconds)) = stat(&name)
+                && parent == pid
+            {
+                total += seconds;
+            }
+        }
+    }
+    total
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {

@@ -33,6 +33,11 @@ impl Postgres {
         self.service.log_path()
     }
 
+    /// The postmaster's process id (its backends are its children).
+    pub fn pid(&self) -> u32 {
+        self.service.pid()
+    }
+
     pub async fn start(run: &Path) -> Result<Self> {
         Self::start_with_pods(run, None).await
     }
@@ -249,6 +254,10 @@ impl Redis {
     /// The server's log file.
     pub fn log_path(&self) -> &Path {
         self.service.log_path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.service.pid()
     }
 
     pub async fn start(run: &Path) -> Result<Self> {
