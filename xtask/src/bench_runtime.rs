@@ -234,27 +234,32 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<()>
     bail!("tiqzy-runtime did not become ready; see target/bench-runtime/logs/runtime.log")
 }
 
-/// CPU seconds (user and system) `pid` has used, with its direct children's when asked
-/// (PostgreSQL's backends); 0 for what cannot be read.
+/// CPU seconds (user and system) `pid` has used, with its children's when asked
+/// (PostgreSQL's backends: the live ones, and those that ended, which the kernel adds to
+/// their parent's count once reaped); 0 for what cannot be read.
 fn cpu_seconds(pid: u32, children: bool) -> f64 {
     // Linux reports these in USER_HZ, which is 100 on every architecture it runs on here.
     const TICKS: f64 = 100.0;
-    let stat = |pid: &str| -> Option<(u32, f64)> {
+    let stat = |pid: &str, reaped: bool| -> Option<(u32, f64)> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
+        // Fields after the command name, which is in parentheses and may hold spaces:
+        // utime, stime, cutime and cstime are the 12th to the 15th.
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
         let parent = fields.get(1)?.parse().ok()?;
-        let ticks: f64 =
-            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let counted = if reaped { 11..15 } else { 11..13 };
+        let mut ticks = 0.0;
+        for field in counted {
+            ticks += fields.get(field)?.parse::<f64>().ok()?;
+        }
         Some((parent, ticks / TICKS))
     };
-    let mut total = stat(&pid.to_string()).map_or(0.0, |(_, s)| s);
+    let mut total = stat(&pid.to_string(), children).map_or(0.0, |(_, s)| s);
     if children && let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name.bytes().all(|b| b.is_ascii_digit())
-                && let Some((parent, seconds)) = stat(&name)
+                && let Some((parent, seconds)) = stat(&name, false)
                 && parent == pid
             {
                 total += seconds;
