@@ -51,10 +51,13 @@ pub async fn owners(
     db: impl PgExecutor<'_>,
     ids: &[String],
 ) -> sqlx::Result<Vec<(String, String)>> {
-    sqlx::query_as("SELECT id, tenant FROM checkout_sessions WHERE id = ANY($1)")
-        .bind(ids)
-        .fetch_all(db)
-        .await
+    let rows = sqlx::query!(
+        "SELECT id, tenant FROM checkout_sessions WHERE id = ANY($1)",
+        ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.tenant)).collect())
 }
 
 /// For each of `payment_intents` a recorded session took, the tenant whose session it was.
@@ -62,14 +65,18 @@ pub async fn payment_owners(
     db: impl PgExecutor<'_>,
     payment_intents: &[String],
 ) -> sqlx::Result<Vec<(String, String)>> {
-    sqlx::query_as(
-        "SELECT DISTINCT ON (payment_intent) payment_intent, tenant
+    let rows = sqlx::query!(
+        "SELECT DISTINCT ON (payment_intent) payment_intent AS \"payment_intent!\", tenant
          FROM checkout_sessions WHERE payment_intent = ANY($1)
          ORDER BY payment_intent",
+        payment_intents
     )
-    .bind(payment_intents)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.payment_intent, r.tenant))
+        .collect())
 }
 
 /// What Stripe reported about a session when it was read back.

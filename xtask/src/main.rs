@@ -4,8 +4,8 @@
 //! - `test`: every check and test, unit to end-to-end (what `.ci/run` calls).
 
 mod bench;
-mod bench_dr;
 mod bench_backup;
+mod bench_dr;
 mod bench_mail;
 mod bench_payments;
 mod bench_runtime;

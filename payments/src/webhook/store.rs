@@ -109,12 +109,13 @@ pub async fn seller_tenants(
     db: impl PgExecutor<'_>,
     accounts: &[String],
 ) -> sqlx::Result<Vec<(String, String)>> {
-    let found = sqlx::query_as::<_, (String, String)>(
+    let found = sqlx::query!(
         "SELECT account, tenant FROM seller_accounts WHERE account = ANY($1)",
+        accounts
     )
-    .bind(accounts)
     .fetch_all(db)
-    .await;
+    .await
+    .map(|rows| rows.into_iter().map(|r| (r.account, r.tenant)).collect());
     match found {
         Err(sqlx::Error::Database(e))
             if matches!(
