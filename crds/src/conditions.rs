@@ -23,6 +23,9 @@ pub mod types {
     /// On the Platform: a `runtimeImage` rollout stopped because the image failed on the
     /// first tenants, which run `status.rollout.lastGoodImage` again.
     pub const ROLLOUT_HALTED: &str = "RolloutHalted";
+    /// The tenant's last scheduled or requested backup reached Blob storage whole. Never
+    /// keeps a tenant from Ready: the storefront serves either way.
+    pub const BACKUP_READY: &str = "BackupReady";
 }
 
 /// What a reason asks of the operator when its condition is False.
@@ -179,6 +182,31 @@ reasons! {
     PaymentsServiceAvailable => Settled,
     /// Platform: the payments service's pods are starting or rolling.
     PaymentsServiceProgressing => Backoff,
+    /// The last backup was written whole (its blob committed with its checksum).
+    BackupSucceeded => Settled,
+    /// A backup could not be read from the database or written to Blob storage; retried with
+    /// backoff. Nothing partial becomes visible as a backup.
+    BackupFailed => Backoff,
+    /// Blob storage cannot be reached or refused the operator's credentials; retried with
+    /// backoff.
+    BackupStorageUnreachable => Backoff,
+    /// `spec.backup` or `spec.restoreFrom` is set but the Platform has no `spec.backup`, or its
+    /// credentials Secret cannot be read.
+    BackupNotConfigured => OnChange,
+    /// `spec.backup.schedule` is not a cron schedule the operator understands.
+    InvalidBackupSchedule => OnChange,
+    /// `spec.restoreFrom` is set but the tenant's database already holds tables: nothing is
+    /// restored and the storefront is not started until the field is removed.
+    RestoreRefused => OnChange,
+    /// The backup `spec.restoreFrom` names does not exist (or has no checksum, so it is not a
+    /// complete backup).
+    BackupNotFound => Backoff,
+    /// The backup's content does not match its checksum, or it is cut short: nothing is
+    /// restored.
+    BackupCorrupt => OnChange,
+    /// Restoring failed for a cause that may pass (storage or database unreachable); nothing
+    /// is restored, retried with backoff.
+    RestoreFailed => Backoff,
 }
 
 impl fmt::Display for Reason {
@@ -208,6 +236,8 @@ impl PartialEq<&str> for Reason {
 /// Annotation an administrator sets to let a Tenant go without cleaning up its database
 /// and cache user (for instance when the database server is gone for good).
 pub const RELEASE_FINALIZER_ANNOTATION: &str = "tiqzy.io/release-finalizer";
+/// Annotation asking for a backup of the tenant now: each new value starts one.
+pub const BACKUP_NOW_ANNOTATION: &str = "tiqzy.io/backup-now";
 /// The finalizer guarding state outside Kubernetes.
 pub const FINALIZER: &str = "tiqzy.io/external-state";
 

@@ -73,6 +73,11 @@ pub struct PlatformSpec {
     #[serde(default)]
     pub rollout: Rollout,
 
+    /// The Azure Blob Storage container tenant backups are written to (Tenants'
+    /// `spec.backup`) and restored from (`spec.restoreFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStorage>,
+
     /// Secret with key `ca.crt`: PEM certificates of private certificate authorities the
     /// storefronts trust besides the public roots, for a staff sign-in issuer inside a
     /// company network.
@@ -220,6 +225,59 @@ pub struct KeyVaultAuth {
 pub enum KeyVaultAuthMethod {
     WorkloadIdentity,
     ClientSecret,
+}
+
+/// An Azure Blob Storage container and how the operator signs in to it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.auth.method != 'SharedKey' || has(self.auth.sharedKeySecretRef)").message("auth.sharedKeySecretRef is required when auth.method is SharedKey"))]
+#[x_kube(validation = Rule::new("self.auth.method != 'WorkloadIdentity' || (has(self.auth.clientId) && has(self.auth.tenantId))").message("auth.clientId and auth.tenantId are required when auth.method is WorkloadIdentity"))]
+pub struct BackupStorage {
+    /// The storage account's blob endpoint, e.g. `https://tiqzybackups.blob.core.windows.net`,
+    /// or a path-style one ending in the account name, as emulators serve it
+    /// (`http://127.0.0.1:10000/devstoreaccount1`).
+    #[schemars(regex(pattern = r"^https?://[^\s?#]+$"), length(max = 512))]
+    pub account_url: String,
+    /// The container (3 to 63 lowercase letters, digits and single dashes); created when
+    /// missing.
+    #[schemars(regex(pattern = r"^[a-z0-9](-?[a-z0-9]){2,62}$"))]
+    pub container: String,
+    /// How the operator signs its requests.
+    pub auth: BackupAuth,
+}
+
+/// Credentials for the backup container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupAuth {
+    /// `SharedKey` (requests signed with the account key) or `WorkloadIdentity` (Entra ID
+    /// tokens for `https://storage.azure.com`, from the federated token file).
+    pub method: BackupAuthMethod,
+    /// Secret with keys `accountName` and `accountKey`, for `SharedKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_key_secret_ref: Option<SecretRef>,
+    /// Application (client) id, for `WorkloadIdentity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub client_id: Option<String>,
+    /// Directory (tenant) id, for `WorkloadIdentity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub tenant_id: Option<String>,
+    /// Microsoft Entra ID authority, for `WorkloadIdentity`.
+    #[serde(default = "default_authority")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub authority_host: String,
+    /// Projected service-account token, for `WorkloadIdentity`; defaults as for Key Vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_token_file: Option<String>,
+}
+
+/// Sign-in methods for Blob Storage.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupAuthMethod {
+    SharedKey,
+    WorkloadIdentity,
 }
 
 /// An SMTP relay shared by every storefront.

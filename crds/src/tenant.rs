@@ -87,6 +87,68 @@ pub struct TenantSpec {
     /// storefront sells either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staff_auth: Option<StaffAuth>,
+
+    /// Scheduled logical backups of the tenant's database to the Platform's Azure Blob
+    /// container (`Platform.spec.backup`). Off when omitted. The annotation
+    /// `tiqzy.io/backup-now` (any new value) asks for one at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Backup>,
+
+    /// Create the tenant's database from a backup before its storefront first starts: this
+    /// tenant's own, or another tenant's (a clone, e.g. for staging). Refused with
+    /// `Ready=False, reason RestoreRefused` when the database already holds tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreFrom>,
+}
+
+/// When the tenant's database is backed up and how long backups are kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Backup {
+    /// Cron schedule in UTC, five fields (minute hour day-of-month month day-of-week), e.g.
+    /// `0 3 * * *` for 03:00 every day; `@daily`, `@hourly`, `@weekly` and `@monthly` too.
+    #[schemars(
+        regex(
+            pattern = r"^(@(hourly|daily|weekly|monthly|yearly|annually)|[0-9*,/LW#?A-Za-z-]+( [0-9*,/LW#?A-Za-z-]+){4})$"
+        ),
+        length(max = 120)
+    )]
+    pub schedule: String,
+    /// How long backups are kept. Set `count`, `days` or both; a backup goes when it is not
+    /// among the newest `count` or is older than `days`. The newest good backup is always kept.
+    pub retention: BackupRetention,
+}
+
+/// Which backups are kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.count) || has(self.days)").message("retention: set count, days or both"))]
+pub struct BackupRetention {
+    /// Newest backups kept (1 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub count: Option<i32>,
+    /// Days a backup is kept (1 to 3650).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub days: Option<i32>,
+}
+
+/// The backup a new tenant's database is created from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreFrom {
+    /// A backup's name as `status.backup.lastBackup.name` shows it, e.g.
+    /// `shop-a-20261201T030000Z`, or `latest` for the newest good backup.
+    #[schemars(
+        regex(pattern = r"^(latest|[a-z]([-a-z0-9]*[a-z0-9])?-[0-9]{8}T[0-9]{6}Z)$"),
+        length(max = 80)
+    )]
+    pub backup: String,
+    /// The tenant whose backups to restore from; this tenant when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"), length(max = 57))]
+    pub tenant: Option<String>,
 }
 
 /// The identity provider the tenant's staff sign in with.
@@ -410,10 +472,53 @@ pub struct TenantStatus {
     /// The certificate served, when it comes from Key Vault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateStatus>,
-    /// Ready, DatabaseReady, CacheReady, CertificateReady, StorefrontAvailable, Routed.
+    /// The tenant's backups, when `spec.backup` is set or one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+    /// The backup the database was created from (`spec.restoreFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFrom>,
+    /// Ready, DatabaseReady, CacheReady, CertificateReady, StorefrontAvailable, Routed,
+    /// BackupReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Where the tenant's backups stand.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The newest backup written completely, with its checksum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupRecord>,
+    /// The value of the `tiqzy.io/backup-now` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
+}
+
+/// One backup in the Blob container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// The backup's name, `<tenant>-<yyyyMMddTHHmmssZ>`; the blob is `<tenant>/<name>.tqdump`.
+    pub name: String,
+    /// When its snapshot was taken (RFC 3339).
+    pub time: String,
+    /// Size of the blob in bytes.
+    pub size_bytes: i64,
+    /// SHA-256 of the blob (hex), also in its metadata `sha256`.
+    pub sha256: String,
+}
+
+/// The backup a tenant's database was created from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredFrom {
+    /// The tenant the backup belongs to.
+    pub tenant: String,
+    /// The backup's name.
+    pub backup: String,
 }
 
 /// Summary of a Tenant's state.

@@ -24,6 +24,13 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// `spec.restoreFrom` keeps the storefront from starting: the restore has not happened
+    /// (yet) for this reason.
+    #[error("{message}")]
+    RestoreBlocked {
+        reason: tiqzy_crds::conditions::Reason,
+        message: String,
+    },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     /// An object could not be turned into JSON: a bug, retried in case it is not.
@@ -39,6 +46,10 @@ pub enum Error {
     MissingUid,
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The tenant's signing Secret is missing and the copy of its keys in the tenant's
+    /// database cannot be read: no new keys until it can (the message never holds a key).
+    #[error("the ticket-signing keys saved in the tenant's database cannot be read: {0}")]
+    SigningKeys(#[source] StoreError),
     /// Deleting the tenant could not clean up its state outside Kubernetes.
     #[error("{message}")]
     CleanupBlocked {
@@ -55,11 +66,12 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::PlatformNotFound => "PlatformNotFound",
             Error::Refused { .. } => "ObjectRefused",
+            Error::RestoreBlocked { .. } => "RestoreBlocked",
             Error::Kube(_) => "KubeApi",
             Error::Serialize { .. } => "Serialize",
             Error::MissingUid => "MissingUid",
             Error::Finalizer(_) => "Finalizer",
-            Error::CleanupBlocked { .. } => "ExternalStore",
+            Error::CleanupBlocked { .. } | Error::SigningKeys(_) => "ExternalStore",
         }
     }
 

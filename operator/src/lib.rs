@@ -1,6 +1,7 @@
 //! The Tiqzy operator: reconciles each `Tenant` into its namespace, workloads and data stores.
 
 pub mod apply;
+pub mod backup;
 pub mod build;
 pub mod cache;
 pub mod certificate;

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub tenants_by_phase: Family<PhaseLabels, Gauge>,
     pub writes: Counter,
     certificate_expiry: Family<TenantLabels, Gauge>,
+    backup_last_success: Family<TenantLabels, Gauge>,
+    backup_interval: Family<TenantLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,6 +62,19 @@ impl Default for Metrics {
         let tenants_by_phase = Family::<PhaseLabels, Gauge>::default();
         let writes = Counter::default();
         let certificate_expiry = Family::<TenantLabels, Gauge>::default();
+        let backup_last_success = Family::<TenantLabels, Gauge>::default();
+        let backup_interval = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "tiqzy_backup_last_success_timestamp_seconds",
+            "When the tenant's newest complete backup was taken (Unix seconds); the Tenant's \
+             creation while it has none",
+            backup_last_success.clone(),
+        );
+        registry.register(
+            "tiqzy_backup_interval_seconds",
+            "Seconds between two runs of the tenant's backup schedule",
+            backup_interval.clone(),
+        );
         registry.register(
             "controller_runtime_reconcile",
             "Reconciles by result",
@@ -98,6 +113,8 @@ impl Default for Metrics {
             tenants_by_phase,
             writes,
             certificate_expiry,
+            backup_last_success,
+            backup_interval,
         }
     }
 }
@@ -158,6 +175,26 @@ impl Metrics {
                 tenant: tenant.to_owned(),
             })
             .set(not_after);
+    }
+
+    /// Sets the tenant's backup gauges.
+    pub fn backup(&self, tenant: &str, last_success: i64, interval: i64) {
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+        };
+        self.backup_last_success
+            .get_or_create(&labels)
+            .set(last_success);
+        self.backup_interval.get_or_create(&labels).set(interval);
+    }
+
+    /// Drops the backup gauges of a tenant without backups (or gone).
+    pub fn forget_backup(&self, tenant: &str) {
+        let labels = TenantLabels {
+            tenant: tenant.to_owned(),
+        };
+        self.backup_last_success.remove(&labels);
+        self.backup_interval.remove(&labels);
     }
 
     /// Drops the expiry of a tenant served with the router's default certificate (or gone).

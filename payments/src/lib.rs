@@ -46,11 +46,12 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("connecting to DATABASE_URL: {e}"))?;
         MIGRATOR.run(&db).await?;
-        let webhooks = webhook::Webhooks::new(config);
+        let mut webhooks = webhook::Webhooks::new(config);
         if let Some(outbox) = outbox::Outbox::new(&db, &config.webhooks, &webhooks) {
             outbox.start()?;
         }
         let registry = registry::Registry::start(kube.clone()).await?;
+        webhooks.start_recording(&db, &registry);
         let metrics = std::sync::Arc::new(metrics::Metrics::with(|registry| {
             webhooks.metrics.register(registry);
         }));

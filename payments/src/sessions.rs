@@ -46,17 +46,37 @@ pub async fn owner(db: impl PgExecutor<'_>, id: &str) -> sqlx::Result<Option<Str
     Ok(row)
 }
 
-/// The tenant whose recorded session took payment intent `payment_intent`, if any did.
-pub async fn payment_owner(
+/// The tenants that created those of sessions `ids` this service created.
+pub async fn owners(
     db: impl PgExecutor<'_>,
-    payment_intent: &str,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!(
-        "SELECT tenant FROM checkout_sessions WHERE payment_intent = $1 LIMIT 1",
-        payment_intent,
+    ids: &[String],
+) -> sqlx::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        "SELECT id, tenant FROM checkout_sessions WHERE id = ANY($1)",
+        ids
     )
-    .fetch_optional(db)
-    .await
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.tenant)).collect())
+}
+
+/// For each of `payment_intents` a recorded session took, the tenant whose session it was.
+pub async fn payment_owners(
+    db: impl PgExecutor<'_>,
+    payment_intents: &[String],
+) -> sqlx::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        "SELECT DISTINCT ON (payment_intent) payment_intent AS \"payment_intent!\", tenant
+         FROM checkout_sessions WHERE payment_intent = ANY($1)
+         ORDER BY payment_intent",
+        payment_intents
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.payment_intent, r.tenant))
+        .collect())
 }
 
 /// What Stripe reported about a session when it was read back.

@@ -376,3 +376,175 @@ async fn without_webhook_secrets_the_endpoint_is_unavailable_and_the_rest_serves
         .expect("healthz");
     assert!(health.status().is_success());
 }
+
+/// Posts every `(id, body)` at once, as Stripe does when events come together; answers each
+/// id with the status the service gave it.
+async fn post_together(service: &str, events: &[(String, String)]) -> Vec<(String, StatusCode)> {
+    let posts = events.iter().map(|(id, body)| async move {
+        let signature = stripe_signature(STRIPE_SECRET, now(), body);
+        let (status, _) = post_event(service, body, &signature).await;
+        (id.clone(), status)
+    });
+    futures::future::join_all(posts).await
+}
+
+async fn recorded(db: &mut sqlx::PgConnection, ids: &[String]) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM stripe_events WHERE id = ANY($1) ORDER BY id")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+        .expect("stripe_events")
+}
+
+#[tokio::test]
+async fn events_that_come_together_are_recorded_together_or_not_at_all() {
+    let admin = admin().await;
+    let acme = shop(&admin).await;
+    let storefronts = Storefronts::start().await;
+    let database = fresh_database().await;
+    let service = start_service(&database, &storefronts, &[]).await;
+    // The database refuses one event (as it would refuse a write when it fails). Events
+    // recorded in the same statement as that one fail with it.
+    let mut db = sqlx::PgConnection::connect(&database).await.expect("db");
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF convert_from(NEW.body, 'UTF8') LIKE '%poison%' THEN RAISE EXCEPTION 'refused'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON deliveries
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&mut db)
+    .await
+    .expect("trigger");
+    let mut session = session_of(Some(&acme.tenant));
+    session["metadata"]["note"] = json!("poison");
+    let poison = event(session, None, false);
+    let mut events: Vec<(String, String)> = (0..40)
+        .map(|_| event(session_of(Some(&acme.tenant)), None, false))
+        .collect();
+    events.insert(20, poison.clone());
+
+    let answers = post_together(&service, &events).await;
+    let failed: Vec<String> = answers
+        .iter()
+        .filter(|(_, status)| *status == StatusCode::INTERNAL_SERVER_ERROR)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(failed.contains(&poison.0), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(id, status)| *status == StatusCode::OK || failed.contains(id)),
+        "each event is recorded (200) or not (500): {answers:?}"
+    );
+    assert_eq!(
+        recorded(&mut db, &failed).await,
+        Vec::<String>::new(),
+        "an event answered 500 left nothing behind"
+    );
+    let all: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        recorded(&mut db, &all).await.len(),
+        all.len() - failed.len(),
+        "every event answered 200 is recorded"
+    );
+
+    // Stripe retries what was refused; with the database well again, all of it is recorded and
+    // each event reaches the storefront once.
+    sqlx::raw_sql("DROP TRIGGER refuse_poison ON deliveries")
+        .execute(&mut db)
+        .await
+        .expect("drop trigger");
+    let retried: Vec<(String, String)> = events
+        .iter()
+        .filter(|(id, _)| failed.contains(id))
+        .cloned()
+        .collect();
+    for (id, status) in post_together(&service, &retried).await {
+        assert_eq!(status, StatusCode::OK, "{id}");
+    }
+    wait_until("every event acknowledged", || {
+        storefronts.acknowledged(&acme.tenant).len() >= all.len()
+    })
+    .await;
+    let mut acknowledged = storefronts.acknowledged(&acme.tenant);
+    acknowledged.sort();
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(acknowledged, expected, "each event once");
+}
+
+#[tokio::test]
+async fn copies_of_an_event_arriving_together_are_recorded_and_delivered_once() {
+    let admin = admin().await;
+    let acme = shop(&admin).await;
+    let storefronts = Storefronts::start().await;
+    let database = fresh_database().await;
+    let service = start_service(&database, &storefronts, &[]).await;
+    let repeated = event(session_of(Some(&acme.tenant)), None, false);
+    let mut events: Vec<(String, String)> = (0..20)
+        .map(|_| event(session_of(Some(&acme.tenant)), None, false))
+        .collect();
+    for at in [0, 5, 6, 7, 12, 19, 21] {
+        events.insert(at, repeated.clone());
+    }
+    for (id, status) in post_together(&service, &events).await {
+        assert_eq!(status, StatusCode::OK, "{id}");
+    }
+    let distinct: std::collections::HashSet<&String> = events.iter().map(|(id, _)| id).collect();
+    wait_until("every event acknowledged", || {
+        storefronts.acknowledged(&acme.tenant).len() >= distinct.len()
+    })
+    .await;
+    // One more, sent after: when it has arrived, anything sent twice would have too.
+    let (last, body) = event(session_of(Some(&acme.tenant)), None, false);
+    send(&service, &body).await;
+    storefronts.wait_for(&acme.tenant, &last).await;
+    assert_eq!(storefronts.attempts(&repeated.0), 1);
+    assert_eq!(storefronts.received().len(), distinct.len() + 1);
+    assert_eq!(counted(&service, "duplicate").await, 6);
+    let mut db = sqlx::PgConnection::connect(&database).await.expect("db");
+    let copies: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE event_id = $1")
+        .bind(&repeated.0)
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!(copies, 1);
+}
+
+#[tokio::test]
+async fn tenants_sending_at_once_each_get_their_events_once_in_the_order_sent() {
+    let admin = admin().await;
+    let mut shops = Vec::new();
+    for _ in 0..4 {
+        shops.push(shop(&admin).await);
+    }
+    let storefronts = Storefronts::start().await;
+    let service = start_service(&fresh_database().await, &storefronts, &[]).await;
+    // Each tenant's events one after the other (Stripe waits for each answer), the tenants at
+    // the same time: their events share batches.
+    let streams = shops.iter().map(|shop| {
+        let service = service.clone();
+        async move {
+            let mut sent = Vec::new();
+            for _ in 0..15 {
+                let (id, body) = event(session_of(Some(&shop.tenant)), None, false);
+                send(&service, &body).await;
+                sent.push(id);
+            }
+            (shop.tenant.clone(), sent)
+        }
+    });
+    let sent = futures::future::join_all(streams).await;
+    for (tenant, events) in &sent {
+        storefronts
+            .wait_for(tenant, events.last().expect("sent"))
+            .await;
+    }
+    for (tenant, events) in &sent {
+        assert_eq!(&storefronts.acknowledged(tenant), events, "{tenant}");
+    }
+    assert_eq!(storefronts.received().len(), 60);
+}

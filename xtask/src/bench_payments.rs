@@ -4,7 +4,10 @@
 //! received.
 //!
 //! Last line: `payments-bench tenants=.. events=.. events_per_s=.. delivered_p99_ms=..
-//! duplicates=.. lost=..`
+//! duplicates=.. lost=..`; the line before it gives the CPU time the service and PostgreSQL
+//! (all its processes) used per 1,000 events, from `/proc`, which other load on the machine
+//! changes far less than it changes the rates. `TIQZY_BENCH_PAYMENTS_BINARY` runs another
+//! build of the service (an earlier one, to compare).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +40,8 @@ impl Drop for Service {
 type Arrivals = Arc<Mutex<Vec<(String, Instant)>>>;
 
 pub fn run(tenants: usize, events: usize, binary: &Path) -> Result<()> {
+    let other = std::env::var_os("TIQZY_BENCH_PAYMENTS_BINARY").map(std::path::PathBuf::from);
+    let binary = other.as_deref().unwrap_or(binary);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -80,7 +85,7 @@ async fn bench(tenants: usize, events: usize, binary: &Path) -> Result<()> {
     let port = free_port()?;
     let run = tiqzy_e2e::target_dir().join("bench-payments");
     std::fs::create_dir_all(&run)?;
-    let _service = Service(
+    let service = Service(
         Command::new(binary)
             .env("KUBECONFIG", &kubeconfig)
             .env("DATABASE_URL", h.postgres.admin_url("payments_bench"))
@@ -104,6 +109,12 @@ async fn bench(tenants: usize, events: usize, binary: &Path) -> Result<()> {
         .pool_max_idle_per_host(CONCURRENCY)
         .build()?;
     wait_ready(&http, &base).await?;
+    let postmaster = postmaster(h.postgres.port)?;
+    let cpu_before = (
+        cpu_ticks(service.0.id(), false)?,
+        cpu_ticks(postmaster, true)?,
+    );
+    let commits_before = commits(&db).await?;
 
     let posted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let started = Instant::now();
@@ -154,6 +165,22 @@ async fn bench(tenants: usize, events: usize, binary: &Path) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let cpu_after = (
+        cpu_ticks(service.0.id(), false)?,
+        cpu_ticks(postmaster, true)?,
+    );
+    let per_1000 = |before: u64, after: u64| {
+        after.saturating_sub(before) as f64 * 10.0 * 1000.0 / events as f64
+    };
+    // PostgreSQL's statistics reach pg_stat_database within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let commits_after = commits(&db).await?;
+    println!(
+        "payments-bench cpu_ms_per_1000_events payments={:.0} postgres={:.0} commits_per_1000_events={:.0}",
+        per_1000(cpu_before.0, cpu_after.0),
+        per_1000(cpu_before.1, cpu_after.1),
+        commits_after.saturating_sub(commits_before) as f64 * 1000.0 / events as f64,
+    );
     let arrivals = arrivals.lock().expect("lock").clone();
     let posted = posted.lock().expect("lock").clone();
     let mut first: HashMap<&str, Instant> = HashMap::new();
@@ -212,6 +239,70 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("tiqzy-payments did not become ready; see target/bench-payments/payments.log")
+}
+
+/// Transactions committed in the service's database so far.
+async fn commits(db: &tokio_postgres::Client) -> Result<u64> {
+    let row = db
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = 'payments_bench'",
+            &[],
+        )
+        .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
+/// The PostgreSQL server listening on `port`: the process started with `-p <port>`.
+fn postmaster(port: u16) -> Result<u32> {
+    let port = port.to_string();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.first().is_some_and(|a| a.ends_with(b"/postgres"))
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"-p" && w[1] == port.as_bytes())
+        {
+            return Ok(pid);
+        }
+    }
+    bail!("no PostgreSQL server on port {port} in /proc")
+}
+
+/// User and system CPU time of `pid` in clock ticks (1/100 s); with `tree`, also of its
+/// children now running and those it has waited for (PostgreSQL's backends).
+fn cpu_ticks(pid: u32, tree: bool) -> Result<u64> {
+    let fields = |pid: u32| -> Result<Vec<u64>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // After the command's closing parenthesis: field 3 (state) onwards.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        Ok(rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect())
+    };
+    // utime, stime, cutime, cstime are fields 14..=17: indexes 11..=14 after the state.
+    let own = fields(pid)?;
+    let mut ticks = own[11] + own[12];
+    if tree {
+        ticks += own[13] + own[14];
+        for entry in std::fs::read_dir("/proc")? {
+            let Ok(child) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = fields(child)
+                && stat.get(1).copied() == Some(u64::from(pid))
+            {
+                ticks += stat[11] + stat[12];
+            }
+        }
+    }
+    Ok(ticks)
 }
 
 fn sign(secret: &str, t: i64, body: &str) -> String {

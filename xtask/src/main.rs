@@ -4,6 +4,8 @@
 //! - `test`: every check and test, unit to end-to-end (what `.ci/run` calls).
 
 mod bench;
+mod bench_backup;
+mod bench_dr;
 mod bench_mail;
 mod bench_payments;
 mod bench_runtime;
@@ -80,6 +82,18 @@ enum Bench {
     Storefronts {
         #[arg(long, default_value_t = 10)]
         tenants: usize,
+    },
+    /// Disaster recovery (docs/disaster-recovery.md): wipe etcd under N Ready tenants,
+    /// restore from the saved manifests; print the time until all are Ready again.
+    Dr {
+        #[arg(long, default_value_t = 50)]
+        tenants: usize,
+    },
+    /// A tenant with this many sold tickets backed up by the release operator to azurite and
+    /// restored into a new tenant: backup and restore time, backup size.
+    Backup {
+        #[arg(long, default_value_t = 100_000)]
+        tickets: u32,
     },
 }
 
@@ -176,6 +190,15 @@ fn bench(what: Bench) -> Result<()> {
         Bench::Storefronts { tenants } => {
             let operator = tiqzy_e2e::build_operator_binary()?;
             current_thread()?.block_on(bench_storefront::storefronts(tenants, operator))
+        }
+        Bench::Dr { tenants } => {
+            let operator = tiqzy_e2e::build_operator_binary()?;
+            current_thread()?.block_on(bench_dr::dr(tenants, &operator))
+        }
+        Bench::Backup { tickets } => {
+            cargo(&["build", "--release", "--package", "tiqzy-operator"])?;
+            let binary = tiqzy_e2e::target_dir().join("release/tiqzy-operator");
+            current_thread()?.block_on(bench_backup::backup(tickets, &binary))
         }
     }
 }

@@ -2,6 +2,7 @@
 //! ACL user (each with idempotent `ensure_*` and `remove_*` functions); and Key Vault, which
 //! the tenant's TLS certificate is read from.
 
+pub mod blob;
 pub mod keyvault;
 mod pg_tls;
 pub mod postgres;

@@ -274,6 +274,140 @@ pub async fn remove_database(server: &PostgresServer, tenant: &str) -> Result<bo
     Ok(role.is_some() || database.is_some())
 }
 
+/// Creates the operator's schema `tiqzy_operator` in a tenant's database and its table of the
+/// tenant's ticket-signing keys: one row, the Secret's value as written (keys newest first),
+/// kept next to the tickets they signed. Created and owned by the admin role, with no
+/// privilege for anyone else: the tenant role (which gets the keys from its Secret) can
+/// neither read nor change them.
+const SIGNING_KEYS_TABLE: &str = "\
+    CREATE SCHEMA IF NOT EXISTS tiqzy_operator; \
+    REVOKE ALL ON SCHEMA tiqzy_operator FROM PUBLIC; \
+    CREATE TABLE IF NOT EXISTS tiqzy_operator.signing_keys ( \
+        id boolean PRIMARY KEY DEFAULT true CHECK (id), \
+        keys text NOT NULL, \
+        saved_at timestamptz NOT NULL DEFAULT now() \
+    ); \
+    REVOKE ALL ON tiqzy_operator.signing_keys FROM PUBLIC";
+
+/// The ticket-signing keys the operator saved in `tenant`'s database, `None` when it has no
+/// database or no copy yet. Errors never hold the keys.
+pub async fn saved_signing_keys(
+    server: &PostgresServer,
+    tenant: &str,
+) -> Result<Option<String>, DatabaseError> {
+    let name = database_name(tenant)?;
+    let Some(client) = tenant_database_session(server, &name).await? else {
+        return Ok(None);
+    };
+    read_signing_keys(&client, server, &name).await
+}
+
+/// Makes the copy of the ticket-signing keys in `tenant`'s (existing) database equal `keys`;
+/// returns whether it had to write. A converged copy costs one read and no write.
+pub async fn save_signing_keys(
+    server: &PostgresServer,
+    tenant: &str,
+    keys: &str,
+) -> Result<bool, DatabaseError> {
+    let name = database_name(tenant)?;
+    let Some(client) = tenant_database_session(server, &name).await? else {
+        return Err(DatabaseError::Failed {
+            action: "save the signing keys",
+            database: name,
+            detail: "the database does not exist".to_owned(),
+        });
+    };
+    if read_signing_keys(&client, server, &name).await?.as_deref() == Some(keys) {
+        return Ok(false);
+    }
+    let failed = |e: &tokio_postgres::Error| classify(server, "save the signing keys", &name, e);
+    client
+        .batch_execute(SIGNING_KEYS_TABLE)
+        .await
+        .map_err(|e| failed(&e))?;
+    client
+        .execute(
+            "INSERT INTO tiqzy_operator.signing_keys (keys) VALUES ($1) \
+             ON CONFLICT (id) DO UPDATE SET keys = EXCLUDED.keys, saved_at = now()",
+            &[&keys],
+        )
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(true)
+}
+
+/// A session of the admin role in the tenant's database `name`; `None` when it does not exist.
+async fn tenant_database_session(
+    server: &PostgresServer,
+    name: &str,
+) -> Result<Option<Client>, DatabaseError> {
+    let mut config = session_config(server);
+    config
+        .user(&server.admin_user)
+        .password(&server.admin_password)
+        .dbname(name);
+    match connect(&config, &server.ssl_mode).await {
+        Ok(client) => Ok(Some(client)),
+        Err(ConnectFailure::Refused(e)) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+            Ok(None)
+        }
+        Err(ConnectFailure::Refused(e)) => Err(classify(server, "connect", name, &e)),
+        Err(ConnectFailure::TimedOut) => {
+            Err(unreachable(server, "no answer within the connect timeout"))
+        }
+        Err(ConnectFailure::Tls(e)) => Err(unreachable(server, &format!("TLS settings: {e}"))),
+    }
+}
+
+async fn read_signing_keys(
+    client: &Client,
+    server: &PostgresServer,
+    name: &str,
+) -> Result<Option<String>, DatabaseError> {
+    match client
+        .query_opt("SELECT keys FROM tiqzy_operator.signing_keys", &[])
+        .await
+    {
+        Ok(row) => Ok(row.map(|row| row.get(0))),
+        // No copy yet: the schema or the table was never created.
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(None),
+        Err(e) => Err(classify(server, "read the signing keys", name, &e)),
+    }
+}
+
+/// A session of the admin role in `tenant`'s own database, acting as the tenant's role (so
+/// what it creates belongs to the tenant, and it reads only what the tenant may), without a
+/// statement timeout: for backups and restores, which stream for as long as the data takes.
+pub async fn tenant_session(
+    server: &PostgresServer,
+    tenant: &str,
+) -> Result<Client, DatabaseError> {
+    let name = database_name(tenant)?;
+    let mut config = Config::new();
+    config
+        .host(&server.host)
+        .port(server.port)
+        .application_name("tiqzy-operator-backup")
+        .options("-c lock_timeout=10s -c statement_timeout=0")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user(&server.admin_user)
+        .password(&server.admin_password)
+        .dbname(&name);
+    let client = connect(&config, &server.ssl_mode)
+        .await
+        .map_err(|failure| match failure {
+            ConnectFailure::TimedOut => unreachable(server, "no answer within the connect timeout"),
+            ConnectFailure::Refused(e) => classify(server, "connect", &name, &e),
+            ConnectFailure::Tls(e) => unreachable(server, &format!("TLS settings: {e}")),
+        })?;
+    let set_role = format!("SET ROLE {}", escape_identifier(&name));
+    client
+        .batch_execute(&set_role)
+        .await
+        .map_err(|e| classify(server, "act as the tenant role", &name, &e))?;
+    Ok(client)
+}
+
 /// The tenant role as the server has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RoleState {
@@ -594,7 +728,7 @@ fn is_duplicate(error: &tokio_postgres::Error) -> bool {
 }
 
 /// The server's message and SQLSTATE, or the chain of client-side causes.
-fn describe(error: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }

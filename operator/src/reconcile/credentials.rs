@@ -1,6 +1,12 @@
 //! The contents of the tenant's own Secrets: values already in Kubernetes are kept, missing
 //! ones are generated here (never in a builder), so a reconcile that stops anywhere leaves a
 //! password the next one reuses.
+//!
+//! The ticket-signing keys are the one value nothing else can recreate: tickets sold with them
+//! must keep verifying after the cluster is lost. The operator keeps a copy in the tenant's own
+//! database (`tiqzy_operator.signing_keys`, written by the stores step once the database
+//! exists); a missing signing Secret is recreated from that copy, and only a tenant with
+//! neither gets new keys.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +17,8 @@ use tiqzy_crds::CacheMode;
 use super::servers::Servers;
 use crate::build::{CACHE_SECRET, DATABASE_SECRET, SIGNING_SECRET};
 use crate::context::Context;
-use crate::external::postgres::{PostgresServer, TenantDatabase};
+use crate::error::Error;
+use crate::external::postgres::{self, PostgresServer, TenantDatabase};
 use crate::external::redis::{RedisServer, TenantCache};
 use crate::tenant::TenantSecrets;
 
@@ -28,11 +35,16 @@ pub async fn tenant_secrets(
     namespace: &str,
     cache: CacheMode,
     servers: &Servers,
-) -> Result<TenantSecrets, kube::Error> {
-    let signing = existing(ctx, namespace, SIGNING_SECRET)
+) -> Result<TenantSecrets, Error> {
+    let signing = match existing(ctx, namespace, SIGNING_SECRET)
         .await?
         .filter(|s| s.contains_key(SIGNING_KEY))
-        .unwrap_or_else(new_signing_secret);
+    {
+        Some(signing) => signing,
+        None => saved_signing_secret(tenant, servers)
+            .await?
+            .unwrap_or_else(new_signing_secret),
+    };
     let database = match &servers.postgres {
         Some(Ok(server)) => {
             let existing = existing(ctx, namespace, DATABASE_SECRET).await?;
@@ -55,6 +67,31 @@ pub async fn tenant_secrets(
         tls: None,
         mail: None,
     })
+}
+
+/// The signing Secret's contents as the tenant's database keeps them, `None` without a copy
+/// (no PostgreSQL on the Platform, no database yet, or none saved). A copy that cannot be read
+/// is an error, never a reason for new keys: those would replace the copy and every sold
+/// ticket would be refused at the door.
+async fn saved_signing_secret(
+    tenant: &str,
+    servers: &Servers,
+) -> Result<Option<BTreeMap<String, String>>, Error> {
+    let server = match servers.postgres() {
+        None => return Ok(None),
+        Some(Err(e)) => return Err(Error::SigningKeys(e)),
+        Some(Ok(server)) => server,
+    };
+    let keys = postgres::saved_signing_keys(server, tenant)
+        .await
+        .map_err(|e| Error::SigningKeys(e.into()))?;
+    if keys.is_some() {
+        tracing::info!(
+            tenant,
+            "recreating the ticket-signing Secret from the tenant's database"
+        );
+    }
+    Ok(keys.map(|keys| BTreeMap::from([(SIGNING_KEY.to_owned(), keys)])))
 }
 
 /// Existing values of a Secret the operator wrote in the tenant's namespace. A cache miss

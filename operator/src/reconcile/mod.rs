@@ -4,6 +4,7 @@
 //! step is a module with a narrow input and output; what a step remembers between reconciles
 //! lives in [`Memory`], next to the step that uses it.
 
+pub mod backups;
 mod certificate;
 mod cleanup;
 pub(crate) mod credentials;
@@ -43,6 +44,7 @@ use crate::build::{self, Desired};
 use crate::cache::GuardedTenant;
 use crate::context::Context;
 use crate::error::{Error, backoff};
+use crate::external::StoreError;
 
 /// What the controller hands every reconcile: what the steps share, and what they remember.
 #[derive(Debug)]
@@ -60,6 +62,7 @@ pub struct Memory {
     pub stores: stores::Checks,
     pub certificates: certificate::Polls,
     pub written: report::Written,
+    pub backups: backups::Backups,
 }
 
 impl Reconciler {
@@ -79,6 +82,8 @@ impl Reconciler {
         self.memory.rollouts.finished(tenant);
         self.memory.failures.succeeded(tenant);
         self.memory.written.forget(tenant);
+        self.memory.backups.forget(tenant);
+        self.ctx.metrics.forget_backup(tenant);
     }
 }
 
@@ -153,8 +158,21 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
             return Ok(Action::requeue(backoff(failures)));
         }
     };
-    let mut found =
-        dereference::dereference(ctx, &memory.certificates, tenant, validated, &platform).await?;
+    let found = dereference::dereference(ctx, &memory.certificates, tenant, validated, &platform);
+    let mut found = match found.await {
+        Err(Error::SigningKeys(e)) => {
+            // No new keys while the saved ones cannot be read: the tenant waits, Ready=False.
+            let reason = match &e {
+                StoreError::Database(e) => e.reason(),
+                _ => Reason::AdminAuthFailed,
+            };
+            let (message, phase) = (Error::SigningKeys(e).to_string(), TenantPhase::Pending);
+            report::stopped(tenant, r, reason, message, phase, TenantStatus::default()).await?;
+            let failures = memory.failures.failed(&tenant.name_any());
+            return Ok(Action::requeue(backoff(failures)));
+        }
+        other => other?,
+    };
     let limit = platform.spec.rollout.max_concurrent_tenant_rollouts;
     let rollout = memory.halt.current(ctx);
     let gate = memory
@@ -167,16 +185,33 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         owner,
         &found.tenant.name,
     );
-    let applied = match converge(&applier, r, &found, build::desired(&found.tenant)).await {
+    let desired = build::desired(&found.tenant);
+    let applied = match converge(&applier, r, tenant, &platform.spec, &found, desired).await {
         Err(Error::Refused {
             object, message, ..
         }) => return refused(tenant, r, &found, object, message).await,
+        Err(Error::RestoreBlocked { reason, message }) => {
+            return restore_blocked(tenant, r, &found, reason, message).await;
+        }
         other => other?,
     };
     ctx.metrics.writes.inc_by(applier.writes());
     let failure = report_rollout(r, &found.tenant, &applied.deployment, &gate).await?;
-    let (observed, phase) = status::observe(&found, &applied, &gate, failure.as_ref());
-    report::write_status(tenant, r, observed, phase, status::base(&found)).await?;
+    let (mut observed, phase) = status::observe(&found, &applied, &gate, failure.as_ref());
+    // After Ready is summarised: a failed backup never keeps the storefront from Ready.
+    let database_ready = applied
+        .stores
+        .iter()
+        .any(|s| s.type_ == tiqzy_crds::conditions::types::DATABASE_READY && s.ok);
+    let backup = memory
+        .backups
+        .step(ctx, tenant, &platform.spec, &found.servers, database_ready)
+        .await;
+    observed.extend(backup.observed);
+    let mut base = status::base(&found);
+    base.backup = backup.status;
+    base.restored_from = applied.restored_from.clone();
+    report::write_status(tenant, r, observed, phase, base).await?;
     let reference = tenant.object_ref(&());
     for event in std::mem::take(&mut found.certificate.events) {
         report::publish(ctx, &reference, event).await;
@@ -193,6 +228,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         // A failed rollout waits for a change (its pods' state, the Platform's image).
         rolling: status::rolling(&applied.deployment) && failure.is_none(),
         certificate_poll: found.certificate.poll_in,
+        backup_in: backup.requeue_in,
     };
     let name = &found.tenant.name;
     Ok(retry::requeue(
@@ -241,6 +277,8 @@ pub struct Applied {
     /// `DatabaseReady` and `CacheReady`.
     pub stores: Vec<Observed>,
     pub routed: Observed,
+    /// The backup the database was created from (`spec.restoreFrom`).
+    pub restored_from: Option<tiqzy_crds::RestoredFrom>,
 }
 
 /// Applies the desired objects and converges the external stores between the credentials
@@ -248,6 +286,8 @@ pub struct Applied {
 async fn converge(
     applier: &Applier,
     r: &Reconciler,
+    tenant: &Tenant,
+    platform: &tiqzy_crds::PlatformSpec,
     found: &dereference::Found,
     desired: Desired,
 ) -> Result<Applied, Error> {
@@ -260,6 +300,18 @@ async fn converge(
     objects::apply_credentials(applier, credentials).await?;
     let resync = r.ctx.settings.resync;
     let stores = r.memory.stores.converge(&found.servers, v, resync).await;
+    // A database restored from a backup is complete before the storefront first starts.
+    let database = stores
+        .iter()
+        .find(|s| s.type_ == tiqzy_crds::conditions::types::DATABASE_READY)
+        .cloned()
+        .unwrap_or_else(|| Observed::failed("DatabaseReady", Reason::Progressing, ""));
+    let restored_from = r
+        .memory
+        .backups
+        .restore(&r.ctx, tenant, platform, &found.servers, &database)
+        .await
+        .map_err(|(reason, message)| Error::RestoreBlocked { reason, message })?;
     let deployment = objects::apply_workload(applier, &v.namespace, workload).await?;
     let conflict = found.conflict.as_deref();
     let routed = routing::expose(applier, &r.ctx, &v.namespace, exposure, conflict).await?;
@@ -267,6 +319,7 @@ async fn converge(
         deployment,
         stores,
         routed,
+        restored_from,
     })
 }
 
@@ -285,4 +338,30 @@ async fn refused(
     let (reason, phase) = (Reason::ObjectRefused, TenantPhase::Failed);
     report::stopped(tenant, r, reason, text, phase, status::base(found)).await?;
     Ok(Action::await_change())
+}
+
+/// `spec.restoreFrom` has not been restored: `Ready=False` with the reason (and an Event), the
+/// storefront not started, and a retry with backoff or a wait for a change, as the reason says.
+async fn restore_blocked(
+    tenant: &Tenant,
+    r: &Reconciler,
+    found: &dereference::Found,
+    reason: Reason,
+    message: String,
+) -> Result<Action, Error> {
+    use tiqzy_crds::conditions::Retry;
+    let phase = if reason.retry() == Retry::OnChange {
+        TenantPhase::Failed
+    } else {
+        TenantPhase::Provisioning
+    };
+    let mut base = status::base(found);
+    base.backup = tenant.status.as_ref().and_then(|s| s.backup.clone());
+    report::stopped(tenant, r, reason, message, phase, base).await?;
+    if reason.retry() == Retry::OnChange {
+        Ok(Action::await_change())
+    } else {
+        let failures = r.memory.failures.failed(&found.tenant.name);
+        Ok(Action::requeue(backoff(failures)))
+    }
 }

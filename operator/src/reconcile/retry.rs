@@ -42,6 +42,8 @@ pub struct Outcome {
     pub rolling: bool,
     /// When Key Vault should be asked again, if it is used.
     pub certificate_poll: Option<Duration>,
+    /// When the tenant's next backup is due, or its running backup should be looked at.
+    pub backup_in: Option<Duration>,
 }
 
 impl Outcome {
@@ -55,20 +57,25 @@ impl Outcome {
 
 /// The next look at `tenant` after `outcome`.
 pub fn requeue(outcome: Outcome, resync: Duration, failures: &Failures, tenant: &str) -> Action {
+    let after = after(outcome, resync, failures, tenant);
+    Action::requeue(outcome.backup_in.map_or(after, |b| b.min(after)))
+}
+
+fn after(outcome: Outcome, resync: Duration, failures: &Failures, tenant: &str) -> Duration {
     if outcome.transient {
-        return Action::requeue(backoff(failures.failed(tenant)));
+        return backoff(failures.failed(tenant));
     }
     // A queued tenant learns of a free slot only by asking again. A rolling one hears of its
     // Deployment's progress through the watch; the requeue is only a safety net, kept long so
     // that hundreds of tenants rolling at once do not crowd out new ones.
     if outcome.rollout_queued {
-        return Action::requeue(Duration::from_secs(3));
+        return Duration::from_secs(3);
     }
     if outcome.rolling {
-        return Action::requeue(Duration::from_secs(30));
+        return Duration::from_secs(30);
     }
     let next = jittered(resync);
-    Action::requeue(outcome.certificate_poll.map_or(next, |p| p.min(next)))
+    outcome.certificate_poll.map_or(next, |p| p.min(next))
 }
 
 /// `resync` plus up to a tenth more, so tenants that converged together do not all come back
@@ -92,6 +99,7 @@ mod tests {
             rollout_queued: false,
             rolling: false,
             certificate_poll: None,
+            backup_in: None,
         }
     }
 

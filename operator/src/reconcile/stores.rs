@@ -44,7 +44,7 @@ impl Checks {
             return conditions;
         }
         let conditions = vec![
-            ensure_database(servers, &v.name, &v.spec, v.secrets.database.as_ref()).await,
+            ensure_database(servers, v).await,
             ensure_cache(servers, &v.name, &v.spec, v.secrets.cache.as_ref()).await,
         ];
         if conditions.iter().all(|c| c.ok) {
@@ -85,11 +85,16 @@ impl Checks {
 fn inputs_digest(servers: &Servers, v: &ValidatedTenant) -> String {
     let servers = format!("{:?}|{:?}", servers.postgres, servers.redis);
     let spec = serde_json::to_vec(&(&v.spec.database, &v.spec.cache)).unwrap_or_default();
-    let secrets = [v.secrets.database.as_ref(), v.secrets.cache.as_ref()]
-        .into_iter()
-        .flatten()
-        .flat_map(BTreeMap::iter)
-        .flat_map(|(k, value)| [k.as_bytes(), value.as_bytes()]);
+    let signing = Some(&v.secrets.signing);
+    let secrets = [
+        v.secrets.database.as_ref(),
+        v.secrets.cache.as_ref(),
+        signing,
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(BTreeMap::iter)
+    .flat_map(|(k, value)| [k.as_bytes(), value.as_bytes()]);
     names::digest(
         [servers.as_bytes(), spec.as_slice()]
             .into_iter()
@@ -97,13 +102,10 @@ fn inputs_digest(servers: &Servers, v: &ValidatedTenant) -> String {
     )
 }
 
-/// Makes the database match the Secret already written; returns `DatabaseReady`.
-async fn ensure_database(
-    servers: &Servers,
-    tenant: &str,
-    spec: &TenantSpec,
-    secret: Option<&BTreeMap<String, String>>,
-) -> Observed {
+/// Makes the database match the Secrets already written (its role's password, the copy of the
+/// signing keys it keeps); returns `DatabaseReady`.
+async fn ensure_database(servers: &Servers, v: &ValidatedTenant) -> Observed {
+    let (tenant, spec, secret) = (&v.name, &v.spec, v.secrets.database.as_ref());
     let failed = |reason, message| Observed::failed(types::DATABASE_READY, reason, message);
     let server = match servers.postgres() {
         None => {
@@ -121,9 +123,14 @@ async fn ensure_database(
             "waiting for the database Secret".into(),
         );
     };
-    match postgres::ensure_database(server, tenant, password, spec.database.connection_limit).await
-    {
-        Ok(_) => Observed::ok(
+    let ensured =
+        postgres::ensure_database(server, tenant, password, spec.database.connection_limit).await;
+    let saved = match ensured {
+        Ok(_) => save_signing_keys(server, tenant, &v.secrets.signing).await,
+        Err(e) => Err(e),
+    };
+    match saved {
+        Ok(()) => Observed::ok(
             types::DATABASE_READY,
             Reason::DatabaseProvisioned,
             format!(
@@ -135,6 +142,25 @@ async fn ensure_database(
         ),
         Err(e) => failed(e.reason(), e.to_string()),
     }
+}
+
+/// Keeps the copy of the signing Secret's keys in the tenant's database (see
+/// [`super::credentials`]): what survives the loss of the cluster with the tickets they signed.
+async fn save_signing_keys(
+    server: &postgres::PostgresServer,
+    tenant: &str,
+    signing: &BTreeMap<String, String>,
+) -> Result<(), postgres::DatabaseError> {
+    let Some(keys) = signing.get(super::credentials::SIGNING_KEY) else {
+        return Ok(());
+    };
+    if postgres::save_signing_keys(server, tenant, keys).await? {
+        tracing::info!(
+            tenant,
+            "saved the ticket-signing keys in the tenant's database"
+        );
+    }
+    Ok(())
 }
 
 /// Makes the cache user match the Secret (or removes it when disabled); returns `CacheReady`.

@@ -334,6 +334,10 @@ impl Worker {
         );
         let url = self.outbox.url_template.replace("{tenant}", tenant);
         loop {
+            // Fewer than a batch read: everything pending was read. What is recorded after
+            // the read wakes the tenant again (this replica's own events) or is found by the
+            // replica that recorded it, so reading again would find nothing to do.
+            let all_read = batch.len() < usize::try_from(BATCH).unwrap_or(usize::MAX);
             let mut attempted = false;
             for delivery in batch {
                 let set_aside = delivery.refusals >= SET_ASIDE_AFTER;
@@ -348,8 +352,9 @@ impl Worker {
                     return Ok(());
                 }
             }
-            // Everything read was attempted or set aside: read on while that did something.
-            if !attempted {
+            // Everything read was attempted or set aside: read on while that did something
+            // and more may be waiting.
+            if !attempted || all_read {
                 return Ok(());
             }
             batch = self.session.next(tenant).await?;

@@ -7,11 +7,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
-use super::clues;
 use super::metrics::Received;
-use super::route::{self, Envelope};
+use super::recorder::Outcome;
+use super::route::Envelope;
 use super::signature;
-use super::store::{self, Recorded};
+use super::store::Recorded;
 use crate::http::problem::Problem;
 use crate::state::AppState;
 
@@ -25,7 +25,7 @@ async fn receive(
     body: Bytes,
 ) -> Result<StatusCode, Problem> {
     let webhooks = &state.webhooks;
-    let Some(endpoint) = &webhooks.endpoint else {
+    let (Some(endpoint), Some(recorder)) = (&webhooks.endpoint, &webhooks.recorder) else {
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "webhooks-not-configured",
@@ -51,29 +51,30 @@ async fn receive(
             "not a Stripe event",
         )
     })?;
-    let clues = clues::gather(
-        &state.db,
-        &state.registry,
-        &webhooks.owners,
-        &event,
-        endpoint.livemode,
-    )
-    .await?;
-    let placed = route::place(&clues, |tenant| state.registry.exists(tenant));
-    match store::record(&state.db, &event, &body, &placed).await? {
+    let (id, kind) = (event.id.clone(), event.kind.clone());
+    // Answered once the event's batch committed; a batch that failed wrote nothing and each
+    // of its events is answered 500, so Stripe sends it again (the cause is logged once).
+    let Outcome { recorded, placed } = recorder.record(event, body).await.map_err(|_| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the payments service failed; try again",
+        )
+    })?;
+    match recorded {
         Recorded::Duplicate => {
-            webhooks.metrics.event(&event.kind, Received::Duplicate);
-            tracing::debug!(event = %event.id, "Stripe event seen before");
+            webhooks.metrics.event(&kind, Received::Duplicate);
+            tracing::debug!(event = %id, "Stripe event seen before");
         }
         Recorded::New => match &placed {
             Ok(tenant) => {
-                webhooks.metrics.event(&event.kind, Received::Verified);
+                webhooks.metrics.event(&kind, Received::Verified);
                 webhooks.written.wake(tenant);
-                tracing::debug!(event = %event.id, r#type = %event.kind, %tenant, "Stripe event queued");
+                tracing::debug!(event = %id, r#type = %kind, %tenant, "Stripe event queued");
             }
             Err(reason) => {
-                webhooks.metrics.event(&event.kind, Received::Unroutable);
-                tracing::warn!(event = %event.id, r#type = %event.kind, %reason, "Stripe event unroutable");
+                webhooks.metrics.event(&kind, Received::Unroutable);
+                tracing::warn!(event = %id, r#type = %kind, %reason, "Stripe event unroutable");
             }
         },
     }

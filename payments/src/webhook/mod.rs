@@ -6,6 +6,7 @@ pub mod clues;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod recorder;
 pub mod route;
 pub mod signature;
 pub mod store;
@@ -28,6 +29,9 @@ pub struct Webhooks {
     pub written: Arc<crate::outbox::Wakes>,
     /// Owners of sessions, payments and seller accounts found before.
     pub owners: Arc<clues::Owners>,
+    /// Places and records the endpoint's events, several in one commit; started with the
+    /// Tenant watch ([`Webhooks::start_recording`]).
+    pub recorder: Option<recorder::Recorder>,
 }
 
 /// What the endpoint checks events against.
@@ -54,7 +58,20 @@ impl Webhooks {
             metrics: WebhookMetrics::new(),
             written: Arc::default(),
             owners: Arc::default(),
+            recorder: None,
         }
+    }
+
+    /// Starts recording the endpoint's events (when it is configured) on the current runtime.
+    pub fn start_recording(&mut self, db: &sqlx::PgPool, registry: &crate::registry::Registry) {
+        self.recorder = self.endpoint.as_ref().map(|endpoint| {
+            recorder::Recorder::start(
+                db.clone(),
+                registry.clone(),
+                self.owners.clone(),
+                endpoint.livemode,
+            )
+        });
     }
 }
 

@@ -38,7 +38,31 @@ pub struct ControlPlane {
     /// kubectl built from the same Kubernetes release.
     pub kubectl: PathBuf,
     dir: PathBuf,
-    // Field order is drop order: clients of the API server first, etcd last.
+    layout: Layout,
+    processes: Processes,
+}
+
+/// Where and how the control plane's processes run: kept so the same plane (addresses,
+/// certificates, admin token) can be started again after [`ControlPlane::stop`].
+#[derive(Debug, Clone)]
+struct Layout {
+    bins: Binaries,
+    dir: PathBuf,
+    logs: PathBuf,
+    pki: Pki,
+    etcd_port: u16,
+    peer_port: u16,
+    /// The API server's address and port.
+    address: String,
+    port: u16,
+    tokens: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+/// The control plane's processes. Field order is drop order: clients of the API server
+/// first, etcd last.
+#[derive(Debug)]
+struct Processes {
     kwok: Service,
     scheduler: Service,
     controller_manager: Service,
@@ -56,34 +80,8 @@ impl ControlPlane {
     /// free loopback port, and advertises it, so the `kubernetes` Service leads pods to it.
     pub async fn start_on(bins: &Binaries, run: &Path, pod_gateway: Option<&str>) -> Result<Self> {
         let dir = run.join("kube");
-        let logs = run.join("logs");
         std::fs::create_dir_all(&dir)?;
         let pki = Pki::create(&dir.join("pki"), pod_gateway)?;
-
-        let etcd_port = free_port()?;
-        let peer_port = free_port()?;
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut etcd = Service::spawn(
-            "etcd",
-            &bins.etcd,
-            [
-                "--name=e2e".to_owned(),
-                format!("--data-dir={}", dir.join("etcd").display()),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=e2e={peer_url}"),
-                "--unsafe-no-fsync=true".to_owned(),
-                "--log-level=warn".to_owned(),
-            ],
-            &logs,
-            None,
-        )?;
-        etcd.wait_ready(Duration::from_secs(30), || accepting(etcd_port))
-            .await?;
-
         let admin_token = random_secret(40);
         let tokens = dir.join("tokens.csv");
         std::fs::write(
@@ -95,114 +93,22 @@ impl ControlPlane {
             None => ("127.0.0.1", free_port()?),
         };
         let server = format!("https://{address}:{port}");
-        let mut apiserver = Service::spawn(
-            "kube-apiserver",
-            &bins.kube,
-            [
-                "kube-apiserver".to_owned(),
-                format!("--etcd-servers={etcd_url}"),
-                format!("--bind-address={address}"),
-                format!("--advertise-address={address}"),
-                format!("--secure-port={port}"),
-                format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-                format!("--tls-cert-file={}", pki.server_cert.display()),
-                format!("--tls-private-key-file={}", pki.server_key.display()),
-                format!("--token-auth-file={}", tokens.display()),
-                "--authorization-mode=RBAC".to_owned(),
-                "--enable-admission-plugins=PodSecurity".to_owned(),
-                "--allow-privileged=true".to_owned(),
-                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
-                format!(
-                    "--service-account-key-file={}",
-                    pki.service_account_pub.display()
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    pki.service_account_key.display()
-                ),
-                "--profiling=false".to_owned(),
-                "--v=1".to_owned(),
-            ],
-            &logs,
-            None,
-        )?;
-
         let kubeconfig = dir.join("admin.kubeconfig");
         write_kubeconfig(&kubeconfig, &server, &pki.ca_cert, "admin", &admin_token)?;
-        let admin = client_from(&kubeconfig).await?;
-        apiserver
-            .wait_ready(Duration::from_secs(90), || readyz(&admin))
-            .await?;
-
-        let kubeconfig_flag = format!("--kubeconfig={}", kubeconfig.display());
-        let controller_manager = Service::spawn(
-            "kube-controller-manager",
-            &bins.kube,
-            [
-                "kube-controller-manager".to_owned(),
-                kubeconfig_flag.clone(),
-                "--leader-elect=false".to_owned(),
-                "--bind-address=127.0.0.1".to_owned(),
-                format!("--secure-port={}", free_port()?),
-                format!("--cert-dir={}", dir.join("kcm-certs").display()),
-                format!(
-                    "--service-account-private-key-file={}",
-                    pki.service_account_key.display()
-                ),
-                format!("--root-ca-file={}", pki.ca_cert.display()),
-                "--use-service-account-credentials=false".to_owned(),
-                // The defaults (20 QPS, 5 syncs) suit a shared production API server; here
-                // they, not the operator, would bound how fast a thousand tenants get pods.
-                "--kube-api-qps=500".to_owned(),
-                "--kube-api-burst=1000".to_owned(),
-                "--concurrent-deployment-syncs=20".to_owned(),
-                "--concurrent-replicaset-syncs=20".to_owned(),
-                "--v=1".to_owned(),
-            ],
-            &logs,
-            None,
-        )?;
-        let scheduler = Service::spawn(
-            "kube-scheduler",
-            &bins.kube,
-            [
-                "kube-scheduler".to_owned(),
-                kubeconfig_flag.clone(),
-                "--leader-elect=false".to_owned(),
-                "--bind-address=127.0.0.1".to_owned(),
-                format!("--secure-port={}", free_port()?),
-                format!("--cert-dir={}", dir.join("scheduler-certs").display()),
-                "--kube-api-qps=500".to_owned(),
-                "--kube-api-burst=1000".to_owned(),
-                "--v=1".to_owned(),
-            ],
-            &logs,
-            None,
-        )?;
-        let stages = dir.join("kwok-stages.yaml");
-        std::fs::write(
-            &stages,
-            crate::kwok_stages::configuration(&bins.kwok_stages)?,
-        )?;
-        let kwok = Service::spawn(
-            "kwok",
-            &bins.kwok,
-            [
-                kubeconfig_flag,
-                format!("--config={}", stages.display()),
-                // Only its own fake nodes: a real node (see node.rs) has a kubelet.
-                "--manage-all-nodes=false".to_owned(),
-                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".to_owned(),
-                format!("--server-address=127.0.0.1:{}", free_port()?),
-                "--cidr=10.244.0.0/16".to_owned(),
-                "--node-ip=127.0.0.1".to_owned(),
-            ],
-            &logs,
-            None,
-        )?;
-
-        let mut plane = Self {
+        let layout = Layout {
+            bins: bins.clone(),
+            dir: dir.clone(),
+            logs: run.join("logs"),
+            pki: pki.clone(),
+            etcd_port: free_port()?,
+            peer_port: free_port()?,
+            address: address.to_owned(),
+            port,
+            tokens,
+            kubeconfig: kubeconfig.clone(),
+        };
+        let processes = Processes::start(&layout).await?;
+        Ok(Self {
             server,
             ca_pem: pki.ca_pem.clone(),
             ca_file: pki.ca_cert.clone(),
@@ -210,14 +116,31 @@ impl ControlPlane {
             kubeconfig,
             kubectl: bins.kubectl.clone(),
             dir,
-            kwok,
-            scheduler,
-            controller_manager,
-            apiserver,
-            etcd,
-        };
-        plane.register_node(&admin).await?;
-        Ok(plane)
+            layout,
+            processes,
+        })
+    }
+
+    /// Stops the whole control plane (kwok, scheduler, controller manager, API server, etcd),
+    /// leaving etcd's data where it is.
+    pub fn stop(&mut self) {
+        self.processes.stop();
+    }
+
+    /// Disaster: stops the control plane, throws etcd's data away and starts a fresh, empty
+    /// control plane on the same addresses with the same certificates and admin token (what a
+    /// rebuilt cluster behind the same DNS name looks like to clients and kubeconfigs).
+    pub async fn restart_wiped(&mut self) -> Result<()> {
+        self.processes.stop();
+        let data = self.layout.dir.join("etcd");
+        match std::fs::remove_dir_all(&data) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", data.display()));
+            }
+            _ => {}
+        }
+        self.processes = Processes::start(&self.layout).await?;
+        Ok(())
     }
 
     /// A client authenticated as the cluster admin.
@@ -247,16 +170,180 @@ impl ControlPlane {
 
     /// Fails with the component's log tail if any control-plane process has died.
     pub fn check_running(&mut self) -> Result<()> {
+        let p = &mut self.processes;
         for service in [
-            &mut self.etcd,
-            &mut self.apiserver,
-            &mut self.controller_manager,
-            &mut self.scheduler,
-            &mut self.kwok,
+            &mut p.etcd,
+            &mut p.apiserver,
+            &mut p.controller_manager,
+            &mut p.scheduler,
+            &mut p.kwok,
         ] {
             service.check_running()?;
         }
         Ok(())
+    }
+}
+
+impl Processes {
+    /// Starts etcd, the API server, the controllers and kwok as `layout` says, and registers
+    /// the fake node (again, when etcd was wiped).
+    async fn start(layout: &Layout) -> Result<Self> {
+        let Layout {
+            bins,
+            dir,
+            logs,
+            pki,
+            etcd_port,
+            peer_port,
+            address,
+            port,
+            tokens,
+            kubeconfig,
+        } = layout;
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = Service::spawn(
+            "etcd",
+            &bins.etcd,
+            [
+                "--name=e2e".to_owned(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=e2e={peer_url}"),
+                "--unsafe-no-fsync=true".to_owned(),
+                "--log-level=warn".to_owned(),
+            ],
+            logs,
+            None,
+        )?;
+        let etcd_port = *etcd_port;
+        etcd.wait_ready(Duration::from_secs(30), || accepting(etcd_port))
+            .await?;
+
+        let mut apiserver = Service::spawn(
+            "kube-apiserver",
+            &bins.kube,
+            [
+                "kube-apiserver".to_owned(),
+                format!("--etcd-servers={etcd_url}"),
+                format!("--bind-address={address}"),
+                format!("--advertise-address={address}"),
+                format!("--secure-port={port}"),
+                format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+                format!("--tls-cert-file={}", pki.server_cert.display()),
+                format!("--tls-private-key-file={}", pki.server_key.display()),
+                format!("--token-auth-file={}", tokens.display()),
+                "--authorization-mode=RBAC".to_owned(),
+                "--enable-admission-plugins=PodSecurity".to_owned(),
+                "--allow-privileged=true".to_owned(),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
+                format!(
+                    "--service-account-key-file={}",
+                    pki.service_account_pub.display()
+                ),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    pki.service_account_key.display()
+                ),
+                "--profiling=false".to_owned(),
+                "--v=1".to_owned(),
+            ],
+            logs,
+            None,
+        )?;
+        let admin = client_from(kubeconfig).await?;
+        apiserver
+            .wait_ready(Duration::from_secs(90), || readyz(&admin))
+            .await?;
+
+        let kubeconfig_flag = format!("--kubeconfig={}", kubeconfig.display());
+        let controller_manager = Service::spawn(
+            "kube-controller-manager",
+            &bins.kube,
+            [
+                "kube-controller-manager".to_owned(),
+                kubeconfig_flag.clone(),
+                "--leader-elect=false".to_owned(),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--secure-port={}", free_port()?),
+                format!("--cert-dir={}", dir.join("kcm-certs").display()),
+                format!(
+                    "--service-account-private-key-file={}",
+                    pki.service_account_key.display()
+                ),
+                format!("--root-ca-file={}", pki.ca_cert.display()),
+                "--use-service-account-credentials=false".to_owned(),
+                // The defaults (20 QPS, 5 syncs) suit a shared production API server; here
+                // they, not the operator, would bound how fast a thousand tenants get pods.
+                "--kube-api-qps=500".to_owned(),
+                "--kube-api-burst=1000".to_owned(),
+                "--concurrent-deployment-syncs=20".to_owned(),
+                "--concurrent-replicaset-syncs=20".to_owned(),
+                "--v=1".to_owned(),
+            ],
+            logs,
+            None,
+        )?;
+        let scheduler = Service::spawn(
+            "kube-scheduler",
+            &bins.kube,
+            [
+                "kube-scheduler".to_owned(),
+                kubeconfig_flag.clone(),
+                "--leader-elect=false".to_owned(),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--secure-port={}", free_port()?),
+                format!("--cert-dir={}", dir.join("scheduler-certs").display()),
+                "--kube-api-qps=500".to_owned(),
+                "--kube-api-burst=1000".to_owned(),
+                "--v=1".to_owned(),
+            ],
+            logs,
+            None,
+        )?;
+        let stages = dir.join("kwok-stages.yaml");
+        std::fs::write(
+            &stages,
+            crate::kwok_stages::configuration(&bins.kwok_stages)?,
+        )?;
+        let kwok = Service::spawn(
+            "kwok",
+            &bins.kwok,
+            [
+                kubeconfig_flag,
+                format!("--config={}", stages.display()),
+                // Only its own fake nodes: a real node (see node.rs) has a kubelet.
+                "--manage-all-nodes=false".to_owned(),
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".to_owned(),
+                format!("--server-address=127.0.0.1:{}", free_port()?),
+                "--cidr=10.244.0.0/16".to_owned(),
+                "--node-ip=127.0.0.1".to_owned(),
+            ],
+            logs,
+            None,
+        )?;
+        let mut processes = Self {
+            kwok,
+            scheduler,
+            controller_manager,
+            apiserver,
+            etcd,
+        };
+        processes.register_node(&admin).await?;
+        Ok(processes)
+    }
+
+    /// Stops the clients of the API server, then the API server, then etcd.
+    fn stop(&mut self) {
+        self.kwok.stop();
+        self.scheduler.stop();
+        self.controller_manager.stop();
+        self.apiserver.stop();
+        self.etcd.stop();
     }
 
     /// Creates the fake node and waits until kwok reports it Ready.

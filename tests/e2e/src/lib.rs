@@ -11,6 +11,7 @@ mod components;
 mod controlplane;
 mod crds;
 mod datastores;
+pub mod disaster;
 mod entra;
 mod keyvault;
 mod kube_router;
@@ -68,7 +69,7 @@ pub use npm::{npm_package, npm_package_with_script};
 pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
 pub use operator::{
     BASE_DOMAIN, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET, install_operator,
-    install_tiqzy,
+    install_tiqzy, install_tiqzy_without_platform,
 };
 pub use pod_network::{connect_from, resolve_from};
 pub use ports::free_port;

@@ -117,6 +117,39 @@ impl OperatorProcess {
 /// Installs the CRDs, config/rbac, admin Secrets and the Platform, and returns a kubeconfig
 /// authenticating as the operator's ServiceAccount (token from the TokenRequest API).
 pub async fn install_tiqzy(h: &Harness) -> Result<std::path::PathBuf> {
+    let kubeconfig = install_tiqzy_without_platform(h).await?;
+    let admin = h.kube.client().await?;
+    let platform: Platform = serde_json::from_value(json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
+        "metadata": { "name": "default" },
+        "spec": {
+            "runtimeImage": format!("quay.io/tiqzy/runtime@sha256:{}", "1".repeat(64)),
+            "baseDomain": BASE_DOMAIN,
+            "postgres": { "host": "127.0.0.1", "port": h.postgres.port, "sslMode": "disable",
+                          "adminSecretRef": { "namespace": "tiqzy-system", "name": "postgres-admin" } },
+            "redis": { "url": format!("redis://127.0.0.1:{}", h.redis.port),
+                       "adminSecretRef": { "namespace": "tiqzy-system", "name": "redis-admin" } },
+            "stripe": { "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                        "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
+                        "defaultApplicationFeeBps": 250 },
+            "rollout": { "maxConcurrentTenantRollouts": 2 }
+        }
+    }))?;
+    Api::<Platform>::all(admin.clone())
+        .patch(
+            "default",
+            &PatchParams::apply("tiqzy-e2e"),
+            &Patch::Apply(&platform),
+        )
+        .await?;
+    Ok(kubeconfig)
+}
+
+/// What an administrator puts into a fresh cluster before any Platform: the CRDs,
+/// config/rbac, the `tiqzy-system` namespace with the PostgreSQL and Redis admin Secrets and
+/// the Stripe Secret. Returns a kubeconfig authenticating as the operator's ServiceAccount
+/// (token from the TokenRequest API).
+pub async fn install_tiqzy_without_platform(h: &Harness) -> Result<std::path::PathBuf> {
     let admin = h.kube.client().await?;
     crate::install_tiqzy_crds(&admin).await?;
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": "tiqzy-system" } }))?;
@@ -172,30 +205,6 @@ pub async fn install_tiqzy(h: &Harness) -> Result<std::path::PathBuf> {
             &Patch::Apply(&stripe),
         )
         .await?;
-    let platform: Platform = serde_json::from_value(json!({
-        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
-        "metadata": { "name": "default" },
-        "spec": {
-            "runtimeImage": format!("quay.io/tiqzy/runtime@sha256:{}", "1".repeat(64)),
-            "baseDomain": BASE_DOMAIN,
-            "postgres": { "host": "127.0.0.1", "port": h.postgres.port, "sslMode": "disable",
-                          "adminSecretRef": { "namespace": "tiqzy-system", "name": "postgres-admin" } },
-            "redis": { "url": format!("redis://127.0.0.1:{}", h.redis.port),
-                       "adminSecretRef": { "namespace": "tiqzy-system", "name": "redis-admin" } },
-            "stripe": { "secretKeyRef": { "namespace": "tiqzy-system", "name": "stripe" },
-                        "webhookSecretRef": { "namespace": "tiqzy-system", "name": "stripe" },
-                        "defaultApplicationFeeBps": 250 },
-            "rollout": { "maxConcurrentTenantRollouts": 2 }
-        }
-    }))?;
-    Api::<Platform>::all(admin.clone())
-        .patch(
-            "default",
-            &PatchParams::apply("tiqzy-e2e"),
-            &Patch::Apply(&platform),
-        )
-        .await?;
-
     let request: TokenRequest =
         serde_json::from_value(json!({ "spec": { "expirationSeconds": 7200 } }))?;
     let token = Api::<ServiceAccount>::namespaced(admin, "tiqzy-system")
