@@ -412,15 +412,9 @@ async fn hold_batches(http: &reqwest::Client, metrics_port: u16) -> Result<Strin
         .await?
         .text()
         .await?;
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let requests = value("tiqzy_hold_batch_size_sum ");
-    let batches = value("tiqzy_hold_batch_size_count ");
+    let value = |series| tiqzy_e2e::sample(&metrics, series).unwrap_or(0.0);
+    let requests = value("tiqzy_hold_batch_size_sum");
+    let batches = value("tiqzy_hold_batch_size_count");
     Ok(format!(
         "hold batches: {batches:.0} transactions for {requests:.0} hold requests ({:.1} per commit)",
         requests / batches.max(1.0)

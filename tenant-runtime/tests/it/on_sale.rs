@@ -22,16 +22,10 @@ fn buyer(n: usize) -> String {
 /// The sum and count of `tiqzy_hold_batch_size`: requests decided, transactions used.
 async fn batches(app: &TestApp) -> (f64, f64) {
     let metrics = app.metrics().await;
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let value = |series| tiqzy_e2e::sample(&metrics, series).unwrap_or(0.0);
     (
-        value("tiqzy_hold_batch_size_sum "),
-        value("tiqzy_hold_batch_size_count "),
+        value("tiqzy_hold_batch_size_sum"),
+        value("tiqzy_hold_batch_size_count"),
     )
 }
 

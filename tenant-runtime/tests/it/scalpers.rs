@@ -25,13 +25,9 @@ async fn early_in_a_minute() {
 /// The count of one `tiqzy_rate_limit_checks_total` series, 0 when absent.
 async fn rate_limit_checks(app: &TestApp, limit: &str, counted_in: &str, outcome: &str) -> u64 {
     let series = format!(
-        "tiqzy_rate_limit_checks_total{{limit=\"{limit}\",counted_in=\"{counted_in}\",outcome=\"{outcome}\"}} "
+        "tiqzy_rate_limit_checks_total{{limit=\"{limit}\",counted_in=\"{counted_in}\",outcome=\"{outcome}\"}}"
     );
-    app.metrics()
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |n| n.trim().parse().expect("a count"))
+    tiqzy_e2e::sample(&app.metrics().await, &series).map_or(0, |n| n as u64)
 }
 
 #[tokio::test]

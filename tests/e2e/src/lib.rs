@@ -75,7 +75,7 @@ pub use pod_network::{connect_from, resolve_from};
 pub use ports::free_port;
 pub use process::Service;
 pub use prometheus::{
-    PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds,
+    PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds, sample,
 };
 pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, RouterPorts, Traefik, install_account};
 pub use staff::StaffIssuer;

@@ -44,3 +44,13 @@ pub async fn install_prometheus_operator_crds(client: &kube::Client) -> Result<(
     }
     Ok(())
 }
+
+/// The value of one series in Prometheus' text format: `series` is the metric's name with its
+/// labels as the exporter writes them (`tiqzy_holds_total{outcome="held"}`); `None` when the
+/// exporter has not written it.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}

@@ -538,10 +538,8 @@ impl Shop {
             .text()
             .await
             .expect("metrics text");
-        let series = format!("tiqzy_stripe_webhooks_total{{outcome=\"{outcome}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&series)?.parse().ok())
-            .unwrap_or(0)
+        let series = format!("tiqzy_stripe_webhooks_total{{outcome=\"{outcome}\"}}");
+        tiqzy_e2e::sample(&text, &series).map_or(0, |n| n as u64)
     }
 }
 
