@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::client_caps::{ClientCap, lock_key};
-use super::holds::{self, Hold, HoldItem, HoldLine};
+use super::holds::{self, CounterState, Hold, HoldItem, HoldLine};
 use crate::error::{AppError, AppResult};
 
 /// Most requests decided in one transaction.
@@ -250,35 +250,23 @@ async fn grant(
 }
 
 /// Why `request` cannot be held, checked in the order a single hold checks: the client's
-/// cap, then the event, the sale window, the per-order limit and the stock left.
+/// cap, then the counter (the event, the sale window, the per-order limit, the stock left).
 fn refusal(counter: &Counter, request: &Request, holding: i64, available: i32) -> Option<AppError> {
     let quantity = request.line.quantity.as_i32();
-    let name = &counter.name;
     if holding + i64::from(quantity) > i64::from(request.cap.max_tickets) {
-        Some(super::client_caps::over_cap(
+        return Some(super::client_caps::over_cap(
             request.cap.max_tickets,
             holding,
-        ))
-    } else if counter.cancelled {
-        Some(AppError::conflict(
-            "event-cancelled",
-            "this event has been cancelled",
-        ))
-    } else if !counter.on_sale {
-        Some(AppError::conflict(
-            "not-on-sale",
-            format!("{name} tickets are not on sale right now"),
-        ))
-    } else if quantity > counter.per_order_limit {
-        Some(AppError::invalid(format!(
-            "at most {} {name} tickets per order",
-            counter.per_order_limit
-        )))
-    } else if quantity > available {
-        Some(holds::sold_out(name, available))
-    } else {
-        None
+        ));
     }
+    CounterState {
+        name: &counter.name,
+        cancelled: counter.cancelled,
+        on_sale: counter.on_sale,
+        per_order_limit: counter.per_order_limit,
+        available,
+    }
+    .refusal(quantity)
 }
 
 /// The counter row, locked for the rest of the batch, and what decides a request.

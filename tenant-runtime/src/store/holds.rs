@@ -283,31 +283,26 @@ async fn reserve(conn: &mut PgConnection, reservation: &Reservation<'_>) -> AppR
     if let Some(expires_at) = row.expires_at {
         return Ok(Reserved::Yes(expires_at));
     }
-    let name = &row.name;
-    let error = if row.cancelled {
-        AppError::conflict("event-cancelled", "this event has been cancelled")
-    } else if !row.on_sale {
-        AppError::conflict(
-            "not-on-sale",
-            format!("{name} tickets are not on sale right now"),
-        )
-    } else if quantity.as_i32() > row.per_order_limit {
-        AppError::invalid(format!(
-            "at most {} {name} tickets per order",
-            row.per_order_limit
-        ))
-    } else if row.available < quantity.as_i32() {
-        sold_out(name, row.available)
-    } else {
-        // The row read above is the statement's snapshot; another buyer took the tickets
-        // while this statement waited for the counter row. Read the counter again.
-        let available = sqlx::query_scalar!(
-            "SELECT capacity - sold - held AS \"n!\" FROM ticket_types WHERE id = $1",
-            ticket_type_id
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        sold_out(name, available)
+    let counter = CounterState {
+        name: &row.name,
+        cancelled: row.cancelled,
+        on_sale: row.on_sale,
+        per_order_limit: row.per_order_limit,
+        available: row.available,
+    };
+    let error = match counter.refusal(quantity.as_i32()) {
+        Some(error) => error,
+        None => {
+            // The row read above is the statement's snapshot; another buyer took the tickets
+            // while this statement waited for the counter row. Read the counter again.
+            let available = sqlx::query_scalar!(
+                "SELECT capacity - sold - held AS \"n!\" FROM ticket_types WHERE id = $1",
+                ticket_type_id
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            sold_out(&row.name, available)
+        }
     };
     let sold_out = matches!(
         &error,
@@ -322,7 +317,44 @@ async fn reserve(conn: &mut PgConnection, reservation: &Reservation<'_>) -> AppR
     }))
 }
 
-pub(super) fn sold_out(name: &str, available: i32) -> AppError {
+/// A ticket type's counter as read, and what decides whether a hold fits it.
+pub(super) struct CounterState<'a> {
+    pub name: &'a str,
+    pub cancelled: bool,
+    pub on_sale: bool,
+    pub per_order_limit: i32,
+    pub available: i32,
+}
+
+impl CounterState<'_> {
+    /// Why `quantity` tickets cannot be held: the event, the sale window, the per-order limit,
+    /// then the stock left; `None` when they fit.
+    pub(super) fn refusal(&self, quantity: i32) -> Option<AppError> {
+        let name = self.name;
+        if self.cancelled {
+            Some(AppError::conflict(
+                "event-cancelled",
+                "this event has been cancelled",
+            ))
+        } else if !self.on_sale {
+            Some(AppError::conflict(
+                "not-on-sale",
+                format!("{name} tickets are not on sale right now"),
+            ))
+        } else if quantity > self.per_order_limit {
+            Some(AppError::invalid(format!(
+                "at most {} {name} tickets per order",
+                self.per_order_limit
+            )))
+        } else if quantity > self.available {
+            Some(sold_out(name, self.available))
+        } else {
+            None
+        }
+    }
+}
+
+fn sold_out(name: &str, available: i32) -> AppError {
     AppError::conflict(
         "sold-out",
         format!("only {} {name} tickets are available", available.max(0)),
