@@ -20,6 +20,7 @@ use futures::StreamExt;
 use hmac::{KeyInit, Mac};
 use kube::api::{Api, PostParams};
 use tiqzy_crds::Tenant;
+use tiqzy_e2e::free_port;
 
 const STRIPE_SECRET: &str = "whsec_benchStripe";
 const DELIVERY_KEY: &str = "bench-delivery-key";
@@ -316,10 +317,4 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }

@@ -118,10 +118,7 @@ struct Replica {
 
 impl Replica {
     async fn start(vars: &HashMap<String, String>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = tiqzy_e2e::free_port().expect("free port");
         let process = Command::new(env!("CARGO_BIN_EXE_tiqzy-runtime"))
             .env_clear()
             .envs(vars)
