@@ -3,11 +3,15 @@
 //! cache", so the storefront keeps working, uncached, while Redis is away; rate limits are
 //! then counted in this process instead ([`local`]), never skipped.
 //!
+//! Pages and answers are also kept for a second in this process ([`recent`]), in front of
+//! Redis, so a rush on one page costs no Redis round trip per request.
+//!
 //! A `rediss://` URL is spoken to only over TLS, its certificate checked against the public
 //! roots and the platform's CA (`REDIS_CA_PEM`): a server that cannot prove itself is "no
 //! cache", never a plain-text connection.
 
 mod local;
+mod recent;
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +30,7 @@ pub struct Cache {
     prefix: String,
     conn: Mutex<Connection>,
     local: local::LocalCounters,
+    recent: recent::Recent,
     /// Whether the last rate limit was counted in this process, to log each switch once.
     counting_locally: std::sync::atomic::AtomicBool,
 }
@@ -97,6 +102,7 @@ impl Cache {
             prefix: prefix.to_owned(),
             conn: Mutex::new(Connection::default()),
             local: local::LocalCounters::default(),
+            recent: recent::Recent::default(),
             counting_locally: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -162,11 +168,23 @@ impl Cache {
     }
 
     pub async fn get(&self, key: &str) -> Option<String> {
+        // Without Redis nothing is cached, not even here: a storefront without a cache is
+        // always current.
+        self.client.as_ref()?;
+        if let Some(value) = self.recent.get(key) {
+            return Some(value);
+        }
         let (value,): (Option<String>,) = self.run(redis::pipe().get(self.key(key))).await?;
-        value
+        let value = value?;
+        self.recent.put(key, &value);
+        Some(value)
     }
 
     pub async fn put(&self, key: &str, value: &str, ttl_secs: u64) {
+        if self.client.is_none() {
+            return;
+        }
+        self.recent.put(key, value);
         let _: Option<()> = self
             .run(
                 redis::pipe()
@@ -180,6 +198,7 @@ impl Cache {
         if keys.is_empty() {
             return;
         }
+        self.recent.forget(keys);
         let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
         let _: Option<()> = self.run(redis::pipe().del(keys).ignore()).await;
     }

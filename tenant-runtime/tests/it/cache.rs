@@ -73,6 +73,65 @@ async fn event_pages_are_cached_under_the_prefix_and_dropped_on_edit() {
     assert_eq!(api["event"]["title"], "Renamed Show");
 }
 
+/// Each pod keeps what it served for a second in front of Redis: an edit made through one
+/// replica is served by every other replica within about that second, never much later.
+#[tokio::test]
+async fn an_edit_through_one_replica_reaches_the_others_within_seconds() {
+    let (a, vars) = TestApp::spawn_keeping_vars(Options {
+        redis: true,
+        ..Options::default()
+    })
+    .await;
+    let (slug, _) = a.seed_event(5, 1_000, 2).await;
+    let b = tiqzy_runtime::Application::build(Config::from_vars(&vars).expect("config"))
+        .await
+        .expect("a second replica starts");
+    let b_page = format!("http://127.0.0.1:{}/events/{slug}", b.port());
+    tokio::spawn(b.serve(std::future::pending()));
+    let page_on_b = || async {
+        reqwest::get(&b_page)
+            .await
+            .expect("GET on b")
+            .text()
+            .await
+            .expect("page")
+    };
+    assert!(page_on_b().await.contains("Night Show"));
+
+    let edited = a
+        .admin(
+            Method::PUT,
+            &format!("/api/admin/events/{slug}"),
+            Some(&json!({
+            "title": "Renamed Show", "venue": "Hall 2",
+            "starts_at": "2030-01-01T20:00:00Z", "ends_at": "2030-01-01T23:00:00Z" })),
+        )
+        .await;
+    assert_eq!(edited.status(), 200);
+    let edited_at = std::time::Instant::now();
+    loop {
+        if page_on_b().await.contains("Renamed Show") {
+            break;
+        }
+        // The bound is the in-process second plus scheduling slack on a loaded machine; a
+        // replica that never forgot (or waited for Redis' five seconds) fails here.
+        assert!(
+            edited_at.elapsed() < std::time::Duration::from_secs(4),
+            "replica b still serves the old page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        a.get(&format!("/events/{slug}"))
+            .await
+            .text()
+            .await
+            .expect("page")
+            .contains("Renamed Show"),
+        "the replica that made the edit serves it at once"
+    );
+}
+
 #[tokio::test]
 async fn holds_are_rate_limited_per_client() {
     let app = TestApp::spawn_with(Options {
