@@ -29,7 +29,8 @@ pub struct Release {
 }
 
 fn repository() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).to_owned()
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_owned())
 }
 
 /// The tag of the release before this checkout: `TIQZY_PREVIOUS_RELEASE`, else
@@ -95,14 +96,18 @@ fn tag_commit(repo: &Path, tag: &str) -> Result<String> {
         return Ok(commit);
     }
     eprintln!("tiqzy: tag {tag} is not in this clone; running git fetch --tags");
-    let fetched = git(repo).args(["fetch", "--tags"]).status();
+    let fetched = match git(repo).args(["fetch", "--tags"]).status() {
+        Ok(status) if status.success() => "succeeded".to_owned(),
+        Ok(status) => format!("failed: {status}"),
+        Err(e) => format!("did not run: {e}"),
+    };
     if let Some(commit) = lookup()? {
         return Ok(commit);
     }
     bail!(
-        "the previous release {tag} (named by {PREVIOUS_RELEASE_FILE} or TIQZY_PREVIOUS_RELEASE) \
-         is not a tag in {} (git fetch --tags: {fetched:?}); the upgrade test builds the operator \
-         from it",
+        "the release {tag} (named by {PREVIOUS_RELEASE_FILE} or TIQZY_PREVIOUS_RELEASE) is not a \
+         tag in {} (git fetch --tags {fetched}); the upgrade test builds the previous operator \
+         from it: fetch the tag, or name an existing one in TIQZY_PREVIOUS_RELEASE",
         repo.display()
     )
 }
