@@ -4,8 +4,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 use tiqzy_crds::Tenant;
 
@@ -179,4 +180,76 @@ pub fn spki_hash(certificate: &[u8]) -> String {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate).expect("a certificate");
     let digest = sha2::Sha256::digest(parsed.tbs_certificate.subject_pki.raw);
     base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// The image of a storefront Deployment's first container.
+pub fn storefront_image(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+/// Whether the Deployment's current template runs on every replica and nothing else does.
+pub fn rolled_out(d: &Deployment) -> bool {
+    let status = d.status.clone().unwrap_or_default();
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+        && status.updated_replicas.unwrap_or(0) >= want
+        && status.available_replicas.unwrap_or(0) >= want
+        && status.replicas.unwrap_or(0) <= status.updated_replicas.unwrap_or(0)
+}
+
+/// What [`watch_rollout`] saw.
+#[derive(Debug)]
+pub struct RolloutSeen {
+    /// Every tenant's storefront ended up on the image, rolled out.
+    pub done: bool,
+    /// The most tenants seen mid-rollout to the image at once.
+    pub most_at_once: usize,
+    /// Namespaces seen mid-rollout.
+    pub seen_rolling: std::collections::BTreeSet<String>,
+}
+
+/// Samples the storefront Deployments of `tenants` until all run `image`, rolled out (a
+/// minute at most), counting how many are mid-rollout to it at once.
+pub async fn watch_rollout(client: &kube::Client, tenants: &[String], image: &str) -> RolloutSeen {
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let selector = ListParams::default().labels("app.kubernetes.io/name=tiqzy-storefront");
+    let mut seen = RolloutSeen {
+        done: false,
+        most_at_once: 0,
+        seen_rolling: Default::default(),
+    };
+    for _ in 0..3000 {
+        let list = deployments.list(&selector).await.expect("list").items;
+        let mine: Vec<&Deployment> = list
+            .iter()
+            .filter(|d| {
+                d.metadata
+                    .namespace
+                    .as_deref()
+                    .is_some_and(|ns| tenants.iter().any(|n| ns == format!("tiqzy-{n}")))
+            })
+            .collect();
+        let on_image = |d: &Deployment| storefront_image(d).as_deref() == Some(image);
+        let rolling: Vec<&&Deployment> = mine
+            .iter()
+            .filter(|d| on_image(d) && !rolled_out(d))
+            .collect();
+        seen.most_at_once = seen.most_at_once.max(rolling.len());
+        seen.seen_rolling
+            .extend(rolling.iter().filter_map(|d| d.metadata.namespace.clone()));
+        if mine.len() == tenants.len() && mine.iter().all(|d| on_image(d) && rolled_out(d)) {
+            seen.done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen
 }

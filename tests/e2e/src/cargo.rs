@@ -11,15 +11,25 @@ use std::process::Command;
 /// `cargo` (the one running us, if any) with the variables Cargo sets for the programs it runs
 /// removed.
 pub fn cargo_command() -> Command {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut command = Command::new(cargo);
+    let mut command = Command::new(cargo_program());
+    remove_cargo_run_env(&mut command);
+    command
+}
+
+/// The `cargo` running us, if any.
+pub(crate) fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Removes from `command`'s environment the variables Cargo sets for the programs it runs (for
+/// a script that runs cargo).
+pub(crate) fn remove_cargo_run_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         if set_by_cargo_run(name) {
             command.env_remove(name);
         }
     }
-    command
 }
 
 fn set_by_cargo_run(name: &str) -> bool {

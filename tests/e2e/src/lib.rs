@@ -31,6 +31,7 @@ mod pod_network;
 mod ports;
 mod process;
 mod prometheus;
+pub mod release;
 mod router;
 mod staff;
 mod stripe;
@@ -68,8 +69,8 @@ pub use node_services::{CLUSTER_DNS, CLUSTER_DOMAIN};
 pub use npm::{npm_package, npm_package_with_script};
 pub use openshift::{OPENSHIFT_API_VERSION, install_route_crd, route_crd};
 pub use operator::{
-    BASE_DOMAIN, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET, install_operator,
-    install_tiqzy, install_tiqzy_without_platform,
+    BASE_DOMAIN, Manifests, OperatorProcess, STRIPE_TEST_KEY, STRIPE_WEBHOOK_SECRET,
+    install_operator, install_tiqzy, install_tiqzy_from, install_tiqzy_without_platform,
 };
 pub use pod_network::{connect_from, resolve_from};
 pub use ports::free_port;
@@ -77,6 +78,7 @@ pub use process::Service;
 pub use prometheus::{
     PROMETHEUS_OPERATOR_VERSION, install_prometheus_operator_crds, prometheus_operator_crds, sample,
 };
+pub use release::{Release, previous_release};
 pub use router::{INGRESS_CLASS, ROUTER_HOSTNAME, RouterPorts, Traefik, install_account};
 pub use staff::StaffIssuer;
 pub use stripe::{StripeMock, order_state, signed_event};

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::ResourceExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
 use serde_json::json;
 use tiqzy_crds::Platform;
 
@@ -21,17 +22,49 @@ pub const STRIPE_WEBHOOK_SECRET: &str = "whsec_tiqzy_e2e";
 /// Base domain of the Platform the harness installs.
 pub const BASE_DOMAIN: &str = "apps.tiqzy.test";
 
-/// Server-side applies every document of a manifest file from the repository.
-async fn apply_yaml(client: &kube::Client, path: &str) {
-    let text = std::fs::read_to_string(format!(
-        "{}/../{path}",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/..")
-    ))
-    .expect("yaml");
+/// What an installation applies before any Platform: the CRDs and config/rbac.
+#[derive(Debug, Clone)]
+pub struct Manifests {
+    pub crds: Vec<CustomResourceDefinition>,
+    /// config/rbac's manifests, as (path, text).
+    pub rbac: Vec<(String, String)>,
+}
+
+impl Manifests {
+    /// This checkout's: the CRDs generated from `tiqzy-crds` and config/rbac as committed.
+    pub fn current() -> Result<Self> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let rbac = [
+            "service_account",
+            "role",
+            "leader_election_role",
+            "role_binding",
+            "payments_service_account",
+            "payments_role",
+            "payments_role_binding",
+        ]
+        .iter()
+        .map(|file| {
+            let path = format!("config/rbac/{file}.yaml");
+            let text = std::fs::read_to_string(format!("{root}/{path}"))
+                .with_context(|| format!("reading {path}"))?;
+            Ok((path, text))
+        })
+        .collect::<Result<_>>()?;
+        Ok(Self {
+            crds: vec![Platform::crd(), tiqzy_crds::Tenant::crd()],
+            rbac,
+        })
+    }
+}
+
+/// Server-side applies every document of a manifest (`path` names it in errors).
+async fn apply_yaml(client: &kube::Client, path: &str, text: &str) -> Result<()> {
     for doc in text.split("\n---\n") {
-        let object: DynamicObject = serde_saphyr::from_str(doc).expect("manifest");
-        let types = object.types.clone().expect("apiVersion and kind");
-        let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
+        let object: DynamicObject =
+            serde_saphyr::from_str(doc).with_context(|| format!("parsing {path}"))?;
+        let types = object.types.clone().context("apiVersion and kind")?;
+        let gvk = kube::api::GroupVersionKind::try_from(&types)?;
         let resource = kube::api::ApiResource::from_gvk(&gvk);
         let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
@@ -43,8 +76,9 @@ async fn apply_yaml(client: &kube::Client, path: &str) {
             &Patch::Apply(&object),
         )
         .await
-        .unwrap_or_else(|e| panic!("applying {path}: {e}"));
+        .with_context(|| format!("applying {path}"))?;
     }
+    Ok(())
 }
 
 /// Installs the CRDs, config/rbac, admin Secrets and a Platform pointing at the harness's
@@ -117,7 +151,12 @@ impl OperatorProcess {
 /// Installs the CRDs, config/rbac, admin Secrets and the Platform, and returns a kubeconfig
 /// authenticating as the operator's ServiceAccount (token from the TokenRequest API).
 pub async fn install_tiqzy(h: &Harness) -> Result<std::path::PathBuf> {
-    let kubeconfig = install_tiqzy_without_platform(h).await?;
+    install_tiqzy_from(h, &Manifests::current()?).await
+}
+
+/// [`install_tiqzy`] with the CRDs and RBAC of `manifests` (a previous release's, say).
+pub async fn install_tiqzy_from(h: &Harness, manifests: &Manifests) -> Result<std::path::PathBuf> {
+    let kubeconfig = install_without_platform(h, manifests).await?;
     let admin = h.kube.client().await?;
     let platform: Platform = serde_json::from_value(json!({
         "apiVersion": "tiqzy.io/v1alpha1", "kind": "Platform",
@@ -150,8 +189,17 @@ pub async fn install_tiqzy(h: &Harness) -> Result<std::path::PathBuf> {
 /// the Stripe Secret. Returns a kubeconfig authenticating as the operator's ServiceAccount
 /// (token from the TokenRequest API).
 pub async fn install_tiqzy_without_platform(h: &Harness) -> Result<std::path::PathBuf> {
+    install_without_platform(h, &Manifests::current()?).await
+}
+
+async fn install_without_platform(
+    h: &Harness,
+    manifests: &Manifests,
+) -> Result<std::path::PathBuf> {
     let admin = h.kube.client().await?;
-    crate::install_tiqzy_crds(&admin).await?;
+    for crd in &manifests.crds {
+        crate::install_crd(&admin, crd).await?;
+    }
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": "tiqzy-system" } }))?;
     Api::<Namespace>::all(admin.clone())
         .patch(
@@ -160,16 +208,8 @@ pub async fn install_tiqzy_without_platform(h: &Harness) -> Result<std::path::Pa
             &Patch::Apply(&ns),
         )
         .await?;
-    for file in [
-        "service_account",
-        "role",
-        "leader_election_role",
-        "role_binding",
-        "payments_service_account",
-        "payments_role",
-        "payments_role_binding",
-    ] {
-        apply_yaml(&admin, &format!("config/rbac/{file}.yaml")).await;
+    for (path, text) in &manifests.rbac {
+        apply_yaml(&admin, path, text).await?;
     }
 
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), "tiqzy-system");
