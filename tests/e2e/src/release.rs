@@ -2,8 +2,8 @@
 //!
 //! The release before this checkout's is named in `operator/PREVIOUS_RELEASE` (a tag such as
 //! `v0.1.0`); `TIQZY_PREVIOUS_RELEASE` overrides it for a local run. The tag's source is
-//! exported into `target/e2e/releases/<tag>/src` and built there into a target directory of its
-//! own: Cargo fingerprints a workspace member the same at any path, so building the old source
+//! exported beside the machine's cache of built components and built there into a target
+//! directory of its own, of which only the binary is kept: Cargo fingerprints a workspace member the same at any path, so building the old source
 //! into the checkout's target directory would overwrite the current build's artifacts.
 
 use std::path::{Path, PathBuf};
@@ -57,15 +57,20 @@ pub fn release(tag: &str) -> Result<Release> {
     let commit = tag_commit(&repo, tag)?;
     let manifests =
         manifests_at(&repo, &commit).with_context(|| format!("reading {tag}'s manifests"))?;
-    let root = crate::target_dir().join("e2e/releases").join(tag);
+    // Cached with the Go components, outside the checkout: a fresh clone on this machine (as
+    // CI makes) finds it built. Named for the commit: a tag moved elsewhere builds anew.
+    let cached = crate::components::cache_dir().join(format!(
+        "tiqzy-operator-{tag}-{}",
+        commit.get(..16).unwrap_or(&commit)
+    ));
+    let root = PathBuf::from(format!("{}.build", cached.display()));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let label = format!(
         "tiqzy-operator {tag} (git tag, cargo build in {})",
         root.display()
     );
-    // The directory is named for the commit: a tag moved to another commit builds anew.
     let operator = crate::components::cached_or_build_as(
-        &root.join(&commit),
+        &cached,
         &label,
         "tiqzy-operator",
         |out| build_command(&repo, &commit, &root, out),
@@ -171,7 +176,7 @@ fn manifests_at(repo: &Path, commit: &str) -> Result<Manifests> {
 }
 
 /// A script that exports `commit` into `<root>/src`, builds the operator there into
-/// `<root>/target` and copies it into `out`.
+/// `<root>/target`, copies it into `out` and removes the rest.
 fn build_command(repo: &Path, commit: &str, root: &Path, out: &Path) -> Command {
     const SCRIPT: &str = r#"set -eu
 src="$ROOT/src"
@@ -183,6 +188,8 @@ rm "$ROOT/src.tar"
 cd "$src"
 "$CARGO" build --locked -p tiqzy-operator --bin tiqzy-operator --target-dir "$ROOT/target"
 cp "$ROOT/target/debug/tiqzy-operator" "$OUT/tiqzy-operator"
+# Only the binary is kept: the sources and the 1.4 GB target directory go.
+rm -rf "$src" "$ROOT/target"
 "#;
     let mut command = Command::new("sh");
     crate::cargo::remove_cargo_run_env(&mut command);
