@@ -254,8 +254,8 @@ pub fn names_in_use() -> Result<BTreeMap<String, Vec<String>>> {
 
 /// The series names a scrape can hold, from the families `text` (Prometheus' text format or
 /// OpenMetrics) declares with `# TYPE` and the samples it carries: a counter `x` is sampled as
-/// `x_total`, a histogram as `x_bucket`, `x_sum` and `x_count`. A family declares itself even
-/// before its first sample (a counter of labels no event has touched yet).
+/// `x_total`, a histogram as `x_bucket`, `x_sum` and `x_count`. prometheus-client writes a
+/// labelled family only once it has a series: the event behind it must have happened.
 pub fn exported_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for line in text.lines() {
