@@ -33,6 +33,8 @@ pub async fn route_api_served(client: &kube::Client) -> bool {
 
 /// Runs the Tenant controller until the process is asked to stop.
 pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
+    // Only the Lease holder (or the one replica, without leader election) gets here.
+    metrics.leading();
     let route_api = route_api_served(&client).await;
     tracing::info!(route_api, "starting the Tenant controller");
     // Status writes change a Tenant's resourceVersion but nothing the reconcile reads from

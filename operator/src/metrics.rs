@@ -40,6 +40,7 @@ pub struct Metrics {
     duration: Histogram,
     pub tenants_by_phase: Family<PhaseLabels, Gauge>,
     pub writes: Counter,
+    leader: Gauge,
     certificate_expiry: Family<TenantLabels, Gauge>,
     backup_last_success: Family<TenantLabels, Gauge>,
     backup_interval: Family<TenantLabels, Gauge>,
@@ -61,6 +62,7 @@ impl Default for Metrics {
         ]);
         let tenants_by_phase = Family::<PhaseLabels, Gauge>::default();
         let writes = Counter::default();
+        let leader = Gauge::default();
         let certificate_expiry = Family::<TenantLabels, Gauge>::default();
         let backup_last_success = Family::<TenantLabels, Gauge>::default();
         let backup_interval = Family::<TenantLabels, Gauge>::default();
@@ -101,6 +103,12 @@ impl Default for Metrics {
             writes.clone(),
         );
         registry.register(
+            "tiqzy_operator_leader",
+            "1 while this replica runs the controller (it holds the Lease, or leader election \
+             is off), 0 while it waits as a standby",
+            leader.clone(),
+        );
+        registry.register(
             "tiqzy_certificate_expiry_seconds",
             "When the certificate a tenant is served with expires (Unix seconds)",
             certificate_expiry.clone(),
@@ -112,6 +120,7 @@ impl Default for Metrics {
             duration,
             tenants_by_phase,
             writes,
+            leader,
             certificate_expiry,
             backup_last_success,
             backup_interval,
@@ -137,6 +146,12 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// Sets `tiqzy_operator_leader` to 1: this replica runs the controller from now on (a
+    /// replica that loses the Lease exits).
+    pub fn leading(&self) {
+        self.leader.set(1);
     }
 
     /// Sets `tiqzy_tenants{phase}` from the cached Tenants.

@@ -51,19 +51,7 @@ pub fn network_policies(tenant: &ValidatedTenant) -> Vec<NetworkPolicy> {
                     ports: Some(vec![tcp(HTTP_PORT)]),
                 },
                 NetworkPolicyIngressRule {
-                    from: Some(vec![
-                        NetworkPolicyPeer {
-                            namespace_selector: Some(LabelSelector {
-                                match_labels: Some(BTreeMap::from([(
-                                    OPENSHIFT_POLICY_GROUP_LABEL.to_owned(),
-                                    "monitoring".to_owned(),
-                                )])),
-                                ..LabelSelector::default()
-                            }),
-                            ..NetworkPolicyPeer::default()
-                        },
-                        namespaces_with(MONITORING_NAMESPACE_LABEL),
-                    ]),
+                    from: Some(monitoring()),
                     ports: Some(vec![tcp(METRICS_PORT)]),
                 },
             ]),
@@ -180,6 +168,24 @@ pub fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
 }
 
 /// Every namespace that carries the label `key` (whatever its value).
+/// Prometheus: OpenShift's monitoring namespaces (platform and user workload) and namespaces
+/// labelled [`MONITORING_NAMESPACE_LABEL`].
+pub(super) fn monitoring() -> Vec<NetworkPolicyPeer> {
+    vec![
+        NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    OPENSHIFT_POLICY_GROUP_LABEL.to_owned(),
+                    "monitoring".to_owned(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        },
+        namespaces_with(MONITORING_NAMESPACE_LABEL),
+    ]
+}
+
 pub(super) fn namespaces_with(key: &str) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {

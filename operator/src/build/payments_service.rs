@@ -26,7 +26,7 @@ use kube::api::DynamicObject;
 
 use super::deployment::{restricted, runtime_default};
 use super::network_policy::{
-    INGRESS_NAMESPACE_LABEL, OPENSHIFT_INGRESS_LABEL, dns, namespaces_with, port, tcp,
+    INGRESS_NAMESPACE_LABEL, OPENSHIFT_INGRESS_LABEL, dns, monitoring, namespaces_with, port, tcp,
 };
 use super::{HTTP_PORT, TENANT_LABEL, route_api_resource};
 use crate::tenant::RoutingKind;
@@ -323,8 +323,8 @@ fn storefronts() -> NetworkPolicyPeer {
     }
 }
 
-/// In: storefronts (their requests) and the router (Stripe's webhooks; the Ingress or Route
-/// exposes only the webhook path). Out: DNS, the API server (TokenReview, Tenants), PostgreSQL,
+/// In: storefronts (their requests), the router (Stripe's webhooks; the Ingress or Route
+/// exposes only the webhook path) and Prometheus (`/metrics`). Out: DNS, the API server (TokenReview, Tenants), PostgreSQL,
 /// Stripe, and the storefronts (deliveries). The operator's own pods are not selected.
 fn network_policies(input: &ServiceInput) -> Vec<NetworkPolicy> {
     let ingress = NetworkPolicy {
@@ -333,11 +333,16 @@ fn network_policies(input: &ServiceInput) -> Vec<NetworkPolicy> {
             pod_selector: Some(selector()),
             policy_types: Some(vec!["Ingress".to_owned()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![
-                    storefronts(),
-                    namespaces_with(OPENSHIFT_INGRESS_LABEL),
-                    namespaces_with(INGRESS_NAMESPACE_LABEL),
-                ]),
+                from: Some(
+                    [
+                        storefronts(),
+                        namespaces_with(OPENSHIFT_INGRESS_LABEL),
+                        namespaces_with(INGRESS_NAMESPACE_LABEL),
+                    ]
+                    .into_iter()
+                    .chain(monitoring())
+                    .collect(),
+                ),
                 ports: Some(vec![tcp(PAYMENTS_PORT)]),
             }]),
             ..NetworkPolicySpec::default()
@@ -577,7 +582,7 @@ mod tests {
     }
 
     #[test]
-    fn only_storefronts_and_the_router_get_in_and_only_what_it_calls_gets_out() {
+    fn only_storefronts_the_router_and_prometheus_get_in_and_only_what_it_calls_gets_out() {
         let policies = payments_service(&input()).network_policies;
         let ingress = policies[0]
             .spec
@@ -588,6 +593,10 @@ mod tests {
         assert_eq!(ingress.len(), 1);
         let from = ingress[0].from.clone().expect("from");
         assert_eq!(from[0], storefronts());
+        // Prometheus scrapes /metrics on the same port (config/prometheus/payments_monitor.yaml).
+        for peer in monitoring() {
+            assert!(from.contains(&peer), "{peer:?}");
+        }
         assert_eq!(ingress[0].ports, Some(vec![tcp(8080)]));
         let egress = policies[1]
             .spec

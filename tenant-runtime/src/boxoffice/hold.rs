@@ -37,6 +37,9 @@ pub async fn hold_tickets(state: &AppState, client: &str, lines: &[HoldLine]) ->
         Err(AppError::Client {
             kind: "ticket-cap", ..
         }) => "capped",
+        Err(AppError::Client {
+            kind: "sold-out", ..
+        }) => "sold_out",
         Err(_) => "refused",
     });
     placed

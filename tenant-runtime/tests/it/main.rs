@@ -9,6 +9,7 @@ mod identity;
 mod inventory;
 mod mail;
 mod money;
+mod monitoring;
 mod on_sale;
 mod payments;
 mod payments_service;

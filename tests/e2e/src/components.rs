@@ -14,6 +14,7 @@
 //! | `kube-router`  | `tests/e2e/go/kube-router`: kube-router's command, the real node's NetworkPolicy enforcer (on demand) |
 //! | `mailpit`      | `tests/e2e/go/mailpit`: Mailpit, the SMTP server tests read mail from (on demand) |
 //! | `coredns`      | `tests/e2e/go/coredns`: CoreDNS with the plugins the real node's cluster DNS uses (on demand) |
+//! | `promtool`     | `tests/e2e/go/promtool`: Prometheus' rule checker and rule unit tester, without service discovery (on demand) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -130,12 +131,32 @@ pub fn ensure_coredns() -> Result<PathBuf> {
     build_module(&bin, "coredns", &go)
 }
 
+/// Build tags of promtool: `remove_all_sd` leaves out Prometheus' service-discovery plugins
+/// (`plugins/`), so no cloud provider's SDK is compiled for a program that only checks and
+/// tests rules.
+pub const PROMTOOL_TAGS: &str = "remove_all_sd";
+
+/// promtool (`promtool check rules`, `promtool test rules`), built on first use from the `tool`
+/// its module pins (`github.com/prometheus/prometheus`).
+pub fn ensure_promtool() -> Result<PathBuf> {
+    let go = go_version()?;
+    let bin = cache_dir().join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    build_tool(
+        &bin,
+        "promtool",
+        "github.com/prometheus/prometheus/cmd/promtool",
+        PROMTOOL_TAGS,
+        &go,
+    )
+}
+
 /// A tool built on first use from the `tool` directive of its module in `tests/e2e/go/<name>`.
 fn on_demand_tool(name: &str, package: &str) -> Result<PathBuf> {
     let go = go_version()?;
     let bin = cache_dir().join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
-    build_tool(&bin, name, package, &go)
+    build_tool(&bin, name, package, "", &go)
 }
 
 pub(crate) fn go_version() -> Result<String> {
@@ -175,12 +196,18 @@ fn build_module(bin: &Path, name: &str, go: &str) -> Result<PathBuf> {
 }
 
 /// `go build` of `package`, a `tool` of the module `tests/e2e/go/<name>` (which pins its
-/// version and dependencies), cached under a key of go.mod, go.sum and the Go version.
-fn build_tool(bin: &Path, name: &str, package: &str, go: &str) -> Result<PathBuf> {
+/// version and dependencies), with the build tags `tags` (comma-separated, may be empty),
+/// cached under a key of go.mod, go.sum, the tags and the Go version.
+fn build_tool(bin: &Path, name: &str, package: &str, tags: &str, go: &str) -> Result<PathBuf> {
     let dir = go_sources().join(name);
     let mut key = Fnv::new();
     key.write(go.as_bytes());
     key.write(package.as_bytes());
+    // Tools built without tags keep the keys they had before tags existed.
+    if !tags.is_empty() {
+        key.write(b"tags=");
+        key.write(tags.as_bytes());
+    }
     for file in ["go.mod", "go.sum"] {
         let path = dir.join(file);
         key.write(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
@@ -188,7 +215,11 @@ fn build_tool(bin: &Path, name: &str, package: &str, go: &str) -> Result<PathBuf
     let target = bin.join(format!("{name}-{:016x}", key.finish()));
     cached_or_build(&target, name, |out| {
         let mut cmd = Command::new("go");
-        cmd.args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
+        cmd.args(["build", "-trimpath", "-ldflags=-s -w"]);
+        if !tags.is_empty() {
+            cmd.arg(format!("-tags={tags}"));
+        }
+        cmd.arg("-o")
             .arg(out.join(name))
             .arg(package)
             .current_dir(&dir);

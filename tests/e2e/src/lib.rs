@@ -18,6 +18,7 @@ mod kube_router;
 pub mod kwok_stages;
 mod live;
 pub mod mailpit;
+pub mod monitoring;
 mod netns;
 mod node;
 mod node_services;
@@ -46,7 +47,7 @@ pub use azurite::Azurite;
 pub use cargo::cargo_command;
 pub use components::{
     Binaries, cache_dir, ensure_binaries, ensure_coredns, ensure_keyvault, ensure_kube_router,
-    ensure_mailpit, ensure_traefik, go_module_dir,
+    ensure_mailpit, ensure_promtool, ensure_traefik, go_module_dir,
 };
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;

@@ -299,6 +299,7 @@ fn every_kustomization_under_config_builds() {
         [
             "config/crd",
             "config/default",
+            "config/grafana",
             "config/manager",
             "config/openshift",
             "config/prometheus",
@@ -437,6 +438,7 @@ async fn prometheus_config_applies_with_the_prometheus_operator_crds() {
         for applied in [
             "servicemonitor.monitoring.coreos.com/tiqzy-operator",
             "podmonitor.monitoring.coreos.com/tiqzy-storefronts",
+            "podmonitor.monitoring.coreos.com/tiqzy-payments",
             "prometheusrule.monitoring.coreos.com/tiqzy",
         ] {
             assert!(stdout.contains(applied), "{applied} not applied:\n{stdout}");
@@ -476,6 +478,23 @@ fn prometheus_config_scrapes_what_the_operator_and_storefronts_serve() {
         storefronts["spec"]["podMetricsEndpoints"][0]["port"],
         "metrics"
     );
+    // Storefront series carry the tenant's name as `tenant`, from the pods' `tiqzy.io/tenant`
+    // label (Prometheus' sanitised `__meta_kubernetes_pod_label_tiqzy_io_tenant`).
+    let relabeling = &storefronts["spec"]["podMetricsEndpoints"][0]["relabelings"][0];
+    assert_eq!(
+        relabeling["sourceLabels"][0],
+        "__meta_kubernetes_pod_label_tiqzy_io_tenant"
+    );
+    assert_eq!(relabeling["targetLabel"], "tenant");
+
+    // The payments service's pods (operator/src/build/payments_service.rs: label
+    // `app.kubernetes.io/name: tiqzy-payments`, container port `http`, which serves /metrics).
+    let payments = find(&monitoring, "PodMonitor", "tiqzy-payments");
+    assert_eq!(
+        payments["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "tiqzy-payments"
+    );
+    assert_eq!(payments["spec"]["podMetricsEndpoints"][0]["port"], "http");
 
     let rules = find(&monitoring, "PrometheusRule", "tiqzy");
     let alerts: BTreeMap<&str, &Value> = rules["spec"]["groups"]
