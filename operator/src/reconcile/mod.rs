@@ -425,7 +425,7 @@ async fn restore_blocked(
 #[cfg(test)]
 mod reporting {
     use super::*;
-    use sentry::test::TestTransport;
+    use ::sentry::test::TestTransport;
 
     #[tokio::test]
     async fn a_failed_reconcile_is_reported_with_its_tenant_and_the_step_it_reached() {
