@@ -93,10 +93,10 @@ async fn a_500_is_reported_with_tenant_route_and_trace_and_without_what_the_clie
 async fn a_panicking_handler_answers_500_and_is_reported_with_its_route() {
     let transport = TestTransport::new();
     let app = app_reporting_to(&transport).await;
-    let routes = Router::new().route(
-        "/boom/{token}",
-        get(|| async { panic!("no order for {BUYER} with token {CAPABILITY}") }),
-    );
+    async fn boom() -> &'static str {
+        panic!("no order for {BUYER} with token {CAPABILITY}")
+    }
+    let routes = Router::new().route("/boom/{token}", get(boom));
     let router = tiqzy_runtime::http::with_layers(routes, app.state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
