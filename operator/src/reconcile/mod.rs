@@ -101,15 +101,22 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, r: Arc<Reconciler>) -> Resul
     let started = Instant::now();
     let name = tenant.name_any();
     let api: Api<Tenant> = Api::all(r.ctx.client.clone());
-    let work = finalizer(&api, FINALIZER, Arc::new(tenant.clone()), |event| async {
-        match event {
-            Finalized::Apply(tenant) => apply(&tenant, &r).await,
-            Finalized::Cleanup(tenant) => {
-                step("cleanup");
-                cleanup::cleanup(&tenant, &r).await
+    // Boxed: the wrappers below would otherwise carry the whole reconcile's state on the
+    // worker's stack as they are built (a stack overflow in debug builds).
+    let work = Box::pin(finalizer(
+        &api,
+        FINALIZER,
+        Arc::new(tenant.clone()),
+        |event| async {
+            match event {
+                Finalized::Apply(tenant) => apply(&tenant, &r).await,
+                Finalized::Cleanup(tenant) => {
+                    step("cleanup");
+                    cleanup::cleanup(&tenant, &r).await
+                }
             }
-        }
-    });
+        },
+    ));
     let errors = &r.ctx.settings.errors;
     let (result, last_step) = errors
         .within(Where::tenant(&name), tracking_steps(work))
