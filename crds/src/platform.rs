@@ -83,6 +83,41 @@ pub struct PlatformSpec {
     /// company network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretRef>,
+
+    /// Where storefronts report what goes wrong. Without it nothing is reported; logs are
+    /// unaffected (docs/logs-and-errors.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+}
+
+/// Error tracking shared by every storefront.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Observability {
+    /// A Sentry project storefronts report panics and internal errors (500s) to, tagged with
+    /// the tenant, the route template and the trace id; never request bodies, cookies,
+    /// tokens or e-mail addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentry: Option<Sentry>,
+}
+
+/// A Sentry project.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sentry {
+    /// Secret with key `dsn`: the project's DSN (`https://<key>@<host>/<project>`). The
+    /// operator copies it into each tenant's `storefront-sentry` Secret, never into a
+    /// ConfigMap, the status or an Event. While it is missing, storefronts report nothing.
+    pub dsn_secret_ref: SecretRef,
+    /// The environment reports are filed under, e.g. `production` or `staging`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]+$"), length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self != 'None'").message("environment: Sentry refuses the name 'None'"))]
+    pub environment: Option<String>,
+    /// Percent of errors reported, 1 to 100 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub sample_rate_percent: Option<i32>,
 }
 
 /// How storefronts are exposed.

@@ -24,6 +24,8 @@ pub struct Settings {
     pub key_vault_transport: Transport,
     /// The operator's own namespace (`POD_NAMESPACE`), where the payments service runs.
     pub namespace: String,
+    /// Where failed reconciles and panics are reported (Sentry, when `SENTRY_DSN` is set).
+    pub errors: tiqzy_telemetry::Reporter,
 }
 
 pub struct Context {

@@ -83,6 +83,15 @@ impl Error {
         )
     }
 
+    /// Whether the failure is worth an error report: a spec or Platform someone must fix is
+    /// shown on the Tenant's status instead.
+    pub fn is_reported(&self) -> bool {
+        !matches!(
+            self,
+            Error::InvalidSpec(_) | Error::PlatformNotFound | Error::RestoreBlocked { .. }
+        )
+    }
+
     /// A write's error: a refusal by the API server's validation becomes [`Error::Refused`]
     /// naming `object`; anything else stays a (transient) API error.
     pub fn from_write(source: kube::Error, object: impl FnOnce() -> String) -> Self {

@@ -58,22 +58,28 @@ struct Args {
     /// named for its service and present a certificate valid for the name.
     #[arg(long, env = "TIQZY_KEY_VAULT_RESOLVE", value_delimiter = ',')]
     key_vault_resolve: Vec<String>,
-    /// Log format: json or text.
-    #[arg(long, env = "TIQZY_LOG_FORMAT", default_value = "json")]
-    log_format: String,
+    /// Log format: `json` or `text`; by default JSON unless stderr is a terminal (fields in
+    /// docs/logs-and-errors.md).
+    #[arg(long, env = "TIQZY_LOG_FORMAT")]
+    log_format: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if args.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    tiqzy_telemetry::logs::init(tiqzy_telemetry::logs::Settings {
+        format: tiqzy_telemetry::logs::Format::choose(args.log_format.as_deref())
+            .map_err(anyhow::Error::msg)?,
+        default_filter: "info,kube=warn",
+        tenant: None,
+    });
+    // Failed reconciles and panics go to Sentry when SENTRY_DSN is set.
+    let errors = tiqzy_telemetry::Reporter::from_settings(
+        "tiqzy-operator",
+        &tiqzy_telemetry::errors::Settings::from_env(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    errors.report_panics_of_process(tiqzy_telemetry::Where::default());
     let transport = tiqzy_operator::external::keyvault::Transport::new(
         args.extra_ca_file.as_deref(),
         &args.key_vault_resolve,
@@ -127,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         key_vault_poll: Duration::from_secs(args.key_vault_poll_seconds.max(1)),
         key_vault_transport: transport,
         namespace: args.lease_namespace.clone(),
+        errors,
     };
     controller::run(client, metrics, settings).await;
     Ok(())

@@ -52,6 +52,8 @@ pub struct TenantSecrets {
     pub tls: Option<TlsSecret>,
     /// The SMTP relay's credentials (`Platform.spec.mail.credentialsSecretRef`).
     pub mail: Option<BTreeMap<String, String>>,
+    /// `SENTRY_DSN` (`Platform.spec.observability.sentry.dsnSecretRef`).
+    pub sentry: Option<BTreeMap<String, String>>,
 }
 
 /// The certificate written to the `storefront-tls` Secret, with where it came from.
@@ -71,6 +73,7 @@ impl std::fmt::Debug for TenantSecrets {
             .field("cache", &self.cache.is_some())
             .field("payments", &self.payments.is_some())
             .field("mail", &self.mail.is_some())
+            .field("sentry", &self.sentry.is_some())
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -102,6 +105,8 @@ pub struct ValidatedTenant {
     pub trusted_cas: Option<String>,
     /// The SMTP relay and default sender (`Platform.spec.mail`).
     pub mail: Option<tiqzy_crds::Mail>,
+    /// Where the storefront reports errors (`Platform.spec.observability.sentry`).
+    pub sentry: Option<tiqzy_crds::Sentry>,
     /// The platform's application fee on primary sales, in basis points.
     pub application_fee_bps: i32,
     /// Digest of everything the pods read, so a change rolls them.
@@ -116,6 +121,10 @@ impl ValidatedTenant {
             .mail
             .as_ref()
             .map(|m| serde_json::to_string(m).unwrap_or_default());
+        let sentry = self
+            .sentry
+            .as_ref()
+            .map(|s| serde_json::to_string(s).unwrap_or_default());
         let spec = serde_json::to_vec(&self.spec).unwrap_or_default();
         let maps = [
             Some(&self.secrets.signing),
@@ -123,6 +132,7 @@ impl ValidatedTenant {
             self.secrets.cache.as_ref(),
             self.secrets.payments.as_ref(),
             self.secrets.mail.as_ref(),
+            self.secrets.sentry.as_ref(),
         ];
         let pairs = maps
             .into_iter()
@@ -131,7 +141,7 @@ impl ValidatedTenant {
             .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]);
         // Platform values the pods read join the digest only when set, so digests of
         // tenants without them stay as they were and no pod rolls for nothing.
-        let platform = [&self.payments_namespace, &self.trusted_cas, &mail]
+        let platform = [&self.payments_namespace, &self.trusted_cas, &mail, &sentry]
             .into_iter()
             .flatten()
             .map(String::as_bytes);

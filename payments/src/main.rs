@@ -39,13 +39,15 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // The log format every Tiqzy binary shares (docs/logs-and-errors.md), on stderr: the
+    // tools' reports are stdout.
+    let format = std::env::var("TIQZY_LOG_FORMAT").ok();
+    tiqzy_telemetry::logs::init(tiqzy_telemetry::logs::Settings {
+        format: tiqzy_telemetry::logs::Format::choose(format.as_deref())
+            .map_err(anyhow::Error::msg)?,
+        default_filter: "info",
+        tenant: None,
+    });
     let config = tiqzy_payments::Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// What the client is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -159,11 +160,32 @@ impl AppError {
     }
 }
 
+/// The cause of a 500, carried on the response to the middleware that reports it with the
+/// request's tenant, route and trace id (`http::reporting`).
+#[derive(Debug, Clone)]
+pub struct InternalFailure(pub Arc<anyhow::Error>);
+
+impl InternalFailure {
+    /// Logs `error` and attaches it to `response` for the report.
+    pub fn attach(error: anyhow::Error, response: &mut Response) {
+        tracing::error!(error = format!("{error:#}"), "request failed");
+        response.extensions_mut().insert(Self(Arc::new(error)));
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if let Self::Internal(e) = &self {
-            tracing::error!(error = format!("{e:#}"), "request failed");
+        let mut response = self.problem_response();
+        if let Self::Internal(e) = self {
+            InternalFailure::attach(e, &mut response);
         }
+        response
+    }
+}
+
+impl AppError {
+    /// The problem body and headers, without logging or reporting anything.
+    pub fn problem_response(&self) -> Response {
         let problem = self.problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

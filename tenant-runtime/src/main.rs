@@ -1,6 +1,7 @@
 //! `tiqzy-runtime`: serves one tenant's storefront.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tiqzy_runtime::{Application, config::Config, telemetry};
 
@@ -13,9 +14,22 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init();
-    match Application::build(config).await {
-        Ok(app) => match app.serve_until_shutdown().await {
+    let format = std::env::var("TIQZY_LOG_FORMAT").ok();
+    let reporter = match telemetry::init(&config.tenant, format.as_deref())
+        .and_then(|()| telemetry::reporter(&config.tenant))
+    {
+        Ok(reporter) => reporter,
+        Err(e) => {
+            eprintln!("tiqzy-runtime: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match Application::build(config).await {
+        Ok(app) => match app
+            .reporting_to(reporter.clone())
+            .serve_until_shutdown()
+            .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "server failed");
@@ -26,5 +40,7 @@ async fn main() -> ExitCode {
             tracing::error!(error = format!("{e:#}"), "startup failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    reporter.flush(Duration::from_secs(2));
+    outcome
 }

@@ -19,6 +19,9 @@ use crate::state::AppState;
 use crate::store::allocator::Allocator;
 use crate::{db, http, mail, sweeper};
 
+/// The service name on error reports.
+pub const SERVICE: &str = "tiqzy-runtime";
+
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
@@ -68,6 +71,7 @@ impl Application {
             db,
             config: Arc::new(config),
             read_backs: Arc::default(),
+            errors: tiqzy_telemetry::Reporter::off(SERVICE),
         };
         let listener = TcpListener::bind(state.config.listen_addr)
             .await
@@ -97,6 +101,16 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// Reports panics and 500s through `reporter` (off until this is called).
+    #[must_use]
+    pub fn reporting_to(mut self, reporter: tiqzy_telemetry::Reporter) -> Self {
+        if reporter.enabled() {
+            tiqzy_telemetry::errors::catch_panics();
+        }
+        self.state.errors = reporter;
+        self
     }
 
     /// Serves until SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

@@ -26,4 +26,6 @@ pub struct AppState {
     pub read_backs: Arc<crate::payments::checkout::ReadBacks>,
     /// Grants holds of one ticket type in batches (group commit).
     pub allocator: Arc<crate::store::allocator::Allocator>,
+    /// Where panics and 500s are reported (Sentry, when `SENTRY_DSN` is set).
+    pub errors: tiqzy_telemetry::Reporter,
 }

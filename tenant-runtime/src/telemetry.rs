@@ -1,15 +1,26 @@
-//! Structured JSON logs on stdout, filtered by `RUST_LOG` (default `info`).
+//! Logs in the format every Tiqzy binary shares (`tiqzy_telemetry::logs`, fields in
+//! docs/logs-and-errors.md), each line naming this runtime's tenant; error reports to Sentry
+//! when `SENTRY_DSN` is set.
 
-use tracing_subscriber::EnvFilter;
+use tiqzy_telemetry::errors::Settings;
+use tiqzy_telemetry::logs::{self, Format};
+use tiqzy_telemetry::{Reporter, Where};
 
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    // A second call (tests starting several apps) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .try_init();
+/// Starts logging; `TIQZY_LOG_FORMAT` is `json`, `text`, or unset (JSON unless stderr is a
+/// terminal).
+pub fn init(tenant: &str, format: Option<&str>) -> Result<(), String> {
+    logs::init(logs::Settings {
+        format: Format::choose(format)?,
+        default_filter: "info,sqlx=warn,tower_http=info",
+        tenant: Some(tenant.to_owned()),
+    });
+    Ok(())
+}
+
+/// The reporter `SENTRY_DSN` asks for (off without it). Panics outside a request are
+/// reported through it too, and every panic is logged as a JSON line.
+pub fn reporter(tenant: &str) -> Result<Reporter, String> {
+    let reporter = Reporter::from_settings(crate::startup::SERVICE, &Settings::from_env())?;
+    reporter.report_panics_of_process(Where::tenant(tenant));
+    Ok(reporter)
 }

@@ -93,6 +93,17 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
         data.insert("TIQZY_SMTP_TLS", mail.tls.as_env().to_owned());
         data.insert("TIQZY_MAIL_FROM", mail.from.clone());
     }
+    if let Some(sentry) = &tenant.sentry {
+        if let Some(environment) = &sentry.environment {
+            data.insert("SENTRY_ENVIRONMENT", environment.clone());
+        }
+        if let Some(percent) = sentry.sample_rate_percent {
+            data.insert(
+                "SENTRY_SAMPLE_RATE",
+                format!("{:.2}", f64::from(percent) / 100.0),
+            );
+        }
+    }
     if let Some(name) = &spec.branding.sender_name {
         data.insert("TIQZY_MAIL_FROM_NAME", name.clone());
     }

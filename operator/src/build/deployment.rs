@@ -20,7 +20,7 @@ use tiqzy_crds::payments::{AUDIENCE, TOKEN_PATH};
 
 use super::{
     CACHE_SECRET, DATABASE_SECRET, HTTP_PORT, MAIL_SECRET, METRICS_PORT, PAYMENTS_SECRET,
-    SIGNING_SECRET, STOREFRONT, labels, meta, selector,
+    SENTRY_SECRET, SIGNING_SECRET, STOREFRONT, labels, meta, selector,
 };
 use crate::tenant::ValidatedTenant;
 
@@ -57,6 +57,9 @@ pub fn deployment(tenant: &ValidatedTenant) -> Deployment {
     }
     if tenant.secrets.mail.is_some() {
         secret_names.push(MAIL_SECRET);
+    }
+    if tenant.secrets.sentry.is_some() {
+        secret_names.push(SENTRY_SECRET);
     }
     env_from.extend(secret_names.into_iter().map(|name| EnvFromSource {
         secret_ref: Some(SecretEnvSource {

@@ -39,6 +39,8 @@ pub const PAYMENTS_SECRET: &str = "storefront-payments";
 pub const TLS_SECRET: &str = "storefront-tls";
 /// The SMTP relay's credentials, copied from the Platform's Secret.
 pub const MAIL_SECRET: &str = "storefront-mail";
+/// The Sentry DSN (`SENTRY_DSN`), copied from the Platform's Secret.
+pub const SENTRY_SECRET: &str = "storefront-sentry";
 
 /// How the storefront is exposed.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::{
-    CACHE_SECRET, DATABASE_SECRET, MAIL_SECRET, PAYMENTS_SECRET, SIGNING_SECRET, TLS_SECRET, meta,
+    CACHE_SECRET, DATABASE_SECRET, MAIL_SECRET, PAYMENTS_SECRET, SENTRY_SECRET, SIGNING_SECRET,
+    TLS_SECRET, meta,
 };
 use crate::tenant::{TlsSecret, ValidatedTenant};
 
@@ -29,6 +30,9 @@ pub fn secrets(tenant: &ValidatedTenant) -> Vec<Secret> {
     }
     if let Some(mail) = &tenant.secrets.mail {
         secrets.push(secret(tenant, MAIL_SECRET, mail));
+    }
+    if let Some(sentry) = &tenant.secrets.sentry {
+        secrets.push(secret(tenant, SENTRY_SECRET, sentry));
     }
     if let Some(tls) = &tenant.secrets.tls {
         secrets.push(tls_secret(tenant, tls));

@@ -66,6 +66,7 @@ pub async fn tenant_secrets(
         payments: None,
         tls: None,
         mail: None,
+        sentry: None,
     })
 }
 

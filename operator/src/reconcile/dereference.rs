@@ -13,7 +13,7 @@ use tiqzy_crds::conditions::types;
 use super::certificate::{self, Certificate, Polls};
 use super::servers::{self, Servers};
 use super::status::Observed;
-use super::{credentials, hosts, mail, payments};
+use super::{credentials, hosts, mail, payments, sentry};
 use crate::build::STOREFRONT;
 use crate::cache::Cached;
 use crate::context::Context;
@@ -72,6 +72,7 @@ pub async fn dereference(
     secrets.payments = access.secret;
     let (mail_secret, mail) = mail::mail(ctx, &platform.spec).await;
     secrets.mail = mail_secret;
+    secrets.sentry = sentry::sentry(ctx, &platform.spec).await;
     v.payments_namespace = access.namespace;
     v = v.with_secrets(secrets);
     let certificate = certificate::certificate(ctx, polls, &v, &platform.spec).await?;

@@ -20,12 +20,14 @@ mod report;
 mod retry;
 mod rollout;
 mod routing;
+pub(crate) mod sentry;
 mod servers;
 mod status;
 mod stores;
 mod trust;
 mod validate;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +37,8 @@ use kube::runtime::finalizer::{Event as Finalized, finalizer};
 use kube::{Resource, ResourceExt};
 use tiqzy_crds::conditions::{FINALIZER, Reason};
 use tiqzy_crds::{Tenant, TenantPhase, TenantStatus};
+use tiqzy_telemetry::{Reporter, Where};
+use tracing::Instrument;
 
 pub use status::Observed;
 pub use validate::validate;
@@ -97,18 +101,35 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, r: Arc<Reconciler>) -> Resul
     let started = Instant::now();
     let name = tenant.name_any();
     let api: Api<Tenant> = Api::all(r.ctx.client.clone());
-    let result = finalizer(&api, FINALIZER, Arc::new(tenant.clone()), |event| async {
-        match event {
-            Finalized::Apply(tenant) => apply(&tenant, &r).await,
-            Finalized::Cleanup(tenant) => cleanup::cleanup(&tenant, &r).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
+    // Boxed: the wrappers below would otherwise carry the whole reconcile's state on the
+    // worker's stack as they are built (a stack overflow in debug builds).
+    let work = Box::pin(finalizer(
+        &api,
+        FINALIZER,
+        Arc::new(tenant.clone()),
+        |event| async {
+            match event {
+                Finalized::Apply(tenant) => apply(&tenant, &r).await,
+                Finalized::Cleanup(tenant) => {
+                    step("cleanup");
+                    cleanup::cleanup(&tenant, &r).await
+                }
+            }
+        },
+    ));
+    let errors = &r.ctx.settings.errors;
+    let (result, last_step) = errors
+        .within(Where::tenant(&name), tracking_steps(work))
+        .instrument(tracing::info_span!("reconcile", tenant = %name))
+        .await;
+    let result = result.map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
         | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(Box::new(other)),
     });
+    if let Err(e) = &result {
+        report_failure(errors, &name, last_step, e);
+    }
     let outcome = if result.is_ok() { "success" } else { "error" };
     r.ctx.metrics.reconciled(started.elapsed(), outcome);
     let snapshot = r.ctx.tenant_snapshot();
@@ -118,6 +139,36 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, r: Arc<Reconciler>) -> Resul
         r.memory.failures.succeeded(&name);
     }
     result
+}
+
+tokio::task_local! {
+    /// The step of the reconcile under way, for its error report.
+    static STEP: Cell<&'static str>;
+}
+
+/// Marks the step a reconcile has reached.
+fn step(name: &'static str) {
+    let _ = STEP.try_with(|s| s.set(name));
+}
+
+/// Runs `work` and says which step it reached (`finalizer` before the first).
+async fn tracking_steps<F: Future>(work: F) -> (F::Output, &'static str) {
+    STEP.scope(Cell::new("finalizer"), async {
+        let output = work.await;
+        (output, STEP.with(Cell::get))
+    })
+    .await
+}
+
+/// Reports a failed reconcile with its tenant and step, unless someone must fix a spec.
+fn report_failure(errors: &Reporter, tenant: &str, step: &'static str, error: &Error) {
+    if error.is_reported() {
+        let at = Where {
+            step: Some(step.to_owned()),
+            ..Where::tenant(tenant)
+        };
+        errors.error(error, &at);
+    }
 }
 
 /// Invalid specs wait for a change; transient errors back off per tenant, exponentially.
@@ -135,12 +186,14 @@ pub fn error_policy(tenant: Arc<GuardedTenant>, error: &Error, r: Arc<Reconciler
 /// The steps, in order.
 async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
     let (ctx, memory) = (&r.ctx, &r.memory);
+    step("platform");
     let Some(platform) = dereference::platform(ctx).await else {
         let message = Error::PlatformNotFound.to_string();
         let (reason, phase) = (Reason::PlatformNotFound, TenantPhase::Pending);
         report::stopped(tenant, r, reason, message, phase, TenantStatus::default()).await?;
         return Ok(Action::await_change());
     };
+    step("validate");
     let mut validated = match validate(tenant, &platform) {
         Err(Error::InvalidSpec(message)) => {
             let (reason, phase) = (Reason::InvalidSpec, TenantPhase::Failed);
@@ -158,6 +211,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
             return Ok(Action::requeue(backoff(failures)));
         }
     };
+    step("dereference");
     let found = dereference::dereference(ctx, &memory.certificates, tenant, validated, &platform);
     let mut found = match found.await {
         Err(Error::SigningKeys(e)) => {
@@ -173,6 +227,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         }
         other => other?,
     };
+    step("build");
     let limit = platform.spec.rollout.max_concurrent_tenant_rollouts;
     let rollout = memory.halt.current(ctx);
     let gate = memory
@@ -186,6 +241,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         &found.tenant.name,
     );
     let desired = build::desired(&found.tenant);
+    step("apply");
     let applied = match converge(&applier, r, tenant, &platform.spec, &found, desired).await {
         Err(Error::Refused {
             object, message, ..
@@ -196,6 +252,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         other => other?,
     };
     ctx.metrics.writes.inc_by(applier.writes());
+    step("rollout");
     let failure = report_rollout(r, &found.tenant, &applied.deployment, &gate).await?;
     let (mut observed, phase) = status::observe(&found, &applied, &gate, failure.as_ref());
     // After Ready is summarised: a failed backup never keeps the storefront from Ready.
@@ -203,6 +260,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
         .stores
         .iter()
         .any(|s| s.type_ == tiqzy_crds::conditions::types::DATABASE_READY && s.ok);
+    step("backup");
     let backup = memory
         .backups
         .step(ctx, tenant, &platform.spec, &found.servers, database_ready)
@@ -211,6 +269,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
     let mut base = status::base(&found);
     base.backup = backup.status;
     base.restored_from = applied.restored_from.clone();
+    step("status");
     report::write_status(tenant, r, observed, phase, base).await?;
     let reference = tenant.object_ref(&());
     for event in std::mem::take(&mut found.certificate.events) {
@@ -297,7 +356,9 @@ async fn converge(
         exposure,
     } = desired;
     let v = &found.tenant;
+    step("credentials");
     objects::apply_credentials(applier, credentials).await?;
+    step("stores");
     let resync = r.ctx.settings.resync;
     let stores = r.memory.stores.converge(&found.servers, v, resync).await;
     // A database restored from a backup is complete before the storefront first starts.
@@ -312,8 +373,10 @@ async fn converge(
         .restore(&r.ctx, tenant, platform, &found.servers, &database)
         .await
         .map_err(|(reason, message)| Error::RestoreBlocked { reason, message })?;
+    step("workload");
     let deployment = objects::apply_workload(applier, &v.namespace, workload).await?;
     let conflict = found.conflict.as_deref();
+    step("routing");
     let routed = routing::expose(applier, &r.ctx, &v.namespace, exposure, conflict).await?;
     Ok(Applied {
         deployment,
@@ -363,5 +426,51 @@ async fn restore_blocked(
     } else {
         let failures = r.memory.failures.failed(&found.tenant.name);
         Ok(Action::requeue(backoff(failures)))
+    }
+}
+
+#[cfg(test)]
+mod reporting {
+    use super::*;
+    use ::sentry::test::TestTransport;
+
+    #[tokio::test]
+    async fn a_failed_reconcile_is_reported_with_its_tenant_and_the_step_it_reached() {
+        let transport = TestTransport::new();
+        let errors = Reporter::with_transport("tiqzy-operator", transport.clone());
+        let (result, reached) = tracking_steps(async {
+            step("validate");
+            step("stores");
+            Err::<(), _>(Error::Serialize {
+                what: "the database of ann@mail.example".to_owned(),
+                source: serde_json::from_str::<u8>("x").expect_err("not JSON"),
+            })
+        })
+        .await;
+        let error = result.expect_err("failed");
+        report_failure(&errors, "acme", reached, &error);
+        let events = transport.fetch_and_clear_events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].tags["tenant"], "acme");
+        assert_eq!(events[0].tags["step"], "stores");
+        let text = serde_json::to_string(&events[0]).expect("event as JSON");
+        assert!(
+            text.contains("serialising the database of [email]"),
+            "{text}"
+        );
+        assert!(!text.contains("mail.example"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_spec_someone_must_fix_is_not_reported() {
+        let transport = TestTransport::new();
+        let errors = Reporter::with_transport("tiqzy-operator", transport.clone());
+        report_failure(
+            &errors,
+            "acme",
+            "validate",
+            &Error::InvalidSpec("bad".into()),
+        );
+        assert!(transport.fetch_and_clear_events().is_empty());
     }
 }

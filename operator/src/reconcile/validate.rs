@@ -74,6 +74,11 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         payments_namespace: None,
         trusted_cas: None,
         mail: platform.spec.mail.clone(),
+        sentry: platform
+            .spec
+            .observability
+            .as_ref()
+            .and_then(|o| o.sentry.clone()),
         config_digest: String::new(),
     })
 }

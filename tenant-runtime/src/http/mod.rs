@@ -6,6 +6,7 @@ mod client;
 pub mod health;
 pub mod openapi;
 mod rejection;
+mod reporting;
 pub mod schema;
 pub mod security;
 pub mod session;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::{Router, middleware};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -30,15 +32,23 @@ pub use client::{ClientId, client_address, client_key};
 pub use health::metrics_router;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(health::router())
         .merge(api::router())
         .merge(admin::router())
         .merge(openapi::router())
         .merge(storefront::router())
         .merge(webhooks::router())
-        .merge(security::static_files())
+        .merge(security::static_files());
+    with_layers(routes, state)
+}
+
+/// `routes` behind the layers every request passes (tests put routes of their own behind
+/// them to see what a handler that panics gets).
+pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(no_route)
+        .layer(CatchPanicLayer::custom(reporting::panicked))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,
@@ -54,7 +64,13 @@ pub fn router(state: AppState) -> Router {
             rejection::as_problems,
         ))
         .layer(middleware::from_fn(security::headers))
-        .layer(TraceLayer::new_for_http())
+        // Its events happen in the request span below; a span of its own would log the URI,
+        // whose path and query may carry a capability token.
+        .layer(TraceLayer::new_for_http().make_span_with(|_: &Request| tracing::Span::none()))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            reporting::report,
+        ))
         .with_state(state)
 }
 

@@ -19,4 +19,5 @@ mod slow_clients;
 mod startup;
 mod storefront;
 mod support;
+mod telemetry;
 mod webhooks;

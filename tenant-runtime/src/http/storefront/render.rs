@@ -93,9 +93,6 @@ pub fn page(state: &AppState, outcome: Result<Response, AppError>) -> Response {
     match outcome {
         Ok(response) => response,
         Err(error) => {
-            if let AppError::Internal(e) = &error {
-                tracing::error!(error = format!("{e:#}"), "page failed");
-            }
             let problem = error.problem();
             let status =
                 StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -110,6 +107,9 @@ pub fn page(state: &AppState, outcome: Result<Response, AppError>) -> Response {
                 response
                     .headers_mut()
                     .insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
+            if let AppError::Internal(e) = error {
+                crate::error::InternalFailure::attach(e, &mut response);
             }
             response
         }

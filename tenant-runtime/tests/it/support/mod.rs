@@ -228,10 +228,23 @@ impl TestApp {
         prefix: String,
         payments: Payments,
     ) -> Self {
+        let off = tiqzy_telemetry::Reporter::off(tiqzy_runtime::startup::SERVICE);
+        Self::spawn_reporting(config, issuer, prefix, payments, off).await
+    }
+
+    /// The app with its panics and 500s reported through `reporter`.
+    pub async fn spawn_reporting(
+        config: Config,
+        issuer: Issuer,
+        prefix: String,
+        payments: Payments,
+        reporter: tiqzy_telemetry::Reporter,
+    ) -> Self {
         let mail_from = config.mail.from.email.to_string();
         let app = Application::build(config)
             .await
-            .expect("the application starts");
+            .expect("the application starts")
+            .reporting_to(reporter);
         let url = format!("http://127.0.0.1:{}", app.port());
         let metrics_url = format!("http://127.0.0.1:{}/metrics", app.metrics_port());
         let state = app.state().clone();
