@@ -69,12 +69,10 @@ pub fn release(tag: &str) -> Result<Release> {
         "tiqzy-operator {tag} (git tag, cargo build in {})",
         root.display()
     );
-    let operator = crate::components::cached_or_build_as(
-        &cached,
-        &label,
-        "tiqzy-operator",
-        |out| build_command(&repo, &commit, &root, out),
-    )?;
+    let operator =
+        crate::components::cached_or_build_as(&cached, &label, "tiqzy-operator", |out| {
+            build_command(&repo, &commit, &root, out)
+        })?;
     Ok(Release {
         tag: tag.to_owned(),
         commit,
