@@ -47,16 +47,7 @@ async fn event_pages_are_cached_under_the_prefix_and_dropped_on_edit() {
         "{keys:?}"
     );
 
-    let edited = app
-        .admin(
-            Method::PUT,
-            &format!("/api/admin/events/{slug}"),
-            Some(&json!({
-            "title": "Renamed Show", "venue": "Hall 2",
-            "starts_at": "2030-01-01T20:00:00Z", "ends_at": "2030-01-01T23:00:00Z" })),
-        )
-        .await;
-    assert_eq!(edited.status(), 200);
+    rename(&app, &slug).await;
     let page = app
         .get(&format!("/events/{slug}"))
         .await
@@ -98,16 +89,7 @@ async fn an_edit_through_one_replica_reaches_the_others_within_seconds() {
     };
     assert!(page_on_b().await.contains("Night Show"));
 
-    let edited = a
-        .admin(
-            Method::PUT,
-            &format!("/api/admin/events/{slug}"),
-            Some(&json!({
-            "title": "Renamed Show", "venue": "Hall 2",
-            "starts_at": "2030-01-01T20:00:00Z", "ends_at": "2030-01-01T23:00:00Z" })),
-        )
-        .await;
-    assert_eq!(edited.status(), 200);
+    rename(&a, &slug).await;
     let edited_at = std::time::Instant::now();
     loop {
         if page_on_b().await.contains("Renamed Show") {
@@ -181,6 +163,20 @@ async fn the_storefront_keeps_working_when_redis_is_unreachable() {
     assert_eq!(app.get(&format!("/api/events/{slug}")).await.status(), 200);
     assert_eq!(app.hold(tt, 2).await.status(), 201);
     assert_eq!(app.get("/readyz").await.status(), 200);
+}
+
+/// Staff rename the event `slug` to "Renamed Show" through `app`.
+async fn rename(app: &TestApp, slug: &str) {
+    let edited = app
+        .admin(
+            Method::PUT,
+            &format!("/api/admin/events/{slug}"),
+            Some(&json!({
+            "title": "Renamed Show", "venue": "Hall 2",
+            "starts_at": "2030-01-01T20:00:00Z", "ends_at": "2030-01-01T23:00:00Z" })),
+        )
+        .await;
+    assert_eq!(edited.status(), 200);
 }
 
 /// A storefront whose cache is `url`, trusting `ca_pem` (the operator's `REDIS_CA_PEM`).
