@@ -180,18 +180,19 @@ impl Cache {
         Some(value)
     }
 
+    /// Stores `value` in Redis and, once Redis has taken it, in this pod: while Redis is
+    /// away nothing is cached, here either.
     pub async fn put(&self, key: &str, value: &str, ttl_secs: u64) {
-        if self.client.is_none() {
-            return;
-        }
-        self.recent.put(key, value);
-        let _: Option<()> = self
+        let stored: Option<()> = self
             .run(
                 redis::pipe()
                     .set_ex(self.key(key), value, ttl_secs)
                     .ignore(),
             )
             .await;
+        if stored.is_some() {
+            self.recent.put(key, value);
+        }
     }
 
     pub async fn invalidate(&self, keys: &[String]) {
