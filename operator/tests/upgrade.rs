@@ -1,5 +1,5 @@
 //! Upgrading the operator (docs/upgrades.md): the previous release (operator/PREVIOUS_RELEASE,
-//! built from its git tag) installs its CRDs and RBAC and runs tenants; then it stops, this
+//! built from its release commit) installs its CRDs and RBAC and runs tenants; then it stops, this
 //! checkout's CRDs and RBAC are applied and this checkout's operator starts, as an upgrade does.
 //!
 //! What the tenants notice: nothing. Every object stored before is still served and reads back;

@@ -1,8 +1,9 @@
-//! A released operator, built from its git tag, for the upgrade test (docs/upgrades.md).
+//! A released operator, built from its release commit, for the upgrade test
+//! (docs/upgrades.md).
 //!
-//! The release before this checkout's is named in `operator/PREVIOUS_RELEASE` (a tag such as
-//! `v0.1.0`); `TIQZY_PREVIOUS_RELEASE` overrides it for a local run. The tag's source is
-//! exported beside the machine's cache of built components and built there into a target
+//! The release before this checkout's is named in `operator/PREVIOUS_RELEASE` as its tag and
+//! commit (`v0.1.0 d438…`); `TIQZY_PREVIOUS_RELEASE` overrides it for a local run. The release's
+//! source is exported beside the machine's cache of built components and built there into a target
 //! directory of its own, of which only the binary is kept: Cargo fingerprints a workspace member the same at any path, so building the old source
 //! into the checkout's target directory would overwrite the current build's artifacts.
 
@@ -13,19 +14,45 @@ use anyhow::{Context, Result, bail};
 
 use crate::operator::Manifests;
 
-/// Names the previous release's tag, relative to the repository.
+/// Names the previous release's tag and commit, relative to the repository.
 pub const PREVIOUS_RELEASE_FILE: &str = "operator/PREVIOUS_RELEASE";
 
 /// A released operator: its program and what it installs before any Platform.
 #[derive(Debug, Clone)]
 pub struct Release {
     pub tag: String,
-    /// The commit the tag names.
+    /// The commit the release was cut from.
     pub commit: String,
-    /// `tiqzy-operator` built (debug) from the tag's source.
+    /// `tiqzy-operator` built (debug) from the release's source.
     pub operator: PathBuf,
-    /// The tag's crds/*.yaml and the config/rbac its kustomization lists.
+    /// The release's crds/*.yaml and the config/rbac its kustomization lists.
     pub manifests: Manifests,
+}
+
+/// A release as `operator/PREVIOUS_RELEASE` names it: `<tag> <commit>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseName {
+    pub tag: String,
+    /// The full commit id; `None` when only a tag was given (`TIQZY_PREVIOUS_RELEASE=v0.1.0`).
+    pub commit: Option<String>,
+}
+
+impl ReleaseName {
+    /// Reads `<tag> [<commit>]`; the commit, when given, is 40 hex digits.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut words = text.split_whitespace();
+        let tag = words.next().context("no release tag")?.to_owned();
+        let commit = words.next().map(str::to_owned);
+        if let Some(commit) = &commit
+            && (commit.len() != 40 || !commit.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            bail!("{commit:?} after the tag {tag} is not a full commit id (40 hex digits)");
+        }
+        if let Some(extra) = words.next() {
+            bail!("unexpected {extra:?} after the release's tag and commit");
+        }
+        Ok(Self { tag, commit })
+    }
 }
 
 fn repository() -> PathBuf {
@@ -33,28 +60,28 @@ fn repository() -> PathBuf {
     std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_owned())
 }
 
-/// The tag of the release before this checkout: `TIQZY_PREVIOUS_RELEASE`, else
-/// `operator/PREVIOUS_RELEASE`.
-pub fn previous_release_tag() -> Result<String> {
-    if let Ok(tag) = std::env::var("TIQZY_PREVIOUS_RELEASE") {
-        return Ok(tag.trim().to_owned());
+/// The release before this checkout: `TIQZY_PREVIOUS_RELEASE`, else `operator/PREVIOUS_RELEASE`.
+pub fn previous_release_name() -> Result<ReleaseName> {
+    if let Ok(name) = std::env::var("TIQZY_PREVIOUS_RELEASE") {
+        return ReleaseName::parse(&name).context("TIQZY_PREVIOUS_RELEASE");
     }
     let path = repository().join(PREVIOUS_RELEASE_FILE);
-    let tag =
+    let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(tag.trim().to_owned())
+    ReleaseName::parse(&text).with_context(|| format!("{}", path.display()))
 }
 
-/// The previous release (see [`previous_release_tag`]), its operator built on first use. Blocks
-/// for minutes the first time; safe to call from several processes at once.
+/// The previous release (see [`previous_release_name`]), its operator built on first use.
+/// Blocks for minutes the first time; safe to call from several processes at once.
 pub fn previous_release() -> Result<Release> {
-    release(&previous_release_tag()?)
+    release(&previous_release_name()?)
 }
 
-/// The release `tag`, its operator built on first use and cached by the tag's commit.
-pub fn release(tag: &str) -> Result<Release> {
+/// The release `name`, its operator built on first use and cached by the release's commit.
+pub fn release(name: &ReleaseName) -> Result<Release> {
     let repo = repository();
-    let commit = tag_commit(&repo, tag)?;
+    let tag = &name.tag;
+    let commit = release_commit(&repo, name)?;
     let manifests =
         manifests_at(&repo, &commit).with_context(|| format!("reading {tag}'s manifests"))?;
     // Cached with the Go components, outside the checkout: a fresh clone on this machine (as
@@ -66,7 +93,8 @@ pub fn release(tag: &str) -> Result<Release> {
     let root = PathBuf::from(format!("{}.build", cached.display()));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let label = format!(
-        "tiqzy-operator {tag} (git tag, cargo build in {})",
+        "tiqzy-operator {tag} (commit {}, cargo build in {})",
+        commit.get(..12).unwrap_or(&commit),
         root.display()
     );
     let operator =
@@ -74,19 +102,23 @@ pub fn release(tag: &str) -> Result<Release> {
             build_command(&repo, &commit, &root, out)
         })?;
     Ok(Release {
-        tag: tag.to_owned(),
+        tag: tag.clone(),
         commit,
         operator,
         manifests,
     })
 }
 
-/// The commit `tag` names, after one `git fetch --tags` if this clone lacks it.
-fn tag_commit(repo: &Path, tag: &str) -> Result<String> {
-    let lookup = || {
+/// The commit the release was cut from. A clone (as CI makes of `main`) need not carry tags,
+/// but it carries the release's commit, an ancestor of `main`: the commit is what is built.
+/// Where the tag is present too it must name the same commit. A clone lacking both (shallow,
+/// or another branch) runs one `git fetch --tags` and, if shallow, `git fetch --unshallow`.
+fn release_commit(repo: &Path, name: &ReleaseName) -> Result<String> {
+    let tag = &name.tag;
+    let resolve = |rev: String| {
         let out = git(repo)
             .args(["rev-parse", "--verify", "--quiet"])
-            .arg(format!("refs/tags/{tag}^{{commit}}"))
+            .arg(rev)
             .output()
             .context("running git rev-parse")?;
         anyhow::Ok(
@@ -95,24 +127,54 @@ fn tag_commit(repo: &Path, tag: &str) -> Result<String> {
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()),
         )
     };
-    if let Some(commit) = lookup()? {
-        return Ok(commit);
-    }
-    eprintln!("tiqzy: tag {tag} is not in this clone; running git fetch --tags");
-    let fetched = match git(repo).args(["fetch", "--tags"]).status() {
-        Ok(status) if status.success() => "succeeded".to_owned(),
-        Ok(status) => format!("failed: {status}"),
-        Err(e) => format!("did not run: {e}"),
+    let lookup = || -> Result<Option<String>> {
+        let tagged = resolve(format!("refs/tags/{tag}^{{commit}}"))?;
+        let Some(commit) = &name.commit else {
+            return Ok(tagged);
+        };
+        if let Some(tagged) = &tagged
+            && tagged != commit
+        {
+            bail!(
+                "the tag {tag} names {tagged} but {PREVIOUS_RELEASE_FILE} says the release is \
+                 {commit}: a release tag never moves; fix the file or the tag"
+            );
+        }
+        resolve(format!("{commit}^{{commit}}"))
     };
     if let Some(commit) = lookup()? {
         return Ok(commit);
     }
+    let wanted = name.commit.as_deref().unwrap_or(tag);
+    eprintln!("tiqzy: the release {tag} ({wanted}) is not in this clone; fetching it");
+    let mut fetched = vec![run_git(repo, &["fetch", "--tags"])];
+    if git(repo)
+        .args(["rev-parse", "--is-shallow-repository"])
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"true"))
+    {
+        fetched.push(run_git(repo, &["fetch", "--unshallow"]));
+    }
+    if let Some(commit) = lookup()? {
+        return Ok(commit);
+    }
     bail!(
-        "the release {tag} (named by {PREVIOUS_RELEASE_FILE} or TIQZY_PREVIOUS_RELEASE) is not a \
-         tag in {} (git fetch --tags {fetched}); the upgrade test builds the previous operator \
-         from it: fetch the tag, or name an existing one in TIQZY_PREVIOUS_RELEASE",
-        repo.display()
+        "the release {tag} ({wanted}), named by {PREVIOUS_RELEASE_FILE} or \
+         TIQZY_PREVIOUS_RELEASE, is not in {} ({}); the upgrade test builds the previous \
+         operator from it: fetch it, or name another release in TIQZY_PREVIOUS_RELEASE",
+        repo.display(),
+        fetched.join(", ")
     )
+}
+
+/// Runs `git <args>` and says how it went, for an error message.
+fn run_git(repo: &Path, args: &[&str]) -> String {
+    let what = format!("git {}", args.join(" "));
+    match git(repo).args(args).status() {
+        Ok(status) if status.success() => format!("{what} succeeded"),
+        Ok(status) => format!("{what} failed: {status}"),
+        Err(e) => format!("{what} did not run: {e}"),
+    }
 }
 
 fn git(repo: &Path) -> Command {
@@ -201,4 +263,36 @@ rm -rf "$src" "$ROOT/target"
         // The script's --target-dir wins over it; clear it so no tool the build runs sees ours.
         .env_remove("CARGO_TARGET_DIR");
     command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_is_named_by_its_tag_and_commit() {
+        let commit = "d43833181dc781de313b312a2b2f4a7663536861";
+        assert_eq!(
+            ReleaseName::parse(&format!("v0.1.0 {commit}\n")).unwrap(),
+            ReleaseName {
+                tag: "v0.1.0".into(),
+                commit: Some(commit.into())
+            }
+        );
+        assert_eq!(ReleaseName::parse("v0.1.0").unwrap().commit, None);
+        let short = ReleaseName::parse("v0.1.0 d438331").unwrap_err();
+        assert!(short.to_string().contains("40 hex digits"), "{short}");
+        assert!(ReleaseName::parse(&format!("v0.1.0 {commit} x")).is_err());
+        assert!(ReleaseName::parse("  \n").is_err());
+    }
+
+    #[test]
+    fn the_file_names_a_release_this_clone_can_build() {
+        let name = previous_release_name().unwrap();
+        let commit = name
+            .commit
+            .clone()
+            .expect("operator/PREVIOUS_RELEASE names the commit");
+        assert_eq!(release_commit(&repository(), &name).unwrap(), commit);
+    }
 }
