@@ -132,6 +132,10 @@ impl Browser {
                 Some(json!({ "capabilities": { "alwaysMatch": {
                     "browserName": "chrome",
                     "goog:chromeOptions": chrome,
+                    // A page that is slow on a loaded machine is still found: a lookup
+                    // waits for its element, a navigation for its page.
+                    "timeouts": { "implicit": FIND_WAIT.as_millis() as u64,
+                                  "pageLoad": 60_000 },
                 }}})),
             )
             .await;
@@ -144,6 +148,9 @@ impl Browser {
         }
     }
 }
+
+/// How long a lookup waits for its element to appear.
+const FIND_WAIT: Duration = Duration::from_secs(30);
 
 /// One Chromium window.
 #[derive(Debug)]
@@ -172,10 +179,11 @@ impl Session<'_> {
             .to_owned()
     }
 
-    /// Waits (10 s at most) until the current URL contains `part`, and returns it.
+    /// Waits (a minute at most: the machine may be busy) until the current URL contains
+    /// `part`, and returns it.
     pub async fn wait_for_url(&self, part: &str) -> String {
         let mut url = String::new();
-        for _ in 0..200 {
+        for _ in 0..1200 {
             url = self.current_url().await;
             if url.contains(part) {
                 return url;
