@@ -90,15 +90,39 @@ pub struct PlatformSpec {
     pub observability: Option<Observability>,
 }
 
-/// Error tracking shared by every storefront.
+/// Error tracking and traces shared by every storefront.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Observability {
+    /// The OpenTelemetry collector storefronts send traces to: one trace per request, with
+    /// spans for SQL, Redis and payments calls, never request bodies, tokens or e-mail
+    /// addresses. Without it storefronts trace nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<Traces>,
     /// A Sentry project storefronts report panics and internal errors (500s) to, tagged with
     /// the tenant, the route template and the trace id; never request bodies, cookies,
     /// tokens or e-mail addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentry: Option<Sentry>,
+}
+
+/// Where storefronts send traces, and how many.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Traces {
+    /// The collector's OTLP/HTTP endpoint, e.g. `http://otel-collector.observability:4318`;
+    /// storefronts post to `<endpoint>/v1/traces` (protobuf). Its port is opened in the
+    /// tenants' egress policies.
+    #[schemars(
+        regex(pattern = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#]*)?$"),
+        length(max = 512)
+    )]
+    pub endpoint: String,
+    /// Percent of the traces that start at a storefront which are kept, 0 to 100 (default
+    /// 100). A request that arrives with a caller's `traceparent` follows the caller's choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub sample_percent: Option<i32>,
 }
 
 /// A Sentry project.

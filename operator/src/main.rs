@@ -67,11 +67,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Traces go to the collector OTEL_EXPORTER_OTLP_ENDPOINT names, when it is set.
+    let traces = tiqzy_telemetry::otel::Tracing::from_env("tiqzy-operator", &[])
+        .map_err(anyhow::Error::msg)?;
     tiqzy_telemetry::logs::init(tiqzy_telemetry::logs::Settings {
         format: tiqzy_telemetry::logs::Format::choose(args.log_format.as_deref())
             .map_err(anyhow::Error::msg)?,
         default_filter: "info,kube=warn",
         tenant: None,
+        traces: traces.clone(),
     });
     // Failed reconciles and panics go to Sentry when SENTRY_DSN is set.
     let errors = tiqzy_telemetry::Reporter::from_settings(
@@ -108,6 +112,26 @@ async fn main() -> anyhow::Result<()> {
         .with_layer(&tower::limit::ConcurrencyLimitLayer::new(usize::from(
             args.max_requests.max(1),
         )))
+        // One span per API server request, the child of the reconcile that made it: method
+        // and path (the path names an object, never its contents).
+        .with_layer(
+            &tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<kube::client::Body>| {
+                    tracing::info_span!(
+                        "kube",
+                        otel.name = format!("{} {}", request.method(), request.uri().path()),
+                        otel.kind = "client",
+                        http.request.method = %request.method(),
+                        url.path = request.uri().path(),
+                        http.response.status_code = tracing::field::Empty,
+                    )
+                })
+                .on_response(
+                    |response: &axum::http::Response<_>, _: Duration, span: &tracing::Span| {
+                        span.record("http.response.status_code", response.status().as_u16());
+                    },
+                ),
+        )
         .build();
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
@@ -136,5 +160,8 @@ async fn main() -> anyhow::Result<()> {
         errors,
     };
     controller::run(client, metrics, settings).await;
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     Ok(())
 }

@@ -107,6 +107,8 @@ pub struct ValidatedTenant {
     pub mail: Option<tiqzy_crds::Mail>,
     /// Where the storefront reports errors (`Platform.spec.observability.sentry`).
     pub sentry: Option<tiqzy_crds::Sentry>,
+    /// Where the storefront sends traces (`Platform.spec.observability.traces`).
+    pub traces: Option<tiqzy_crds::Traces>,
     /// The platform's application fee on primary sales, in basis points.
     pub application_fee_bps: i32,
     /// Digest of everything the pods read, so a change rolls them.
@@ -125,6 +127,10 @@ impl ValidatedTenant {
             .sentry
             .as_ref()
             .map(|s| serde_json::to_string(s).unwrap_or_default());
+        let traces = self
+            .traces
+            .as_ref()
+            .map(|t| serde_json::to_string(t).unwrap_or_default());
         let spec = serde_json::to_vec(&self.spec).unwrap_or_default();
         let maps = [
             Some(&self.secrets.signing),
@@ -141,10 +147,16 @@ impl ValidatedTenant {
             .flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]);
         // Platform values the pods read join the digest only when set, so digests of
         // tenants without them stay as they were and no pod rolls for nothing.
-        let platform = [&self.payments_namespace, &self.trusted_cas, &mail, &sentry]
-            .into_iter()
-            .flatten()
-            .map(String::as_bytes);
+        let platform = [
+            &self.payments_namespace,
+            &self.trusted_cas,
+            &mail,
+            &sentry,
+            &traces,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_bytes);
         self.config_digest = names::digest(
             [spec.as_slice(), self.url.as_bytes()]
                 .into_iter()

@@ -42,11 +42,15 @@ async fn main() -> anyhow::Result<()> {
     // The log format every Tiqzy binary shares (docs/logs-and-errors.md), on stderr: the
     // tools' reports are stdout.
     let format = std::env::var("TIQZY_LOG_FORMAT").ok();
+    // Traces go to the collector OTEL_EXPORTER_OTLP_ENDPOINT names, when it is set.
+    let traces = tiqzy_telemetry::otel::Tracing::from_env("tiqzy-payments", &[])
+        .map_err(anyhow::Error::msg)?;
     tiqzy_telemetry::logs::init(tiqzy_telemetry::logs::Settings {
         format: tiqzy_telemetry::logs::Format::choose(format.as_deref())
             .map_err(anyhow::Error::msg)?,
         default_filter: "info",
         tenant: None,
+        traces: traces.clone(),
     });
     let config = tiqzy_payments::Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -75,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
             let db = tiqzy_payments::tools::connect(&config).await?;
             print!("{}", tiqzy_payments::replay::summary(&db).await?);
         }
+    }
+    if let Some(traces) = traces {
+        traces.shutdown();
     }
     Ok(())
 }

@@ -62,13 +62,16 @@ pub struct Settings {
     /// The tenant every line is about (the storefront runtime serves one); otherwise lines
     /// name the tenant of the span they happened in, if any.
     pub tenant: Option<String>,
+    /// Where spans go besides the log lines (`crate::otel`), when tracing is on.
+    pub traces: Option<crate::otel::Tracing>,
 }
 
 /// Installs the subscriber; a second call (tests starting several apps) keeps the first.
 pub fn init(settings: Settings) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(settings.default_filter));
-    let registry = tracing_subscriber::registry().with(filter);
+    let traces = settings.traces.as_ref().map(crate::otel::Tracing::layer);
+    let registry = tracing_subscriber::registry().with(filter).with(traces);
     let _ = match settings.format {
         Format::Json => registry
             .with(SpanFields)
@@ -193,6 +196,8 @@ where
                 line.insert(name.into(), value);
             }
         }
+        // `otel.*` fields steer the span exporter (a span's name, kind, status), not the log.
+        context.retain(|name, _| !name.starts_with("otel."));
         for (name, value) in context.into_iter().chain(own) {
             line.entry(name).or_insert(value);
         }

@@ -167,6 +167,7 @@ impl Cache {
         conn.failed_at = Some(Instant::now());
     }
 
+    #[tracing::instrument(name = "redis", level = "info", skip_all, fields(otel.name = "redis GET", otel.kind = "client", db.system = "redis"))]
     pub async fn get(&self, key: &str) -> Option<String> {
         // Without Redis nothing is cached, not even here: a storefront without a cache is
         // always current.
@@ -182,6 +183,7 @@ impl Cache {
 
     /// Stores `value` in Redis and, once Redis has taken it, in this pod: while Redis is
     /// away nothing is cached, here either.
+    #[tracing::instrument(name = "redis", level = "info", skip_all, fields(otel.name = "redis SET", otel.kind = "client", db.system = "redis"))]
     pub async fn put(&self, key: &str, value: &str, ttl_secs: u64) {
         let stored: Option<()> = self
             .run(
@@ -195,6 +197,7 @@ impl Cache {
         }
     }
 
+    #[tracing::instrument(name = "redis", level = "info", skip_all, fields(otel.name = "redis DEL", otel.kind = "client", db.system = "redis"))]
     pub async fn invalidate(&self, keys: &[String]) {
         if keys.is_empty() {
             return;
@@ -207,6 +210,7 @@ impl Cache {
     /// Counts one more `limit` event for `client` in this clock minute: whether it is within
     /// `per_minute`, and where it was counted. Redis first; when Redis cannot answer, this
     /// process counts, so an outage lowers the limit's reach to one pod but never lifts it.
+    #[tracing::instrument(name = "redis", level = "info", skip_all, fields(otel.name = "redis rate limit", otel.kind = "client", db.system = "redis"))]
     pub async fn allow(&self, limit: Limit, client: &str, per_minute: u32) -> (bool, CountedIn) {
         let minute = chrono::Utc::now().timestamp() / 60;
         let name = format!("rl:{}:{client}:{minute}", limit.key());

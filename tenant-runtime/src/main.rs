@@ -15,10 +15,10 @@ async fn main() -> ExitCode {
         }
     };
     let format = std::env::var("TIQZY_LOG_FORMAT").ok();
-    let reporter = match telemetry::init(&config.tenant, format.as_deref())
-        .and_then(|()| telemetry::reporter(&config.tenant))
+    let (traces, reporter) = match telemetry::init(&config.tenant, format.as_deref())
+        .and_then(|traces| Ok((traces, telemetry::reporter(&config.tenant)?)))
     {
-        Ok(reporter) => reporter,
+        Ok(started) => started,
         Err(e) => {
             eprintln!("tiqzy-runtime: invalid configuration: {e}");
             return ExitCode::FAILURE;
@@ -42,5 +42,8 @@ async fn main() -> ExitCode {
         }
     };
     reporter.flush(Duration::from_secs(2));
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     outcome
 }

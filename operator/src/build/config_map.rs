@@ -104,6 +104,17 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
             );
         }
     }
+    if let Some(traces) = &tenant.traces {
+        data.insert("OTEL_EXPORTER_OTLP_ENDPOINT", traces.endpoint.clone());
+        data.insert("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned());
+        data.insert(
+            "OTEL_TRACES_SAMPLER_ARG",
+            format!(
+                "{:.2}",
+                f64::from(traces.sample_percent.unwrap_or(100)) / 100.0
+            ),
+        );
+    }
     if let Some(name) = &spec.branding.sender_name {
         data.insert("TIQZY_MAIL_FROM_NAME", name.clone());
     }
@@ -135,6 +146,24 @@ mod tests {
         assert!(!data.contains_key("TIQZY_BRAND_LOGO_URL"));
         assert!(!data.contains_key("TIQZY_STRIPE_ACCOUNT"));
         assert_eq!(data["TIQZY_APPLICATION_FEE_BPS"], "0");
+    }
+
+    #[test]
+    fn the_platform_collector_and_sampling_reach_the_runtime_only_when_set() {
+        let mut tenant = fixture::validated(&fixture::tenant("acme"));
+        let data = config_map(&tenant).data.expect("data");
+        assert!(!data.keys().any(|k| k.starts_with("OTEL_")), "{data:?}");
+        tenant.traces = Some(tiqzy_crds::Traces {
+            endpoint: "http://collector.observability:4318".into(),
+            sample_percent: Some(25),
+        });
+        let data = config_map(&tenant).data.expect("data");
+        assert_eq!(
+            data["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            "http://collector.observability:4318"
+        );
+        assert_eq!(data["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+        assert_eq!(data["OTEL_TRACES_SAMPLER_ARG"], "0.25");
     }
 
     #[test]

@@ -126,6 +126,7 @@ impl Container {
     }
 
     /// Creates the container unless it exists.
+    #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", peer.service = "azure-blob"))]
     pub async fn ensure(&self) -> Result<(), BlobError> {
         let response = self
             .send(Method::PUT, "", &[("restype", "container")], &[], None)
@@ -138,6 +139,7 @@ impl Container {
     }
 
     /// Stages one block of `blob`.
+    #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", peer.service = "azure-blob"))]
     pub async fn put_block(&self, blob: &str, id: &str, data: Vec<u8>) -> Result<(), BlobError> {
         let query = [("comp", "block"), ("blockid", id)];
         let response = self
@@ -151,6 +153,7 @@ impl Container {
     }
 
     /// Commits `ids` as the content of `blob` with `metadata`: only now does the blob exist.
+    #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", peer.service = "azure-blob"))]
     pub async fn put_block_list(
         &self,
         blob: &str,
@@ -189,6 +192,7 @@ impl Container {
     }
 
     /// The committed blobs whose names start with `prefix`, with their metadata, by name.
+    #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", peer.service = "azure-blob"))]
     pub async fn list(&self, prefix: &str) -> Result<Vec<BlobItem>, BlobError> {
         let mut items = Vec::new();
         let mut marker = String::new();
@@ -221,6 +225,7 @@ impl Container {
     }
 
     /// The response of a Get Blob, to read as a stream.
+    #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", peer.service = "azure-blob"))]
     pub async fn get(&self, blob: &str) -> Result<Response, BlobError> {
         let response = self.send(Method::GET, blob, &[], &[], None).await?;
         match response.status() {
@@ -231,6 +236,7 @@ impl Container {
     }
 
     /// Deletes `blob`; a blob already gone is fine.
+    #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", peer.service = "azure-blob"))]
     pub async fn delete(&self, blob: &str) -> Result<(), BlobError> {
         let response = self.send(Method::DELETE, blob, &[], &[], None).await?;
         match response.status() {

@@ -255,6 +255,7 @@ impl KeyVault {
     }
 
     /// The enabled current version of certificate `name`, with its secret.
+    #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", peer.service = "azure-key-vault"))]
     pub async fn certificate(&self, name: &str) -> Result<CertificateSecret, VaultError> {
         let url = format!(
             "{}/certificates/{name}?api-version={API_VERSION}",
@@ -363,6 +364,7 @@ impl KeyVault {
     }
 
     /// A token for `scope`, from the cache or a new exchange with Entra ID.
+    #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", peer.service = "azure-key-vault"))]
     pub async fn token(&self, scope: &str) -> Result<String, VaultError> {
         let mut cached = self.token.lock().await;
         if let Some(token) = cached

@@ -163,6 +163,7 @@ pub fn database_name(tenant: &str) -> Result<String, DatabaseError> {
 ///
 /// The limit sits on the role, not the database, so it counts exactly the storefront's
 /// sessions and never the operator's or an administrator's.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn ensure_database(
     server: &PostgresServer,
     tenant: &str,
@@ -239,6 +240,7 @@ pub async fn ensure_database(
 }
 
 /// Drops `tenant`'s database and role after ending their sessions. Returns whether either existed.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn remove_database(server: &PostgresServer, tenant: &str) -> Result<bool, DatabaseError> {
     let admin = AdminSession::open(server, database_name(tenant)?).await?;
     let role = admin.role().await?;
@@ -291,6 +293,7 @@ const SIGNING_KEYS_TABLE: &str = "\
 
 /// The ticket-signing keys the operator saved in `tenant`'s database, `None` when it has no
 /// database or no copy yet. Errors never hold the keys.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn saved_signing_keys(
     server: &PostgresServer,
     tenant: &str,
@@ -304,6 +307,7 @@ pub async fn saved_signing_keys(
 
 /// Makes the copy of the ticket-signing keys in `tenant`'s (existing) database equal `keys`;
 /// returns whether it had to write. A converged copy costs one read and no write.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn save_signing_keys(
     server: &PostgresServer,
     tenant: &str,
@@ -378,6 +382,7 @@ async fn read_signing_keys(
 /// A session of the admin role in `tenant`'s own database, acting as the tenant's role (so
 /// what it creates belongs to the tenant, and it reads only what the tenant may), without a
 /// statement timeout: for backups and restores, which stream for as long as the data takes.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn tenant_session(
     server: &PostgresServer,
     tenant: &str,

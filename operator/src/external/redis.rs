@@ -205,6 +205,7 @@ pub fn permission_rules(tenant: &str) -> Result<Vec<String>, CacheError> {
 /// `ACL SETUSER` is applied even when nothing differs: it replaces the user atomically in
 /// memory, keeps its connections, and is simpler to trust than comparing with `ACL GETUSER`'s
 /// normalised, version-dependent output.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "redis"))]
 pub async fn ensure_cache_user(
     server: &RedisServer,
     tenant: &str,
@@ -235,6 +236,7 @@ pub async fn ensure_cache_user(
 ///
 /// Redis closes the connections authenticated as a user when it deletes it, so a storefront
 /// cannot keep using a removed user's session.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "redis"))]
 pub async fn remove_cache_user(server: &RedisServer, tenant: &str) -> Result<bool, CacheError> {
     let user = acl_user(tenant)?;
     let mut admin = connect(server).await?;

@@ -118,9 +118,16 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, r: Arc<Reconciler>) -> Resul
         },
     ));
     let errors = &r.ctx.settings.errors;
+    let span = tracing::info_span!(
+        "reconcile",
+        tenant = %name,
+        step = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     let (result, last_step) = errors
         .within(Where::tenant(&name), tracking_steps(work))
-        .instrument(tracing::info_span!("reconcile", tenant = %name))
+        .instrument(span.clone())
         .await;
     let result = result.map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -131,6 +138,11 @@ pub async fn reconcile(guarded: Arc<GuardedTenant>, r: Arc<Reconciler>) -> Resul
         report_failure(errors, &name, last_step, e);
     }
     let outcome = if result.is_ok() { "success" } else { "error" };
+    span.record("step", last_step);
+    span.record("outcome", outcome);
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
     r.ctx.metrics.reconciled(started.elapsed(), outcome);
     let snapshot = r.ctx.tenant_snapshot();
     let tenants: Vec<&Tenant> = snapshot.iter().filter_map(|g| g.0.as_ref().ok()).collect();

@@ -41,6 +41,7 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
     });
     // A Redis URL that does not read is reported by CacheReady; no egress is opened for it.
     let redis_port = |url: &str| names::redis_address(url).ok().map(|(_, p)| i32::from(p));
+    let observability = platform.spec.observability.as_ref();
     let store_ports = [
         platform.spec.postgres.as_ref().map(|p| p.port),
         platform
@@ -53,6 +54,9 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
             .mail
             .as_ref()
             .map(|m| m.port.unwrap_or(m.tls.default_port())),
+        observability
+            .and_then(|o| o.traces.as_ref())
+            .and_then(|t| api_port(&t.endpoint)),
     ]
     .into_iter()
     .flatten()
@@ -74,11 +78,8 @@ pub fn validate(tenant: &Tenant, platform: &PlatformView) -> Result<ValidatedTen
         payments_namespace: None,
         trusted_cas: None,
         mail: platform.spec.mail.clone(),
-        sentry: platform
-            .spec
-            .observability
-            .as_ref()
-            .and_then(|o| o.sentry.clone()),
+        sentry: observability.and_then(|o| o.sentry.clone()),
+        traces: observability.and_then(|o| o.traces.clone()),
         config_digest: String::new(),
     })
 }
@@ -191,6 +192,15 @@ mod tests {
         );
         let v = validate(&fixture::tenant("acme"), &platform).expect("valid");
         assert_eq!(v.store_ports, vec![6380]);
+        platform.spec.observability = Some(
+            serde_json::from_value(serde_json::json!({
+                "traces": { "endpoint": "http://collector.observability:4318" },
+            }))
+            .expect("observability spec"),
+        );
+        let v = validate(&fixture::tenant("acme"), &platform).expect("valid");
+        assert_eq!(v.store_ports, vec![6380, 4318], "the collector's port too");
+        platform.spec.observability = None;
         platform.spec.redis.as_mut().expect("redis").url = "redis://cache.example:x".into();
         let v = validate(&fixture::tenant("acme"), &platform).expect("valid");
         assert!(

@@ -1,12 +1,12 @@
 //! Every request runs in a span naming its route template and trace ids (so its log lines
-//! carry them), inside the reporter's scope (so a panic in it is reported with them); a 500
+//! carry them, and with tracing on it is the request's OpenTelemetry span, a child of the
+//! caller's `traceparent`), inside the reporter's scope (so a panic in it is reported with them); a 500
 //! is reported with its cause on the way out. Panics become the same 500 problem body.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use tiqzy_telemetry::Where;
-use tiqzy_telemetry::trace::TraceIds;
 use tracing::Instrument;
 
 use crate::error::{AppError, InternalFailure};
@@ -17,19 +17,8 @@ pub async fn report(State(state): State<AppState>, request: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let ids = TraceIds::for_request(
-        request
-            .headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-    );
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route = route.as_deref().unwrap_or("unmatched"),
-        trace_id = %ids.trace_id,
-        span_id = %ids.span_id,
-    );
+    let (span, ids) =
+        tiqzy_telemetry::otel::server_span(request.method(), route.as_deref(), request.headers());
     let at = Where {
         tenant: Some(state.config.tenant.clone()),
         route,
@@ -39,8 +28,9 @@ pub async fn report(State(state): State<AppState>, request: Request, next: Next)
     let mut response = state
         .errors
         .within(at.clone(), next.run(request))
-        .instrument(span)
+        .instrument(span.clone())
         .await;
+    tiqzy_telemetry::otel::record_response(&span, response.status());
     if let Some(InternalFailure(cause)) = response.extensions_mut().remove::<InternalFailure>() {
         state.errors.error(cause.as_ref().as_ref(), &at);
     }

@@ -15,6 +15,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 pub use self::failure::StripeFailure;
 use self::failure::{Problem, refusal};
@@ -142,7 +143,16 @@ impl Gateway {
         key: Option<String>,
         body: Option<&Value>,
     ) -> Result<Option<T>, StripeFailure> {
-        let result = self.exchange(method, path, key, body).await;
+        let span = tracing::info_span!(
+            "payments",
+            otel.name = format!("payments {operation}"),
+            otel.kind = "client",
+            operation,
+        );
+        let result = self
+            .exchange(method, path, key, body)
+            .instrument(span)
+            .await;
         result.map_err(|failure| self.failed(operation, failure))
     }
 
@@ -173,6 +183,9 @@ impl Gateway {
             if let Some(key) = &key {
                 request = request.header("Idempotency-Key", key);
             }
+            let mut trace_context = axum::http::HeaderMap::new();
+            tiqzy_telemetry::otel::inject_into(&tracing::Span::current(), &mut trace_context);
+            request = request.headers(trace_context);
             if let Some(body) = body {
                 request = request.json(body);
             }

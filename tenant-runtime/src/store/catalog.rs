@@ -89,6 +89,7 @@ impl TryFrom<EventRow> for Event {
     }
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn create_event(
     db: impl PgExecutor<'_>,
     slug: &Slug,
@@ -113,6 +114,7 @@ pub async fn create_event(
     row.try_into()
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn update_event(
     db: impl PgExecutor<'_>,
     slug: &Slug,
@@ -137,6 +139,7 @@ pub async fn update_event(
     row.ok_or(AppError::not_found("event"))?.try_into()
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn find_event(db: impl PgExecutor<'_>, slug: &str) -> AppResult<Option<Event>> {
     let row = sqlx::query_as!(
         EventRow,
@@ -150,6 +153,7 @@ pub async fn find_event(db: impl PgExecutor<'_>, slug: &str) -> AppResult<Option
 }
 
 /// Events a buyer can still go to, soonest first.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn upcoming_events(db: impl PgExecutor<'_>) -> AppResult<Vec<Event>> {
     let rows = sqlx::query_as!(
         EventRow,
@@ -195,6 +199,7 @@ impl TryFrom<TicketTypeRow> for TicketType {
     }
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn create_ticket_type(
     db: impl PgExecutor<'_>,
     event_id: Uuid,
@@ -223,6 +228,7 @@ pub async fn create_ticket_type(
 }
 
 /// Changing capacity below what is sold and held fails on the table's CHECK, as a conflict.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn update_ticket_type(
     db: impl PgExecutor<'_>,
     event_id: Uuid,
@@ -252,6 +258,7 @@ pub async fn update_ticket_type(
 
 /// Ticket types with their counters as of now; expired holds are released first by callers
 /// that show availability (see `holds::release_expired_for_event`).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn ticket_types(db: impl PgExecutor<'_>, event_id: Uuid) -> AppResult<Vec<TicketType>> {
     let rows = sqlx::query_as!(
         TicketTypeRow,
@@ -266,6 +273,7 @@ pub async fn ticket_types(db: impl PgExecutor<'_>, event_id: Uuid) -> AppResult<
 }
 
 /// The slug of the event a ticket type belongs to.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn event_slug_of(
     db: impl PgExecutor<'_>,
     ticket_type_id: Uuid,

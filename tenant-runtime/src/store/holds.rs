@@ -53,6 +53,7 @@ impl Hold {
 
 /// Reserves every requested ticket type, or none and says precisely why not. With a `cap`,
 /// the hold is the client's and counts against their cap in the event (see [`ClientCap`]).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn place_hold(
     db: &PgPool,
     items: &[HoldLine],
@@ -369,6 +370,7 @@ struct Refusal {
 }
 
 /// A live hold: every ticket type in it still held and not lapsed.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn find_hold(db: impl PgExecutor<'_>, id: Uuid) -> AppResult<Option<Hold>> {
     let rows = sqlx::query!(
         "SELECT ticket_type_id, quantity, expires_at,
@@ -396,6 +398,7 @@ pub async fn find_hold(db: impl PgExecutor<'_>, id: Uuid) -> AppResult<Option<Ho
 
 /// Gives a hold's tickets back early, e.g. when the buyer leaves the checkout; not while an
 /// order for it waits for payment.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn release_hold(db: &PgPool, id: Uuid) -> AppResult<bool> {
     end_hold(db, id, Ending::Released).await
 }
@@ -411,6 +414,7 @@ pub enum Ending {
 
 /// Ends every active row of a hold and returns their tickets, in one statement. Counter rows
 /// are taken in id order, as a basket takes them.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn end_hold(db: impl PgExecutor<'_>, id: Uuid, ending: Ending) -> AppResult<bool> {
     let (state, even_if_ordered) = match ending {
         Ending::Released => ("released", false),
@@ -442,6 +446,7 @@ pub async fn end_hold(db: impl PgExecutor<'_>, id: Uuid, ending: Ending) -> AppR
 
 /// Expires lapsed holds of one ticket type (or of all, one ticket type at a time) and returns
 /// their tickets; their pending orders expire with them. Returns how many holds expired.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn release_expired(db: &PgPool, ticket_type_id: Option<Uuid>) -> AppResult<u64> {
     let types = match ticket_type_id {
         Some(id) => vec![id],
@@ -493,6 +498,7 @@ pub(super) async fn release_expired_of(
 }
 
 /// Before showing availability: returns lapsed holds of an event's ticket types.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn release_expired_for_event(db: &PgPool, event_id: Uuid) -> AppResult<()> {
     let types = sqlx::query_scalar!(
         "SELECT DISTINCT h.ticket_type_id FROM holds h JOIN ticket_types tt ON tt.id = h.ticket_type_id

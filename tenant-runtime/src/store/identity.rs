@@ -38,6 +38,7 @@ pub enum SignInStored {
 /// Stores the link unless the address or the client is over its hourly limit. Concurrent
 /// requests for one address (and one client) are serialised by advisory locks, always taken
 /// address first, so the counts are exact across replicas.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn store_sign_in(tx: &mut Tx<'_>, new: &NewSignIn<'_>) -> AppResult<SignInStored> {
     sqlx::query_scalar!(
         "SELECT 1 AS \"locked!\" FROM (SELECT pg_advisory_xact_lock(1, hashtext($1))) address,
@@ -91,6 +92,7 @@ pub async fn store_sign_in(tx: &mut Tx<'_>, new: &NewSignIn<'_>) -> AppResult<Si
 }
 
 /// Uses up a live link: its address, once; `None` when it is unknown, used or expired.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn use_sign_in(tx: &mut Tx<'_>, token_hash: &[u8]) -> AppResult<Option<String>> {
     Ok(sqlx::query_scalar!(
         "UPDATE sign_in_tokens SET used_at = now()
@@ -103,6 +105,7 @@ pub async fn use_sign_in(tx: &mut Tx<'_>, token_hash: &[u8]) -> AppResult<Option
 }
 
 /// Starts a session for a verified address; returns when it ends.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn start_session(
     tx: &mut Tx<'_>,
     token_hash: &[u8],
@@ -122,6 +125,7 @@ pub async fn start_session(
 }
 
 /// The live session's address and end.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn find_session(
     db: &PgPool,
     token_hash: &[u8],
@@ -135,6 +139,7 @@ pub async fn find_session(
     .map(|r| (r.email, r.expires_at)))
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn end_session(db: &PgPool, token_hash: &[u8]) -> AppResult<()> {
     sqlx::query!("DELETE FROM sessions WHERE token_hash = $1", token_hash)
         .execute(db)
@@ -143,6 +148,7 @@ pub async fn end_session(db: &PgPool, token_hash: &[u8]) -> AppResult<()> {
 }
 
 /// Forgets ended sessions, and links old enough to count for no limit.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn forget_stale(db: &PgPool) -> AppResult<()> {
     sqlx::query!("DELETE FROM sessions WHERE expires_at <= now()")
         .execute(db)

@@ -93,6 +93,7 @@ pub struct PaymentBooking<'a> {
 
 /// After a payment was recorded: remembers the payment intent and writes down where the
 /// money went. A resale's seller payout is requested here and sent after commit.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn book_payment(tx: &mut Tx<'_>, booking: &PaymentBooking<'_>) -> AppResult<()> {
     let PaymentBooking {
         order_id,
@@ -155,6 +156,7 @@ async fn set_payment_intent(
 }
 
 /// A payment for an order that had already expired or been cancelled: it all goes back.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn book_late_payment(
     tx: &mut Tx<'_>,
     order_id: Uuid,
@@ -188,6 +190,7 @@ pub struct RefundRequest<'a> {
 /// Asks for a refund. A full refund of a paid order makes it refunded (its tickets stop
 /// admitting); a full refund of a resale also cancels the seller's payout, or reverses it
 /// when it was already sent.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn request_refund(tx: &mut Tx<'_>, refund: &RefundRequest<'_>) -> AppResult<LedgerEntry> {
     let RefundRequest {
         order_id,
@@ -313,6 +316,7 @@ async fn take_back_payout(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<()> {
 
 /// Cancelling an event: every paid order is refunded in full and becomes cancelled, and
 /// every buyer holding its tickets is told by mail (one per order, queued together).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn refund_cancelled_event(
     tx: &mut Tx<'_>,
     event_id: Uuid,
@@ -399,6 +403,7 @@ pub enum LedgerOf {
 }
 
 /// Where the money of one order, or of every order of one listing, went.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn ledger(db: &PgPool, of: LedgerOf) -> AppResult<Vec<LedgerEntry>> {
     let (order_id, listing_id) = match of {
         LedgerOf::Order(id) => (Some(id), None),

@@ -38,6 +38,7 @@ pub struct Listed {
 
 /// Puts the ticket behind `ticket_token` on the market at `price`, for its holder signed in
 /// as `seller`, in the caller's transaction.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn create_listing(
     tx: &mut Transaction<'_, Postgres>,
     seller: &Session,
@@ -167,6 +168,7 @@ pub fn dispute_refusal(dispute_status: Option<&str>) -> Option<AppError> {
 
 /// Takes an unreserved listing off the market, for the ticket's holder signed in as
 /// `holder`; a listing being bought stays until that ends (409).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn withdraw_listing(db: &PgPool, holder: &Session, ticket_token: &str) -> AppResult<()> {
     let holder_email = sqlx::query_scalar!(
         "SELECT holder_email FROM tickets WHERE access_token = $1",
@@ -223,6 +225,7 @@ async fn end_listings(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> AppRe
 /// The tickets an order holds are no longer valid (refunded, cancelled, disputed): their
 /// listings come off the market in the same transaction, reserved ones too (the buyer's
 /// payment, should it still come, is refunded). Returns how many were withdrawn.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn withdraw_listings_of_order(
     tx: &mut Transaction<'_, Postgres>,
     order_id: Uuid,
@@ -240,6 +243,7 @@ pub async fn withdraw_listings_of_order(
 }
 
 /// Listings a buyer can reserve now, including reservations that lapsed without payment.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn open_listings(db: &PgPool, event_slug: Option<&str>) -> AppResult<Vec<Listing>> {
     let rows = sqlx::query!(
         "SELECT l.id, l.price_minor, l.currency as \"currency!\", tt.price_minor AS face_minor,
@@ -274,6 +278,7 @@ pub async fn open_listings(db: &PgPool, event_slug: Option<&str>) -> AppResult<V
 /// Reserves a listing for one buyer while they pay, and opens their resale order. A lapsed
 /// reservation is taken over, and its unpaid order expires. `client_hash` is whose per-client
 /// cap the reservation counts against (see `client_caps`).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn reserve_listing(
     tx: &mut Transaction<'_, Postgres>,
     listing_id: Uuid,
@@ -379,6 +384,7 @@ pub(crate) async fn complete_resale(
 
 /// Lapsed reservations go back on the market (unless their ticket is no longer valid) and
 /// their unpaid orders expire.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn release_lapsed_reservations(db: &PgPool) -> AppResult<u64> {
     let n = sqlx::query_scalar!(
         "WITH lapsed AS (

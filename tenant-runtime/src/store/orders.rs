@@ -67,6 +67,7 @@ impl TryFrom<OrderRow> for Order {
 /// Two statements and no explicit transaction (the rush path): the prices are read and summed
 /// first, then the order is inserted only if every row of the hold is still active, with those
 /// rows locked by that same statement so a sweeper cannot expire them half-way.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn create_primary_order(
     conn: &mut PgConnection,
     hold_id: Uuid,
@@ -177,6 +178,7 @@ pub(crate) async fn insert_order(
     row.try_into()
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn find_order_by_token(db: &PgPool, token: &str) -> AppResult<Option<Order>> {
     let row = sqlx::query_as!(
         OrderRow,
@@ -191,6 +193,7 @@ pub async fn find_order_by_token(db: &PgPool, token: &str) -> AppResult<Option<O
 }
 
 /// Every order placed with `email` (compared without regard to ASCII case), newest first.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn orders_of_buyer(db: &PgPool, email: &str) -> AppResult<Vec<Order>> {
     let rows = sqlx::query_as!(
         OrderRow,
@@ -205,6 +208,7 @@ pub async fn orders_of_buyer(db: &PgPool, email: &str) -> AppResult<Vec<Order>> 
     rows.into_iter().map(Order::try_from).collect()
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn find_order(db: &PgPool, id: Uuid) -> AppResult<Option<Order>> {
     let row = sqlx::query_as!(
         OrderRow,
@@ -242,6 +246,7 @@ pub enum PaymentOutcome {
 
 /// Marks a pending order paid and hands the buyer their tickets, in the caller's transaction
 /// (which also queues the buyer's mail).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn record_payment(
     tx: &mut Transaction<'_, Postgres>,
     order_id: Uuid,
@@ -261,6 +266,7 @@ pub async fn record_payment(
 /// event id). A primary order converts its hold into sold tickets; a resale order re-issues
 /// the listed ticket to the buyer (new epoch, new link), which voids the seller's code.
 /// Locks follow the store's order: the hold or listing first, then the order.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn record_payment_in(
     tx: &mut Transaction<'_, Postgres>,
     order_id: Uuid,

@@ -39,6 +39,7 @@ pub struct CheckoutItem {
     pub quantity: u32,
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn checkout_target(db: &PgPool, token: &str) -> AppResult<Option<CheckoutTarget>> {
     let Some(r) = sqlx::query!(
         "SELECT o.id, o.kind, o.state, o.buyer_email, o.total_minor, o.currency AS \"currency!\",
@@ -137,6 +138,7 @@ pub struct OpenedCheckout<'a> {
 }
 
 /// Remembers an order's session, so the buyer who asks to pay again is sent to the same one.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn attach_checkout(db: &PgPool, opened: &OpenedCheckout<'_>) -> AppResult<()> {
     sqlx::query!(
         "UPDATE orders SET checkout_session_id = $2, checkout_url = $3, checkout_expires_at = $4
@@ -152,6 +154,7 @@ pub async fn attach_checkout(db: &PgPool, opened: &OpenedCheckout<'_>) -> AppRes
 }
 
 /// Records a Stripe event id; false when it was already applied (a duplicate delivery).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn record_event(tx: &mut Tx<'_>, id: &str, kind: &str) -> AppResult<bool> {
     let inserted = sqlx::query_scalar!(
         "INSERT INTO stripe_events (id, type) VALUES ($1, $2)
@@ -204,6 +207,7 @@ pub(crate) async fn lock_order(tx: &mut Tx<'_>, id: Uuid) -> AppResult<Option<Pa
 }
 
 /// The order a payment intent paid for, locked; `None` when no payment for it is known yet.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn order_of_payment_intent(
     tx: &mut Tx<'_>,
     payment_intent: &str,
@@ -220,6 +224,7 @@ pub async fn order_of_payment_intent(
     }
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn payment_failed(tx: &mut Tx<'_>, order_id: Uuid, message: &str) -> AppResult<()> {
     sqlx::query!(
         "UPDATE orders SET payment_error = $2 WHERE id = $1 AND state = 'pending'",
@@ -233,6 +238,7 @@ pub async fn payment_failed(tx: &mut Tx<'_>, order_id: Uuid, message: &str) -> A
 
 /// Stripe closed the checkout unpaid: the order expires and its hold or listing reservation
 /// is given back now rather than at its own expiry. Locks: hold/listing, counter, order.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn checkout_expired(tx: &mut Tx<'_>, order_id: Uuid) -> AppResult<bool> {
     let Some(order) = sqlx::query!(
         "SELECT hold_id, listing_id FROM orders WHERE id = $1",
@@ -285,6 +291,7 @@ pub struct AccountStatus<'a> {
 }
 
 /// Records a seller's account status; false when we do not know the account.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn account_updated(tx: &mut Tx<'_>, status: &AccountStatus<'_>) -> AppResult<bool> {
     let updated = sqlx::query!(
         "UPDATE sellers SET details_submitted = $2, payouts_enabled = $3, updated_at = now()
@@ -306,6 +313,7 @@ pub struct Seller {
 }
 
 /// The address a ticket is held by, as it was typed at purchase.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn holder_of_ticket(db: &PgPool, ticket_token: &str) -> AppResult<Option<String>> {
     Ok(sqlx::query_scalar!(
         "SELECT holder_email FROM tickets WHERE access_token = $1",
@@ -317,6 +325,7 @@ pub async fn holder_of_ticket(db: &PgPool, ticket_token: &str) -> AppResult<Opti
 
 /// The verified seller account of `address`; accounts made before addresses were verified
 /// are not theirs.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn verified_seller(db: &PgPool, address: &str) -> AppResult<Option<Seller>> {
     Ok(sqlx::query!(
         "SELECT account_id, details_submitted AND payouts_enabled AS \"ready!\"
@@ -333,6 +342,7 @@ pub async fn verified_seller(db: &PgPool, address: &str) -> AppResult<Option<Sel
 
 /// Binds a new account to a verified address. An unverified account of the same address
 /// (made by whoever typed it) is replaced; when a concurrent request won, its account is kept.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn save_verified_seller(
     db: &PgPool,
     address: &str,
@@ -355,6 +365,7 @@ pub async fn save_verified_seller(
     .await?)
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn next_link_number(db: &PgPool, email: &str) -> AppResult<i32> {
     Ok(sqlx::query_scalar!(
         "UPDATE sellers SET links_issued = links_issued + 1 WHERE email = $1
@@ -373,6 +384,7 @@ pub struct UnclosedCheckout {
 }
 
 /// Orders that ended unpaid while their Stripe checkout may still be open.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn unclosed_checkouts(db: &PgPool) -> AppResult<Vec<UnclosedCheckout>> {
     let rows = sqlx::query!(
         "SELECT id, checkout_session_id AS \"session!\" FROM orders
@@ -391,6 +403,7 @@ pub async fn unclosed_checkouts(db: &PgPool) -> AppResult<Vec<UnclosedCheckout>>
         .collect())
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn checkout_closed(db: &PgPool, order_id: Uuid) -> AppResult<()> {
     sqlx::query!(
         "UPDATE orders SET checkout_closed_at = now() WHERE id = $1",

@@ -20,6 +20,7 @@ pub struct SalesLine {
 }
 
 /// Paid and refunded orders of one event, oldest first: the rows of the CSV report.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn sales_lines(db: &PgPool, event_id: Uuid) -> AppResult<Vec<SalesLine>> {
     Ok(sqlx::query_as!(
         SalesLine,
@@ -51,6 +52,7 @@ pub async fn sales_lines(db: &PgPool, event_id: Uuid) -> AppResult<Vec<SalesLine
 /// Cancels an event: no new holds, live holds return their tickets, unpaid orders and open
 /// listings end, and every paid order is refunded in full and cancelled (the refunds and
 /// any payout reversals are requested in the ledger and sent to Stripe after commit).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn cancel_event(db: &PgPool, event_id: Uuid, public_url: &str) -> AppResult<bool> {
     let mut tx = db.begin().await?;
     let cancelled = sqlx::query!(

@@ -54,6 +54,7 @@ macro_rules! ticket_query {
     };
 }
 
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn find_ticket_by_token(db: &PgPool, token: &str) -> AppResult<Option<Ticket>> {
     let rows = ticket_query!("t.access_token = $1", token)
         .fetch_all(db)
@@ -78,6 +79,7 @@ pub async fn find_ticket_by_token(db: &PgPool, token: &str) -> AppResult<Option<
 }
 
 /// The tickets an order currently owns (a resold ticket moves to the buyer's order).
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn tickets_of_order(
     db: impl sqlx::PgExecutor<'_>,
     order_id: Uuid,
@@ -122,6 +124,7 @@ pub struct CheckIn {
 /// Refused with what the code is for when it is another event's; with when and where it got
 /// in when it already did (a copied code); and when it was superseded by a resale, its order
 /// is not paid, its event was cancelled, or it is listed for resale.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn check_in(
     db: &PgPool,
     code: TicketCode,

@@ -273,14 +273,17 @@ mod tests {
     fn a_release_is_named_by_its_tag_and_commit() {
         let commit = "d43833181dc781de313b312a2b2f4a7663536861";
         assert_eq!(
-            ReleaseName::parse(&format!("v0.1.0 {commit}\n")).unwrap(),
+            ReleaseName::parse(&format!("v0.1.0 {commit}\n")).expect("as expected"),
             ReleaseName {
                 tag: "v0.1.0".into(),
                 commit: Some(commit.into())
             }
         );
-        assert_eq!(ReleaseName::parse("v0.1.0").unwrap().commit, None);
-        let short = ReleaseName::parse("v0.1.0 d438331").unwrap_err();
+        assert_eq!(
+            ReleaseName::parse("v0.1.0").expect("as expected").commit,
+            None
+        );
+        let short = ReleaseName::parse("v0.1.0 d438331").expect_err("refused");
         assert!(short.to_string().contains("40 hex digits"), "{short}");
         assert!(ReleaseName::parse(&format!("v0.1.0 {commit} x")).is_err());
         assert!(ReleaseName::parse("  \n").is_err());
@@ -288,11 +291,14 @@ mod tests {
 
     #[test]
     fn the_file_names_a_release_this_clone_can_build() {
-        let name = previous_release_name().unwrap();
+        let name = previous_release_name().expect("as expected");
         let commit = name
             .commit
             .clone()
             .expect("operator/PREVIOUS_RELEASE names the commit");
-        assert_eq!(release_commit(&repository(), &name).unwrap(), commit);
+        assert_eq!(
+            release_commit(&repository(), &name).expect("as expected"),
+            commit
+        );
     }
 }

@@ -86,6 +86,7 @@ impl<'a> Reported<'a> {
 }
 
 /// Books what Stripe reported against the order its payment paid for.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn book_reported(
     tx: &mut Tx<'_>,
     order: &PayableOrder,
@@ -285,6 +286,7 @@ pub struct ParkedEvent<'a> {
 }
 
 /// Keeps a refund or dispute until its payment is booked.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn park(tx: &mut Tx<'_>, parked: &ParkedEvent<'_>) -> AppResult<()> {
     let (amount_minor, stripe_ref) = parked.reported.parts();
     sqlx::query!(
@@ -302,6 +304,7 @@ pub async fn park(tx: &mut Tx<'_>, parked: &ParkedEvent<'_>) -> AppResult<()> {
 }
 
 /// Applies what was parked for a payment that has just been booked.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn unpark(tx: &mut Tx<'_>, payment_intent: &str) -> AppResult<()> {
     let parked = sqlx::query!(
         "DELETE FROM parked_stripe_events WHERE payment_intent = $1

@@ -23,6 +23,7 @@ pub struct Requested {
 }
 
 /// Claims the oldest requested row; the lock keeps other replicas off it until `settle`.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn next_requested(tx: &mut Tx<'_>) -> AppResult<Option<Requested>> {
     let Some(r) = sqlx::query!(
         "SELECT l.id, l.kind, l.order_id, o.kind AS order_kind, l.amount_minor,
@@ -55,6 +56,7 @@ pub async fn next_requested(tx: &mut Tx<'_>) -> AppResult<Option<Requested>> {
 }
 
 /// The request went out but no clear answer came back; it stays requested.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn attempted(tx: &mut Tx<'_>, id: Uuid) -> AppResult<()> {
     sqlx::query!("UPDATE ledger SET attempted_at = now() WHERE id = $1", id)
         .execute(&mut **tx)
@@ -63,6 +65,7 @@ pub async fn attempted(tx: &mut Tx<'_>, id: Uuid) -> AppResult<()> {
 }
 
 /// Stripe answered: done with its object id, or failed for good with the reason.
+#[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn settle(tx: &mut Tx<'_>, id: Uuid, outcome: Result<&str, &str>) -> AppResult<()> {
     let (state, stripe_ref, note) = match outcome {
         Ok(reference) => ("done", Some(reference), None),
