@@ -208,6 +208,13 @@ impl Tracing {
             .with_filter(seen)
     }
 
+    /// A subscriber that only traces (no log lines): for a test that installs it on its own
+    /// thread with `tracing::subscriber::set_default`.
+    pub fn subscriber(&self) -> impl Subscriber + Send + Sync + use<> {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        tracing_subscriber::registry().with(self.layer())
+    }
+
     /// Sends what is batched; called on the way out so the last spans are not lost.
     pub fn shutdown(&self) {
         if let Err(e) = self.provider.shutdown() {

@@ -101,6 +101,8 @@ pub struct OperatorProcess {
     pub metrics_port: u16,
     /// Flags beyond kubeconfig, identity, metrics address and lease namespace.
     pub args: Vec<String>,
+    /// Environment variables beyond the test's own (`OTEL_EXPORTER_OTLP_ENDPOINT`, say).
+    pub env: Vec<(String, String)>,
     kubeconfig: std::path::PathBuf,
 }
 
@@ -111,6 +113,7 @@ impl OperatorProcess {
             identity: identity.to_owned(),
             metrics_port: crate::free_port().unwrap_or(0),
             args: vec!["--log-format=text".to_owned()],
+            env: Vec::new(),
             kubeconfig: kubeconfig.to_owned(),
         }
     }
@@ -124,9 +127,22 @@ impl OperatorProcess {
             format!("--identity={}", self.identity),
         ];
         args.extend(self.args.iter().cloned());
+        // `env NAME=value… <binary> <args>` when it needs variables of its own.
+        let (program, args) = if self.env.is_empty() {
+            (self.binary.clone(), args)
+        } else {
+            let mut with_env: Vec<String> = self
+                .env
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            with_env.push(self.binary.display().to_string());
+            with_env.extend(args);
+            (std::path::PathBuf::from("/usr/bin/env"), with_env)
+        };
         Service::spawn_long_lived(
             &format!("tiqzy-operator-{}", self.identity),
-            &self.binary,
+            &program,
             args,
             &h.log_dir(),
         )
