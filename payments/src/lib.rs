@@ -77,6 +77,15 @@ impl Application {
         })
     }
 
+    /// Reports panics and 500s to `reporter` (Sentry, see docs/logs-and-errors.md).
+    pub fn reporting_to(mut self, reporter: tiqzy_telemetry::Reporter) -> Self {
+        if reporter.enabled() {
+            tiqzy_telemetry::errors::catch_panics();
+        }
+        self.router = self.router.layer(axum::Extension(reporter));
+        self
+    }
+
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }

@@ -53,10 +53,19 @@ async fn main() -> anyhow::Result<()> {
         traces: traces.clone(),
     });
     let config = tiqzy_payments::Config::from_env()?;
+    // Panics and 500s go to Sentry when SENTRY_DSN is set.
+    let errors = tiqzy_telemetry::Reporter::from_settings(
+        "tiqzy-payments",
+        &tiqzy_telemetry::errors::Settings::from_env(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    errors.report_panics_of_process(tiqzy_telemetry::Where::default());
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let kube = kube::Client::try_default().await?;
-            let app = tiqzy_payments::Application::build(&config, kube).await?;
+            let app = tiqzy_payments::Application::build(&config, kube)
+                .await?
+                .reporting_to(errors.clone());
             tracing::info!(port = app.port(), "tiqzy-payments serving");
             app.serve().await?;
         }
@@ -80,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", tiqzy_payments::replay::summary(&db).await?);
         }
     }
+    errors.flush(std::time::Duration::from_secs(2));
     if let Some(traces) = traces {
         traces.shutdown();
     }

@@ -1,5 +1,6 @@
 //! The one error type handlers return: a JSON problem body (RFC 9457). Internal causes are
-//! logged where they happen and never sent; no problem carries a token or a key.
+//! logged where they happen and reported to Sentry (when configured), never sent; no problem
+//! carries a token or a key.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,22 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (`Retry-After`), for 429 and 503.
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// An internal failure's cause: never sent, left on the response for the error report.
+    #[serde(skip)]
+    pub cause: Option<String>,
 }
+
+/// The cause of a 500, on its response for the error report (Sentry), never in its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalFailure(pub String);
+
+impl std::fmt::Display for InternalFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InternalFailure {}
 
 /// The kind of problem a response carried, left on the response for the request metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +47,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            cause: None,
         }
     }
 
@@ -71,11 +88,13 @@ impl Problem {
     /// An internal failure: logged here with its cause, answered without it.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");
-        Self::new(
+        let mut problem = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the payments service failed; try again",
-        )
+        );
+        problem.cause = Some(cause.to_string());
+        problem
     }
 }
 
@@ -89,6 +108,9 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(&self)).into_response();
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(InternalFailure(cause));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
