@@ -67,28 +67,34 @@ pub struct Settings {
 }
 
 /// Installs the subscriber; a second call (tests starting several apps) keeps the first.
+/// `RUST_LOG` (or the default filter) decides which lines are logged; it does not decide what
+/// is traced (`crate::otel` has a filter of its own), so quieter logs keep their traces.
 pub fn init(settings: Settings) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(settings.default_filter));
     let traces = settings.traces.as_ref().map(crate::otel::Tracing::layer);
-    let registry = tracing_subscriber::registry().with(filter).with(traces);
+    let registry = tracing_subscriber::registry().with(traces);
     let _ = match settings.format {
         Format::Json => registry
-            .with(SpanFields)
             .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(false)
-                    .event_format(JsonLine {
-                        tenant: settings.tenant,
-                    }),
+                SpanFields
+                    .and_then(
+                        tracing_subscriber::fmt::layer()
+                            .with_writer(std::io::stderr)
+                            .with_ansi(false)
+                            .event_format(JsonLine {
+                                tenant: settings.tenant,
+                            }),
+                    )
+                    .with_filter(filter),
             )
             .try_init(),
         Format::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal()),
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
             )
             .try_init(),
     };
