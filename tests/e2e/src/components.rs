@@ -15,6 +15,7 @@
 //! | `mailpit`      | `tests/e2e/go/mailpit`: Mailpit, the SMTP server tests read mail from (on demand) |
 //! | `coredns`      | `tests/e2e/go/coredns`: CoreDNS with the plugins the real node's cluster DNS uses (on demand) |
 //! | `promtool`     | `tests/e2e/go/promtool`: Prometheus' rule checker and rule unit tester, without service discovery (on demand) |
+//! | `jaeger`       | `tests/e2e/go/jaeger`: Jaeger v2, the trace backend tests read spans from (on demand) |
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,16 @@ pub fn ensure_kube_router() -> Result<PathBuf> {
 /// its module pins.
 pub fn ensure_mailpit() -> Result<PathBuf> {
     on_demand_tool("mailpit", "github.com/axllent/mailpit")
+}
+
+/// Jaeger v2 (`cmd/jaeger`), the trace backend whose query API shows the spans that arrived,
+/// built on first use from the `tool` its module pins. Its own module, not promtool's: in one
+/// module the versions minimal version selection picks for both (Prometheus v0.316's
+/// `client_golang` v1.25, `otelhttp` v0.72, collector `pdata` v1.69) no longer compile
+/// Jaeger v1.76, which is built against `client_golang` v1.23, `otelhttp` v0.63 and collector
+/// v0.140. The packages both use at the same version are still compiled once (Go's build cache).
+pub fn ensure_jaeger() -> Result<PathBuf> {
+    on_demand_tool("jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger")
 }
 
 /// CoreDNS, the real node's cluster DNS, built on first use from `tests/e2e/go/coredns`: the

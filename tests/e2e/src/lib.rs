@@ -13,6 +13,7 @@ mod crds;
 mod datastores;
 pub mod disaster;
 mod entra;
+pub mod jaeger;
 mod keyvault;
 mod kube_router;
 pub mod kwok_stages;
@@ -46,14 +47,15 @@ use anyhow::{Context, Result};
 pub use azurite::Azurite;
 pub use cargo::cargo_command;
 pub use components::{
-    Binaries, cache_dir, ensure_binaries, ensure_coredns, ensure_keyvault, ensure_kube_router,
-    ensure_mailpit, ensure_promtool, ensure_traefik, go_module_dir,
+    Binaries, cache_dir, ensure_binaries, ensure_coredns, ensure_jaeger, ensure_keyvault,
+    ensure_kube_router, ensure_mailpit, ensure_promtool, ensure_traefik, go_module_dir,
 };
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;
 pub use crds::{install_crd, install_tiqzy_crds};
 pub use datastores::{POSTGRES_TLS_ONLY_ROLE, Postgres, Redis};
 pub use entra::EntraIssuer;
+pub use jaeger::Jaeger;
 pub use keyvault::{KeyVaultServer, VAULT_HOST, VaultCertificates};
 pub use live::{
     DEMO_EVENT, DEMO_EVENT_TITLE, DEMO_TICKET_TYPES, LIVE_BASE_DOMAIN, LIVE_TENANT, LiveOptions,
