@@ -24,7 +24,7 @@ const SLUG: &str = "bench-night";
 /// The runtime's default database pool: as many transactions as can contend at once.
 const POOL: u32 = 10;
 
-pub fn run() -> Result<()> {
+pub fn run(traces: bool) -> Result<()> {
     let binary = build_runtime()?;
     let wrk = ensure_wrk()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,6 +45,16 @@ pub fn run() -> Result<()> {
         tokio::spawn(connection);
         db.simple_query("CREATE DATABASE bench").await?;
 
+        let jaeger = match traces {
+            true => Some(tiqzy_e2e::jaeger::Jaeger::start(&run.join("jaeger")).await?),
+            false => None,
+        };
+        let tracing_env = jaeger.iter().flat_map(|jaeger| {
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_http_endpoint()),
+                ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+            ]
+        });
         let port = free_port()?;
         let metrics_port = free_port()?;
         let started = Instant::now();
@@ -55,6 +65,7 @@ pub fn run() -> Result<()> {
                     &redis.admin_url(),
                     port,
                 ))
+                .envs(tracing_env)
                 .env("TIQZY_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(run.join("logs/runtime.log"))?)
@@ -105,6 +116,14 @@ pub fn run() -> Result<()> {
         let (page_rps, page_p99_ms) = page_load(&wrk, &format!("{base}/events/{SLUG}"))?;
         let (static_rps, _) = page_load(&wrk, &format!("{base}/static/countdown.js"))?;
         drop(server);
+        if let Some(jaeger) = &jaeger {
+            // What the runtime exported while it ran (its exporter sends a batch every 5 s).
+            let kept = jaeger.traces("tiqzy-runtime", &[]).await?.len();
+            eprintln!(
+                "Jaeger holds {kept} of the runtime's traces (the query returns 1,000 at most)"
+            );
+        }
+        let traces = if jaeger.is_some() { "jaeger" } else { "off" };
         eprintln!("runtime start to ready: {ready_ms} ms; rush took {took:.2?}");
         eprintln!("{stages}");
         eprintln!(
@@ -117,7 +136,7 @@ pub fn run() -> Result<()> {
             "runtime-bench buyers={BUYERS} capacity={CAPACITY} sold={orders} oversold={oversold} \
              orders_per_min={orders_per_min:.0} floor_updates_per_min={floor_updates_per_min:.0} \
              ratio={ratio:.2} page_rps={page_rps:.0} page_p99_ms={page_p99_ms:.2} \
-             static_rps={static_rps:.0} rss_idle_mib={rss_idle_mib:.1}"
+             static_rps={static_rps:.0} rss_idle_mib={rss_idle_mib:.1} traces={traces}"
         );
         Ok(())
     })

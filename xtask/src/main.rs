@@ -62,7 +62,12 @@ enum Bench {
         without_stores: bool,
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
-    Runtime,
+    Runtime {
+        /// Trace every request to a Jaeger started for the run (OTLP/HTTP, every trace
+        /// kept), to see what tracing costs against a run without.
+        #[arg(long)]
+        traces: bool,
+    },
     /// The mail outbox of the release runtime sending to Mailpit: messages per second,
     /// duplicates and losses.
     Mail {
@@ -180,7 +185,7 @@ fn bench(what: Bench) -> Result<()> {
                 &binary,
             ))
         }
-        Bench::Runtime => bench_runtime::run(),
+        Bench::Runtime { traces } => bench_runtime::run(traces),
         Bench::Mail { messages } => bench_mail::run(messages),
         Bench::Payments { tenants, events } => {
             cargo(&["build", "--release", "--package", "tiqzy-payments"])?;

@@ -20,4 +20,5 @@ mod startup;
 mod storefront;
 mod support;
 mod telemetry;
+mod traces;
 mod webhooks;
