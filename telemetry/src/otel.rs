@@ -205,6 +205,7 @@ impl Tracing {
             .with_tracer(self.provider.tracer(self.service))
             .with_threads(false)
             .with_location(false)
+            .with_tracked_inactivity(false)
             .with_filter(seen)
     }
 
