@@ -4,7 +4,7 @@
 //!
 //! Jaeger v2 is an OpenTelemetry Collector distribution: the harness writes its configuration
 //! (`jaeger.yaml` in the run directory: the `otlp` receiver, in-memory storage, the
-//! `jaeger_query` extension), every port picked by [`crate::ports`], its own metrics and its
+//! `jaeger_query` extension), every port picked by `ports.rs` (never a default), its own metrics and its
 //! self-tracing off. One Jaeger serves every test of a binary ([`Jaeger::shared`]); tests tell
 //! their traces apart by service name or by an attribute of their own.
 //!
