@@ -4,14 +4,16 @@
 //!
 //! Jaeger v2 is an OpenTelemetry Collector distribution: the harness writes its configuration
 //! (`jaeger.yaml` in the run directory: the `otlp` receiver, in-memory storage, the
-//! `jaeger_query` extension), every port picked by `ports.rs` (never a default), its own metrics and its
-//! self-tracing off. One Jaeger serves every test of a binary ([`Jaeger::shared`]); tests tell
-//! their traces apart by service name or by an attribute of their own.
+//! `jaeger_query` extension), every port picked by `ports.rs` (never one of Jaeger's
+//! defaults), its own metrics and its self-tracing off. One Jaeger serves every test of a
+//! binary ([`Jaeger::shared`]); tests tell their traces apart by service name or by an
+//! attribute of their own.
 //!
 //! A program under test exports to it with the standard variables, e.g.
-//! `OTEL_EXPORTER_OTLP_ENDPOINT=<otlp_http_endpoint()>` and `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`
-//! (or [`Jaeger::otlp_grpc_endpoint`] with `grpc`). Spans arrive asynchronously (exporters
-//! batch): wait with [`Jaeger::wait_for`], not a sleep.
+//! `OTEL_EXPORTER_OTLP_ENDPOINT=<otlp_http_endpoint()>` with
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` (or [`Jaeger::otlp_grpc_endpoint`] with
+//! `grpc`). Spans arrive asynchronously (exporters batch): wait with [`Jaeger::wait_for`], not
+//! a sleep.
 //!
 //! The query API is `/api/services` and `/api/traces` on [`Jaeger::ui_url`], the internal HTTP
 //! API Jaeger's UI uses: its trace search filters by attributes (`tags`), which the `api/v3`
