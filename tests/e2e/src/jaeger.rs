@@ -49,6 +49,7 @@ pub struct Jaeger {
 pub struct Trace {
     /// 32 lowercase hex digits.
     pub trace_id: String,
+    /// Ordered by start time.
     pub spans: Vec<Span>,
 }
 
@@ -83,7 +84,7 @@ impl Span {
 }
 
 impl Trace {
-    /// The spans named `operation`, in the order Jaeger returned them.
+    /// The spans named `operation`, by start time.
     pub fn spans_named<'a>(&'a self, operation: &'a str) -> impl Iterator<Item = &'a Span> + 'a {
         self.spans.iter().filter(move |s| s.operation == operation)
     }
@@ -356,7 +357,7 @@ fn parse_traces(body: &Value) -> Result<Vec<Trace>> {
 fn parse_trace(trace: &Value) -> Result<Trace> {
     let trace_id = text(&trace["traceID"]).context("a trace without traceID")?;
     let processes = &trace["processes"];
-    let spans = trace["spans"]
+    let mut spans = trace["spans"]
         .as_array()
         .context("a trace without spans")?
         .iter()
@@ -384,7 +385,9 @@ fn parse_trace(trace: &Value) -> Result<Trace> {
                 duration_micros: span["duration"].as_u64().unwrap_or_default(),
             })
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<Span>>>()?;
+    // Jaeger's order varies from one answer to the next.
+    spans.sort_by(|a, b| (a.start_micros, &a.span_id).cmp(&(b.start_micros, &b.span_id)));
     Ok(Trace { trace_id, spans })
 }
 
