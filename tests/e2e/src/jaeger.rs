@@ -218,8 +218,8 @@ impl Jaeger {
 
     /// The traces of the last two days with a span of `service` that carries every one of
     /// `tags` (a span attribute, or an attribute of its resource or scope, compared as
-    /// strings), newest first, at most 1,000. Each trace comes with all of its spans, of
-    /// every service.
+    /// strings), at most 1,000, in the order Jaeger gives. Each trace comes with all of its
+    /// spans, of every service.
     pub async fn traces(&self, service: &str, tags: &[(&str, &str)]) -> Result<Vec<Trace>> {
         let mut query = vec![
             ("service", service.to_owned()),
