@@ -342,6 +342,9 @@ fn print_welcome(live: &LivePlatform, took: std::time::Duration) {
   router           Traefik, HTTPS on 127.0.0.1:{port}, HTTP on 127.0.0.1:{http_port} (redirects)
   mail             Mailpit {mail}: every mail the storefront sends (order links, tickets,
                    sign-in links), over SMTP at {smtp_host}:{smtp_port}
+  traces           Jaeger {jaeger}: its query API (/api/services, /api/traces?service=...;
+                   the web UI is not part of Jaeger's Go module, so that page is a placeholder);
+                   OTLP/HTTP {otlp_http}, OTLP/gRPC {otlp_grpc}
 
 Try:
   export KUBECONFIG={kubeconfig}
@@ -364,6 +367,9 @@ Ctrl-C stops everything and cleans up the host.",
         mail = live.mail.url,
         smtp_host = live.mail.smtp_host,
         smtp_port = live.mail.smtp_port,
+        jaeger = live.traces.ui_url(),
+        otlp_http = live.traces.otlp_http_endpoint(),
+        otlp_grpc = live.traces.otlp_grpc_endpoint(),
         tenant = tiqzy_e2e::LIVE_TENANT,
     );
 }

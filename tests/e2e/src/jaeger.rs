@@ -4,14 +4,16 @@
 //!
 //! Jaeger v2 is an OpenTelemetry Collector distribution: the harness writes its configuration
 //! (`jaeger.yaml` in the run directory: the `otlp` receiver, in-memory storage, the
-//! `jaeger_query` extension), every port picked by [`crate::ports`], its own metrics and its
-//! self-tracing off. One Jaeger serves every test of a binary ([`Jaeger::shared`]); tests tell
-//! their traces apart by service name or by an attribute of their own.
+//! `jaeger_query` extension), every port picked by `ports.rs` (never one of Jaeger's
+//! defaults), its own metrics and its self-tracing off. One Jaeger serves every test of a
+//! binary ([`Jaeger::shared`]); tests tell their traces apart by service name or by an
+//! attribute of their own.
 //!
 //! A program under test exports to it with the standard variables, e.g.
-//! `OTEL_EXPORTER_OTLP_ENDPOINT=<otlp_http_endpoint()>` and `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`
-//! (or [`Jaeger::otlp_grpc_endpoint`] with `grpc`). Spans arrive asynchronously (exporters
-//! batch): wait with [`Jaeger::wait_for`], not a sleep.
+//! `OTEL_EXPORTER_OTLP_ENDPOINT=<otlp_http_endpoint()>` with
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` (or [`Jaeger::otlp_grpc_endpoint`] with
+//! `grpc`). Spans arrive asynchronously (exporters batch): wait with [`Jaeger::wait_for`], not
+//! a sleep.
 //!
 //! The query API is `/api/services` and `/api/traces` on [`Jaeger::ui_url`], the internal HTTP
 //! API Jaeger's UI uses: its trace search filters by attributes (`tags`), which the `api/v3`
@@ -47,6 +49,7 @@ pub struct Jaeger {
 pub struct Trace {
     /// 32 lowercase hex digits.
     pub trace_id: String,
+    /// Ordered by start time.
     pub spans: Vec<Span>,
 }
 
@@ -81,7 +84,7 @@ impl Span {
 }
 
 impl Trace {
-    /// The spans named `operation`, in the order Jaeger returned them.
+    /// The spans named `operation`, by start time.
     pub fn spans_named<'a>(&'a self, operation: &'a str) -> impl Iterator<Item = &'a Span> + 'a {
         self.spans.iter().filter(move |s| s.operation == operation)
     }
@@ -215,8 +218,8 @@ impl Jaeger {
 
     /// The traces of the last two days with a span of `service` that carries every one of
     /// `tags` (a span attribute, or an attribute of its resource or scope, compared as
-    /// strings), newest first, at most 1,000. Each trace comes with all of its spans, of
-    /// every service.
+    /// strings), at most 1,000, in the order Jaeger gives. Each trace comes with all of its
+    /// spans, of every service.
     pub async fn traces(&self, service: &str, tags: &[(&str, &str)]) -> Result<Vec<Trace>> {
         let mut query = vec![
             ("service", service.to_owned()),
@@ -354,7 +357,7 @@ fn parse_traces(body: &Value) -> Result<Vec<Trace>> {
 fn parse_trace(trace: &Value) -> Result<Trace> {
     let trace_id = text(&trace["traceID"]).context("a trace without traceID")?;
     let processes = &trace["processes"];
-    let spans = trace["spans"]
+    let mut spans = trace["spans"]
         .as_array()
         .context("a trace without spans")?
         .iter()
@@ -382,7 +385,9 @@ fn parse_trace(trace: &Value) -> Result<Trace> {
                 duration_micros: span["duration"].as_u64().unwrap_or_default(),
             })
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<Span>>>()?;
+    // Jaeger's order varies from one answer to the next.
+    spans.sort_by(|a, b| (a.start_micros, &a.span_id).cmp(&(b.start_micros, &b.span_id)));
     Ok(Trace { trace_id, spans })
 }
 

@@ -3,6 +3,11 @@
 //!
 //! Tests call [`Harness::shared`] (one platform per test binary, stopped when the binary
 //! exits); `cargo xtask up` calls [`Harness::start`] and drops it on Ctrl-C.
+//!
+//! Components some tests need start on demand, once per test binary, in the same way:
+//! [`Mailpit::shared`] receives the storefront's mail, [`Jaeger::shared`] the operator's and
+//! the storefront's traces (OTLP), which tests then find by service and attribute through
+//! Jaeger's query API ([`Jaeger::traces`], [`Jaeger::wait_for`]).
 
 pub mod azurite;
 pub mod browser;

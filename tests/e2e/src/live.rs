@@ -77,6 +77,9 @@ pub struct LivePlatform {
     _operator: Service,
     /// Mailpit: the storefront's mail (SMTP on the pod bridge's gateway), its web UI at `url`.
     pub mail: crate::mailpit::Mailpit,
+    /// Jaeger, the trace backend: OTLP receivers on the pod bridge's gateway, so storefront
+    /// pods (and the operator, on the host) can send to it; its query API on loopback.
+    pub traces: crate::jaeger::Jaeger,
     pub router: Traefik,
     pub vault: KeyVaultServer,
     _entra: EntraIssuer,
@@ -126,6 +129,11 @@ impl LivePlatform {
             "starting Mailpit, which receives the storefront's mail (its first build takes a \
              few minutes)",
             crate::mailpit::Mailpit::start_on(&h.dir.join("mailpit"), GATEWAY),
+        )
+        .await?;
+        let traces = step(
+            "starting Jaeger, the trace backend (its first build takes about ten minutes)",
+            crate::jaeger::Jaeger::start_on(&h.dir.join("jaeger"), GATEWAY),
         )
         .await?;
 
@@ -190,6 +198,7 @@ impl LivePlatform {
             webhook_url,
             _operator: operator,
             mail,
+            traces,
             router,
             vault,
             _entra: issuer,
