@@ -2,7 +2,8 @@
 //! operator builds (unchanged, under Pod Security `restricted`), from an image of the
 //! workspace's `tiqzy-runtime` binary, against the harness's PostgreSQL on the pod bridge;
 //! Traefik serves the operator's Ingress with the certificate the operator took from the Key
-//! Vault test server, and proxies to those pods.
+//! Vault test server, and proxies to those pods. The operator and the pods send their traces
+//! to a Jaeger on the gateway.
 //!
 //! Its own test binary, because it uses [`RealNodeHarness`]: kwok's fake node is cordoned while
 //! the real node runs, so every pod of this binary lands on the real node.
@@ -37,6 +38,9 @@ struct Installed {
     staff: StaffIssuer,
     _issuer: EntraIssuer,
     _operator: tiqzy_e2e::Service,
+    /// Where the operator, the storefront pods and the payments service pod send traces: OTLP
+    /// on the gateway, which the pods reach.
+    traces: tiqzy_e2e::Jaeger,
 }
 
 fn installed() -> &'static Installed {
@@ -56,6 +60,7 @@ async fn install() -> anyhow::Result<Installed> {
     let vault = KeyVaultServer::start(&h.dir, &issuer).await?;
     let router = Traefik::start(h).await?;
     let staff = StaffIssuer::start_tls(GATEWAY, &h.dir.join("staff-issuer")).await?;
+    let traces = tiqzy_e2e::Jaeger::start_on(&h.dir.join("jaeger"), GATEWAY).await?;
     let kubeconfig = tiqzy_e2e::install_tiqzy(h).await?;
     let admin = h.kube.client().await?;
     let secret: Secret = serde_json::from_value(json!({
@@ -94,6 +99,7 @@ async fn install() -> anyhow::Result<Installed> {
                 "redis": { "url": format!("rediss://{GATEWAY}:{}", h.redis.tls_port),
                            "caSecretRef": { "namespace": "tiqzy-system", "name": "redis-ca" } },
                 "routing": { "mode": "Ingress", "ingressClassName": tiqzy_e2e::INGRESS_CLASS },
+                "observability": { "traces": { "endpoint": traces.otlp_http_endpoint() } },
                 "keyVault": {
                     "vaultUrl": vault.url,
                     "authorityHost": issuer.authority_host,
@@ -107,6 +113,10 @@ async fn install() -> anyhow::Result<Installed> {
     let mut operator = OperatorProcess::new(binary, &kubeconfig, "operator-real-node");
     operator.args.push("--key-vault-poll-seconds=2".to_owned());
     operator.args.extend(vault.operator_args());
+    operator.env.push((
+        "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+        traces.otlp_http_endpoint(),
+    ));
     let operator = operator.start(h)?;
     Ok(Installed {
         vault,
@@ -114,6 +124,7 @@ async fn install() -> anyhow::Result<Installed> {
         staff,
         _issuer: issuer,
         _operator: operator,
+        traces,
     })
 }
 
@@ -703,6 +714,49 @@ async fn a_buyer_in_chromium_buys_a_ticket_through_the_router_and_sees_its_qr_co
         shot.display()
     );
     window.close().await;
+
+    // What the platform team sees in Jaeger: the storefront pod's traces name the tenant, and
+    // the checkout's trace goes on in the payments service's pod (its `traceparent`
+    // crossed the cluster network); the operator's reconciles name the tenant too.
+    let jaeger = &installed.traces;
+    let storefront = jaeger
+        .wait_for(
+            "tiqzy-runtime",
+            &[("tiqzy.tenant", TENANT)],
+            Duration::from_secs(60),
+            |traces| {
+                traces
+                    .iter()
+                    .any(|t| t.spans.iter().any(|s| s.service == "tiqzy-payments"))
+            },
+        )
+        .await
+        .expect("the purchase's traces, across storefront and payments service, in Jaeger");
+    let checkout = storefront
+        .iter()
+        .find(|t| t.spans.iter().any(|s| s.service == "tiqzy-payments"))
+        .expect("checkout trace");
+    let served = checkout
+        .spans
+        .iter()
+        .find(|s| s.service == "tiqzy-payments")
+        .expect("payments span");
+    let caller = checkout
+        .spans
+        .iter()
+        .find(|s| Some(&s.span_id) == served.parent_span_id.as_ref())
+        .expect("the payments span's parent is in the trace");
+    assert_eq!(caller.service, "tiqzy-runtime");
+    assert_eq!(caller.tag("span.kind"), Some("client"));
+    jaeger
+        .wait_for(
+            "tiqzy-operator",
+            &[("tenant", TENANT), ("outcome", "success")],
+            Duration::from_secs(60),
+            |traces| !traces.is_empty(),
+        )
+        .await
+        .expect("the operator's reconciles of the tenant in Jaeger");
 
     // The Stripe key is in the operator's namespace only (`kubectl get secrets -A`).
     let holders: Vec<String> = Api::<Secret>::all(admin.clone())

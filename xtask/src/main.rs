@@ -344,7 +344,9 @@ fn print_welcome(live: &LivePlatform, took: std::time::Duration) {
                    sign-in links), over SMTP at {smtp_host}:{smtp_port}
   traces           Jaeger {jaeger}: its query API (/api/services, /api/traces?service=...;
                    the web UI is not part of Jaeger's Go module, so that page is a placeholder);
-                   OTLP/HTTP {otlp_http}, OTLP/gRPC {otlp_grpc}
+                   OTLP/HTTP {otlp_http}, OTLP/gRPC {otlp_grpc}; the operator, the storefront
+                   and the payments service send it their traces (services tiqzy-operator,
+                   tiqzy-runtime, tiqzy-payments)
 
 Try:
   export KUBECONFIG={kubeconfig}

@@ -105,15 +105,7 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
         }
     }
     if let Some(traces) = &tenant.traces {
-        data.insert("OTEL_EXPORTER_OTLP_ENDPOINT", traces.endpoint.clone());
-        data.insert("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned());
-        data.insert(
-            "OTEL_TRACES_SAMPLER_ARG",
-            format!(
-                "{:.2}",
-                f64::from(traces.sample_percent.unwrap_or(100)) / 100.0
-            ),
-        );
+        data.extend(trace_settings(traces));
     }
     if let Some(name) = &spec.branding.sender_name {
         data.insert("TIQZY_MAIL_FROM_NAME", name.clone());
@@ -126,6 +118,22 @@ pub fn config_map(tenant: &ValidatedTenant) -> ConfigMap {
         data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
         ..ConfigMap::default()
     }
+}
+
+/// The OpenTelemetry variables for `Platform.spec.observability.traces`: the collector, and
+/// the share of traces kept (a caller's sampled trace is always followed).
+pub fn trace_settings(traces: &tiqzy_crds::Traces) -> [(&'static str, String); 3] {
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", traces.endpoint.clone()),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+        (
+            "OTEL_TRACES_SAMPLER_ARG",
+            format!(
+                "{:.2}",
+                f64::from(traces.sample_percent.unwrap_or(100)) / 100.0
+            ),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -64,8 +64,10 @@ pub struct ServiceInput {
     /// `Platform.spec.stripe.apiBase`.
     pub api_base: Option<String>,
     /// Ports the service calls besides 443 and the API server's 6443: PostgreSQL, a Stripe
-    /// API base on another port.
+    /// API base on another port, the trace collector.
     pub egress_ports: Vec<i32>,
+    /// `Platform.spec.observability.traces`: where the service sends its traces.
+    pub traces: Option<tiqzy_crds::Traces>,
     /// STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRETS, DATABASE_URL, TIQZY_PAYMENTS_DELIVERY_KEY.
     pub secret: BTreeMap<String, String>,
 }
@@ -231,6 +233,15 @@ fn deployment(input: &ServiceInput) -> Deployment {
             value: Some(base.clone()),
             ..EnvVar::default()
         });
+    }
+    if let Some(traces) = &input.traces {
+        env.extend(
+            crate::build::config_map::trace_settings(traces).map(|(name, value)| EnvVar {
+                name: name.to_owned(),
+                value: Some(value),
+                ..EnvVar::default()
+            }),
+        );
     }
     let quantity = |q: &str| Quantity(q.to_owned());
     let container = Container {
@@ -440,6 +451,7 @@ mod tests {
             ingress_class: Some("nginx".to_owned()),
             api_base: None,
             egress_ports: vec![5432],
+            traces: None,
             secret: BTreeMap::from([
                 ("STRIPE_SECRET_KEY".to_owned(), "sk_test_x".to_owned()),
                 (DELIVERY_KEY.to_owned(), "ab".repeat(32)),

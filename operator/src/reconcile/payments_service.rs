@@ -280,9 +280,11 @@ fn input(
         RoutingMode::Auto => RoutingKind::Ingress,
     };
     let api_base = spec.stripe.as_ref().and_then(|s| s.api_base.clone());
+    let traces = spec.observability.as_ref().and_then(|o| o.traces.clone());
     let egress_ports = [
         spec.postgres.as_ref().map(|p| p.port),
         api_base.as_deref().and_then(api_port),
+        traces.as_ref().and_then(|t| api_port(&t.endpoint)),
     ]
     .into_iter()
     .flatten()
@@ -295,6 +297,7 @@ fn input(
         ingress_class: spec.routing.ingress_class_name.clone(),
         api_base,
         egress_ports,
+        traces,
         secret,
     }
 }

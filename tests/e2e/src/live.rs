@@ -145,9 +145,13 @@ impl LivePlatform {
 
         let operator = step("installing and starting the operator", async {
             let kubeconfig = crate::install_tiqzy(h).await?;
-            configure_platform(h, &vault, &issuer, &staff, &image, mail.smtp_port).await?;
+            let otlp = traces.otlp_http_endpoint();
+            configure_platform(h, &vault, &issuer, &staff, &image, mail.smtp_port, &otlp).await?;
             let mut operator = OperatorProcess::new(&options.operator, &kubeconfig, "operator-a");
             operator.args.extend(vault.operator_args());
+            operator
+                .env
+                .push(("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), otlp));
             operator.start(h)
         })
         .await?;
@@ -277,6 +281,7 @@ async fn configure_platform(
     staff: &StaffIssuer,
     image: &str,
     smtp_port: u16,
+    otlp_endpoint: &str,
 ) -> Result<()> {
     let admin = h.kube.client().await?;
     let secrets = Api::<Secret>::namespaced(admin.clone(), "tiqzy-system");
@@ -307,6 +312,7 @@ async fn configure_platform(
                           "from": format!("tickets@{LIVE_BASE_DOMAIN}.test") },
                 "caSecretRef": { "namespace": "tiqzy-system", "name": "staff-issuer-ca" },
                 "routing": { "mode": "Ingress", "ingressClassName": crate::INGRESS_CLASS },
+                "observability": { "traces": { "endpoint": otlp_endpoint } },
                 "keyVault": {
                     "vaultUrl": vault.url,
                     "authorityHost": issuer.authority_host,
