@@ -29,7 +29,7 @@ pub const OPENSHIFT_VERSIONS: &str = "v4.20";
 /// Claimed with the tests that prove it listed in the README ("Install from OperatorHub"):
 /// provisioning (level 1), upgrades from the previous release (level 2), backup, restore,
 /// disaster recovery and failed rollouts (level 3). Level 4 waits for traces.
-pub const CAPABILITY: &str = "Full Lifecycle";
+pub const CAPABILITY: &str = "Deep Insights";
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const REPOSITORY: &str = env!("CARGO_PKG_REPOSITORY");

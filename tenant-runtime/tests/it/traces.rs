@@ -70,7 +70,7 @@ async fn a_purchase_shows_in_jaeger_as_request_traces_with_sql_redis_and_payment
     assert_eq!(hold_span.tag("span.kind"), Some("server"));
     // The hold's SQL runs in the allocator's batch, a task of its own; its rate limit runs
     // in the request.
-    let below_hold = descendants(holding, hold_span);
+    let below_hold = holding.descendants(hold_span);
     assert!(
         below_hold
             .iter()
@@ -80,7 +80,7 @@ async fn a_purchase_shows_in_jaeger_as_request_traces_with_sql_redis_and_payment
 
     let (ordering, order_span) = request(&traces, "POST /api/orders").expect("the order");
     assert_eq!(order_span.tag("http.response.status_code"), Some("201"));
-    let below_order = descendants(ordering, order_span);
+    let below_order = ordering.descendants(order_span);
     assert!(
         below_order
             .iter()
@@ -91,7 +91,7 @@ async fn a_purchase_shows_in_jaeger_as_request_traces_with_sql_redis_and_payment
     let (paying, checkout) =
         request(&traces, "POST /api/orders/{token}/checkout").expect("the checkout");
     assert_eq!(checkout.tag("http.response.status_code"), Some("200"));
-    let below_checkout = descendants(paying, checkout);
+    let below_checkout = paying.descendants(checkout);
     let client = below_checkout
         .iter()
         .find(|s| s.operation == "payments create_checkout_session")
@@ -152,16 +152,4 @@ fn request<'a>(traces: &'a [Trace], name: &str) -> Option<(&'a Trace, &'a Span)>
             .find(|root| root.operation == name)
             .map(|root| (trace, root))
     })
-}
-
-/// Every span below `parent` in `trace`.
-fn descendants<'a>(trace: &'a Trace, parent: &'a Span) -> Vec<&'a Span> {
-    let mut found: Vec<&Span> = trace.children(parent).collect();
-    let mut next = 0;
-    while next < found.len() {
-        let below: Vec<&Span> = trace.children(found[next]).collect();
-        found.extend(below);
-        next += 1;
-    }
-    found
 }

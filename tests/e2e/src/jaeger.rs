@@ -101,6 +101,18 @@ impl Trace {
             .filter(move |s| s.parent_span_id.as_deref() == Some(parent.span_id.as_str()))
     }
 
+    /// Every span below `parent`: its children, theirs, and so on.
+    pub fn descendants<'a>(&'a self, parent: &'a Span) -> Vec<&'a Span> {
+        let mut found: Vec<&Span> = self.children(parent).collect();
+        let mut next = 0;
+        while next < found.len() {
+            let below: Vec<&Span> = self.children(found[next]).collect();
+            found.extend(below);
+            next += 1;
+        }
+        found
+    }
+
     /// The spans without a parent in this trace.
     pub fn roots(&self) -> impl Iterator<Item = &Span> {
         self.spans.iter().filter(|s| {
