@@ -6,7 +6,7 @@ mod support;
 
 use sentry::test::TestTransport;
 use support::*;
-use tiqzy_payments::{Application, Config};
+use tiqzy_payments::Application;
 use tiqzy_telemetry::Reporter;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -17,14 +17,7 @@ async fn a_500_is_reported_with_route_and_trace_and_without_the_storefront_token
     let shop = storefront(&admin, true).await;
     let stripe = StripeRecorder::start().await;
     let database = fresh_database().await;
-    let vars = |name: &str| match name {
-        "DATABASE_URL" => Some(database.clone()),
-        "STRIPE_SECRET_KEY" => Some(SECRET_KEY.to_owned()),
-        "STRIPE_API_BASE" => Some(stripe.url.clone()),
-        "TIQZY_PAYMENTS_LISTEN_ADDR" => Some("127.0.0.1:0".to_owned()),
-        _ => None,
-    };
-    let config = Config::from_vars(vars).expect("config");
+    let config = service_config(&database, &stripe, &[]);
     let transport = TestTransport::new();
     let app = Application::build(&config, tiqzy_e2e::payments::service_client().await)
         .await

@@ -170,8 +170,14 @@ pub async fn start_service(stripe: &StripeRecorder) -> String {
 /// The same, with more environment variables.
 pub async fn start_service_with(stripe: &StripeRecorder, more: &[(&str, &str)]) -> String {
     let database = fresh_database().await;
+    serve(&service_config(&database, stripe, more)).await
+}
+
+/// The service's configuration on port 0: `database`, stripe-mock behind `stripe`, and
+/// `more` variables.
+pub fn service_config(database: &str, stripe: &StripeRecorder, more: &[(&str, &str)]) -> Config {
     let vars = |name: &str| match name {
-        "DATABASE_URL" => Some(database.clone()),
+        "DATABASE_URL" => Some(database.to_owned()),
         "STRIPE_SECRET_KEY" => Some(SECRET_KEY.to_owned()),
         "STRIPE_API_BASE" => Some(stripe.url.clone()),
         "TIQZY_PAYMENTS_LISTEN_ADDR" => Some("127.0.0.1:0".to_owned()),
@@ -180,7 +186,7 @@ pub async fn start_service_with(stripe: &StripeRecorder, more: &[(&str, &str)]) 
             .find(|(n, _)| *n == name)
             .map(|(_, v)| (*v).to_owned()),
     };
-    serve(&Config::from_vars(vars).expect("config")).await
+    Config::from_vars(vars).expect("config")
 }
 
 /// The service with `config` on its port, as its own ServiceAccount; its address.
