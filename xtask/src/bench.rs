@@ -166,9 +166,7 @@ async fn bulk(options: &Options, operator_binary: &std::path::Path) -> Result<Bu
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let mut writes = Writes::between(&before, &bench_writes::counters(&client).await?);
-    writes
-        .add_tenant_events(&client, "tiqzy-operator")
-        .await?;
+    writes.add_tenant_events(&client, "tiqzy-operator").await?;
     eprintln!(
         "bench: the operator counted {} writes of its own (tiqzy_operator_writes_total: applies, deletes, statuses)",
         counted_writes(&process.metrics().await?)
@@ -269,9 +267,9 @@ pub fn settled(tenant: &Tenant, with_stores: bool) -> bool {
     };
     tenant.status.as_ref().is_some_and(|s| {
         done.iter().all(|type_| {
-            s.conditions.iter().any(|c| {
-                &c.type_ == type_ && (c.status == "True" || c.reason == "IngressCreated")
-            })
+            s.conditions
+                .iter()
+                .any(|c| &c.type_ == type_ && (c.status == "True" || c.reason == "IngressCreated"))
         })
     })
 }

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
@@ -259,7 +259,9 @@ impl Shared {
 fn new_delivery_key() -> String {
     use sha2::Digest;
     let random = credentials::new_signing_secret();
-    hex::encode(sha2::Sha256::digest(random[credentials::SIGNING_KEY].as_bytes()))
+    hex::encode(sha2::Sha256::digest(
+        random[credentials::SIGNING_KEY].as_bytes(),
+    ))
 }
 
 /// Everything of one tenant except its status; returns its name.
@@ -270,7 +272,7 @@ async fn write_tenant(writer: &kube::Client, shared: &Shared, tenant: Tenant) ->
     let patch = Patch::Merge(&finalizer);
     send(|| api.patch(&name, &params, &patch))
         .await
-    .with_context(|| format!("adding the finalizer of {name}"))?;
+        .with_context(|| format!("adding the finalizer of {name}"))?;
 
     let v = shared.validated(&tenant)?;
     let objects = Objects {
@@ -368,7 +370,7 @@ async fn write_status(writer: &kube::Client, name: String, sample: &StatusSample
     let patch = Patch::Apply(&patch);
     send(|| api.patch_status(&name, &params, &patch))
         .await
-    .with_context(|| format!("the status of {name}"))?;
+        .with_context(|| format!("the status of {name}"))?;
     Ok(())
 }
 
@@ -398,7 +400,8 @@ impl Objects {
             + DeserializeOwned,
     {
         self.decorate(&mut object);
-        let api = Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let api =
+            Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
         apply_with(api, &object).await
     }
 

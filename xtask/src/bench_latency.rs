@@ -95,7 +95,9 @@ async fn settle(client: &kube::Client) -> Result<()> {
         Ok(result) => {
             result.context("watching the Platform")?;
         }
-        Err(_) => eprintln!("bench: the payments service is not available after 3 minutes; going on"),
+        Err(_) => {
+            eprintln!("bench: the payments service is not available after 3 minutes; going on")
+        }
     }
     eprintln!(
         "bench: the operator settled after {:.1?}",

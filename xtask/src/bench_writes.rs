@@ -127,7 +127,11 @@ impl Writes {
     pub fn between(before: &Counters, after: &Counters) -> Self {
         let mut writes = Self::default();
         for ((kind, verb), count) in &after.requests {
-            let delta = count - before.requests.get(&(kind.clone(), verb.clone())).unwrap_or(&0.0);
+            let delta = count
+                - before
+                    .requests
+                    .get(&(kind.clone(), verb.clone()))
+                    .unwrap_or(&0.0);
             if delta > 0.0 {
                 let key = if verb == "APPLY" {
                     kind.clone()
@@ -148,7 +152,11 @@ impl Writes {
 
     /// Adds the Events `controller` published about Tenants: one write each, and one more
     /// for each repeat of it (a series is patched).
-    pub async fn add_tenant_events(&mut self, admin: &kube::Client, controller: &str) -> Result<()> {
+    pub async fn add_tenant_events(
+        &mut self,
+        admin: &kube::Client,
+        controller: &str,
+    ) -> Result<()> {
         let events = Api::<Event>::all(admin.clone())
             .list(&ListParams::default())
             .await
@@ -231,6 +239,9 @@ apiserver_request_body_size_bytes_sum{resource="pods",verb="patch"} 999"#,
             requests,
             "operator-writes tenants=2 total=8.00 secrets=6.00 tenants/status=1.00 tenants:patch=1.00"
         );
-        assert_eq!(bytes, "operator-write-kib tenants=2 total=2.00 secrets=2.00");
+        assert_eq!(
+            bytes,
+            "operator-write-kib tenants=2 total=2.00 secrets=2.00"
+        );
     }
 }
