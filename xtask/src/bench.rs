@@ -1,6 +1,12 @@
 //! `cargo xtask bench operator --tenants N`: applies N tenants at once to the local platform
-//! and prints how long until all are Ready, the operator's peak memory, and how many writes
-//! it makes once everything has converged.
+//! and prints how long until all are Ready, the operator's peak memory, how many writes it
+//! made per tenant (by kind and bytes, see [`crate::bench_writes`]), and how many it makes once
+//! everything has converged.
+//!
+//! With `--floor` the same N tenants are then written directly on a fresh platform (see
+//! [`crate::bench_floor`]) and the line gains `floor_s` and `ratio`, the operator's time over
+//! the floor's. With `--single` 50 tenants are applied one after another to an idle platform
+//! instead (see [`crate::bench_latency`]); with both, the latency run comes last.
 //!
 //! With `--without-stores` the Platform has no PostgreSQL and Redis, and a tenant counts once
 //! its storefront is available and routed: the difference between the two runs is what
@@ -12,64 +18,118 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, ListParams, PostParams};
 use tiqzy_crds::Tenant;
-use tiqzy_e2e::{Harness, OperatorProcess};
+use tiqzy_e2e::{Harness, OperatorProcess, Service};
 
-/// `resync_seconds` is the operator's resync period; idle writes are counted over two of them.
-pub async fn operator(
-    tenants: usize,
-    resync_seconds: u64,
-    with_stores: bool,
-    operator_binary: &std::path::Path,
-) -> Result<()> {
+use crate::bench_writes::{self, Writes};
+
+/// What `cargo xtask bench operator` was asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub tenants: usize,
+    /// The operator's resync period; idle writes are counted over two of them.
+    pub resync_seconds: u64,
+    pub with_stores: bool,
+    pub floor: bool,
+    pub single: bool,
+}
+
+pub async fn operator(options: &Options, operator_binary: &std::path::Path) -> Result<()> {
+    let mut lines = Vec::new();
+    if !options.single || options.floor {
+        let run = bulk(options, operator_binary).await?;
+        let tenants = options.tenants;
+        let floor = if options.floor {
+            let floor =
+                crate::bench_floor::floor(tenants, options.with_stores, &run.sample).await?;
+            for line in floor.writes.lines("floor", tenants) {
+                eprintln!("bench: {line}");
+            }
+            eprintln!(
+                "bench: the floor had written every object and store after {:.1} s",
+                floor.objects_s
+            );
+            lines.push(format!(
+                "operator-floor tenants={tenants} floor_s={:.1}",
+                floor.floor_s
+            ));
+            Some(floor.floor_s)
+        } else {
+            None
+        };
+        lines.extend(run.writes.lines("operator", tenants));
+        let floor = floor.map_or_else(String::new, |floor_s| {
+            format!(
+                " floor_s={floor_s:.1} ratio={:.2}",
+                run.ready_s / floor_s.max(0.001)
+            )
+        });
+        let stores = if options.with_stores {
+            ""
+        } else {
+            " stores=false"
+        };
+        lines.push(format!(
+            "operator-bench tenants={tenants} ready_s={:.1}{floor} rss_peak_mib={:.1} idle_writes={} writes_per_tenant={:.1}{stores}",
+            run.ready_s,
+            run.rss_peak_mib,
+            run.idle_writes,
+            run.writes.total() / tenants.max(1) as f64,
+        ));
+    }
+    if options.single {
+        let latency = crate::bench_latency::latency(options, operator_binary).await?;
+        lines.push(format!(
+            "operator-latency tenants={} p50_ms={:.0} p99_ms={:.0}",
+            latency.tenants, latency.p50_ms, latency.p99_ms
+        ));
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The status the operator wrote for one tenant of the bulk run, for the floor to write.
+#[derive(Debug, Clone)]
+pub struct StatusSample {
+    pub tenant: String,
+    pub status: serde_json::Value,
+}
+
+/// What the bulk run measured.
+#[derive(Debug)]
+struct Bulk {
+    ready_s: f64,
+    rss_peak_mib: f64,
+    idle_writes: u64,
+    writes: Writes,
+    sample: StatusSample,
+}
+
+/// N tenants applied at once, timed until all are Ready.
+async fn bulk(options: &Options, operator_binary: &std::path::Path) -> Result<Bulk> {
+    let &Options {
+        tenants,
+        resync_seconds,
+        with_stores,
+        ..
+    } = options;
     let h = Harness::start().await?;
     let kubeconfig = tiqzy_e2e::install_tiqzy(&h).await?;
     let client = h.kube.client().await?;
     if !with_stores {
-        let patch = serde_json::json!({ "spec": { "postgres": null, "redis": null } });
-        Api::<tiqzy_crds::Platform>::all(client.clone())
-            .patch(
-                "default",
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            )
-            .await
-            .context("removing the stores from the Platform")?;
+        remove_stores(&client).await?;
     }
-    // Without stores a tenant is as ready as it can be when it serves and is routed; no
-    // router runs here, so an Ingress waiting for one (`Routed=False IngressCreated`) is as
-    // routed as it gets.
-    let done: &[&str] = if with_stores {
-        &["Ready"]
-    } else {
-        &["StorefrontAvailable", "Routed"]
-    };
-    let mut process = OperatorProcess::new(operator_binary, &kubeconfig, "bench");
-    process.args = vec![
-        format!("--resync-seconds={resync_seconds}"),
-        "--log-format=json".to_owned(),
-    ];
-    let operator = process.start(&h)?;
+    let (process, operator) = start_operator(&h, &kubeconfig, operator_binary, resync_seconds)?;
     let pid = operator.pid();
 
+    let before = bench_writes::counters(&client).await?;
     let api: Api<Tenant> = Api::all(client.clone());
     let started = Instant::now();
     futures::stream::iter(0..tenants)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let tenant: Tenant = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
-                    "metadata": { "name": format!("bench-{i:05}") },
-                    "spec": { "displayName": format!("Bench {i}"), "currency": "EUR" }
-                }))?;
-                api.create(&PostParams::default(), &tenant)
-                    .await
-                    .context("creating a tenant")?;
-                anyhow::Ok(())
-            }
-        })
+        .map(|i| create_tenant(&client, i))
         .buffer_unordered(32)
-        .try_collect::<()>()
+        .try_for_each(|_| async { Ok(()) })
         .await?;
     eprintln!(
         "bench: {tenants} tenants applied in {:.1?}",
@@ -85,16 +145,7 @@ pub async fn operator(
             .await?
             .items
             .iter()
-            .filter(|t| {
-                t.status.as_ref().is_some_and(|s| {
-                    done.iter().all(|type_| {
-                        s.conditions.iter().any(|c| {
-                            &c.type_ == type_
-                                && (c.status == "True" || c.reason == "IngressCreated")
-                        })
-                    })
-                })
-            })
+            .filter(|t| settled(t, with_stores))
             .count();
         if ready >= tenants {
             break started.elapsed().as_secs_f64();
@@ -114,12 +165,28 @@ pub async fn operator(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let mut writes = Writes::between(&before, &bench_writes::counters(&client).await?);
+    writes.add_tenant_events(&client, "tiqzy-operator").await?;
+    eprintln!(
+        "bench: the operator counted {} writes of its own (tiqzy_operator_writes_total: applies, deletes, statuses)",
+        counted_writes(&process.metrics().await?)
+    );
+    let sample_tenant = tenant_name(0);
+    let status = api
+        .get(&sample_tenant)
+        .await?
+        .status
+        .context("a Ready tenant has a status")?;
+    let sample = StatusSample {
+        tenant: sample_tenant,
+        status: serde_json::to_value(status)?,
+    };
 
     // Let in-flight work settle, then count writes over two resync periods.
     tokio::time::sleep(Duration::from_secs(resync_seconds)).await;
-    let before = writes(&process.metrics().await?);
+    let before = counted_writes(&process.metrics().await?);
     tokio::time::sleep(Duration::from_secs(2 * resync_seconds + 2)).await;
-    let idle_writes = writes(&process.metrics().await?) - before;
+    let idle_writes = counted_writes(&process.metrics().await?) - before;
     let rss_peak_mib = peak_rss_kib(pid)? as f64 / 1024.0;
     let metrics = process.metrics().await?;
     for line in metrics.lines().filter(|l| {
@@ -131,13 +198,92 @@ pub async fn operator(
         eprintln!("bench: {line}");
     }
     drop(operator);
-    println!(
-        "operator-bench tenants={tenants} ready_s={ready_s:.1} rss_peak_mib={rss_peak_mib:.1} idle_writes={idle_writes} stores={with_stores}"
-    );
+    finish(h);
+    Ok(Bulk {
+        ready_s,
+        rss_peak_mib,
+        idle_writes,
+        writes,
+        sample,
+    })
+}
+
+/// Starts the release operator as the bench runs it: its default concurrency and request
+/// limit, `resync_seconds`, JSON logs.
+pub fn start_operator(
+    h: &Harness,
+    kubeconfig: &std::path::Path,
+    binary: &std::path::Path,
+    resync_seconds: u64,
+) -> Result<(OperatorProcess, Service)> {
+    let mut process = OperatorProcess::new(binary, kubeconfig, "bench");
+    process.args = vec![
+        format!("--resync-seconds={resync_seconds}"),
+        "--log-format=json".to_owned(),
+    ];
+    let operator = process.start(h)?;
+    Ok((process, operator))
+}
+
+/// Takes PostgreSQL and Redis out of the Platform.
+pub async fn remove_stores(client: &kube::Client) -> Result<()> {
+    let patch = serde_json::json!({ "spec": { "postgres": null, "redis": null } });
+    Api::<tiqzy_crds::Platform>::all(client.clone())
+        .patch(
+            "default",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .context("removing the stores from the Platform")?;
     Ok(())
 }
 
-fn writes(metrics: &str) -> u64 {
+pub fn tenant_name(i: usize) -> String {
+    format!("bench-{i:05}")
+}
+
+/// Creates the bench's tenant number `i` (as the admin, as a user would).
+pub async fn create_tenant(client: &kube::Client, i: usize) -> Result<Tenant> {
+    let tenant: Tenant = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
+        "metadata": { "name": tenant_name(i) },
+        "spec": { "displayName": format!("Bench {i}"), "currency": "EUR" }
+    }))?;
+    Api::<Tenant>::all(client.clone())
+        .create(&PostParams::default(), &tenant)
+        .await
+        .context("creating a tenant")
+}
+
+/// Whether `tenant` is as ready as this platform lets it be: `Ready`, or without stores
+/// serving and routed. No router runs here, so an Ingress waiting for one
+/// (`Routed=False IngressCreated`) is as routed as it gets.
+pub fn settled(tenant: &Tenant, with_stores: bool) -> bool {
+    let done: &[&str] = if with_stores {
+        &["Ready"]
+    } else {
+        &["StorefrontAvailable", "Routed"]
+    };
+    tenant.status.as_ref().is_some_and(|s| {
+        done.iter().all(|type_| {
+            s.conditions
+                .iter()
+                .any(|c| &c.type_ == type_ && (c.status == "True" || c.reason == "IngressCreated"))
+        })
+    })
+}
+
+/// Stops the platform and removes its data (a thousand databases take gigabytes).
+pub fn finish(h: Harness) {
+    let dir = h.dir.clone();
+    drop(h);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        eprintln!("bench: could not remove {}: {e}", dir.display());
+    }
+}
+
+fn counted_writes(metrics: &str) -> u64 {
     metrics
         .lines()
         .find(|l| l.starts_with("tiqzy_operator_writes_total "))

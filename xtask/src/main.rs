@@ -6,10 +6,13 @@
 mod bench;
 mod bench_backup;
 mod bench_dr;
+mod bench_floor;
+mod bench_latency;
 mod bench_mail;
 mod bench_payments;
 mod bench_runtime;
 mod bench_storefront;
+mod bench_writes;
 mod bundle;
 mod sqlx;
 
@@ -50,7 +53,14 @@ enum Task {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// Apply many tenants at once; print time to all Ready, peak RSS and idle writes.
+    /// Apply many tenants at once; print time to all Ready, peak RSS, writes per tenant and
+    /// idle writes.
+    ///
+    /// Last line: `operator-bench tenants= ready_s= [floor_s= ratio=] rss_peak_mib=
+    /// idle_writes= writes_per_tenant=`, after `operator-writes` (writes per tenant by kind,
+    /// from the API server's request counters and the operator's Events) and
+    /// `operator-write-kib` (KiB per tenant by kind). Each run starts its own platform (API
+    /// server, etcd, controllers, kwok, PostgreSQL, Redis) and removes it afterwards.
     Operator {
         #[arg(long, default_value_t = 1000)]
         tenants: usize,
@@ -60,6 +70,18 @@ enum Bench {
         /// Leave PostgreSQL and Redis out of the Platform, to see what provisioning costs.
         #[arg(long)]
         without_stores: bool,
+        /// Then measure the machine's floor on a fresh platform: the same objects (the
+        /// operator's own builders), databases, roles and Redis users for the same tenants,
+        /// written directly with the operator's field manager, ServiceAccount, request limit
+        /// and concurrency, without reconcile logic. Prints `operator-floor tenants=
+        /// floor_s=` and adds `floor_s` and `ratio` (ready_s / floor_s) to the last line.
+        #[arg(long)]
+        floor: bool,
+        /// Instead (after the run, with --floor): on an idle platform, apply 50 tenants one
+        /// after another, each timed from apply to Ready. Prints `operator-latency tenants=50
+        /// p50_ms= p99_ms=`.
+        #[arg(long)]
+        single: bool,
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
     Runtime {
@@ -175,15 +197,19 @@ fn bench(what: Bench) -> Result<()> {
             tenants,
             resync_seconds,
             without_stores,
+            floor,
+            single,
         } => {
             cargo(&["build", "--release", "--package", "tiqzy-operator"])?;
             let binary = tiqzy_e2e::target_dir().join("release/tiqzy-operator");
-            current_thread()?.block_on(bench::operator(
+            let options = bench::Options {
                 tenants,
                 resync_seconds,
-                !without_stores,
-                &binary,
-            ))
+                with_stores: !without_stores,
+                floor,
+                single,
+            };
+            current_thread()?.block_on(bench::operator(&options, &binary))
         }
         Bench::Runtime { traces } => bench_runtime::run(traces),
         Bench::Mail { messages } => bench_mail::run(messages),

@@ -7,7 +7,7 @@
 pub mod backups;
 mod certificate;
 mod cleanup;
-pub(crate) mod credentials;
+pub mod credentials;
 mod dereference;
 pub mod failure;
 pub mod halt;
