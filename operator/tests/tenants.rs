@@ -434,8 +434,32 @@ async fn a_converged_tenant_causes_no_writes() {
     )
     .await;
     wait_for(&client, "shop-quiet", "Ready", is_ready).await;
-    // Let the rollout settle, then record when the operator last wrote each object.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Let the rollout and the platform settle (on a loaded machine the payments service and
+    // the pods may come up after Ready, and their conditions change then): the conditions
+    // must read the same over two resyncs. An idle write changes no condition, so it is not
+    // waited out here but caught below. Then record when the operator last wrote each object.
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    let conditions = || async {
+        let tenant = tenants.get("shop-quiet").await.expect("tenant");
+        tenant
+            .status
+            .map(|s| {
+                s.conditions
+                    .into_iter()
+                    .map(|c| (c.type_, c.status, c.reason))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let mut seen = conditions().await;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let now = conditions().await;
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
     let before = operator_write_times(&client, "shop-quiet").await;
     assert!(
         before.len() >= 10,

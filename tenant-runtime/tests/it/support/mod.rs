@@ -589,17 +589,26 @@ impl TestApp {
     }
 
     /// The path (on this storefront) of the first link under `path_prefix` (`/orders/`) in
-    /// the last mail this tenant sent to `to`: what a buyer clicks.
+    /// the newest mail this tenant sent to `to` that has one: what a buyer clicks.
     pub async fn link_in_last_mail(&self, to: &str, path_prefix: &str) -> String {
         let mails = self.mails_to(to, "").await;
-        let last = mails.first().unwrap_or_else(|| panic!("no mail to {to}"));
+        assert!(!mails.is_empty(), "no mail to {to}");
         let base = &self.state.config.public_url;
-        last.links()
+        // Newest first; two mails sent within the same second (the order's, then its
+        // tickets') may be listed either way, so the newest one with such a link is taken.
+        mails
             .iter()
-            .filter_map(|link| link.strip_prefix(base.as_str()))
-            .find(|path| path.starts_with(path_prefix))
-            .unwrap_or_else(|| panic!("no {path_prefix} link in {:?}", last.text))
-            .to_owned()
+            .find_map(|mail| {
+                mail.links()
+                    .iter()
+                    .filter_map(|link| link.strip_prefix(base.as_str()))
+                    .find(|path| path.starts_with(path_prefix))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| {
+                let texts: Vec<&str> = mails.iter().map(|m| m.text.as_str()).collect();
+                panic!("no {path_prefix} link in any mail to {to}: {texts:?}")
+            })
     }
 
     /// (capacity, sold, held) straight from the table.
