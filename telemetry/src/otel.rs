@@ -216,6 +216,13 @@ impl Tracing {
         tracing_subscriber::registry().with(self.layer())
     }
 
+    /// Sends what is batched now, without waiting for the next batch.
+    pub fn flush(&self) {
+        if let Err(e) = self.provider.force_flush() {
+            eprintln!("tiqzy: flushing traces: {e}");
+        }
+    }
+
     /// Sends what is batched; called on the way out so the last spans are not lost.
     pub fn shutdown(&self) {
         if let Err(e) = self.provider.shutdown() {

@@ -29,6 +29,9 @@ async fn a_purchase_shows_in_jaeger_as_request_traces_with_sql_redis_and_payment
     let tracing = Tracing::start(&settings, SERVICE, &[("tiqzy.tenant", tenant_tag.clone())])
         .expect("tracing starts");
     let traced = tracing::subscriber::set_default(tracing.subscriber());
+    // Other tests of this binary, running beside this one without a subscriber, may have
+    // met the runtime's span call sites first: have every call site ask again.
+    tracing::callsite::rebuild_interest_cache();
 
     let (app, vars) = TestApp::spawn_keeping_vars(Options {
         redis: true,
@@ -40,7 +43,10 @@ async fn a_purchase_shows_in_jaeger_as_request_traces_with_sql_redis_and_payment
     let hold = app.hold(tt, 1).await;
     assert_eq!(hold.status(), 201);
     let hold: serde_json::Value = hold.json().await.expect("hold");
+    // Each step's spans leave at once, in small batches, rather than every 5 s.
+    tracing.flush();
     let order = app.order(&hold, email).await;
+    tracing.flush();
     app.pay(&order).await;
     let page = app.order_page(&order).await;
     drop(traced);
@@ -50,7 +56,7 @@ async fn a_purchase_shows_in_jaeger_as_request_traces_with_sql_redis_and_payment
         .wait_for(
             SERVICE,
             &[("tiqzy.tenant", &tenant_tag)],
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             |traces| {
                 [
                     "POST /api/holds",
