@@ -18,6 +18,19 @@ use crate::error::Error;
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "tiqzy-operator";
 
+/// Marks an object as the tenant's: owned by its Tenant (so it goes with it) and labelled.
+pub fn decorate<K: Resource>(
+    object: &mut K,
+    owner: &OwnerReference,
+    labels: &std::collections::BTreeMap<String, String>,
+) {
+    let meta = object.meta_mut();
+    meta.owner_references = Some(vec![owner.clone()]);
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .extend(labels.clone());
+}
+
 /// Applies objects on behalf of one tenant.
 #[derive(Clone)]
 pub struct Applier {
@@ -66,11 +79,7 @@ impl Applier {
     }
 
     fn decorate<K: Resource>(&self, object: &mut K) {
-        let meta = object.meta_mut();
-        meta.owner_references = Some(vec![self.owner.clone()]);
-        meta.labels
-            .get_or_insert_with(Default::default)
-            .extend(self.labels.clone());
+        decorate(object, &self.owner, &self.labels);
     }
 
     /// Writes sent so far.

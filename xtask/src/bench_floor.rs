@@ -384,11 +384,7 @@ struct Objects {
 
 impl Objects {
     fn decorate<K: Resource>(&self, object: &mut K) {
-        let meta = object.meta_mut();
-        meta.owner_references = Some(vec![self.owner.clone()]);
-        meta.labels
-            .get_or_insert_with(Default::default)
-            .extend(self.labels.clone());
+        tiqzy_operator::apply::decorate(object, &self.owner, &self.labels);
     }
 
     async fn apply<K>(&self, mut object: K) -> Result<()>
