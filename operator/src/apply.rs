@@ -110,8 +110,9 @@ impl Applier {
     }
 
     /// Nothing is sent while the applier's record of this object holds: the same desired
-    /// state as last time, and the cached object's fingerprint unchanged since. Otherwise the
-    /// live object is read and compared, and applied when it differs. Returns the cached
+    /// state as last time, and the cached object's fingerprint unchanged since. An object not
+    /// in the cache is applied, unless the record says it was applied as it is now. Otherwise
+    /// the live object is read and compared, and applied when it differs. Returns the cached
     /// (cut-down) object when nothing was sent, else the live one.
     async fn apply_cached<K: Cached>(
         &self,
@@ -122,15 +123,22 @@ impl Applier {
         let name = object.name_any();
         let key = format!("{}/{}/{name}", K::kind(&()), namespace.unwrap_or_default());
         let desired = fingerprint(&object);
-        let cached = K::cached(&self.caches, namespace, &name);
-        let Some(cached) = cached else {
-            // Not there (or not yet in the cache): applying is idempotent either way.
-            return self.send(api, &key, desired, object).await;
-        };
-        let seen = cached.annotations().get(FINGERPRINT_ANNOTATION).cloned();
         let record = self.caches.applied.get(&self.tenant, &key);
-        if record.is_some_and(|r| r.desired == desired && Some(r.fingerprint) == seen) {
-            return Ok(cached.as_ref().clone());
+        match K::cached(&self.caches, namespace, &name) {
+            Some(cached) => {
+                let seen = cached.annotations().get(FINGERPRINT_ANNOTATION).cloned();
+                if record.is_some_and(|r| r.desired == desired && Some(r.fingerprint) == seen) {
+                    return Ok(cached.as_ref().clone());
+                }
+            }
+            // Never applied as it is now: applying is idempotent whether it exists or not.
+            None if record.is_none_or(|r| r.desired != desired) => {
+                return self.send(api, &key, desired, object).await;
+            }
+            // Applied as it is now, but the watch has not shown it yet (a busy API server) or
+            // someone deleted it: a read tells which, and costs the API server less than a
+            // second write.
+            None => {}
         }
         match api.get_opt(&name).await? {
             Some(live) if contains(&to_json(&live, &key)?, &to_json(&object, &key)?) => {

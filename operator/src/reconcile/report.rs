@@ -82,7 +82,8 @@ pub fn event(type_: EventType, reason: &str, note: String, action: &str) -> Even
     }
 }
 
-/// Writes the status when it differs from the stored one, and an Event per transition.
+/// Writes the status when it differs from the stored one, and an Event per newsworthy change
+/// ([`status::newsworthy`]).
 pub async fn write_status(
     tenant: &Tenant,
     r: &Reconciler,
@@ -100,11 +101,12 @@ pub async fn write_status(
         return Ok(());
     }
     let reference = tenant.object_ref(&());
-    for condition in status::transitions(previous, &next) {
-        let type_ = if condition.status == "True" {
-            EventType::Normal
-        } else {
+    for news in status::newsworthy(previous, &next) {
+        let condition = news.condition;
+        let type_ = if news.warning {
             EventType::Warning
+        } else {
+            EventType::Normal
         };
         let note = format!(
             "{} is {}: {}",

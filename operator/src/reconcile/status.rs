@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use tiqzy_crds::conditions::{Reason, types};
+use tiqzy_crds::conditions::{Reason, Retry, types};
 use tiqzy_crds::{TenantPhase, TenantStatus};
 
 use super::Applied;
@@ -262,21 +262,47 @@ pub fn next_status(
     base
 }
 
-/// Conditions whose status or reason changed, for Events.
-pub fn transitions<'a>(
-    previous: Option<&TenantStatus>,
-    next: &'a TenantStatus,
-) -> Vec<&'a Condition> {
+/// A condition change worth an Event.
+#[derive(Debug, PartialEq)]
+pub struct News<'a> {
+    pub condition: &'a Condition,
+    pub warning: bool,
+}
+
+/// The condition changes a user is told of in Events: a part falling into a fault (Warning),
+/// a part recovering from one, and `Ready` becoming True or leaving True. A part that is
+/// merely created (absent, progressing, then True) or moves between good reasons shows only
+/// in the status, so a new tenant costs one Event, not one per condition.
+pub fn newsworthy<'a>(previous: Option<&TenantStatus>, next: &'a TenantStatus) -> Vec<News<'a>> {
     let old = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     next.conditions
         .iter()
-        .filter(|c| {
-            !old.iter()
-                .any(|o| o.type_ == c.type_ && o.status == c.status && o.reason == c.reason)
+        .filter_map(|c| {
+            let before = old.iter().find(|o| o.type_ == c.type_);
+            if before.is_some_and(|o| o.status == c.status && o.reason == c.reason) {
+                return None;
+            }
+            let warning = is_fault(c);
+            let recovered = before.is_some_and(is_fault);
+            let ready_moved = c.type_ == types::READY
+                && (c.status == "True" || before.is_some_and(|o| o.status == "True"));
+            (warning || recovered || ready_moved).then_some(News {
+                condition: c,
+                warning,
+            })
         })
         .collect()
+}
+
+/// A condition that is not True for a reason that needs someone's attention or a retry, not
+/// for a part still being created.
+fn is_fault(c: &Condition) -> bool {
+    c.status != "True"
+        && c.reason
+            .parse::<Reason>()
+            .is_ok_and(|reason| reason != Reason::Progressing && reason.retry() != Retry::Settled)
 }
 
 #[cfg(test)]
@@ -432,7 +458,7 @@ mod tests {
             later.clone(),
         );
         assert_eq!(second.conditions[0].last_transition_time, now());
-        assert!(transitions(Some(&first), &second).is_empty());
+        assert!(newsworthy(Some(&first), &second).is_empty());
         let third = next_status(
             Some(&second),
             Some(2),
@@ -441,6 +467,77 @@ mod tests {
             later.clone(),
         );
         assert_eq!(third.conditions[0].last_transition_time, later);
-        assert_eq!(transitions(Some(&second), &third).len(), 1);
+        assert_eq!(
+            newsworthy(Some(&second), &third),
+            vec![News {
+                condition: &third.conditions[0],
+                warning: false
+            }],
+            "Ready left True"
+        );
+    }
+
+    #[test]
+    fn a_new_tenant_is_one_event_and_faults_and_recoveries_are_told() {
+        let status = |previous: Option<&TenantStatus>, database: Observed, ready: Observed| {
+            next_status(
+                previous,
+                Some(1),
+                vec![database, ready],
+                TenantStatus::default(),
+                now(),
+            )
+        };
+        let told = |previous: &TenantStatus, next: &TenantStatus| {
+            let mut news: Vec<_> = newsworthy(Some(previous), next)
+                .into_iter()
+                .map(|n| (n.condition.type_.clone(), n.warning))
+                .collect();
+            news.sort();
+            news
+        };
+        let healthy = || {
+            (
+                Observed::ok(types::DATABASE_READY, Reason::DatabaseProvisioned, "db"),
+                Observed::ok(types::READY, Reason::Reconciled, "ok"),
+            )
+        };
+        let creating = status(
+            None,
+            Observed::failed(types::DATABASE_READY, Reason::Progressing, "creating"),
+            Observed::failed(types::READY, Reason::Progressing, "waiting"),
+        );
+        assert!(
+            newsworthy(None, &creating).is_empty(),
+            "creating is no news"
+        );
+        let (db, ready) = healthy();
+        let serving = status(Some(&creating), db, ready);
+        assert_eq!(
+            told(&creating, &serving),
+            [(types::READY.to_owned(), false)]
+        );
+        let down = status(
+            Some(&serving),
+            Observed::failed(types::DATABASE_READY, Reason::DatabaseUnreachable, "down"),
+            Observed::failed(types::READY, Reason::DatabaseUnreachable, "down"),
+        );
+        assert_eq!(
+            told(&serving, &down),
+            [
+                (types::DATABASE_READY.to_owned(), true),
+                (types::READY.to_owned(), true)
+            ]
+        );
+        let (db, ready) = healthy();
+        let back = status(Some(&down), db, ready);
+        assert_eq!(
+            told(&down, &back),
+            [
+                (types::DATABASE_READY.to_owned(), false),
+                (types::READY.to_owned(), false)
+            ],
+            "a recovery is told"
+        );
     }
 }

@@ -43,10 +43,13 @@ impl Checks {
         if let Some(conditions) = self.recalled(&v.name, &inputs, resync) {
             return conditions;
         }
-        let conditions = vec![
-            ensure_database(servers, v).await,
-            ensure_cache(servers, &v.name, &v.spec, v.secrets.cache.as_ref()).await,
-        ];
+        // The two servers are independent: asked at once, a new tenant waits for the slower
+        // one, not for both in turn.
+        let (database, cache) = tokio::join!(
+            ensure_database(servers, v),
+            ensure_cache(servers, &v.name, &v.spec, v.secrets.cache.as_ref()),
+        );
+        let conditions = vec![database, cache];
         if conditions.iter().all(|c| c.ok) {
             self.remember(&v.name, inputs, conditions.clone());
         }
