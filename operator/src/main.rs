@@ -64,8 +64,21 @@ struct Args {
     log_format: Option<String>,
 }
 
+/// Built with `--features heap-profile` (benches only): every allocation is recorded.
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static HEAP: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Written when `main` returns (SIGTERM ends the controller): what was live at the peak
+    // and at the end, by the call stack that allocated it.
+    #[cfg(feature = "heap-profile")]
+    let _heap = dhat::Profiler::builder()
+        .file_name(
+            std::env::var_os("TIQZY_HEAP_PROFILE").unwrap_or_else(|| "dhat-heap.json".into()),
+        )
+        .build();
     let args = Args::parse();
     // Traces go to the collector OTEL_EXPORTER_OTLP_ENDPOINT names, when it is set.
     let traces = tiqzy_telemetry::otel::Tracing::from_env("tiqzy-operator", &[])

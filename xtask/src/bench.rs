@@ -1,5 +1,6 @@
 //! `cargo xtask bench operator --tenants N`: applies N tenants at once to the local platform
-//! and prints how long until all are Ready, the operator's peak memory, how many writes it
+//! and prints how long until all are Ready, the operator's peak memory and its memory once
+//! settled, how many writes it
 //! made per tenant (by kind and bytes, see [`crate::bench_writes`]), and how many it makes once
 //! everything has converged.
 //!
@@ -31,6 +32,8 @@ pub struct Options {
     pub with_stores: bool,
     pub floor: bool,
     pub single: bool,
+    /// Where the operator (built with `heap-profile`) writes its heap profile.
+    pub heap_profile: Option<std::path::PathBuf>,
 }
 
 pub async fn operator(options: &Options, operator_binary: &std::path::Path) -> Result<()> {
@@ -57,6 +60,7 @@ pub async fn operator(options: &Options, operator_binary: &std::path::Path) -> R
             None
         };
         lines.extend(run.writes.lines("operator", tenants));
+        lines.extend(run.heap);
         let floor = floor.map_or_else(String::new, |floor_s| {
             format!(
                 " floor_s={floor_s:.1} ratio={:.2}",
@@ -69,9 +73,10 @@ pub async fn operator(options: &Options, operator_binary: &std::path::Path) -> R
             " stores=false"
         };
         lines.push(format!(
-            "operator-bench tenants={tenants} ready_s={:.1}{floor} rss_peak_mib={:.1} idle_writes={} writes_per_tenant={:.1}{stores}",
+            "operator-bench tenants={tenants} ready_s={:.1}{floor} rss_peak_mib={:.1} rss_settled_mib={:.1} idle_writes={} writes_per_tenant={:.1}{stores}",
             run.ready_s,
             run.rss_peak_mib,
+            run.rss_settled_mib,
             run.idle_writes,
             run.writes.total() / tenants.max(1) as f64,
         ));
@@ -101,6 +106,10 @@ pub struct StatusSample {
 struct Bulk {
     ready_s: f64,
     rss_peak_mib: f64,
+    /// Resident memory after convergence and the idle window.
+    rss_settled_mib: f64,
+    /// `heap-*` lines, with `--heap-profile`.
+    heap: Vec<String>,
     idle_writes: u64,
     writes: Writes,
     sample: StatusSample,
@@ -120,7 +129,14 @@ async fn bulk(options: &Options, operator_binary: &std::path::Path) -> Result<Bu
     if !with_stores {
         remove_stores(&client).await?;
     }
-    let (process, operator) = start_operator(&h, &kubeconfig, operator_binary, resync_seconds)?;
+    let mut process = operator_process(&kubeconfig, operator_binary, resync_seconds);
+    if let Some(file) = &options.heap_profile {
+        let _ = std::fs::remove_file(file);
+        process
+            .env
+            .push(("TIQZY_HEAP_PROFILE".to_owned(), file.display().to_string()));
+    }
+    let operator = process.start(&h)?;
     let pid = operator.pid();
 
     let before = bench_writes::counters(&client).await?;
@@ -187,7 +203,8 @@ async fn bulk(options: &Options, operator_binary: &std::path::Path) -> Result<Bu
     let before = counted_writes(&process.metrics().await?);
     tokio::time::sleep(Duration::from_secs(2 * resync_seconds + 2)).await;
     let idle_writes = counted_writes(&process.metrics().await?) - before;
-    let rss_peak_mib = peak_rss_kib(pid)? as f64 / 1024.0;
+    let rss_peak_mib = rss_kib(pid, "VmHWM")? as f64 / 1024.0;
+    let rss_settled_mib = rss_kib(pid, "VmRSS")? as f64 / 1024.0;
     let metrics = process.metrics().await?;
     for line in metrics.lines().filter(|l| {
         l.starts_with("controller_runtime_reconcile_total")
@@ -197,11 +214,24 @@ async fn bulk(options: &Options, operator_binary: &std::path::Path) -> Result<Bu
     }) {
         eprintln!("bench: {line}");
     }
+    let heap = match &options.heap_profile {
+        Some(file) => {
+            // SIGTERM ends the controller; the profile is written as `main` returns.
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+            crate::bench_heap::wait_for(pid, file)?;
+            crate::bench_heap::summary(file, 12)?
+        }
+        None => Vec::new(),
+    };
     drop(operator);
     finish(h);
     Ok(Bulk {
+        heap,
         ready_s,
         rss_peak_mib,
+        rss_settled_mib,
         idle_writes,
         writes,
         sample,
@@ -216,13 +246,22 @@ pub fn start_operator(
     binary: &std::path::Path,
     resync_seconds: u64,
 ) -> Result<(OperatorProcess, Service)> {
+    let process = operator_process(kubeconfig, binary, resync_seconds);
+    let operator = process.start(h)?;
+    Ok((process, operator))
+}
+
+fn operator_process(
+    kubeconfig: &std::path::Path,
+    binary: &std::path::Path,
+    resync_seconds: u64,
+) -> OperatorProcess {
     let mut process = OperatorProcess::new(binary, kubeconfig, "bench");
     process.args = vec![
         format!("--resync-seconds={resync_seconds}"),
         "--log-format=json".to_owned(),
     ];
-    let operator = process.start(h)?;
-    Ok((process, operator))
+    process
 }
 
 /// Takes PostgreSQL and Redis out of the Platform.
@@ -291,12 +330,12 @@ fn counted_writes(metrics: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// VmHWM: the most resident memory the process ever had.
-fn peak_rss_kib(pid: u32) -> Result<u64> {
+/// A memory figure of the process: `VmHWM` (the most it was ever resident) or `VmRSS` (now).
+fn rss_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/<pid>/status")
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }

@@ -7,6 +7,7 @@ mod bench;
 mod bench_backup;
 mod bench_dr;
 mod bench_floor;
+mod bench_heap;
 mod bench_latency;
 mod bench_mail;
 mod bench_payments;
@@ -82,6 +83,12 @@ enum Bench {
         /// p50_ms= p99_ms=`.
         #[arg(long)]
         single: bool,
+        /// Build the operator with its `heap-profile` feature (dhat; every allocation is
+        /// recorded, so it runs slower), write the profile to this file when the bulk run
+        /// ends, and print where the live memory at the peak and at the end was allocated
+        /// (`heap-profile`, `heap-peak`, `heap-end` lines).
+        #[arg(long, value_name = "FILE")]
+        heap_profile: Option<std::path::PathBuf>,
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
     Runtime {
@@ -199,15 +206,25 @@ fn bench(what: Bench) -> Result<()> {
             without_stores,
             floor,
             single,
+            heap_profile,
         } => {
-            cargo(&["build", "--release", "--package", "tiqzy-operator"])?;
+            let mut build = vec!["build", "--release", "--package", "tiqzy-operator"];
+            if heap_profile.is_some() {
+                build.extend(["--features", "heap-profile"]);
+            }
+            cargo(&build)?;
             let binary = tiqzy_e2e::target_dir().join("release/tiqzy-operator");
+            let heap_profile = heap_profile
+                .map(|f| std::path::absolute(&f))
+                .transpose()
+                .context("the heap profile's path")?;
             let options = bench::Options {
                 tenants,
                 resync_seconds,
                 with_stores: !without_stores,
                 floor,
                 single,
+                heap_profile,
             };
             current_thread()?.block_on(bench::operator(&options, &binary))
         }
