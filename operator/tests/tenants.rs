@@ -147,6 +147,57 @@ async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
         text.contains("True") && text.contains("https://shop-ready.apps.tiqzy.test"),
         "{text}"
     );
+
+    // `kubectl describe tenant` tells the news, not every step: Ready once, and none of
+    // the parts that were merely created.
+    let told = eventually_events(&client, "shop-ready", |reasons| {
+        reasons.contains(&("Normal".to_owned(), "Reconciled".to_owned()))
+    })
+    .await;
+    let created = [
+        "DatabaseProvisioned",
+        "CacheProvisioned",
+        "Available",
+        "PaymentsConfigured",
+        "IngressCreated",
+        "Progressing",
+    ];
+    assert!(
+        told.iter()
+            .all(|(_, reason)| !created.contains(&reason.as_str())),
+        "{told:?}"
+    );
+    assert_eq!(
+        told.iter().filter(|(_, r)| r == "Reconciled").count(),
+        1,
+        "{told:?}"
+    );
+}
+
+/// The (type, reason) of every Event on Tenant `name`, once `done` holds for them.
+async fn eventually_events(
+    client: &kube::Client,
+    name: &str,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let mut told = Vec::new();
+    for _ in 0..100 {
+        told = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect();
+        if done(&told) {
+            return told;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the Events on {name} never said what was expected: {told:?}")
 }
 
 #[tokio::test]
@@ -225,20 +276,11 @@ async fn an_object_the_api_server_refuses_is_reported_on_the_tenant() {
         message.contains("must be less than or equal to cpu limit"),
         "{message}"
     );
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
-    let mut reported = false;
-    for _ in 0..50 {
-        let list = events.list(&ListParams::default()).await.expect("events");
-        reported = list.items.iter().any(|e| {
-            e.reason.as_deref() == Some("ObjectRefused")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("shop-refused")
-        });
-        if reported {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(reported, "an Event on the Tenant says why");
+    // A Warning Event on the Tenant says why.
+    eventually_events(&client, "shop-refused", |told| {
+        told.contains(&("Warning".to_owned(), "ObjectRefused".to_owned()))
+    })
+    .await;
     // No hot loop: the operator waits for a change, so the status stays as written.
     let written = refused.metadata.resource_version.clone();
     tokio::time::sleep(Duration::from_secs(3)).await;
