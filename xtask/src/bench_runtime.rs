@@ -153,12 +153,8 @@ impl Drop for Server {
     }
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
-}
-
 pub(crate) fn build_runtime() -> Result<PathBuf> {
-    let status = Command::new(cargo())
+    let status = tiqzy_e2e::cargo_command()
         .args([
             "build",
             "--release",
