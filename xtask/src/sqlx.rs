@@ -4,6 +4,7 @@
 //! queries.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
@@ -66,8 +67,12 @@ fn crate_dir(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)
 }
 
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
 fn ensure_sqlx_cli() -> Result<()> {
-    let installed = tiqzy_e2e::cargo_command()
+    let installed = Command::new(cargo())
         .args(["sqlx", "--version"])
         .output()
         .is_ok_and(|out| {
@@ -77,7 +82,7 @@ fn ensure_sqlx_cli() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing sqlx-cli {SQLX_CLI_VERSION} (a few minutes, once)");
-    let status = tiqzy_e2e::cargo_command()
+    let status = Command::new(cargo())
         .args([
             "install",
             "sqlx-cli",
@@ -98,7 +103,7 @@ fn ensure_sqlx_cli() -> Result<()> {
 
 fn sqlx(dir: &Path, database_url: &str, args: &[&str]) -> Result<()> {
     eprintln!("xtask: cargo sqlx {}", args.join(" "));
-    let status = tiqzy_e2e::cargo_command()
+    let status = Command::new(cargo())
         .arg("sqlx")
         .args(args)
         .current_dir(dir)
