@@ -1,8 +1,7 @@
 //! `cargo xtask bench operator --tenants N`: applies N tenants at once to the local platform
 //! and prints how long until all are Ready, the operator's peak memory and its memory once
-//! settled, how many writes it
-//! made per tenant (by kind and bytes, see [`crate::bench_writes`]), and how many it makes once
-//! everything has converged.
+//! settled, how many writes it made per tenant (by kind and bytes, see
+//! [`crate::bench_writes`]), and how many it makes once everything has converged.
 //!
 //! With `--floor` the same N tenants are then written directly on a fresh platform (see
 //! [`crate::bench_floor`]) and the line gains `floor_s` and `ratio`, the operator's time over

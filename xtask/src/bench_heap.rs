@@ -105,6 +105,8 @@ fn site(profile: &Profile, point: &Point) -> String {
                 "<alloc::",
                 "<core::",
                 "<std::",
+                "<dhat::",
+                "<hashbrown::",
                 "[root]",
             ]
             .iter()
@@ -154,19 +156,19 @@ mod tests {
             "dhatFileVersion": 2,
             "pps": [
                 { "tb": 300, "gb": 200, "eb": 100, "fs": [1, 2, 3] },
-                { "tb": 50, "gb": 0, "eb": 0, "fs": [1, 4] }
+                { "tb": 50, "gb": 0, "eb": 0, "fs": [1, 4, 3] }
             ],
-            "ftbl": ["[root]", "0x1: alloc::alloc::alloc", "0x2: tiqzy_operator::cache::keep",
+            "ftbl": ["[root]", "0x1: <dhat::Alloc as core::alloc::global::GlobalAlloc>::alloc", "0x2: tiqzy_operator::cache::keep",
                      "0x3: tokio::runtime::park", "0x4: hyper::proto::h1::read"]
         }))
         .expect("profile");
         assert_eq!(
             site(&profile, &profile.pps[0]),
-            "alloc::alloc::alloc < tiqzy_operator::cache::keep < tokio::runtime::park"
+            "<dhat::Alloc as core::alloc::global::GlobalAlloc>::alloc < tiqzy_operator::cache::keep < tokio::runtime::park"
         );
         assert_eq!(
             site(&profile, &profile.pps[1]),
-            "alloc::alloc::alloc < hyper::proto::h1::read"
+            "<dhat::Alloc as core::alloc::global::GlobalAlloc>::alloc < hyper::proto::h1::read < tokio::runtime::park"
         );
     }
 }
