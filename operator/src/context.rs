@@ -14,6 +14,8 @@ use crate::metrics::Metrics;
 pub struct Settings {
     /// How often a converged tenant is looked at again.
     pub resync: Duration,
+    /// How often a converged tenant's database and Redis user are checked on their servers.
+    pub store_check: Duration,
     /// Identity in Events.
     pub instance: String,
     /// Tenants reconciled at once.

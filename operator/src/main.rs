@@ -37,6 +37,12 @@ struct Args {
     /// Seconds between looks at a converged tenant.
     #[arg(long, env = "TIQZY_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds between checks that a converged tenant's database, role and Redis user still
+    /// hold what they should (a change to the Tenant, its Secrets or the Platform checks at
+    /// once). Kept apart from the resync: each check opens sessions on both servers, and at a
+    /// short resync with many tenants the checks alone would fill every reconcile slot.
+    #[arg(long, env = "TIQZY_STORE_CHECK_SECONDS", default_value_t = 300)]
+    store_check_seconds: u64,
     /// Tenants reconciled at once (bounds connections to the database server too).
     #[arg(long, env = "TIQZY_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
@@ -165,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings {
         resync: Duration::from_secs(args.resync_seconds),
+        store_check: Duration::from_secs(args.store_check_seconds),
         instance: identity,
         concurrency: args.concurrency,
         key_vault_poll: Duration::from_secs(args.key_vault_poll_seconds.max(1)),

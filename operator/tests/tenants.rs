@@ -249,6 +249,81 @@ async fn drift_is_repaired() {
     );
 }
 
+/// A database administrator who takes away a converged tenant's login and deletes its Redis
+/// user breaks its storefront; the next store check (`--store-check-seconds`, as often as the
+/// resync here) puts both back with the passwords in the tenant's Secrets, without any change
+/// to the Tenant.
+#[tokio::test]
+async fn drift_on_the_servers_is_repaired_at_the_next_store_check() {
+    let client = admin().await;
+    let name = "shop-server-drift";
+    create_tenant(
+        &client,
+        name,
+        json!({ "displayName": "Server Drift", "currency": "EUR" }),
+    )
+    .await;
+    wait_for(&client, name, "Ready", is_ready).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "tiqzy-shop-server-drift");
+    let value = |secret: &Secret, key: &str| {
+        let data = secret.data.as_ref().expect("data");
+        String::from_utf8(data[key].0.clone()).expect("utf8")
+    };
+    let database = secrets.get("storefront-database").await.expect("db secret");
+    let database_url = value(&database, "DATABASE_URL").replace("?sslmode=disable", "");
+    let cache = secrets.get("storefront-cache").await.expect("cache secret");
+    let redis_url = value(&cache, "REDIS_URL");
+    let works = || async {
+        let database = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+            .await
+            .is_ok();
+        let cache = match redis::Client::open(redis_url.as_str()) {
+            Ok(c) => c.get_multiplexed_async_connection().await.is_ok(),
+            Err(_) => false,
+        };
+        (database, cache)
+    };
+    assert_eq!(works().await, (true, true), "the tenant's credentials work");
+
+    let h = Harness::shared();
+    let (pg, connection) =
+        tokio_postgres::connect(&h.postgres.admin_url("postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL admin");
+    tokio::spawn(connection);
+    pg.batch_execute("ALTER ROLE tiqzy_shop_server_drift NOLOGIN")
+        .await
+        .expect("take the login away");
+    let mut redis_admin = redis::Client::open(h.redis.admin_url())
+        .expect("admin url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis admin");
+    let deleted: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg("tiqzy-shop-server-drift")
+        .query_async(&mut redis_admin)
+        .await
+        .expect("ACL DELUSER");
+    assert_eq!(deleted, 1, "the tenant's Redis user existed");
+    assert_eq!(works().await, (false, false), "the drift broke both");
+
+    let mut seen = (false, false);
+    for _ in 0..60 {
+        seen = works().await;
+        if seen == (true, true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(seen, (true, true), "login and Redis user restored");
+    let tenant = wait_for(&client, name, "Ready", is_ready).await;
+    assert_eq!(
+        condition(&tenant, "DatabaseReady").map(|c| c.status.as_str()),
+        Some("True")
+    );
+}
+
 /// A value the schema lets through but the API server refuses in the Deployment (a CPU
 /// request above its limit) shows on the Tenant, with the server's words, instead of a silent
 /// retry loop; fixing the spec recovers.

@@ -33,6 +33,8 @@ pub struct Options {
     pub single: bool,
     /// Where the operator (built with `heap-profile`) writes its heap profile.
     pub heap_profile: Option<std::path::PathBuf>,
+    /// Environment variables for the operator process alone.
+    pub operator_env: Vec<(String, String)>,
 }
 
 pub async fn operator(options: &Options, operator_binary: &std::path::Path) -> Result<()> {
@@ -128,7 +130,7 @@ async fn bulk(options: &Options, operator_binary: &std::path::Path) -> Result<Bu
     if !with_stores {
         remove_stores(&client).await?;
     }
-    let mut process = operator_process(&kubeconfig, operator_binary, resync_seconds);
+    let mut process = operator_process(&kubeconfig, operator_binary, options);
     if let Some(file) = &options.heap_profile {
         let _ = std::fs::remove_file(file);
         process
@@ -237,15 +239,15 @@ async fn bulk(options: &Options, operator_binary: &std::path::Path) -> Result<Bu
     })
 }
 
-/// Starts the release operator as the bench runs it: its default concurrency and request
-/// limit, `resync_seconds`, JSON logs.
+/// Starts the release operator as the bench runs it: its default concurrency, request limit
+/// and store check interval, the options' resync and environment, JSON logs.
 pub fn start_operator(
     h: &Harness,
     kubeconfig: &std::path::Path,
     binary: &std::path::Path,
-    resync_seconds: u64,
+    options: &Options,
 ) -> Result<(OperatorProcess, Service)> {
-    let process = operator_process(kubeconfig, binary, resync_seconds);
+    let process = operator_process(kubeconfig, binary, options);
     let operator = process.start(h)?;
     Ok((process, operator))
 }
@@ -253,13 +255,14 @@ pub fn start_operator(
 fn operator_process(
     kubeconfig: &std::path::Path,
     binary: &std::path::Path,
-    resync_seconds: u64,
+    options: &Options,
 ) -> OperatorProcess {
     let mut process = OperatorProcess::new(binary, kubeconfig, "bench");
     process.args = vec![
-        format!("--resync-seconds={resync_seconds}"),
+        format!("--resync-seconds={}", options.resync_seconds),
         "--log-format=json".to_owned(),
     ];
+    process.env.clone_from(&options.operator_env);
     process
 }
 

@@ -31,8 +31,7 @@ pub async fn latency(options: &Options, operator_binary: &std::path::Path) -> Re
     if !options.with_stores {
         bench::remove_stores(&client).await?;
     }
-    let (_process, operator) =
-        bench::start_operator(&h, &kubeconfig, operator_binary, options.resync_seconds)?;
+    let (_process, operator) = bench::start_operator(&h, &kubeconfig, operator_binary, options)?;
     settle(&client).await?;
 
     let api: Api<Tenant> = Api::all(client.clone());

@@ -89,6 +89,10 @@ enum Bench {
         /// (`heap-profile`, `heap-peak`, `heap-end` lines).
         #[arg(long, value_name = "FILE")]
         heap_profile: Option<std::path::PathBuf>,
+        /// An environment variable for the operator only (repeatable), to compare settings
+        /// such as `MALLOC_ARENA_MAX=2` on the same build.
+        #[arg(long, value_name = "NAME=VALUE", value_parser = name_value)]
+        operator_env: Vec<(String, String)>,
     },
     /// An on-sale rush (2,000 buyers, 500 tickets) and the cached event page under wrk.
     Runtime {
@@ -197,6 +201,14 @@ fn in_release() -> Result<()> {
     Err(failed).with_context(|| format!("running {}", release.display()))
 }
 
+/// `NAME=VALUE`, as `--operator-env` takes it.
+fn name_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
+
 fn bench(what: Bench) -> Result<()> {
     prepare()?;
     match what {
@@ -207,6 +219,7 @@ fn bench(what: Bench) -> Result<()> {
             floor,
             single,
             heap_profile,
+            operator_env,
         } => {
             let mut build = vec!["build", "--release", "--package", "tiqzy-operator"];
             if heap_profile.is_some() {
@@ -225,6 +238,7 @@ fn bench(what: Bench) -> Result<()> {
                 floor,
                 single,
                 heap_profile,
+                operator_env,
             };
             current_thread()?.block_on(bench::operator(&options, &binary))
         }

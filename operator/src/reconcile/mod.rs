@@ -371,8 +371,8 @@ async fn converge(
     step("credentials");
     objects::apply_credentials(applier, credentials).await?;
     step("stores");
-    let resync = r.ctx.settings.resync;
-    let stores = r.memory.stores.converge(&found.servers, v, resync).await;
+    let interval = r.ctx.settings.store_check;
+    let stores = r.memory.stores.converge(&found.servers, v, interval).await;
     // A database restored from a backup is complete before the storefront first starts.
     let database = stores
         .iter()

@@ -1,7 +1,7 @@
 //! Converging the tenant's state outside Kubernetes: its database and role, its cache user.
 //! Runs after the credentials are in Kubernetes, so a crash at any point leaves a password the
 //! next reconcile can use. A converged tenant's servers are asked again only when what they
-//! should hold changes, or once per resync.
+//! should hold changes, or once per check interval (`--store-check-seconds`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -31,16 +31,16 @@ struct Check {
 }
 
 impl Checks {
-    /// `DatabaseReady` and `CacheReady`: remembered while the inputs hold and `resync` has
+    /// `DatabaseReady` and `CacheReady`: remembered while the inputs hold and `interval` has
     /// not passed since a successful check, else asked of the servers.
     pub async fn converge(
         &self,
         servers: &Servers,
         v: &ValidatedTenant,
-        resync: Duration,
+        interval: Duration,
     ) -> Vec<Observed> {
         let inputs = inputs_digest(servers, v);
-        if let Some(conditions) = self.recalled(&v.name, &inputs, resync) {
+        if let Some(conditions) = self.recalled(&v.name, &inputs, interval) {
             return conditions;
         }
         // The two servers are independent: asked at once, a new tenant waits for the slower
@@ -56,10 +56,10 @@ impl Checks {
         conditions
     }
 
-    fn recalled(&self, tenant: &str, inputs: &str, resync: Duration) -> Option<Vec<Observed>> {
+    fn recalled(&self, tenant: &str, inputs: &str, interval: Duration) -> Option<Vec<Observed>> {
         let checks = self.by_tenant.lock().expect("store checks lock");
         let check = checks.get(tenant)?;
-        (check.inputs == inputs && check.checked.elapsed() < resync)
+        (check.inputs == inputs && check.checked.elapsed() < interval)
             .then(|| check.conditions.clone())
     }
 
@@ -245,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn a_check_is_recalled_only_for_the_same_inputs_within_the_resync() {
+    fn a_check_is_recalled_only_for_the_same_inputs_within_the_interval() {
         let checks = Checks::default();
         let ok = vec![Observed::ok(
             types::DATABASE_READY,
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(
             checks.recalled("acme", "inputs-1", Duration::ZERO),
             None,
-            "resync passed"
+            "the interval passed"
         );
         checks.forget("acme");
         assert_eq!(checks.recalled("acme", "inputs-1", minute), None);

@@ -82,13 +82,15 @@ async fn apply_yaml(client: &kube::Client, path: &str, text: &str) -> Result<()>
 }
 
 /// Installs the CRDs, config/rbac, admin Secrets and a Platform pointing at the harness's
-/// PostgreSQL and Redis, then starts `binary` as the operator's own ServiceAccount.
+/// PostgreSQL and Redis, then starts `binary` as the operator's own ServiceAccount. Tenants
+/// are looked at again, and their stores checked, every `resync_seconds`.
 pub async fn install_operator(h: &Harness, binary: &Path, resync_seconds: u64) -> Result<Service> {
     let kubeconfig = install_tiqzy(h).await?;
     let mut operator = OperatorProcess::new(binary, &kubeconfig, "operator-a");
-    operator
-        .args
-        .push(format!("--resync-seconds={resync_seconds}"));
+    operator.args.extend([
+        format!("--resync-seconds={resync_seconds}"),
+        format!("--store-check-seconds={resync_seconds}"),
+    ]);
     operator.start(h)
 }
 
