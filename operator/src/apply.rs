@@ -99,6 +99,17 @@ impl Applier {
         Box::pin(self.apply_cached(api, Some(&namespace), object)).await
     }
 
+    /// The API server's copy of a namespaced object the operator caches, or `None` once it
+    /// is gone: for when the cached copy may be behind.
+    pub async fn read<K>(&self, object: &K) -> Result<Option<K>, Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Cached,
+    {
+        let namespace = object.namespace().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
+        Ok(api.get_opt(&object.name_any()).await?)
+    }
+
     /// Applies a cluster-scoped object unless the cached live one already matches.
     pub async fn apply_cluster<K>(&self, mut object: K) -> Result<K, Error>
     where

@@ -66,5 +66,14 @@ pub async fn apply_workload(
         applier.apply(pdb),
         autoscaler,
     )?;
+    // The watch cache can hold an older copy of the Deployment than the API server has: at
+    // 1,000 tenants two storefronts stayed "waiting for a storefront pod" for minutes, across
+    // resyncs and a Tenant change, after their Deployments had become available. While the
+    // copy at hand does not look available, the API server is asked (one read, only then).
+    if super::status::rolling(&deployment)
+        && let Some(live) = applier.read(&deployment).await?
+    {
+        return Ok(live);
+    }
     Ok(deployment)
 }
