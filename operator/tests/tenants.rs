@@ -43,6 +43,10 @@ async fn admin() -> kube::Client {
 #[tokio::test]
 async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
     let client = admin().await;
+    // On a platform whose payments service is still starting, a tenant's payments are rightly
+    // reported down and then recovered (two Warnings and a recovery Event): the Events checked
+    // below are those of a tenant created on a running platform.
+    payments_service_ready(&client).await;
     create_tenant(
         &client,
         "shop-ready",
@@ -172,6 +176,24 @@ async fn a_tenant_becomes_ready_with_its_url_database_and_cache() {
         1,
         "{told:?}"
     );
+}
+
+/// Waits until the Platform reports its payments service ready.
+async fn payments_service_ready(client: &kube::Client) {
+    let platforms = Api::<tiqzy_crds::Platform>::all(client.clone());
+    for _ in 0..240 {
+        let platform = platforms.get_opt("default").await.expect("platform");
+        let ready = platform.and_then(|p| p.status).is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "PaymentsServiceReady" && c.status == "True")
+        });
+        if ready {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the payments service never became ready");
 }
 
 /// The (type, reason) of every Event on Tenant `name`, once `done` holds for them.
