@@ -10,11 +10,11 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::runtime::{Predicate, predicates};
+use kube::{Resource, ResourceExt};
 use tiqzy_crds::Platform;
 
 use crate::build::TENANT_LABEL;
@@ -69,33 +69,52 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         route_api,
     )));
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
+    // Every owned kind maps to its Tenant with `owning_tenant`, never kube's `owns`: see there.
     let controller = controller
-        .owns_stream(reflected::<Namespace>(&client, owned(), w.namespaces))
-        .owns_stream(reflected::<Deployment>(&client, owned(), w.deployments))
-        .owns_stream(reflected::<Service>(&client, owned(), w.services))
-        .owns_stream(reflected::<ConfigMap>(&client, owned(), w.config_maps))
-        .owns_stream(reflected::<Secret>(&client, owned(), w.secrets))
-        .owns_stream(reflected::<ServiceAccount>(
-            &client,
-            owned(),
-            w.service_accounts,
-        ))
+        .watches_stream(
+            reflected::<Namespace>(&client, owned(), w.namespaces),
+            owning_tenant,
+        )
+        .watches_stream(
+            reflected::<Deployment>(&client, owned(), w.deployments),
+            owning_tenant,
+        )
+        .watches_stream(
+            reflected::<Service>(&client, owned(), w.services),
+            owning_tenant,
+        )
+        .watches_stream(
+            reflected::<ConfigMap>(&client, owned(), w.config_maps),
+            owning_tenant,
+        )
+        .watches_stream(
+            reflected::<Secret>(&client, owned(), w.secrets),
+            owning_tenant,
+        )
+        .watches_stream(
+            reflected::<ServiceAccount>(&client, owned(), w.service_accounts),
+            owning_tenant,
+        )
         // The disruption controller rewrites PDB status whenever a pod changes: spec only.
-        .owns_stream(
+        .watches_stream(
             reflected::<PodDisruptionBudget>(&client, owned(), w.disruption_budgets)
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
+            owning_tenant,
         )
         // The autoscaler controller rewrites HPA status every sync: only spec changes matter.
-        .owns_stream(
+        .watches_stream(
             reflected::<HorizontalPodAutoscaler>(&client, owned(), w.autoscalers)
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
+            owning_tenant,
         )
-        .owns_stream(reflected::<NetworkPolicy>(
-            &client,
-            owned(),
-            w.network_policies,
-        ))
-        .owns_stream(reflected::<Ingress>(&client, owned(), w.ingresses));
+        .watches_stream(
+            reflected::<NetworkPolicy>(&client, owned(), w.network_policies),
+            owning_tenant,
+        )
+        .watches_stream(
+            reflected::<Ingress>(&client, owned(), w.ingresses),
+            owning_tenant,
+        );
     // On OpenShift the router reports admission in a Route's status: that change, like an
     // Ingress getting its address, reconciles the tenant at once instead of at resync.
     let controller = if route_api {
@@ -106,7 +125,7 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         )
         .default_backoff()
         .touched_objects();
-        controller.owns_stream_with(routes, resource)
+        controller.watches_stream_with(routes, owning_tenant, resource)
     } else {
         controller
     };
@@ -152,6 +171,21 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     tokio::join!(tenants, run_payments_service(client, &namespace, ctx));
 }
 
+/// The Tenant that owns `object`, as the key the Tenant watch uses. Tenants are cluster-scoped,
+/// their objects mostly namespaced; kube's `owns` keeps the object's namespace in the key, so
+/// a trigger from a tenant's Deployment and one from the Tenant itself were two queue entries
+/// and the same tenant could be reconciled twice at once (two `Reconciled` Events for one
+/// Ready, or an older pass writing its status after a newer one).
+fn owning_tenant<K: Resource>(object: K) -> Option<ObjectRef<GuardedTenant>> {
+    object
+        .meta()
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find_map(|owner| ObjectRef::from_owner_ref(None, owner, ()))
+}
+
 /// Runs the payments service's controller: the Platform and the service's Deployment (its
 /// availability is the Platform's `PaymentsServiceReady`) and Secret (the delivery key).
 async fn run_payments_service(client: kube::Client, namespace: &str, ctx: Arc<Reconciler>) {
@@ -184,3 +218,29 @@ async fn run_payments_service(client: kube::Client, namespace: &str, ctx: Arc<Re
 
 /// Label selecting the payments service's objects.
 const PAYMENTS_SELECTOR: &str = "app.kubernetes.io/name=tiqzy-payments";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_in_a_tenant_namespace_triggers_the_tenant_itself() {
+        let tenant: tiqzy_crds::Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
+            "metadata": { "name": "shop", "uid": "1f0c" },
+            "spec": { "displayName": "Shop", "currency": "EUR" }
+        }))
+        .expect("tenant");
+        let mut deployment = Deployment::default();
+        deployment.metadata.name = Some("storefront".into());
+        deployment.metadata.namespace = Some("tiqzy-shop".into());
+        deployment.metadata.owner_references =
+            Some(vec![tenant.controller_owner_ref(&()).expect("owner")]);
+        // The key the Tenant watch queues the tenant under: no namespace.
+        let key = ObjectRef::<GuardedTenant>::new("shop");
+        assert_eq!(owning_tenant(deployment.clone()), Some(key));
+
+        deployment.metadata.owner_references = None;
+        assert_eq!(owning_tenant(deployment), None);
+    }
+}

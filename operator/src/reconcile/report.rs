@@ -20,10 +20,10 @@ use crate::context::Context;
 use crate::error::Error;
 
 /// The last status written per tenant, for as long as the operator runs. A reconcile can run
-/// on a cached Tenant from before that write: another trigger was queued behind it, or, as
-/// seen under load, the cache handed back an older version after the write's own. Comparing
-/// with what was written, it neither writes the same status again with fresh transition times
-/// nor repeats its Events (a second `Reconciled` for one Ready).
+/// on a cached Tenant from before that write: a trigger queued behind the write is taken before
+/// the watch has delivered the write's own version. Comparing with what was written, it
+/// neither writes the same status again with fresh transition times nor repeats its Events (a
+/// second `Reconciled` for one Ready).
 ///
 /// The operator is the only writer of a Tenant's status, so the status it wrote last is the
 /// Tenant's status. Only a new leader, with nothing written yet, starts from the cache's.
