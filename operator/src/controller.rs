@@ -69,51 +69,48 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         route_api,
     )));
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
-    // Every owned kind maps to its Tenant with `owning_tenant`, never kube's `owns`: see there.
+    // Every owned kind maps to its Tenant with `owner_key`, never kube's `owns`: see there.
     let controller = controller
         .watches_stream(
             reflected::<Namespace>(&client, owned(), w.namespaces),
-            owning_tenant,
+            owner_key,
         )
         .watches_stream(
             reflected::<Deployment>(&client, owned(), w.deployments),
-            owning_tenant,
+            owner_key,
         )
         .watches_stream(
             reflected::<Service>(&client, owned(), w.services),
-            owning_tenant,
+            owner_key,
         )
         .watches_stream(
             reflected::<ConfigMap>(&client, owned(), w.config_maps),
-            owning_tenant,
+            owner_key,
         )
-        .watches_stream(
-            reflected::<Secret>(&client, owned(), w.secrets),
-            owning_tenant,
-        )
+        .watches_stream(reflected::<Secret>(&client, owned(), w.secrets), owner_key)
         .watches_stream(
             reflected::<ServiceAccount>(&client, owned(), w.service_accounts),
-            owning_tenant,
+            owner_key,
         )
         // The disruption controller rewrites PDB status whenever a pod changes: spec only.
         .watches_stream(
             reflected::<PodDisruptionBudget>(&client, owned(), w.disruption_budgets)
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
-            owning_tenant,
+            owner_key,
         )
         // The autoscaler controller rewrites HPA status every sync: only spec changes matter.
         .watches_stream(
             reflected::<HorizontalPodAutoscaler>(&client, owned(), w.autoscalers)
                 .predicate_filter(predicates::generation, PredicateConfig::default()),
-            owning_tenant,
+            owner_key,
         )
         .watches_stream(
             reflected::<NetworkPolicy>(&client, owned(), w.network_policies),
-            owning_tenant,
+            owner_key,
         )
         .watches_stream(
             reflected::<Ingress>(&client, owned(), w.ingresses),
-            owning_tenant,
+            owner_key,
         );
     // On OpenShift the router reports admission in a Route's status: that change, like an
     // Ingress getting its address, reconciles the tenant at once instead of at resync.
@@ -125,7 +122,7 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         )
         .default_backoff()
         .touched_objects();
-        controller.watches_stream_with(routes, owning_tenant, resource)
+        controller.watches_stream_with(routes, owner_key, resource)
     } else {
         controller
     };
@@ -171,12 +168,17 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     tokio::join!(tenants, run_payments_service(client, &namespace, ctx));
 }
 
-/// The Tenant that owns `object`, as the key the Tenant watch uses. Tenants are cluster-scoped,
-/// their objects mostly namespaced; kube's `owns` keeps the object's namespace in the key, so
-/// a trigger from a tenant's Deployment and one from the Tenant itself were two queue entries
-/// and the same tenant could be reconciled twice at once (two `Reconciled` Events for one
-/// Ready, or an older pass writing its status after a newer one).
-fn owning_tenant<K: Resource>(object: K) -> Option<ObjectRef<GuardedTenant>> {
+/// The cluster-scoped owner of `object` (a Tenant, the Platform), keyed as the owner's own
+/// watch keys it: without a namespace. Tenants and the Platform are cluster-scoped, their
+/// objects mostly namespaced; kube's `owns` keeps the object's namespace in the key, so a
+/// trigger from a tenant's Deployment and one from the Tenant itself were two queue entries and
+/// the same tenant could be reconciled twice at once (two `Reconciled` Events for one Ready,
+/// or an older pass writing its status after a newer one).
+fn owner_key<O, K>(object: K) -> Option<ObjectRef<O>>
+where
+    O: Resource<DynamicType = ()>,
+    K: Resource,
+{
     object
         .meta()
         .owner_references
@@ -194,13 +196,15 @@ async fn run_payments_service(client: kube::Client, namespace: &str, ctx: Arc<Re
         Api::<Platform>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(
+    .watches(
         Api::<Deployment>::namespaced(client.clone(), namespace),
         service(),
+        owner_key,
     )
-    .owns(
+    .watches(
         Api::<Secret>::namespaced(client.clone(), namespace),
         service(),
+        owner_key,
     )
     .shutdown_on_signal()
     .run(
@@ -238,9 +242,9 @@ mod tests {
             Some(vec![tenant.controller_owner_ref(&()).expect("owner")]);
         // The key the Tenant watch queues the tenant under: no namespace.
         let key = ObjectRef::<GuardedTenant>::new("shop");
-        assert_eq!(owning_tenant(deployment.clone()), Some(key));
+        assert_eq!(owner_key(deployment.clone()), Some(key));
 
         deployment.metadata.owner_references = None;
-        assert_eq!(owning_tenant(deployment), None);
+        assert_eq!(owner_key::<GuardedTenant, _>(deployment), None);
     }
 }
