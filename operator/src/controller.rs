@@ -48,6 +48,12 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
+    // Who last wrote which field is never read here, and is a few KiB per Tenant.
+    .modify(|tenant: &mut GuardedTenant| {
+        if let Ok(tenant) = tenant.0.as_mut() {
+            tenant.metadata.managed_fields = None;
+        }
+    })
     .reflect(writer)
     .applied_objects()
     .predicate_filter(relevant, PredicateConfig::default());
