@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use sha2::Digest;
 use tiqzy_crds::{Platform, Tenant};
@@ -20,7 +20,7 @@ use tiqzy_operator::external::blob::{BlobAuth, Container};
 use tokio::sync::RwLock;
 
 mod common;
-use common::{condition, create_tenant, is_ready, wait_for};
+use common::{condition, create_tenant, eventually_events, is_ready, wait_for};
 
 const CONTAINER: &str = "tiqzy-backups";
 
@@ -239,34 +239,8 @@ fn backed_up(name: &str, count: i32) -> serde_json::Value {
             "backup": { "schedule": "0 3 * * *", "retention": { "count": count } } })
 }
 
-async fn event_reasons(client: &kube::Client, name: &str) -> Vec<String> {
-    Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().is_some_and(|r| {
-                r.kind.as_deref() == Some("Tenant") && r.name.as_deref() == Some(name)
-            })
-        })
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
 async fn eventually_event(client: &kube::Client, name: &str, reason: &str) {
-    for _ in 0..300 {
-        if event_reasons(client, name)
-            .await
-            .iter()
-            .any(|r| r == reason)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no Event {reason} on Tenant {name}");
+    eventually_events(client, name, |told| told.iter().any(|e| e.reason == reason)).await;
 }
 
 fn ready_reason(t: &Tenant) -> Option<String> {

@@ -19,7 +19,7 @@ use tiqzy_e2e::Harness;
 use tiqzy_e2e::kwok_stages::{FAIL_CRASH, FAIL_PULL, FAIL_READY};
 
 mod common;
-use common::{condition, create_tenant, is_ready, wait_for};
+use common::{condition, create_tenant, events_on, is_ready, wait_for};
 
 struct Installed {
     _operator: tiqzy_e2e::Service,
@@ -151,23 +151,6 @@ async fn storefront_reason(client: &kube::Client, name: &str, reason: &str) -> T
     .await
 }
 
-/// Reasons of the Events regarding the object `kind`/`name`.
-async fn event_reasons(client: &kube::Client, kind: &str, name: &str) -> Vec<(String, String)> {
-    Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding
-                .as_ref()
-                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
-        })
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
-}
-
 /// A failed storefront, as `kubectl describe tenant` shows it: `Ready=False` and
 /// `StorefrontAvailable=False` with `reason`, and a Warning Event with that reason.
 async fn assert_reported(client: &kube::Client, name: &str, reason: &str) -> String {
@@ -180,11 +163,14 @@ async fn assert_reported(client: &kube::Client, name: &str, reason: &str) -> Str
         ("False", reason)
     );
     let events = eventually(&format!("an Event {reason} on {name}"), async || {
-        let events = event_reasons(client, "Tenant", name).await;
-        events.iter().any(|(r, _)| r == reason).then_some(events)
+        let events = events_on(client, "Tenant", name).await;
+        events.iter().any(|e| e.reason == reason).then_some(events)
     })
     .await;
-    assert!(events.iter().any(|(r, _)| r == reason));
+    assert!(
+        events.iter().any(|e| e.is("Warning", reason)),
+        "{events:#?}"
+    );
     available.message.clone()
 }
 
@@ -386,14 +372,17 @@ async fn a_failing_platform_image_halts_on_the_first_tenants_rolls_them_back_and
         !halt.rolled_back_tenants.is_empty(),
         "the tenants that got the bad image were rolled back"
     );
-    let events = event_reasons(&client, "Platform", "default").await;
+    let events = events_on(&client, "Platform", "default").await;
     assert!(
         events
             .iter()
-            .any(|(r, note)| r == "RolloutHalted" && note.contains(&bad)),
+            .any(|e| e.reason == "RolloutHalted" && e.note.contains(&bad)),
         "{events:?}"
     );
-    assert!(events.iter().any(|(r, _)| r == "RolledBack"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.reason == "RolledBack"),
+        "{events:?}"
+    );
 
     // The bad image reached only the first tenants: their ReplicaSets are the record.
     let replica_sets = Api::<ReplicaSet>::all(client.clone())
@@ -445,9 +434,9 @@ async fn a_failing_platform_image_halts_on_the_first_tenants_rolls_them_back_and
     for name in &names {
         storefront_reason(&client, name, "Available").await;
     }
-    let events = event_reasons(&client, "Platform", "default").await;
+    let events = events_on(&client, "Platform", "default").await;
     assert!(
-        events.iter().any(|(r, _)| r == "RolloutResumed"),
+        events.iter().any(|e| e.reason == "RolloutResumed"),
         "{events:?}"
     );
 }

@@ -253,3 +253,56 @@ pub async fn watch_rollout(client: &kube::Client, tenants: &[String], image: &st
     }
     seen
 }
+
+/// An Event as `kubectl describe` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Told {
+    pub type_: String,
+    pub reason: String,
+    pub note: String,
+}
+
+impl Told {
+    /// Whether this is a `type_` Event (`Normal`, `Warning`) with `reason`.
+    pub fn is(&self, type_: &str, reason: &str) -> bool {
+        self.type_ == type_ && self.reason == reason
+    }
+}
+
+/// Every Event regarding the object `kind`/`name`.
+pub async fn events_on(client: &kube::Client, kind: &str, name: &str) -> Vec<Told> {
+    Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .map(|e| Told {
+            type_: e.type_.unwrap_or_default(),
+            reason: e.reason.unwrap_or_default(),
+            note: e.note.unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The Events on Tenant `name`, once `done` holds for them (within 30 s).
+pub async fn eventually_events(
+    client: &kube::Client,
+    name: &str,
+    done: impl Fn(&[Told]) -> bool,
+) -> Vec<Told> {
+    let mut told = Vec::new();
+    for _ in 0..300 {
+        told = events_on(client, "Tenant", name).await;
+        if done(&told) {
+            return told;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the Events on Tenant {name} never said what was expected: {told:#?}")
+}
