@@ -254,6 +254,18 @@ async fn the_previous_release_upgrades_without_restarts_or_a_write_storm() {
 
     // The upgrade: stop the old operator, apply this checkout's CRDs and RBAC, start this one.
     previous.stop();
+    // The previous release could reconcile one tenant twice at once (two queue keys per
+    // Tenant) and leave a Ready tenant showing Progressing: what it left is not the new
+    // operator's doing, so only the tenants Ready at the handover must stay Ready.
+    let left_not_ready: BTreeSet<String> = Api::<Tenant>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter(|t| !is_ready(t))
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
     let kubeconfig = tiqzy_e2e::install_tiqzy_without_platform(h)
         .await
         .expect("applying this checkout's CRDs and RBAC");
@@ -326,8 +338,11 @@ async fn the_previous_release_upgrades_without_restarts_or_a_write_storm() {
     let unexpected: Vec<&String> = takeover
         .not_ready
         .iter()
-        .filter(|n| !changed.contains(n))
+        .filter(|n| !changed.contains(n) && !left_not_ready.contains(*n))
         .collect();
+    if !left_not_ready.is_empty() {
+        println!("upgrade: the previous release left {left_not_ready:?} not Ready");
+    }
     assert!(
         unexpected.is_empty(),
         "tenants whose storefront did not change stay Ready throughout: {unexpected:?} did not"
