@@ -157,6 +157,19 @@ struct Takeover {
     not_ready: BTreeSet<String>,
 }
 
+/// The names of the Tenants that are Ready now.
+async fn ready_tenants(client: &kube::Client) -> BTreeSet<String> {
+    Api::<Tenant>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter(|t| is_ready(t))
+        .filter_map(|t| t.metadata.name.clone())
+        .collect()
+}
+
 /// Samples the tenants until the new operator has reconciled each of them and every
 /// storefront is rolled out and Ready (two minutes at most).
 async fn take_over(
@@ -165,18 +178,11 @@ async fn take_over(
     names: &[String],
     before: &BTreeMap<String, Storefront>,
 ) -> Takeover {
-    let tenants: Api<Tenant> = Api::all(client.clone());
     let deployments: Api<Deployment> = Api::all(client.clone());
     let selector = ListParams::default().labels("app.kubernetes.io/name=tiqzy-storefront");
     let mut seen = Takeover::default();
     for _ in 0..1200 {
-        let listed = tenants.list(&ListParams::default()).await.expect("list");
-        let ready: BTreeSet<String> = listed
-            .items
-            .iter()
-            .filter(|t| is_ready(t))
-            .filter_map(|t| t.metadata.name.clone())
-            .collect();
+        let ready = ready_tenants(client).await;
         seen.not_ready
             .extend(names.iter().filter(|n| !ready.contains(*n)).cloned());
         let mut rolling = 0;
@@ -254,17 +260,14 @@ async fn the_previous_release_upgrades_without_restarts_or_a_write_storm() {
 
     // The upgrade: stop the old operator, apply this checkout's CRDs and RBAC, start this one.
     previous.stop();
-    // The previous release could reconcile one tenant twice at once (two queue keys per
-    // Tenant) and leave a Ready tenant showing Progressing: what it left is not the new
-    // operator's doing, so only the tenants Ready at the handover must stay Ready.
-    let left_not_ready: BTreeSet<String> = Api::<Tenant>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items
+    // The previous release can reconcile one tenant twice at once (two queue keys per
+    // Tenant), which may leave a Ready tenant showing Progressing when it stops: that is not
+    // the new operator's doing, so only the tenants Ready at the handover must stay Ready.
+    let ready_at_handover = ready_tenants(&client).await;
+    let left_not_ready: BTreeSet<String> = names
         .iter()
-        .filter(|t| !is_ready(t))
-        .filter_map(|t| t.metadata.name.clone())
+        .filter(|n| !ready_at_handover.contains(*n))
+        .cloned()
         .collect();
     let kubeconfig = tiqzy_e2e::install_tiqzy_without_platform(h)
         .await
