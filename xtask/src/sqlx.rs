@@ -71,7 +71,8 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-fn ensure_sqlx_cli() -> Result<()> {
+/// Installs sqlx-cli unless this version is on the path already.
+pub fn ensure_sqlx_cli() -> Result<()> {
     let installed = Command::new(cargo())
         .args(["sqlx", "--version"])
         .output()

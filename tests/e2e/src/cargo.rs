@@ -6,7 +6,55 @@
 //! everything above it, and the next build from a shell rebuilds them back. Without them the
 //! nested build sees what a shell's build sees and reuses its work.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Set by `cargo xtask test` for the `cargo test` it runs: the arguments of the test build that
+/// already compiled every program of the workspace (see [`build_programs`]).
+pub const TEST_BUILD_ENV: &str = "TIQZY_TEST_BUILD";
+
+/// The workspace's programs that tests and `cargo xtask up` run, as `(package, binary)`.
+const PROGRAMS: [(&str, &str); 3] = [
+    ("tiqzy-operator", "tiqzy-operator"),
+    ("tiqzy-runtime", "tiqzy-runtime"),
+    ("tiqzy-payments", "tiqzy-payments"),
+];
+
+/// Builds the operator, the storefront runtime and the payments service (debug) and returns the
+/// directory they are in.
+///
+/// Always one selection of packages: Cargo unifies the dependencies' features per selection, so
+/// `cargo build -p tiqzy-operator` and `cargo build -p tiqzy-payments` each compiled their own
+/// copy of tokio, hyper, kube and the rest (three extra copies, 6.5 minutes on a cold machine).
+/// Under `cargo xtask test` ([`TEST_BUILD_ENV`] set) the test build made these programs
+/// already, so this repeats that build, which finds everything up to date.
+pub fn build_programs() -> Result<PathBuf> {
+    let mut command = cargo_command();
+    let described = match std::env::var(TEST_BUILD_ENV) {
+        Ok(test_build) => {
+            command.args(["test", "--no-run", "--quiet"]);
+            command.args(test_build.split_whitespace());
+            format!("cargo test --no-run {test_build}")
+        }
+        Err(_) => {
+            command.arg("build");
+            for (package, binary) in PROGRAMS {
+                command.args(["-p", package, "--bin", binary]);
+            }
+            "cargo build -p tiqzy-operator -p tiqzy-runtime -p tiqzy-payments".to_owned()
+        }
+    };
+    let status = command
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .status()
+        .with_context(|| format!("running {described}"))?;
+    if !status.success() {
+        bail!("{described} failed ({status})");
+    }
+    Ok(crate::target_dir().join("debug"))
+}
 
 /// `cargo` (the one running us, if any) with the variables Cargo sets for the programs it runs
 /// removed.

@@ -93,6 +93,23 @@ pub fn ensure_binaries() -> Result<Binaries> {
     })
 }
 
+/// Everything the tests build on first use, built now: the control plane and the other
+/// components of [`ensure_binaries`], the real node's programs, the Key Vault test server,
+/// Traefik, Mailpit, Jaeger, promtool and the previous release's operator. `cargo xtask test`
+/// runs this alongside its Rust builds, so no test waits for a first build (on a fresh machine
+/// they take over half an hour, most of it downloading and compiling Go modules).
+pub fn ensure_everything() -> Result<()> {
+    ensure_binaries()?;
+    crate::node::ensure_node_binaries()?;
+    ensure_traefik()?;
+    ensure_jaeger()?;
+    ensure_keyvault()?;
+    ensure_mailpit()?;
+    ensure_promtool()?;
+    crate::release::previous_release()?;
+    Ok(())
+}
+
 /// The Key Vault test server, built on first use (tests that need it start it themselves).
 pub fn ensure_keyvault() -> Result<PathBuf> {
     let go = go_version()?;

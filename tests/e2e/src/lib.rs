@@ -50,10 +50,11 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result};
 
 pub use azurite::Azurite;
-pub use cargo::cargo_command;
+pub use cargo::{TEST_BUILD_ENV, build_programs, cargo_command};
 pub use components::{
-    Binaries, cache_dir, ensure_binaries, ensure_coredns, ensure_jaeger, ensure_keyvault,
-    ensure_kube_router, ensure_mailpit, ensure_promtool, ensure_traefik, go_module_dir,
+    Binaries, cache_dir, ensure_binaries, ensure_coredns, ensure_everything, ensure_jaeger,
+    ensure_keyvault, ensure_kube_router, ensure_mailpit, ensure_promtool, ensure_traefik,
+    go_module_dir,
 };
 pub use controlplane::ControlPlane;
 pub use controlplane::NODE_NAME;

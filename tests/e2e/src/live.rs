@@ -101,7 +101,7 @@ impl LivePlatform {
         let h = &platform.harness;
         let binary = step(
             "building the storefront runtime and the payments service \
-             (cargo build -p tiqzy-runtime -p tiqzy-payments)",
+             (cargo build -p tiqzy-operator -p tiqzy-runtime -p tiqzy-payments)",
             async { tokio::task::spawn_blocking(crate::build_runtime_binaries).await? },
         )
         .await?;
@@ -229,17 +229,10 @@ impl LivePlatform {
     }
 }
 
-/// Builds the operator as `cargo xtask up` runs it (`cargo build -p tiqzy-operator`).
+/// Builds the operator as `cargo xtask up` runs it (with the storefront runtime and the payments
+/// service: see [`crate::build_programs`]).
 pub fn build_operator_binary() -> Result<PathBuf> {
-    let status = crate::cargo_command()
-        .args(["build", "-p", "tiqzy-operator", "--bin", "tiqzy-operator"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build -p tiqzy-operator failed");
-    }
-    Ok(crate::target_dir().join("debug/tiqzy-operator"))
+    Ok(crate::build_programs()?.join("tiqzy-operator"))
 }
 
 /// Runs `work`, saying what it does before and how long it took after.

@@ -446,30 +446,12 @@ pub struct RuntimeBinaries {
     pub payments: PathBuf,
 }
 
-/// Builds `tiqzy-runtime` and `tiqzy-payments` as the workspace builds them (`cargo build -p
-/// tiqzy-runtime -p tiqzy-payments`) and returns the binaries.
+/// Builds `tiqzy-runtime` and `tiqzy-payments` (with the operator: see
+/// [`crate::build_programs`]) and returns the binaries.
 pub fn build_runtime_binaries() -> Result<RuntimeBinaries> {
-    eprintln!("tiqzy: cargo build -p tiqzy-runtime -p tiqzy-payments");
-    let status = crate::cargo_command()
-        .args([
-            "build",
-            "-p",
-            "tiqzy-runtime",
-            "--bin",
-            "tiqzy-runtime",
-            "-p",
-            "tiqzy-payments",
-            "--bin",
-            "tiqzy-payments",
-        ])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build -p tiqzy-runtime -p tiqzy-payments failed");
-    }
+    let debug = crate::build_programs()?;
     let binary = |name: &str| {
-        let binary = crate::target_dir().join("debug").join(name);
+        let binary = debug.join(name);
         std::fs::canonicalize(&binary).with_context(|| format!("the binary {}", binary.display()))
     };
     Ok(RuntimeBinaries {

@@ -257,19 +257,13 @@ pub async fn metrics_with(service: &str, line: &str) -> String {
 }
 
 /// The debug `tiqzy-payments` binary, built once per test binary (a no-op when it is up to
-/// date).
+/// date; see [`crate::build_programs`]).
 pub fn payments_binary() -> &'static Path {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let status = crate::cargo_command()
-            .args(["build", "-p", "tiqzy-payments", "--bin", "tiqzy-payments"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .status()
-            .map_err(|e| format!("running cargo build: {e}"))?;
-        if !status.success() {
-            return Err("cargo build -p tiqzy-payments failed".to_owned());
-        }
-        let binary = crate::target_dir().join("debug/tiqzy-payments");
+        let binary = crate::build_programs()
+            .map_err(|e| format!("{e:#}"))?
+            .join("tiqzy-payments");
         std::fs::canonicalize(&binary).map_err(|e| format!("{}: {e}", binary.display()))
     });
     match built {
