@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::build::{TENANT_LABEL, labels};
-use crate::cache::{Applied, Cached, Caches, FINGERPRINT_ANNOTATION, fingerprint};
+use crate::cache::{Applied, Cached, Caches, Fingerprint};
 use crate::error::Error;
 
 /// Field manager of every write the operator makes.
@@ -133,11 +133,11 @@ impl Applier {
     ) -> Result<K, Error> {
         let name = object.name_any();
         let key = format!("{}/{}/{name}", K::kind(&()), namespace.unwrap_or_default());
-        let desired = fingerprint(&object);
+        let desired = Fingerprint::of(&object);
         let record = self.caches.applied.get(&self.tenant, &key);
         match K::cached(&self.caches, namespace, &name) {
             Some(cached) => {
-                let seen = cached.annotations().get(FINGERPRINT_ANNOTATION).cloned();
+                let seen = Fingerprint::of_cached(cached.as_ref());
                 if record.is_some_and(|r| r.desired == desired && Some(r.fingerprint) == seen) {
                     return Ok(cached.as_ref().clone());
                 }
@@ -155,7 +155,7 @@ impl Applier {
             Some(live) if contains(&to_json(&live, &key)?, &to_json(&object, &key)?) => {
                 let applied = Applied {
                     desired,
-                    fingerprint: fingerprint(&live),
+                    fingerprint: Fingerprint::of(&live),
                 };
                 self.caches.applied.set(&self.tenant, key, applied);
                 Ok(live)
@@ -168,7 +168,7 @@ impl Applier {
         &self,
         api: Api<K>,
         key: &str,
-        desired: String,
+        desired: Fingerprint,
         object: K,
     ) -> Result<K, Error> {
         self.writes
@@ -180,7 +180,7 @@ impl Applier {
             .map_err(|e| Error::from_write(e, || describe(key)))?;
         let applied = Applied {
             desired,
-            fingerprint: fingerprint(&live),
+            fingerprint: Fingerprint::of(&live),
         };
         self.caches
             .applied
@@ -259,7 +259,7 @@ impl Applier {
         K: Resource<Scope = NamespaceResourceScope> + Cached,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        let existing = K::names_of(&self.caches, Some(namespace), &self.tenant);
+        let existing = K::names_of(&self.caches, Some(namespace), &self.owner);
         self.delete_unwanted(api, existing, keep).await
     }
 

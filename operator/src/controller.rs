@@ -48,10 +48,14 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
-    // Who last wrote which field is never read here, and is a few KiB per Tenant.
+    // Who last wrote which field is never read here, and is a few KiB per Tenant; so is the
+    // copy of the spec that `kubectl apply` keeps in an annotation.
     .modify(|tenant: &mut GuardedTenant| {
         if let Ok(tenant) = tenant.0.as_mut() {
             tenant.metadata.managed_fields = None;
+            if let Some(annotations) = tenant.metadata.annotations.as_mut() {
+                annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+            }
         }
     })
     .reflect(writer)

@@ -26,28 +26,35 @@ use crate::error::Error;
 /// second `Reconciled` for one Ready).
 ///
 /// The operator is the only writer of a Tenant's status, so the status it wrote last is the
-/// Tenant's status. Only a new leader, with nothing written yet, starts from the cache's.
-/// About 1.5 KiB per tenant.
+/// Tenant's status. A written status is kept (about 1.5 KiB) only until the cache shows the
+/// Tenant's version that the write made; from then on the cache's status is the written one.
 #[derive(Debug, Default)]
 pub struct Written {
-    by_tenant: Mutex<HashMap<String, TenantStatus>>,
+    /// Per tenant: the resourceVersion the write made, and the status written.
+    by_tenant: Mutex<HashMap<String, (String, TenantStatus)>>,
 }
 
 impl Written {
     /// The status to compare with: the one written last, else the Tenant's own.
     fn previous(&self, tenant: &Tenant) -> Option<TenantStatus> {
-        let written = self.by_tenant.lock().expect("written lock");
-        written
-            .get(&tenant.name_any())
-            .cloned()
-            .or_else(|| tenant.status.clone())
+        let mut written = self.by_tenant.lock().expect("written lock");
+        let name = tenant.name_any();
+        match written.get(&name) {
+            Some((version, _)) if tenant.metadata.resource_version.as_ref() == Some(version) => {
+                written.remove(&name);
+                tenant.status.clone()
+            }
+            Some((_, status)) => Some(status.clone()),
+            None => tenant.status.clone(),
+        }
     }
 
-    fn wrote(&self, tenant: String, status: TenantStatus) {
-        self.by_tenant
-            .lock()
-            .expect("written lock")
-            .insert(tenant, status);
+    fn wrote(&self, tenant: String, version: Option<String>, status: TenantStatus) {
+        let mut written = self.by_tenant.lock().expect("written lock");
+        match version {
+            Some(version) => written.insert(tenant, (version, status)),
+            None => written.remove(&tenant),
+        };
     }
 
     pub fn forget(&self, tenant: &str) {
@@ -113,14 +120,14 @@ pub async fn write_status(
     let patch =
         serde_json::json!({ "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant", "status": next });
     let name = tenant.name_any();
-    Api::<Tenant>::all(ctx.client.clone())
+    let updated = Api::<Tenant>::all(ctx.client.clone())
         .patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await?;
-    written.wrote(name, next);
+    written.wrote(name, updated.metadata.resource_version, next);
     ctx.metrics.writes.inc();
     Ok(())
 }
@@ -179,7 +186,8 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_from_before_the_last_write_compares_with_what_was_written() {
+    fn a_copy_from_before_the_last_write_compares_with_what_was_written_until_the_cache_catches_up()
+    {
         let written = Written::default();
         let status = |phase| TenantStatus {
             phase: Some(phase),
@@ -187,16 +195,29 @@ mod tests {
         };
         let fresh = tenant("12", Some(TenantPhase::Pending));
         assert_eq!(written.previous(&fresh), Some(status(TenantPhase::Pending)));
-        written.wrote("shop".into(), status(TenantPhase::Ready));
-        // The version the write was computed from, the one it produced, and an older one the
-        // cache hands back afterwards: each compares with what was written last.
+        written.wrote("shop".into(), Some("13".into()), status(TenantPhase::Ready));
+        // The version the write was computed from, an older one the cache hands back
+        // afterwards, a copy without status: each compares with what was written last.
         for copy in [
-            tenant("8", Some(TenantPhase::Pending)),
+            tenant("12", Some(TenantPhase::Pending)),
             tenant("9", Some(TenantPhase::Ready)),
             tenant("7", None),
         ] {
             assert_eq!(written.previous(&copy), Some(status(TenantPhase::Ready)));
         }
+        // Once the cache shows the version the write made, its status is the written one and
+        // the copy kept is dropped.
+        let caught_up = tenant("13", Some(TenantPhase::Ready));
+        assert_eq!(
+            written.previous(&caught_up),
+            Some(status(TenantPhase::Ready))
+        );
+        assert!(written.by_tenant.lock().expect("written lock").is_empty());
+        written.wrote(
+            "shop".into(),
+            Some("14".into()),
+            status(TenantPhase::Degraded),
+        );
         written.forget("shop");
         assert_eq!(written.previous(&tenant("7", None)), None);
     }

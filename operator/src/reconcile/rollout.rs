@@ -86,10 +86,12 @@ impl Slots {
             }
             return Gate::default();
         }
+        let known_good = rollout.last_good_image.as_deref() == Some(v.runtime_image.as_str());
         if self.try_start(
             &v.name,
             &v.runtime_image,
             usize::try_from(limit).unwrap_or(1),
+            known_good,
         ) {
             Gate::default()
         } else {
@@ -117,14 +119,22 @@ impl Slots {
         self.state.lock().expect("rollout lock")
     }
 
-    /// Admits `tenant` to roll to `image` when fewer than `limit` tenants are rolling.
-    fn try_start(&self, tenant: &str, image: &str, limit: usize) -> bool {
+    /// Admits `tenant` to roll to `image` when fewer than `limit` tenants are rolling. A
+    /// tenant that moved to an image not `known_good` and failed on it halts the rollout: the
+    /// slot its failure freed goes to nobody, so no tenant is admitted between the failure
+    /// and the halt (they are decided on different threads).
+    fn try_start(&self, tenant: &str, image: &str, limit: usize, known_good: bool) -> bool {
         let mut state = self.lock();
         if state.rolling.contains(tenant) {
             state.moved.insert(tenant.to_owned(), image.to_owned());
             return true;
         }
-        if state.rolling.len() < limit {
+        let halting = !known_good
+            && state
+                .failed
+                .iter()
+                .any(|(t, failed_on)| failed_on == image && state.moved.get(t) == Some(failed_on));
+        if !halting && state.rolling.len() < limit {
             state.rolling.insert(tenant.to_owned());
             state.moved.insert(tenant.to_owned(), image.to_owned());
             state.failed.remove(tenant);
@@ -241,12 +251,17 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_rollout_frees_its_slot_for_the_next_tenant() {
+    fn a_failed_rollout_to_a_good_image_frees_its_slot_for_the_next_tenant() {
         let slots = Slots::default();
         let mut a = fixture::validated(&fixture::tenant("a"));
         let image = a.runtime_image.clone();
+        // Every tenant ran this image before: a failure on it does not halt the rollout.
+        let good = RolloutStatus {
+            last_good_image: Some(image.clone()),
+            halted: None,
+        };
         let old = live("runtime@sha256:old", false);
-        assert!(!queued(slots.gate(&mut a, Some(&old), 1, &none())));
+        assert!(!queued(slots.gate(&mut a, Some(&old), 1, &good)));
         assert!(slots.moved_to("a", &image));
         slots.failed("a", &image);
         // a's Deployment still rolls (its pods fail): it does not take the slot again.
@@ -255,14 +270,35 @@ mod tests {
             &mut a,
             Some(&live(&image, true)),
             1,
-            &none()
+            &good
         )));
         let mut b = fixture::validated(&fixture::tenant("b"));
-        assert!(
-            !queued(slots.gate(&mut b, Some(&old), 1, &none())),
-            "b rolls"
-        );
+        assert!(!queued(slots.gate(&mut b, Some(&old), 1, &good)), "b rolls");
         assert!(slots.moved_to("a", &image), "a's failure is still known");
+    }
+
+    #[test]
+    fn a_failure_on_a_new_image_gives_its_slot_to_nobody_before_the_halt_is_recorded() {
+        let slots = Slots::default();
+        let mut a = fixture::validated(&fixture::tenant("a"));
+        let image = a.runtime_image.clone();
+        let old = live("runtime@sha256:old", false);
+        assert!(!queued(slots.gate(&mut a, Some(&old), 2, &none())));
+        slots.failed("a", &image);
+        // The halt is not in the rollout status yet (another thread is writing it).
+        let mut b = fixture::validated(&fixture::tenant("b"));
+        assert!(
+            queued(slots.gate(&mut b, Some(&old), 2, &none())),
+            "b keeps its image"
+        );
+        assert_eq!(b.runtime_image, "runtime@sha256:old");
+        // A new tenant's failure halts nothing, and so holds back nobody.
+        let slots = Slots::default();
+        let mut n = fixture::validated(&fixture::tenant("n"));
+        slots.gate(&mut n, Some(&live(&image, true)), 2, &none());
+        slots.failed("n", &image);
+        let mut b = fixture::validated(&fixture::tenant("b"));
+        assert!(!queued(slots.gate(&mut b, Some(&old), 2, &none())));
     }
 
     #[test]
