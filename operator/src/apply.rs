@@ -137,9 +137,9 @@ impl Applier {
         let record = self.caches.applied.get(&self.tenant, &key);
         match K::cached(&self.caches, namespace, &name) {
             Some(cached) => {
-                let seen = Fingerprint::of_cached(cached.as_ref());
+                let seen = Fingerprint::of_cached(&cached);
                 if record.is_some_and(|r| r.desired == desired && Some(r.fingerprint) == seen) {
-                    return Ok(cached.as_ref().clone());
+                    return Ok(cached);
                 }
             }
             // Never applied as it is now: applying is idempotent whether it exists or not.

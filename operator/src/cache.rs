@@ -4,35 +4,36 @@
 //! A converged tenant's reconcile compares what it wants with these caches and makes no
 //! request at all, so resyncing a thousand tenants costs the API server nothing.
 //!
-//! To keep a thousand tenants in a few tens of MiB, a cached object is not the object: each
-//! watched object is fingerprinted (everything but its status and resourceVersion), then cut
-//! down to what the reconcile reads (names, owner references, Secret data, the storefront's
-//! image and rollout status, the Ingress's load balancer). No label or annotation map is kept
-//! (a map of one entry costs about 600 bytes, and a tenant has 15 objects): the fingerprint
-//! takes the place of the resourceVersion, which nothing reads from a cached object, and a
-//! tenant's objects are found by their owner reference. The applier remembers, per object,
-//! what it last applied and the fingerprint the object had then; while both still hold, the
-//! object is as wanted and nothing is sent.
+//! To keep a thousand tenants in a few tens of MiB, a cache does not keep objects (see
+//! [`Compact`]): per object it keeps its owner's uid, a fingerprint of everything but its
+//! status and resourceVersion, and what the reconcile reads of it (Secret data, the
+//! storefront's image and rollout status, the Ingress's load balancer). A tenant's objects
+//! are found by their owner's uid. The applier remembers, per object, what it last applied and
+//! the fingerprint the object had then; while both still hold, the object is as wanted and
+//! nothing is sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, IngressStatus, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tiqzy_crds::{Platform, SecretRef};
+use tokio::sync::watch;
 
 use crate::build::{CERTIFICATE_ANNOTATION, VERSION_ANNOTATION};
 
@@ -50,16 +51,16 @@ const PLATFORM_SECRET_TTL: Duration = Duration::from_secs(30);
 /// Watch-fed caches of every kind the operator applies.
 #[derive(Clone)]
 pub struct Caches {
-    pub namespaces: Store<Namespace>,
-    pub secrets: Store<Secret>,
-    pub config_maps: Store<ConfigMap>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
-    pub disruption_budgets: Store<PodDisruptionBudget>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub ingresses: Store<Ingress>,
+    pub namespaces: Compact<Namespace>,
+    pub secrets: Compact<Secret>,
+    pub config_maps: Compact<ConfigMap>,
+    pub service_accounts: Compact<ServiceAccount>,
+    pub deployments: Compact<Deployment>,
+    pub services: Compact<Service>,
+    pub autoscalers: Compact<HorizontalPodAutoscaler>,
+    pub disruption_budgets: Compact<PodDisruptionBudget>,
+    pub network_policies: Compact<NetworkPolicy>,
+    pub ingresses: Compact<Ingress>,
     pub platforms: Store<Platform>,
     /// What the applier last sent, per object.
     pub applied: std::sync::Arc<AppliedRecords>,
@@ -67,16 +68,16 @@ pub struct Caches {
 
 /// The writing halves of [`Caches`], consumed by the watches in the controller.
 pub struct CacheWriters {
-    pub namespaces: Writer<Namespace>,
-    pub secrets: Writer<Secret>,
-    pub config_maps: Writer<ConfigMap>,
-    pub service_accounts: Writer<ServiceAccount>,
-    pub deployments: Writer<Deployment>,
-    pub services: Writer<Service>,
-    pub autoscalers: Writer<HorizontalPodAutoscaler>,
-    pub disruption_budgets: Writer<PodDisruptionBudget>,
-    pub network_policies: Writer<NetworkPolicy>,
-    pub ingresses: Writer<Ingress>,
+    pub namespaces: CompactWriter<Namespace>,
+    pub secrets: CompactWriter<Secret>,
+    pub config_maps: CompactWriter<ConfigMap>,
+    pub service_accounts: CompactWriter<ServiceAccount>,
+    pub deployments: CompactWriter<Deployment>,
+    pub services: CompactWriter<Service>,
+    pub autoscalers: CompactWriter<HorizontalPodAutoscaler>,
+    pub disruption_budgets: CompactWriter<PodDisruptionBudget>,
+    pub network_policies: CompactWriter<NetworkPolicy>,
+    pub ingresses: CompactWriter<Ingress>,
     pub platforms: Writer<Platform>,
 }
 
@@ -101,16 +102,16 @@ impl Debug for Caches {
 
 impl Caches {
     pub fn new() -> (Self, CacheWriters) {
-        let (namespaces, namespaces_w) = reflector::store();
-        let (secrets, secrets_w) = reflector::store();
-        let (config_maps, config_maps_w) = reflector::store();
-        let (service_accounts, service_accounts_w) = reflector::store();
-        let (deployments, deployments_w) = reflector::store();
-        let (services, services_w) = reflector::store();
-        let (autoscalers, autoscalers_w) = reflector::store();
-        let (disruption_budgets, disruption_budgets_w) = reflector::store();
-        let (network_policies, network_policies_w) = reflector::store();
-        let (ingresses, ingresses_w) = reflector::store();
+        let (namespaces, namespaces_w) = compact();
+        let (secrets, secrets_w) = compact();
+        let (config_maps, config_maps_w) = compact();
+        let (service_accounts, service_accounts_w) = compact();
+        let (deployments, deployments_w) = compact();
+        let (services, services_w) = compact();
+        let (autoscalers, autoscalers_w) = compact();
+        let (disruption_budgets, disruption_budgets_w) = compact();
+        let (network_policies, network_policies_w) = compact();
+        let (ingresses, ingresses_w) = compact();
         let (platforms, platforms_w) = reflector::store();
         let caches = Self {
             namespaces,
@@ -142,25 +143,25 @@ impl Caches {
         (caches, writers)
     }
 
-    /// Waits until every cache has been filled by its first list.
+    /// Waits until every cache has been filled by its first list (or the controller is
+    /// shutting down).
     pub async fn ready(&self) {
-        // Err only when a writer is dropped, i.e. the controller is shutting down.
-        let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.secrets.wait_until_ready().await;
-        let _ = self.config_maps.wait_until_ready().await;
-        let _ = self.service_accounts.wait_until_ready().await;
-        let _ = self.deployments.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.autoscalers.wait_until_ready().await;
-        let _ = self.disruption_budgets.wait_until_ready().await;
-        let _ = self.network_policies.wait_until_ready().await;
-        let _ = self.ingresses.wait_until_ready().await;
+        self.namespaces.ready().await;
+        self.secrets.ready().await;
+        self.config_maps.ready().await;
+        self.service_accounts.ready().await;
+        self.deployments.ready().await;
+        self.services.ready().await;
+        self.autoscalers.ready().await;
+        self.disruption_budgets.ready().await;
+        self.network_policies.ready().await;
+        self.ingresses.ready().await;
         let _ = self.platforms.wait_until_ready().await;
     }
 
     /// The data of a Secret the operator wrote, as text.
     pub fn secret_data(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
-        let secret = self.secrets.get(&ObjectRef::new(name).within(namespace))?;
+        let secret = self.secrets.get(Some(namespace), name)?;
         Some(text_data(&secret))
     }
 }
@@ -221,101 +222,298 @@ pub trait Cached:
     + Debug
     + DeserializeOwned
     + serde::Serialize
+    + Default
     + Send
     + Sync
     + 'static
 {
-    fn cache(caches: &Caches) -> &Store<Self>;
+    /// What the reconcile reads of an object of this kind, besides its name.
+    type Kept: Send + Sync + 'static;
 
-    /// Cuts the object down to what the reconcile reads of it.
-    fn slim(&mut self);
+    fn cache(caches: &Caches) -> &Compact<Self>;
 
-    /// The cached object of this kind.
-    fn cached(
-        caches: &Caches,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Option<std::sync::Arc<Self>> {
-        let reference = ObjectRef::new(name);
-        let reference = match namespace {
-            Some(ns) => reference.within(ns),
-            None => reference,
-        };
-        Self::cache(caches).get(&reference)
+    /// Takes what is kept of a watched object.
+    fn keep(&self) -> Self::Kept;
+
+    /// Puts what was kept back into an (otherwise empty) object.
+    fn restore(&mut self, kept: &Self::Kept);
+
+    /// The cached object of this kind: its name, namespace, fingerprint (as its
+    /// resourceVersion) and what [`Cached::keep`] kept, nothing else.
+    fn cached(caches: &Caches, namespace: Option<&str>, name: &str) -> Option<Self> {
+        Self::cache(caches).get(namespace, name)
     }
 
     /// Names of the cached objects in `namespace` that `owner` owns.
     fn names_of(caches: &Caches, namespace: Option<&str>, owner: &OwnerReference) -> Vec<String> {
-        Self::cache(caches)
-            .state()
-            .iter()
-            .filter(|o| o.namespace().as_deref() == namespace)
-            .filter(|o| o.owner_references().iter().any(|r| r.uid == owner.uid))
-            .map(|o| o.name_any())
-            .collect()
+        Self::cache(caches).names_owned_by(namespace, &owner.uid)
     }
 }
 
-macro_rules! cached {
-    ($($kind:ty => $field:ident, |$o:ident| $slim:block),* $(,)?) => {
+/// One cached object, without its name.
+struct Entry<D> {
+    /// The uid of its first owner (the operator's objects have one, their Tenant or the
+    /// Platform).
+    owner: Option<Box<str>>,
+    fingerprint: Fingerprint,
+    kept: D,
+}
+
+/// Objects by (namespace, name); a cluster-scoped object's namespace is empty.
+type Entries<D> = BTreeMap<(Box<str>, Box<str>), Entry<D>>;
+
+/// A watch-fed cache of one kind. It keeps, per object, its owner's uid, its fingerprint and
+/// what the reconcile reads of it, never the object: a k8s-openapi object takes hundreds of
+/// bytes to a few KiB even with every field empty (a Deployment carries a whole pod spec), so
+/// a thousand tenants' objects were most of the operator's memory. A read builds a small
+/// object back from what was kept.
+pub struct Compact<K: Cached> {
+    entries: std::sync::Arc<RwLock<Entries<K::Kept>>>,
+    ready: watch::Receiver<bool>,
+}
+
+impl<K: Cached> Debug for Compact<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compact")
+            .field("kind", &K::kind(&()))
+            .field("objects", &self.len())
+            .finish()
+    }
+}
+
+impl<K: Cached> Debug for CompactWriter<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactWriter")
+            .field("kind", &K::kind(&()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Cached> Clone for Compact<K> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+/// The writing half of a [`Compact`] cache, fed by its watch.
+pub struct CompactWriter<K: Cached> {
+    entries: std::sync::Arc<RwLock<Entries<K::Kept>>>,
+    ready: watch::Sender<bool>,
+    /// The objects of a list in progress: they replace the cache when it is complete, so an
+    /// object deleted while the watch was down goes away.
+    listing: Option<Entries<K::Kept>>,
+}
+
+/// A new cache of kind `K` and its writer.
+pub fn compact<K: Cached>() -> (Compact<K>, CompactWriter<K>) {
+    let entries = std::sync::Arc::new(RwLock::new(BTreeMap::new()));
+    let (sender, ready) = watch::channel(false);
+    let reader = Compact {
+        entries: entries.clone(),
+        ready,
+    };
+    let writer = CompactWriter {
+        entries,
+        ready: sender,
+        listing: None,
+    };
+    (reader, writer)
+}
+
+fn key_of<K: Resource>(object: &K) -> (Box<str>, Box<str>) {
+    let meta = object.meta();
+    (
+        meta.namespace.as_deref().unwrap_or_default().into(),
+        meta.name.as_deref().unwrap_or_default().into(),
+    )
+}
+
+impl<K: Cached> Compact<K> {
+    /// Waits until the cache has been filled by its first list, or its watch has stopped
+    /// before that (the operator is shutting down).
+    pub async fn ready(&self) {
+        let _ = self.ready.clone().wait_for(|ready| *ready).await;
+    }
+
+    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<K> {
+        let entries = self.entries.read().expect("cache lock");
+        let key: (Box<str>, Box<str>) = (namespace.unwrap_or_default().into(), name.into());
+        let entry = entries.get(&key)?;
+        Some(restored(namespace, name, entry))
+    }
+
+    /// Whether every cached object called `name`, in whichever namespace, passes `check`.
+    pub fn every_named(&self, name: &str, check: impl Fn(&K) -> bool) -> bool {
+        let entries = self.entries.read().expect("cache lock");
+        entries
+            .iter()
+            .filter(|((_, n), _)| &**n == name)
+            .all(|((ns, _), entry)| check(&restored(Some(ns), name, entry)))
+    }
+
+    fn names_owned_by(&self, namespace: Option<&str>, uid: &str) -> Vec<String> {
+        let namespace: Box<str> = namespace.unwrap_or_default().into();
+        let entries = self.entries.read().expect("cache lock");
+        entries
+            .range((namespace.clone(), Box::<str>::default())..)
+            .take_while(|((ns, _), _)| *ns == namespace)
+            .filter(|(_, entry)| entry.owner.as_deref() == Some(uid))
+            .map(|((_, name), _)| name.to_string())
+            .collect()
+    }
+
+    /// How many objects the cache holds.
+    pub fn len(&self) -> usize {
+        self.entries.read().expect("cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An object built back from what its cache kept.
+fn restored<K: Cached>(namespace: Option<&str>, name: &str, entry: &Entry<K::Kept>) -> K {
+    let mut object = K::default();
+    let meta = object.meta_mut();
+    meta.name = Some(name.to_owned());
+    meta.namespace = namespace.filter(|ns| !ns.is_empty()).map(str::to_owned);
+    meta.resource_version = Some(entry.fingerprint.to_string());
+    object.restore(&entry.kept);
+    object
+}
+
+impl<K: Cached> CompactWriter<K> {
+    /// Applies one event of the kind's watch.
+    pub fn apply(&mut self, event: &watcher::Event<K>) {
+        let entry = |object: &K| Entry {
+            owner: object
+                .owner_references()
+                .first()
+                .map(|owner| owner.uid.as_str().into()),
+            fingerprint: Fingerprint::of(object),
+            kept: object.keep(),
+        };
+        match event {
+            watcher::Event::Init => self.listing = Some(BTreeMap::new()),
+            watcher::Event::InitApply(object) => {
+                let listing = self.listing.get_or_insert_with(BTreeMap::new);
+                listing.insert(key_of(object), entry(object));
+            }
+            watcher::Event::InitDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                *self.entries.write().expect("cache lock") = listed;
+                self.ready.send_replace(true);
+            }
+            watcher::Event::Apply(object) => {
+                let entry = entry(object);
+                self.entries
+                    .write()
+                    .expect("cache lock")
+                    .insert(key_of(object), entry);
+            }
+            watcher::Event::Delete(object) => {
+                self.entries
+                    .write()
+                    .expect("cache lock")
+                    .remove(&key_of(object));
+            }
+        }
+    }
+}
+
+/// Kinds of which nothing but the name, owner and fingerprint is read.
+macro_rules! nothing_kept {
+    ($($kind:ty => $field:ident),* $(,)?) => {
         $(impl Cached for $kind {
-            fn cache(caches: &Caches) -> &Store<Self> {
+            type Kept = ();
+            fn cache(caches: &Caches) -> &Compact<Self> {
                 &caches.$field
             }
-            fn slim(&mut self) {
-                let $o = self;
-                $slim
-            }
+            fn keep(&self) {}
+            fn restore(&mut self, (): &()) {}
         })*
     };
 }
 
-cached! {
-    Namespace => namespaces, |o| { o.spec = None; o.status = None; slim_meta(&mut o.metadata) },
-    // Data is read (the credentials kept across reconciles), and the Key Vault certificate's
-    // name and version.
-    Secret => secrets, |o| {
-        let kept: BTreeMap<String, String> = o
-            .metadata
-            .annotations
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, _)| k == CERTIFICATE_ANNOTATION || k == VERSION_ANNOTATION)
+nothing_kept! {
+    Namespace => namespaces,
+    ConfigMap => config_maps,
+    ServiceAccount => service_accounts,
+    Service => services,
+    HorizontalPodAutoscaler => autoscalers,
+    PodDisruptionBudget => disruption_budgets,
+    NetworkPolicy => network_policies,
+}
+
+/// What is read of a Secret: its data (the credentials kept across reconciles, the
+/// certificate served) and the Key Vault certificate's name and version.
+pub struct KeptSecret {
+    data: Option<BTreeMap<String, ByteString>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Debug for KeptSecret {
+    // Values never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptSecret").finish_non_exhaustive()
+    }
+}
+
+impl Cached for Secret {
+    type Kept = KeptSecret;
+
+    fn cache(caches: &Caches) -> &Compact<Self> {
+        &caches.secrets
+    }
+
+    fn keep(&self) -> KeptSecret {
+        let annotations: BTreeMap<String, String> = self
+            .annotations()
+            .iter()
+            .filter(|(k, _)| *k == CERTIFICATE_ANNOTATION || *k == VERSION_ANNOTATION)
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        slim_meta(&mut o.metadata);
-        o.metadata.annotations = (!kept.is_empty()).then_some(kept);
-    },
-    ConfigMap => config_maps, |o| { o.data = None; o.binary_data = None; slim_meta(&mut o.metadata) },
-    ServiceAccount => service_accounts, |o| {
-        o.secrets = None;
-        o.image_pull_secrets = None;
-        slim_meta(&mut o.metadata)
-    },
-    // The rollout gate reads the image and the rollout's progress.
-    Deployment => deployments, |o| {
-        if let Some(spec) = o.spec.as_mut() {
-            let image = spec
-                .template
-                .spec
-                .as_ref()
-                .and_then(|p| p.containers.first())
-                .and_then(|c| c.image.clone());
-            spec.selector = Default::default();
-            spec.strategy = None;
-            spec.template = k8s_openapi::api::core::v1::PodTemplateSpec {
-                metadata: None,
-                spec: Some(k8s_openapi::api::core::v1::PodSpec {
-                    containers: vec![k8s_openapi::api::core::v1::Container {
-                        image,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            };
+        KeptSecret {
+            data: self.data.clone(),
+            annotations: (!annotations.is_empty()).then_some(annotations),
         }
-        // Only a stuck rollout's condition is kept: the operator reports and halts it.
-        if let Some(status) = o.status.as_mut() {
+    }
+
+    fn restore(&mut self, kept: &KeptSecret) {
+        self.data.clone_from(&kept.data);
+        self.metadata.annotations.clone_from(&kept.annotations);
+    }
+}
+
+/// What the rollout gate and the status read of the storefront's Deployment: its image, the
+/// replicas wanted, and the rollout's progress.
+#[derive(Debug)]
+pub struct KeptDeployment {
+    generation: Option<i64>,
+    replicas: Option<i32>,
+    image: Option<String>,
+    status: Option<DeploymentStatus>,
+}
+
+impl Cached for Deployment {
+    type Kept = KeptDeployment;
+
+    fn cache(caches: &Caches) -> &Compact<Self> {
+        &caches.deployments
+    }
+
+    fn keep(&self) -> KeptDeployment {
+        let spec = self.spec.as_ref();
+        let image = spec
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.image.clone());
+        // Of the conditions only a stuck rollout's is read: the operator reports and halts it.
+        let status = self.status.clone().map(|mut status| {
             status.conditions = status.conditions.take().and_then(|c| {
                 let stuck: Vec<_> = c
                     .into_iter()
@@ -323,36 +521,51 @@ cached! {
                     .collect();
                 (!stuck.is_empty()).then_some(stuck)
             });
+            status
+        });
+        KeptDeployment {
+            generation: self.metadata.generation,
+            replicas: spec.and_then(|s| s.replicas),
+            image,
+            status,
         }
-        slim_meta(&mut o.metadata)
-    },
-    Service => services, |o| { o.spec = None; o.status = None; slim_meta(&mut o.metadata) },
-    HorizontalPodAutoscaler => autoscalers, |o| {
-        o.spec = None;
-        o.status = None;
-        slim_meta(&mut o.metadata)
-    },
-    PodDisruptionBudget => disruption_budgets, |o| {
-        o.spec = None;
-        o.status = None;
-        slim_meta(&mut o.metadata)
-    },
-    NetworkPolicy => network_policies, |o| { o.spec = None; slim_meta(&mut o.metadata) },
-    // `Routed` reads the load balancer's status.
-    Ingress => ingresses, |o| { o.spec = None; slim_meta(&mut o.metadata) },
-    // Read whole: the reconcile works from its spec.
-    Platform => platforms, |_platform| {},
+    }
+
+    fn restore(&mut self, kept: &KeptDeployment) {
+        self.metadata.generation = kept.generation;
+        self.spec = Some(DeploymentSpec {
+            replicas: kept.replicas,
+            template: PodTemplateSpec {
+                metadata: None,
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        image: kept.image.clone(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        });
+        self.status.clone_from(&kept.status);
+    }
 }
 
-/// Keeps the name, namespace, generation and the owner references (the controller maps a
-/// changed object to its Tenant through them, and a tenant's objects are found by them).
-fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
-    meta.labels = None;
-    meta.annotations = None;
-    meta.managed_fields = None;
-    meta.finalizers = None;
-    meta.uid = None;
-    meta.creation_timestamp = None;
+/// `Routed` reads the load balancer's status.
+impl Cached for Ingress {
+    type Kept = Option<IngressStatus>;
+
+    fn cache(caches: &Caches) -> &Compact<Self> {
+        &caches.ingresses
+    }
+
+    fn keep(&self) -> Option<IngressStatus> {
+        self.status.clone()
+    }
+
+    fn restore(&mut self, kept: &Option<IngressStatus>) {
+        self.status.clone_from(kept);
+    }
 }
 
 /// What the applier last sent for one object and the fingerprint the object had after it.
@@ -392,30 +605,24 @@ impl AppliedRecords {
     }
 }
 
-/// A cluster-wide watch of `K` (selected by `config`) feeding `writer`, with the parts of each object the
-/// operator never reads dropped before caching. Yields every object that changed.
+/// A cluster-wide watch of `K` (selected by `config`) feeding the cache `writer`. Yields every
+/// object that changed, whole.
 pub fn reflected<K>(
     client: &kube::Client,
     config: watcher::Config,
-    writer: Writer<K>,
+    mut writer: CompactWriter<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Cached,
 {
     watcher(Api::<K>::all(client.clone()), config)
         .default_backoff()
-        // The watcher has taken the resourceVersion it resumes from before this runs.
-        .modify(cut_down)
-        .reflect(writer)
+        .map_ok(move |event| {
+            writer.apply(&event);
+            event
+        })
         .touched_objects()
         .boxed()
-}
-
-/// Cuts a watched object down for its cache, its fingerprint in place of its resourceVersion.
-fn cut_down<K: Cached>(object: &mut K) {
-    let fingerprint = Fingerprint::of(object);
-    object.slim();
-    object.meta_mut().resource_version = Some(fingerprint.to_string());
 }
 
 /// When a Platform Secret was read, and its data.
@@ -459,6 +666,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn owner(uid: &str) -> serde_json::Value {
+        json!([{ "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant", "name": "acme",
+                 "uid": uid, "controller": true }])
+    }
+
     #[test]
     fn a_cached_object_keeps_what_the_reconcile_reads_and_its_fingerprint() {
         let secret: Secret = serde_json::from_value(json!({
@@ -467,66 +679,137 @@ mod tests {
                 "labels": { "tiqzy.io/tenant": "acme", "app.kubernetes.io/managed-by": "tiqzy-operator" },
                 "annotations": { CERTIFICATE_ANNOTATION: "acme-cert", VERSION_ANNOTATION: "v7",
                                  "kubectl.kubernetes.io/last-applied-configuration": "{}" },
-                "ownerReferences": [{ "apiVersion": "tiqzy.io/v1alpha1", "kind": "Tenant",
-                                      "name": "acme", "uid": "u-1", "controller": true }],
+                "ownerReferences": owner("u-1"),
             },
             "data": { "tls.crt": "Y2VydA==" },
         }))
         .expect("secret");
-        let mut cached = secret.clone();
-        cut_down(&mut cached);
+        let (cache, mut writer) = compact::<Secret>();
+        writer.apply(&watcher::Event::Apply(secret.clone()));
+        let cached = cache
+            .get(Some("tiqzy-acme"), "storefront-tls")
+            .expect("cached");
         assert_eq!(cached.metadata.labels, None);
         assert_eq!(
             cached.annotations().keys().collect::<Vec<_>>(),
             [CERTIFICATE_ANNOTATION, VERSION_ANNOTATION]
         );
         assert_eq!(cached.data, secret.data, "the data is read");
-        assert_eq!(cached.owner_references(), secret.owner_references());
+        assert_eq!(cached.namespace().as_deref(), Some("tiqzy-acme"));
         assert_eq!(
             Fingerprint::of_cached(&cached),
             Some(Fingerprint::of(&secret))
         );
+        assert_eq!(cache.get(Some("tiqzy-other"), "storefront-tls"), None);
+
         // Another resourceVersion with the same content: the same fingerprint.
         let mut touched = secret.clone();
         touched.metadata.resource_version = Some("42".to_owned());
-        cut_down(&mut touched);
+        writer.apply(&watcher::Event::Apply(touched));
+        let again = cache
+            .get(Some("tiqzy-acme"), "storefront-tls")
+            .expect("cached");
         assert_eq!(
-            Fingerprint::of_cached(&touched),
+            Fingerprint::of_cached(&again),
             Fingerprint::of_cached(&cached)
         );
         // A change by someone else: another fingerprint.
-        let mut edited = secret;
+        let mut edited = secret.clone();
         edited.data = Some(BTreeMap::from([(
             "tls.crt".to_owned(),
             ByteString(b"x".to_vec()),
         )]));
-        cut_down(&mut edited);
+        writer.apply(&watcher::Event::Apply(edited));
+        let changed = cache
+            .get(Some("tiqzy-acme"), "storefront-tls")
+            .expect("cached");
         assert_ne!(
-            Fingerprint::of_cached(&edited),
+            Fingerprint::of_cached(&changed),
             Fingerprint::of_cached(&cached)
         );
+        writer.apply(&watcher::Event::Delete(secret));
+        assert!(cache.is_empty(), "a deleted object leaves the cache");
 
-        let mut deployment: Deployment = serde_json::from_value(json!({
-            "metadata": { "name": "storefront", "namespace": "tiqzy-acme",
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": "storefront", "namespace": "tiqzy-acme", "generation": 3,
                           "labels": { "tiqzy.io/tenant": "acme" },
                           "annotations": { "deployment.kubernetes.io/revision": "3" } },
-            "spec": { "selector": {}, "template": { "spec": { "containers": [
+            "spec": { "replicas": 2, "selector": {}, "template": { "spec": { "containers": [
                 { "name": "runtime", "image": "runtime@sha256:1", "args": ["serve"] }] } } },
+            "status": { "observedGeneration": 3, "availableReplicas": 1, "conditions": [
+                { "type": "Available", "status": "True" },
+                { "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded" }] },
         }))
         .expect("deployment");
-        cut_down(&mut deployment);
-        assert_eq!(deployment.metadata.labels, None);
-        assert_eq!(deployment.metadata.annotations, None);
-        let containers = deployment
-            .spec
-            .and_then(|s| s.template.spec)
-            .map(|p| p.containers)
-            .unwrap_or_default();
+        let (cache, mut writer) = compact::<Deployment>();
+        writer.apply(&watcher::Event::Apply(deployment));
+        let cached = cache.get(Some("tiqzy-acme"), "storefront").expect("cached");
+        assert_eq!(cached.metadata.labels, None);
+        assert_eq!(cached.metadata.annotations, None);
+        assert_eq!(cached.metadata.generation, Some(3));
+        let spec = cached.spec.clone().expect("spec");
+        assert_eq!(spec.replicas, Some(2));
+        let containers = spec.template.spec.map(|p| p.containers).unwrap_or_default();
         assert_eq!(containers.len(), 1);
         assert_eq!(containers[0].image.as_deref(), Some("runtime@sha256:1"));
         assert_eq!(
             containers[0].args, None,
             "the rest of the template is not read"
         );
+        let status = cached.status.expect("status");
+        assert_eq!(status.available_replicas, Some(1));
+        let reasons: Vec<_> = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.reason)
+            .collect();
+        assert_eq!(reasons, [Some("ProgressDeadlineExceeded".to_owned())]);
+    }
+
+    #[test]
+    fn a_tenants_objects_are_found_by_owner_and_a_relist_replaces_the_cache() {
+        let map = |namespace: &str, name: &str, uid: &str| -> ConfigMap {
+            serde_json::from_value(json!({
+                "metadata": { "name": name, "namespace": namespace, "ownerReferences": owner(uid) },
+            }))
+            .expect("config map")
+        };
+        let (cache, mut writer) = compact::<ConfigMap>();
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(map("tiqzy-acme", "site", "u-1")),
+            watcher::Event::InitApply(map("tiqzy-acme", "old", "u-1")),
+            watcher::Event::InitApply(map("tiqzy-acme", "theirs", "u-2")),
+            watcher::Event::InitApply(map("tiqzy-acme-2", "site", "u-1")),
+            watcher::Event::InitApply(map("tiqzy-acm", "site", "u-1")),
+        ] {
+            writer.apply(&event);
+        }
+        assert!(cache.is_empty(), "a list in progress is not shown");
+        writer.apply(&watcher::Event::InitDone);
+        let owner = OwnerReference {
+            uid: "u-1".into(),
+            ..Default::default()
+        };
+        let mut names = cache.names_owned_by(Some("tiqzy-acme"), &owner.uid);
+        names.sort();
+        assert_eq!(names, ["old", "site"]);
+        assert_eq!(cache.len(), 5);
+
+        // The watch restarts; "old" was deleted meanwhile.
+        writer.apply(&watcher::Event::Init);
+        writer.apply(&watcher::Event::InitApply(map("tiqzy-acme", "site", "u-1")));
+        assert_eq!(
+            cache.len(),
+            5,
+            "the old contents stay until the list is complete"
+        );
+        writer.apply(&watcher::Event::InitDone);
+        assert_eq!(
+            cache.names_owned_by(Some("tiqzy-acme"), &owner.uid),
+            ["site"]
+        );
+        assert_eq!(cache.len(), 1);
     }
 }

@@ -152,8 +152,14 @@ pub async fn run(client: kube::Client, metrics: Metrics, settings: Settings) {
     });
     let tenants = controller
         .watches_stream(
-            reflected::<Platform>(&client, watcher::Config::default(), w.platforms)
-                .predicate_filter(halt::platform_state, PredicateConfig::default()),
+            watcher(
+                Api::<Platform>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .reflect(w.platforms)
+            .touched_objects()
+            .predicate_filter(halt::platform_state, PredicateConfig::default()),
             move |_platform| {
                 store
                     .state()

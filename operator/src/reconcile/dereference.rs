@@ -3,8 +3,6 @@
 //! certificate, the Tenants it may share a host with, its live Deployment), gathered into
 //! one struct so the steps after it decide from plain data.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::reflector::ObjectRef;
 use tiqzy_crds::Tenant;
@@ -50,7 +48,7 @@ pub struct Found {
     /// An older Tenant claiming one of this tenant's hosts.
     pub conflict: Option<String>,
     /// The storefront Deployment as the cache has it.
-    pub live: Option<Arc<Deployment>>,
+    pub live: Option<Deployment>,
 }
 
 /// Reads what `v` needs from the cluster, the Platform's Secrets and Key Vault.

@@ -301,12 +301,9 @@ pub async fn report(ctx: &Context, rollouts: &Rollouts, seen: Report<'_>) -> Res
 
 /// Whether every storefront Deployment in the cache runs `image` and has settled.
 fn every_storefront_settled_on(ctx: &Context, image: &str) -> bool {
-    ctx.caches
-        .deployments
-        .state()
-        .iter()
-        .filter(|d| d.metadata.name.as_deref() == Some(STOREFRONT))
-        .all(|d| super::rollout::image(d).as_deref() == Some(image) && !status::rolling(d))
+    ctx.caches.deployments.every_named(STOREFRONT, |d| {
+        super::rollout::image(d).as_deref() == Some(image) && !status::rolling(d)
+    })
 }
 
 /// Writes `status.rollout` and `RolloutHalted` when the cached Platform shows otherwise. A

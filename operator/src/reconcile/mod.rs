@@ -244,7 +244,7 @@ async fn apply(tenant: &Tenant, r: &Reconciler) -> Result<Action, Error> {
     let rollout = memory.halt.current(ctx);
     let gate = memory
         .rollouts
-        .gate(&mut found.tenant, found.live.as_deref(), limit, &rollout);
+        .gate(&mut found.tenant, found.live.as_ref(), limit, &rollout);
     let owner = tenant.controller_owner_ref(&()).ok_or(Error::MissingUid)?;
     let applier = Applier::new(
         ctx.client.clone(),
