@@ -135,13 +135,14 @@ impl Applier {
         let key = format!("{}/{}/{name}", K::kind(&()), namespace.unwrap_or_default());
         let desired = Fingerprint::of(&object);
         let record = self.caches.applied.get(&self.tenant, &key);
-        match K::cached(&self.caches, namespace, &name) {
-            Some(cached) => {
-                let seen = Fingerprint::of_cached(&cached);
-                if record.is_some_and(|r| r.desired == desired && Some(r.fingerprint) == seen) {
-                    return Ok(cached);
-                }
+        match K::cache(&self.caches).get_with_fingerprint(namespace, &name) {
+            Some((cached, seen))
+                if record.is_some_and(|r| r.desired == desired && r.fingerprint == seen) =>
+            {
+                return Ok(cached);
             }
+            // Changed since, by someone else or by what is wanted: read and compare below.
+            Some(_) => {}
             // Never applied as it is now: applying is idempotent whether it exists or not.
             None if record.is_none_or(|r| r.desired != desired) => {
                 return self.send(api, &key, desired, object).await;

@@ -197,22 +197,6 @@ impl Fingerprint {
         bytes.copy_from_slice(&digest[..12]);
         Self(bytes)
     }
-
-    /// The fingerprint of a cached object, taken before it was cut down (see [`reflected`]).
-    pub fn of_cached<K: Resource>(cached: &K) -> Option<Self> {
-        let text = cached.meta().resource_version.as_deref()?.as_bytes();
-        let mut bytes = [0; 12];
-        for (byte, pair) in bytes.iter_mut().zip(text.chunks(2)) {
-            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-        }
-        (text.len() == 24).then_some(Self(bytes))
-    }
-}
-
-impl std::fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
 }
 
 /// A kind the operator applies, with the cache that holds it.
@@ -238,8 +222,8 @@ pub trait Cached:
     /// Puts what was kept back into an (otherwise empty) object.
     fn restore(&mut self, kept: &Self::Kept);
 
-    /// The cached object of this kind: its name, namespace, fingerprint (as its
-    /// resourceVersion) and what [`Cached::keep`] kept, nothing else.
+    /// The cached object of this kind: its name, namespace and what [`Cached::keep`] kept,
+    /// nothing else.
     fn cached(caches: &Caches, namespace: Option<&str>, name: &str) -> Option<Self> {
         Self::cache(caches).get(namespace, name)
     }
@@ -339,10 +323,20 @@ impl<K: Cached> Compact<K> {
     }
 
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<K> {
+        self.get_with_fingerprint(namespace, name)
+            .map(|(object, _)| object)
+    }
+
+    /// The cached object and the fingerprint the watch last showed for it.
+    pub fn get_with_fingerprint(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<(K, Fingerprint)> {
         let entries = self.entries.read().expect("cache lock");
         let key: (Box<str>, Box<str>) = (namespace.unwrap_or_default().into(), name.into());
         let entry = entries.get(&key)?;
-        Some(restored(namespace, name, entry))
+        Some((restored(namespace, name, entry), entry.fingerprint))
     }
 
     /// Whether every cached object called `name`, in whichever namespace, passes `check`.
@@ -381,7 +375,6 @@ fn restored<K: Cached>(namespace: Option<&str>, name: &str, entry: &Entry<K::Kep
     let meta = object.meta_mut();
     meta.name = Some(name.to_owned());
     meta.namespace = namespace.filter(|ns| !ns.is_empty()).map(str::to_owned);
-    meta.resource_version = Some(entry.fingerprint.to_string());
     object.restore(&entry.kept);
     object
 }
@@ -686,8 +679,8 @@ mod tests {
         .expect("secret");
         let (cache, mut writer) = compact::<Secret>();
         writer.apply(&watcher::Event::Apply(secret.clone()));
-        let cached = cache
-            .get(Some("tiqzy-acme"), "storefront-tls")
+        let (cached, fingerprint) = cache
+            .get_with_fingerprint(Some("tiqzy-acme"), "storefront-tls")
             .expect("cached");
         assert_eq!(cached.metadata.labels, None);
         assert_eq!(
@@ -696,23 +689,17 @@ mod tests {
         );
         assert_eq!(cached.data, secret.data, "the data is read");
         assert_eq!(cached.namespace().as_deref(), Some("tiqzy-acme"));
-        assert_eq!(
-            Fingerprint::of_cached(&cached),
-            Some(Fingerprint::of(&secret))
-        );
+        assert_eq!(fingerprint, Fingerprint::of(&secret));
         assert_eq!(cache.get(Some("tiqzy-other"), "storefront-tls"), None);
 
         // Another resourceVersion with the same content: the same fingerprint.
         let mut touched = secret.clone();
         touched.metadata.resource_version = Some("42".to_owned());
         writer.apply(&watcher::Event::Apply(touched));
-        let again = cache
-            .get(Some("tiqzy-acme"), "storefront-tls")
+        let (_, again) = cache
+            .get_with_fingerprint(Some("tiqzy-acme"), "storefront-tls")
             .expect("cached");
-        assert_eq!(
-            Fingerprint::of_cached(&again),
-            Fingerprint::of_cached(&cached)
-        );
+        assert_eq!(again, fingerprint);
         // A change by someone else: another fingerprint.
         let mut edited = secret.clone();
         edited.data = Some(BTreeMap::from([(
@@ -720,13 +707,10 @@ mod tests {
             ByteString(b"x".to_vec()),
         )]));
         writer.apply(&watcher::Event::Apply(edited));
-        let changed = cache
-            .get(Some("tiqzy-acme"), "storefront-tls")
+        let (_, changed) = cache
+            .get_with_fingerprint(Some("tiqzy-acme"), "storefront-tls")
             .expect("cached");
-        assert_ne!(
-            Fingerprint::of_cached(&changed),
-            Fingerprint::of_cached(&cached)
-        );
+        assert_ne!(changed, fingerprint);
         writer.apply(&watcher::Event::Delete(secret));
         assert!(cache.is_empty(), "a deleted object leaves the cache");
 
