@@ -135,6 +135,7 @@ impl Slots {
                 .iter()
                 .any(|(t, failed_on)| failed_on == image && state.moved.get(t) == Some(failed_on));
         if !halting && state.rolling.len() < limit {
+            tracing::debug!(tenant, image, rolling = ?state.rolling, "rollout slot taken");
             state.rolling.insert(tenant.to_owned());
             state.moved.insert(tenant.to_owned(), image.to_owned());
             state.failed.remove(tenant);
@@ -145,13 +146,18 @@ impl Slots {
 
     /// Records that `tenant` is mid-rollout (seen after a restart, say).
     fn observed(&self, tenant: &str) {
-        self.lock().rolling.insert(tenant.to_owned());
+        let mut state = self.lock();
+        if state.rolling.insert(tenant.to_owned()) {
+            tracing::debug!(tenant, rolling = ?state.rolling, "seen mid-rollout");
+        }
     }
 
     /// Frees `tenant`'s slot and forgets its rollout (it ended, or the tenant was deleted).
     pub fn finished(&self, tenant: &str) {
         let mut state = self.lock();
-        state.rolling.remove(tenant);
+        if state.rolling.remove(tenant) {
+            tracing::debug!(tenant, "rollout slot freed");
+        }
         state.moved.remove(tenant);
         state.failed.remove(tenant);
     }

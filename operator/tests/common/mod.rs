@@ -125,6 +125,14 @@ pub fn is_ready(t: &Tenant) -> bool {
     condition(t, "Ready").is_some_and(|c| c.status == "True")
 }
 
+/// Ready, and past waiting on the payments service: a storefront turns Ready before the
+/// service hands it its Secret, and rolls its pods once more when it does. (Without a
+/// connected account `PaymentsReady` stays False, for another reason.)
+pub fn is_ready_with_payments(t: &Tenant) -> bool {
+    is_ready(t)
+        && condition(t, "PaymentsReady").is_some_and(|c| c.reason != "PaymentsServiceNotReady")
+}
+
 /// The DER certificates of a PEM chain.
 pub fn ders(pem: &[u8]) -> Vec<Vec<u8>> {
     use rustls_pki_types::CertificateDer;
@@ -214,6 +222,22 @@ pub struct RolloutSeen {
     pub most_at_once: usize,
     /// Namespaces seen mid-rollout.
     pub seen_rolling: std::collections::BTreeSet<String>,
+    /// The Deployments mid-rollout when the most were, as [`rollout_state`] puts them.
+    pub busiest: Vec<String>,
+}
+
+/// A Deployment's namespace, generation and rollout status on one line.
+pub fn rollout_state(d: &Deployment) -> String {
+    let status = d.status.clone().unwrap_or_default();
+    format!(
+        "{} generation={} observed={} replicas={} updated={} available={}",
+        d.metadata.namespace.as_deref().unwrap_or("?"),
+        d.metadata.generation.unwrap_or(0),
+        status.observed_generation.unwrap_or(0),
+        status.replicas.unwrap_or(0),
+        status.updated_replicas.unwrap_or(0),
+        status.available_replicas.unwrap_or(0),
+    )
 }
 
 /// Samples the storefront Deployments of `tenants` until all run `image`, rolled out (a
@@ -225,6 +249,7 @@ pub async fn watch_rollout(client: &kube::Client, tenants: &[String], image: &st
         done: false,
         most_at_once: 0,
         seen_rolling: Default::default(),
+        busiest: Vec::new(),
     };
     for _ in 0..3000 {
         let list = deployments.list(&selector).await.expect("list").items;
@@ -242,6 +267,9 @@ pub async fn watch_rollout(client: &kube::Client, tenants: &[String], image: &st
             .iter()
             .filter(|d| on_image(d) && !rolled_out(d))
             .collect();
+        if rolling.len() > seen.most_at_once {
+            seen.busiest = rolling.iter().map(|d| rollout_state(d)).collect();
+        }
         seen.most_at_once = seen.most_at_once.max(rolling.len());
         seen.seen_rolling
             .extend(rolling.iter().filter_map(|d| d.metadata.namespace.clone()));
