@@ -98,6 +98,25 @@ impl MailMetrics {
     }
 }
 
+/// The allocator's batches, as [`Metrics`] registers them.
+#[derive(Debug, Clone)]
+pub struct BatchMetrics {
+    pub sizes: Histogram,
+    pub queued: Histogram,
+    pub took: Histogram,
+}
+
+impl Default for BatchMetrics {
+    fn default() -> Self {
+        let seconds = || Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        Self {
+            sizes: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+            queued: seconds(),
+            took: seconds(),
+        }
+    }
+}
+
 /// The process's mail metrics.
 pub static MAIL: LazyLock<MailMetrics> = LazyLock::new(MailMetrics::default);
 
@@ -107,8 +126,8 @@ pub struct Metrics {
     pub requests: Family<RouteLabels, Counter>,
     pub request_seconds: Family<RouteLabels, Histogram>,
     pub holds: Family<OutcomeLabels, Counter>,
-    /// Hold requests decided per transaction by the allocator's batches.
-    pub hold_batch_size: Histogram,
+    /// What the allocator's batches did: requests per batch, the wait before one, its time.
+    pub hold_batches: BatchMetrics,
     pub expired_holds: Counter,
     pub stripe_errors: Family<StripeErrorLabels, Counter>,
     pub webhooks: Family<OutcomeLabels, Counter>,
@@ -133,11 +152,21 @@ impl Metrics {
             request_seconds.clone(),
         );
         registry.register("holds", "Hold attempts by outcome", holds.clone());
-        let hold_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        let hold_batches = BatchMetrics::default();
         registry.register(
             "hold_batch_size",
             "Hold requests of one ticket type decided in one transaction",
-            hold_batch_size.clone(),
+            hold_batches.sizes.clone(),
+        );
+        registry.register(
+            "hold_queue_duration_seconds",
+            "Time a hold request waited for its batch to start",
+            hold_batches.queued.clone(),
+        );
+        registry.register(
+            "hold_batch_duration_seconds",
+            "Time of one batch's transaction, from its first lock to its commit",
+            hold_batches.took.clone(),
         );
         registry.register(
             "holds_expired",
@@ -178,7 +207,7 @@ impl Metrics {
             requests,
             request_seconds,
             holds,
-            hold_batch_size,
+            hold_batches,
             expired_holds,
         }
     }

@@ -48,7 +48,7 @@ impl Application {
         )?);
         let allocator = Arc::new(Allocator::new(
             config.hold_ttl,
-            metrics.hold_batch_size.clone(),
+            metrics.hold_batches.clone(),
         ));
         let state = AppState {
             cache: Arc::new(Cache::new(

@@ -92,6 +92,12 @@ pub fn run(traces: bool) -> Result<()> {
             ("redis", redis.pid(), false),
             ("buyers", std::process::id(), false),
         ];
+        bench_db
+            .batch_execute(
+                "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+                 SELECT pg_stat_statements_reset();",
+            )
+            .await?;
         let cpu_before = processes.map(|(_, pid, children)| cpu_seconds(pid, children));
         let (orders, took, stages) = rush(&http, &base, &ticket_type).await?;
         let cpu: Vec<String> = processes
@@ -101,7 +107,8 @@ pub fn run(traces: bool) -> Result<()> {
                 format!("{name}_cpu_s={:.2}", cpu_seconds(*pid, *children) - before)
             })
             .collect();
-        let batches = hold_batches(&http, metrics_port).await?;
+        let batches = server_stages(&http, metrics_port).await?;
+        let statements = statements(&bench_db).await?;
         let row = bench_db
             .query_one(
                 "SELECT sold + held, capacity FROM ticket_types WHERE id = $1::text::uuid",
@@ -132,6 +139,7 @@ pub fn run(traces: bool) -> Result<()> {
             took.as_secs_f64()
         );
         eprintln!("{batches}");
+        eprintln!("{statements}");
         println!(
             "runtime-bench buyers={BUYERS} capacity={CAPACITY} sold={orders} oversold={oversold} \
              orders_per_min={orders_per_min:.0} floor_updates_per_min={floor_updates_per_min:.0} \
@@ -419,8 +427,9 @@ async fn rush(
     Ok((stages.orders.len(), started.elapsed(), stages))
 }
 
-/// The allocator's batches as the runtime's metrics count them.
-async fn hold_batches(http: &reqwest::Client, metrics_port: u16) -> Result<String> {
+/// Where the rush's time went inside the runtime, from its metrics: each API route's
+/// requests and time, and for holds the wait for a batch and the batches themselves.
+async fn server_stages(http: &reqwest::Client, metrics_port: u16) -> Result<String> {
     let metrics = http
         .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .send()
@@ -428,12 +437,62 @@ async fn hold_batches(http: &reqwest::Client, metrics_port: u16) -> Result<Strin
         .text()
         .await?;
     let value = |series| tiqzy_e2e::sample(&metrics, series).unwrap_or(0.0);
+    // Summed over the series of `name` whose labels contain `labels` (every status).
+    let sum = |name: &str, labels: &str| -> f64 {
+        metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+            .filter(|rest| rest.contains(labels))
+            .filter_map(|rest| rest.rsplit_once("} ")?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let route = |path: &str| {
+        let labels = format!("route=\"{path}\"");
+        let seconds = sum("tiqzy_http_request_duration_seconds_sum", &labels);
+        let count = sum("tiqzy_http_request_duration_seconds_count", &labels);
+        format!(
+            "{count:.0} answered, mean {:.1} ms ({seconds:.2} s in all)",
+            seconds * 1000.0 / count.max(1.0)
+        )
+    };
     let requests = value("tiqzy_hold_batch_size_sum");
     let batches = value("tiqzy_hold_batch_size_count");
+    let queued = value("tiqzy_hold_queue_duration_seconds_sum");
+    let took = value("tiqzy_hold_batch_duration_seconds_sum");
     Ok(format!(
-        "hold batches: {batches:.0} transactions for {requests:.0} hold requests ({:.1} per commit)",
-        requests / batches.max(1.0)
+        "runtime stages:\n  POST /api/holds: {}\n    waiting for a batch: mean {:.1} ms\n    \
+         {batches:.0} batches for {requests:.0} requests ({:.1} per commit), mean {:.1} ms each \
+         ({took:.2} s in all)\n  POST /api/orders: {}",
+        route("/api/holds"),
+        queued * 1000.0 / requests.max(1.0),
+        requests / batches.max(1.0),
+        took * 1000.0 / batches.max(1.0),
+        route("/api/orders"),
     ))
+}
+
+/// PostgreSQL's statements of the rush by the time they took (`pg_stat_statements`, reset
+/// before the rush): what the database spent its time on.
+async fn statements(db: &tokio_postgres::Client) -> Result<String> {
+    let rows = db
+        .query(
+            "SELECT calls, total_exec_time, rows,
+                    left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
+             FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+             ORDER BY total_exec_time DESC LIMIT 8",
+            &[],
+        )
+        .await?;
+    let mut text = String::from("postgres statements of the rush, by time:");
+    for row in rows {
+        let (calls, ms, returned, query): (i64, f64, i64, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        text.push_str(&format!(
+            "\n  {ms:8.1} ms {calls:6} calls {returned:6} rows  {query}"
+        ));
+    }
+    Ok(text)
 }
 
 /// wrk from a second process: requests per second and the 99th percentile in ms.

@@ -25,10 +25,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -36,6 +35,7 @@ use uuid::Uuid;
 use super::client_caps::{ClientCap, lock_key};
 use super::holds::{self, CounterState, Hold, HoldItem, HoldLine};
 use crate::error::{AppError, AppResult};
+use crate::metrics::BatchMetrics;
 
 /// Most requests decided in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -49,8 +49,8 @@ const IDLE: Duration = Duration::from_secs(30);
 pub struct Allocator {
     /// How long a hold lasts.
     ttl: Duration,
-    /// Requests per batch, as the metrics show them.
-    batch_sizes: Histogram,
+    /// Requests per batch, their wait and the batches' time, as the metrics show them.
+    metrics: BatchMetrics,
     workers: Mutex<HashMap<Uuid, mpsc::Sender<Request>>>,
 }
 
@@ -60,13 +60,14 @@ struct Request {
     line: HoldLine,
     cap: ClientCap,
     answer: oneshot::Sender<AppResult<Hold>>,
+    queued_at: Instant,
 }
 
 impl Allocator {
-    pub fn new(ttl: Duration, batch_sizes: Histogram) -> Self {
+    pub fn new(ttl: Duration, metrics: BatchMetrics) -> Self {
         Self {
             ttl,
-            batch_sizes,
+            metrics,
             workers: Mutex::default(),
         }
     }
@@ -79,7 +80,12 @@ impl Allocator {
         cap: ClientCap,
     ) -> AppResult<Hold> {
         let (answer, answered) = oneshot::channel();
-        let mut request = Request { line, cap, answer };
+        let mut request = Request {
+            line,
+            cap,
+            answer,
+            queued_at: Instant::now(),
+        };
         // A worker that just ended on idleness refuses the send; start another and try again.
         loop {
             let queue = self.queue(db, line.ticket_type_id);
@@ -139,8 +145,16 @@ async fn work(
         match tokio::time::timeout(IDLE, requests.recv_many(&mut batch, MAX_BATCH)).await {
             Ok(0) => return,
             Ok(n) => {
-                allocator.batch_sizes.observe(n as f64);
+                let metrics = &allocator.metrics;
+                metrics.sizes.observe(n as f64);
+                for request in &batch {
+                    metrics
+                        .queued
+                        .observe(request.queued_at.elapsed().as_secs_f64());
+                }
+                let started = Instant::now();
                 decide_and_answer(&db, allocator.ttl, ticket_type_id, &mut batch).await;
+                metrics.took.observe(started.elapsed().as_secs_f64());
             }
             Err(_) => {
                 // Idle: leave the map first, then close, then answer any straggler that got

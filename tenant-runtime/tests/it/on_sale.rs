@@ -235,3 +235,132 @@ async fn a_runtime_killed_mid_rush_loses_and_doubles_no_ticket() {
     .await;
     assert_eq!(i32::try_from(rest.len()).expect("n") + held, capacity);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_runtime_killed_inside_a_batch_commits_nothing_of_it() {
+    let (app, vars) = TestApp::spawn_keeping_vars(Options::default()).await;
+    let (_, tt) = app.seed_event(100, 2_500, 4).await;
+    let mut replica = Replica::start(&vars).await;
+    // Another session holds the counter row, so the replica's first batch stops inside its
+    // transaction, on that lock, with its buyers waiting for it.
+    let mut blocker = app.state.db.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM ticket_types WHERE id = $1 FOR UPDATE")
+        .bind(tt)
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the counter");
+    let url = replica.url.clone();
+    let rushing = tokio::spawn(async move { rush(&url, tt, 0..50).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE ' || 'OF tt%'",
+        )
+        .fetch_one(&app.state.db)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no batch reached the counter"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    replica.process.kill().expect("SIGKILL");
+    replica.process.wait().expect("reaped");
+    blocker.rollback().await.expect("release the counter");
+    let answered = rushing.await.expect("rush");
+    assert!(
+        answered.is_empty(),
+        "no buyer of a batch that never committed is told yes"
+    );
+
+    // The batch's session ends when the server next writes to the dead process; until then
+    // it may still hold the row. Its transaction is rolled back whole.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sqlx::query_scalar::<_, i64>(
+        // (The pattern is split so that this query's own text does not match it.)
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FOR UPDATE ' || 'OF tt%'",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .expect("activity")
+        > 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead batch's session lingers"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let holds: i64 = sqlx::query_scalar("SELECT count(*) FROM holds WHERE ticket_type_id = $1")
+        .bind(tt)
+        .fetch_one(&app.state.db)
+        .await
+        .expect("holds");
+    assert_eq!(holds, 0, "nothing of the killed batch was written");
+    assert_eq!(app.stock(tt).await, (100, 0, 0));
+    assert_books_balance(&app, tt).await;
+    // All of it is still for sale, to the next buyers.
+    assert_eq!(rush(&app.url, tt, 100..300).await.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn within_a_batch_buyers_are_served_in_the_order_they_came() {
+    let app = Arc::new(TestApp::spawn().await);
+    let (_, tt) = app.seed_event(5, 2_500, 4).await;
+    // The counter row is held elsewhere: the first buyer's batch waits on it, and the next
+    // buyers queue up behind it, in the order they come (a fifth of a second apart), for
+    // the next batch.
+    let mut blocker = app.state.db.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM ticket_types WHERE id = $1 FOR UPDATE")
+        .bind(tt)
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the counter");
+    let mut asked = Vec::new();
+    for (n, quantity) in [(0, 1), (1, 3), (2, 3), (3, 1), (4, 2)] {
+        let app = app.clone();
+        asked.push(tokio::spawn(async move {
+            let held = app.hold_via(&buyer(n), tt, quantity).await;
+            let status = held.status().as_u16();
+            let kind = if status == 201 {
+                "held".to_owned()
+            } else {
+                let (_, body) = problem(held).await;
+                body["type"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            (n, kind)
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    blocker.rollback().await.expect("release the counter");
+    let mut answers = Vec::new();
+    for buyer in asked {
+        answers.push(buyer.await.expect("buyer"));
+    }
+    // 5 tickets: the first buyer takes 1; of the next batch the first asking for 3 gets them,
+    // the second asking for 3 does not fit, the one after asking for 1 still does, and the
+    // last asking for 2 finds none left.
+    assert_eq!(
+        answers,
+        [
+            (0, "held".to_owned()),
+            (1, "held".to_owned()),
+            (2, "sold-out".to_owned()),
+            (3, "held".to_owned()),
+            (4, "sold-out".to_owned()),
+        ]
+    );
+    assert_eq!(app.stock(tt).await, (5, 0, 5));
+    assert_books_balance(&app, tt).await;
+}
