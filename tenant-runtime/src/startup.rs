@@ -16,7 +16,7 @@ use crate::domain::TicketSigner;
 use crate::metrics::Metrics;
 use crate::payments::gateway::Gateway;
 use crate::state::AppState;
-use crate::store::allocator::Allocator;
+use crate::store::allocator::{self, Allocator};
 use crate::{db, http, mail, sweeper};
 
 /// The service name on error reports.
@@ -33,9 +33,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // The hold batches take one or two of the pod's connections, on a thread of their own.
+        let batch_connections = allocator::connections_of(config.db_max_connections);
         let db = db::connect(
             config.database_url.expose_secret(),
-            config.db_max_connections,
+            config
+                .db_max_connections
+                .saturating_sub(batch_connections)
+                .max(1),
             config.db_acquire_timeout,
         )
         .await?;
@@ -46,10 +51,16 @@ impl Application {
             &config.tenant,
             metrics.clone(),
         )?);
-        let allocator = Arc::new(Allocator::new(
-            config.hold_ttl,
-            metrics.hold_batches.clone(),
-        ));
+        let allocator = Arc::new(
+            Allocator::new(
+                config.hold_ttl,
+                metrics.hold_batches.clone(),
+                &db,
+                batch_connections,
+                config.db_acquire_timeout,
+            )
+            .context("starting the hold batch thread")?,
+        );
         let state = AppState {
             cache: Arc::new(Cache::new(
                 config.redis_url.as_ref().map(ExposeSecret::expose_secret),

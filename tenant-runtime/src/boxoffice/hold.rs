@@ -29,7 +29,7 @@ pub async fn hold_tickets(state: &AppState, client: &str, lines: &[HoldLine]) ->
     }
     let cap = ClientCap::new(client, state.config.max_tickets_per_client);
     let placed = match lines {
-        [line] => state.allocator.hold(&state.db, *line, cap).await,
+        [line] => state.allocator.hold(*line, cap).await,
         _ => holds::place_hold(&state.db, lines, state.config.hold_ttl, Some(&cap)).await,
     };
     state.metrics.hold(match &placed {

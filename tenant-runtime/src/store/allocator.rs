@@ -22,12 +22,19 @@
 //!   and a request that does not fit does not stop a smaller one behind it.
 //!
 //! Several replicas each batch their own buyers; their batches take turns on the row.
+//!
+//! The workers run on a thread of their own, with connections of their own (one or two of
+//! the pod's `TIQZY_DB_MAX_CONNECTIONS`). A batch's transaction is a few round trips to the
+//! database, and every buyer of the ticket type waits for it: among thousands of request
+//! tasks on the server's threads, each round trip also waited for the worker's turn, and a
+//! batch took ten times its SQL time (`cargo xtask bench runtime` prints both).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -47,6 +54,8 @@ const IDLE: Duration = Duration::from_secs(30);
 /// The workers of this process, one per ticket type being bought right now.
 #[derive(Debug)]
 pub struct Allocator {
+    /// Where the workers run, and their connections.
+    thread: BatchThread,
     /// How long a hold lasts.
     ttl: Duration,
     /// Requests per batch, their wait and the batches' time, as the metrics show them.
@@ -63,22 +72,72 @@ struct Request {
     queued_at: Instant,
 }
 
+/// The connections of a pod allowed `max_connections` that the batches take: one, or two
+/// when there are four or more.
+pub fn connections_of(max_connections: u32) -> u32 {
+    if max_connections >= 4 { 2 } else { 1 }
+}
+
+/// The thread the workers run on, with its own runtime and pool: a database answer wakes
+/// the worker waiting for it at once, not after every request task ready before it.
+#[derive(Debug)]
+struct BatchThread {
+    runtime: tokio::runtime::Handle,
+    db: PgPool,
+    /// Dropped with the allocator, which ends the thread.
+    _stop: oneshot::Sender<()>,
+}
+
+impl BatchThread {
+    fn start(db: &PgPool, connections: u32, acquire_timeout: Duration) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        // Connections belong to the runtime they are opened on: these open on first use, on
+        // the batch thread. Same server, role and TLS settings as the pod's pool.
+        let pool = {
+            let _on_the_thread = handle.enter();
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(acquire_timeout)
+                .connect_lazy_with(db.connect_options().as_ref().clone())
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("hold-batches".to_owned())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Self {
+            runtime: handle,
+            db: pool,
+            _stop: stop,
+        })
+    }
+}
+
 impl Allocator {
-    pub fn new(ttl: Duration, metrics: BatchMetrics) -> Self {
-        Self {
+    /// An allocator whose batches use `connections` connections to the server of `db`.
+    pub fn new(
+        ttl: Duration,
+        metrics: BatchMetrics,
+        db: &PgPool,
+        connections: u32,
+        acquire_timeout: Duration,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            thread: BatchThread::start(db, connections, acquire_timeout)?,
             ttl,
             metrics,
             workers: Mutex::default(),
-        }
+        })
     }
 
     /// Holds `line` for the client of `cap`, in the next batch of its ticket type.
-    pub async fn hold(
-        self: &Arc<Self>,
-        db: &PgPool,
-        line: HoldLine,
-        cap: ClientCap,
-    ) -> AppResult<Hold> {
+    pub async fn hold(self: &Arc<Self>, line: HoldLine, cap: ClientCap) -> AppResult<Hold> {
         let (answer, answered) = oneshot::channel();
         let mut request = Request {
             line,
@@ -88,7 +147,7 @@ impl Allocator {
         };
         // A worker that just ended on idleness refuses the send; start another and try again.
         loop {
-            let queue = self.queue(db, line.ticket_type_id);
+            let queue = self.queue(line.ticket_type_id);
             match queue.try_send(request) {
                 Ok(()) => break,
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(AppError::busy()),
@@ -102,15 +161,15 @@ impl Allocator {
         answered.await.unwrap_or_else(|_| Err(AppError::busy()))
     }
 
-    fn queue(self: &Arc<Self>, db: &PgPool, ticket_type_id: Uuid) -> mpsc::Sender<Request> {
+    fn queue(self: &Arc<Self>, ticket_type_id: Uuid) -> mpsc::Sender<Request> {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         workers
             .entry(ticket_type_id)
             .or_insert_with(|| {
                 let (queue, requests) = mpsc::channel(QUEUE);
-                tokio::spawn(work(
+                self.thread.runtime.spawn(work(
                     Arc::clone(self),
-                    db.clone(),
+                    self.thread.db.clone(),
                     ticket_type_id,
                     queue.clone(),
                     requests,

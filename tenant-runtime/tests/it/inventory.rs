@@ -266,21 +266,24 @@ async fn a_released_hold_gives_its_tickets_back_at_once() {
 
 #[tokio::test]
 async fn a_busy_database_gets_a_503_with_retry_after_and_loses_nothing() {
-    // One connection, and a wait short enough to see the 503 soon but long enough for the
-    // first connection on a loaded machine (the pool opens it with the same limit).
+    // One connection for requests, and a wait short enough to see the 503 soon but long
+    // enough for the first connection on a loaded machine (the pool opens it with the same
+    // limit). The hold batches have a connection of their own.
     let app = TestApp::spawn_with(Options {
         db_pool: Some((1, 1_000)),
         ..Options::default()
     })
     .await;
-    let (_, tt) = app.seed_event(5, 1_000, 4).await;
+    let (slug, adult) = app.seed_event(5, 1_000, 4).await;
+    let child = app.add_ticket_type(&slug, "Child", 500, 5, 4).await;
     let only_connection = app
         .state
         .db
         .acquire()
         .await
         .expect("the pool's one connection");
-    let response = app.hold(tt, 2).await;
+    // A basket of two ticket types is held on the requests' connections.
+    let response = app.hold_basket(&[(adult, 2), (child, 1)]).await;
     assert_eq!(
         response
             .headers()
@@ -291,16 +294,21 @@ async fn a_busy_database_gets_a_503_with_retry_after_and_loses_nothing() {
     let (status, body) = problem(response).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["type"], "https://tiqzy.io/problems/busy");
+    // A hold of one ticket type goes to the batches: an on-sale keeps selling meanwhile.
+    assert_eq!(app.hold(adult, 1).await.status(), 201);
     drop(only_connection);
     assert_eq!(
-        app.stock(tt).await,
-        (5, 0, 0),
-        "the refused hold took nothing"
+        (app.stock(adult).await, app.stock(child).await),
+        ((5, 0, 1), (5, 0, 0)),
+        "the refused basket took nothing"
     );
     assert_eq!(
-        app.hold(tt, 2).await.status(),
+        app.hold_basket(&[(adult, 2), (child, 1)]).await.status(),
         201,
         "once a connection is free"
     );
-    assert_eq!(app.stock(tt).await, (5, 0, 2));
+    assert_eq!(
+        (app.stock(adult).await, app.stock(child).await),
+        ((5, 0, 3), (5, 0, 1))
+    );
 }
