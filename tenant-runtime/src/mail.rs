@@ -8,4 +8,4 @@ mod outbox;
 pub mod worker;
 
 pub use message::{Amount, Letterhead, Message, Rendered};
-pub use outbox::{enqueue, enqueue_all, message_id};
+pub use outbox::{body, enqueue, enqueue_all, message_id, queued};

@@ -11,13 +11,22 @@ use crate::state::AppState;
 use crate::store::orders::{self, Order};
 use crate::store::tickets::{self, Ticket};
 
-/// A pending primary order for a live hold; the buyer gets the order link by mail.
+/// A pending primary order for a live hold; the buyer gets the order link by mail (queued
+/// by the same statement).
 pub async fn open_order(state: &AppState, hold_id: Uuid, buyer: &Email) -> AppResult<Order> {
-    let mut tx = state.db.begin().await?;
-    let order = orders::create_primary_order(&mut tx, hold_id, buyer).await?;
-    mail_order_link(state, &mut tx, &order).await?;
-    tx.commit().await?;
-    Ok(order)
+    let mut conn = state.db.acquire().await?;
+    orders::create_primary_order(&mut conn, hold_id, buyer, |token| {
+        order_link(state, buyer.as_str(), token)
+    })
+    .await
+}
+
+/// The mail with the secret link to the order of `token`.
+fn order_link(state: &AppState, to: &str, token: &str) -> Message {
+    Message::OrderLink {
+        to: to.to_owned(),
+        order_url: format!("{}/orders/{token}", state.config.public_url),
+    }
 }
 
 /// The link is the buyer's only way back to an order, so it is queued with the order.
@@ -26,10 +35,7 @@ pub(super) async fn mail_order_link(
     conn: &mut PgConnection,
     order: &Order,
 ) -> AppResult<()> {
-    let message = Message::OrderLink {
-        to: order.buyer_email.clone(),
-        order_url: format!("{}/orders/{}", state.config.public_url, order.access_token),
-    };
+    let message = order_link(state, &order.buyer_email, &order.access_token);
     mail::enqueue(conn, &message).await?;
     Ok(())
 }

@@ -18,18 +18,27 @@ pub(super) static QUEUED: Notify = Notify::const_new();
 /// Queues `message` in the caller's transaction: it is sent if and only if that commits.
 pub async fn enqueue(conn: &mut PgConnection, message: &Message) -> sqlx::Result<Uuid> {
     let id = Uuid::new_v4();
-    let body = serde_json::to_string(message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query!(
         "INSERT INTO mail_outbox (id, recipient, message) VALUES ($1, $2, $3::text::jsonb)",
         id,
         message.recipient(),
-        body,
+        body(message)?,
     )
     .execute(conn)
     .await?;
+    queued(message);
+    Ok(id)
+}
+
+/// The outbox row's `message` for `message`, for a statement that queues it itself.
+pub fn body(message: &Message) -> sqlx::Result<String> {
+    serde_json::to_string(message).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// Counts `message` as queued and wakes the sender: once the row that queues it is written.
+pub fn queued(message: &Message) {
     MAIL.queued(message.kind());
     QUEUED.notify_waiters();
-    Ok(id)
 }
 
 /// Queues many messages in one statement, in the caller's transaction (an event cancelled
@@ -44,7 +53,7 @@ pub async fn enqueue_all(conn: &mut PgConnection, messages: &[Message]) -> sqlx:
     for message in messages {
         ids.push(Uuid::new_v4());
         recipients.push(message.recipient().to_owned());
-        bodies.push(serde_json::to_string(message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        bodies.push(body(message)?);
     }
     sqlx::query!(
         "INSERT INTO mail_outbox (id, recipient, message)
@@ -56,10 +65,7 @@ pub async fn enqueue_all(conn: &mut PgConnection, messages: &[Message]) -> sqlx:
     )
     .execute(conn)
     .await?;
-    for message in messages {
-        MAIL.queued(message.kind());
-    }
-    QUEUED.notify_waiters();
+    messages.iter().for_each(queued);
     Ok(())
 }
 

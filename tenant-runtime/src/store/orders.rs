@@ -62,16 +62,19 @@ impl TryFrom<OrderRow> for Order {
     }
 }
 
-/// Turns a live hold into a pending order at its ticket types' prices. One order per hold.
+/// Turns a live hold into a pending order at its ticket types' prices, and queues the mail
+/// `link` writes for the order's secret link. One order per hold.
 ///
-/// Two statements and no explicit transaction (the rush path): the prices are read and summed
-/// first, then the order is inserted only if every row of the hold is still active, with those
-/// rows locked by that same statement so a sweeper cannot expire them half-way.
+/// Two round trips and no explicit transaction (the rush path): the prices are read and
+/// summed first; then one statement inserts the order, only if every row of the hold is still
+/// active (locking those rows, so a sweeper cannot expire them half-way), and its mail with
+/// it. `conn` must not be in a transaction: the statement commits as it ends.
 #[tracing::instrument(level = "info", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
 pub async fn create_primary_order(
     conn: &mut PgConnection,
     hold_id: Uuid,
     buyer: &Email,
+    link: impl FnOnce(&str) -> crate::mail::Message,
 ) -> AppResult<Order> {
     let expired = || AppError::conflict("hold-expired", "this hold has expired or was used");
     let lines = sqlx::query!(
@@ -94,30 +97,43 @@ pub async fn create_primary_order(
     }
     let total = total.ok_or_else(expired)?;
     let rows = i64::try_from(lines.len()).map_err(anyhow::Error::from)?;
+    let token = access_token();
+    let mail = link(&token);
     let row = sqlx::query_as!(
         OrderRow,
         "WITH hold AS (
              SELECT id FROM holds
              WHERE basket_id = $5 AND state = 'active' AND expires_at > now()
              ORDER BY id FOR UPDATE
+         ), placed AS (
+             INSERT INTO orders (id, kind, buyer_email, access_token, hold_id, total_minor, currency)
+             SELECT $1, 'primary', $2, $3, $5, $4, $6
+             WHERE (SELECT count(*) FROM hold) = $7
+             RETURNING id, kind, state, buyer_email, access_token, total_minor, currency,
+                       created_at, paid_at, refunded_minor, payment_error
+         ), mailed AS (
+             INSERT INTO mail_outbox (id, recipient, message)
+             SELECT $8, $9, $10::text::jsonb FROM placed
          )
-         INSERT INTO orders (id, kind, buyer_email, access_token, hold_id, total_minor, currency)
-         SELECT $1, 'primary', $2, $3, $5, $4, $6
-         WHERE (SELECT count(*) FROM hold) = $7
-         RETURNING id, kind, state, buyer_email, access_token, total_minor,
-                   currency as \"currency!\", created_at, paid_at, refunded_minor, payment_error",
+         SELECT id, kind, state, buyer_email, access_token, total_minor,
+                currency as \"currency!\", created_at, paid_at, refunded_minor, payment_error
+         FROM placed",
         Uuid::new_v4(),
         buyer.as_str(),
-        access_token(),
+        token,
         total.amount_minor,
         hold_id,
         total.currency.as_str() as &str,
         rows,
+        Uuid::new_v4(),
+        mail.recipient(),
+        crate::mail::body(&mail)?,
     )
     .fetch_optional(&mut *conn)
     .await
     .map_err(order_conflict)?
     .ok_or_else(expired)?;
+    crate::mail::queued(&mail);
     row.try_into()
 }
 
