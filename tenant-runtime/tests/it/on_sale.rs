@@ -152,6 +152,18 @@ impl Drop for Replica {
     }
 }
 
+/// A transaction of another session holding the counter row of `tt`: a batch stops on it,
+/// inside its own transaction, until it is rolled back.
+async fn hold_the_counter(app: &TestApp, tt: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut blocker = app.state.db.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM ticket_types WHERE id = $1 FOR UPDATE")
+        .bind(tt)
+        .execute(&mut *blocker)
+        .await
+        .expect("lock the counter");
+    blocker
+}
+
 /// Buyers `from..to`, each holding one ticket at `url`: the ids of the holds granted.
 async fn rush(url: &str, tt: Uuid, buyers: std::ops::Range<usize>) -> Vec<Uuid> {
     let http = reqwest::Client::new();
@@ -243,12 +255,7 @@ async fn a_runtime_killed_inside_a_batch_commits_nothing_of_it() {
     let mut replica = Replica::start(&vars).await;
     // Another session holds the counter row, so the replica's first batch stops inside its
     // transaction, on that lock, with its buyers waiting for it.
-    let mut blocker = app.state.db.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM ticket_types WHERE id = $1 FOR UPDATE")
-        .bind(tt)
-        .execute(&mut *blocker)
-        .await
-        .expect("lock the counter");
+    let blocker = hold_the_counter(&app, tt).await;
     let url = replica.url.clone();
     let rushing = tokio::spawn(async move { rush(&url, tt, 0..50).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -315,12 +322,7 @@ async fn within_a_batch_buyers_are_served_in_the_order_they_came() {
     // The counter row is held elsewhere: the first buyer's batch waits on it, and the next
     // buyers queue up behind it, in the order they come (a fifth of a second apart), for
     // the next batch.
-    let mut blocker = app.state.db.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM ticket_types WHERE id = $1 FOR UPDATE")
-        .bind(tt)
-        .execute(&mut *blocker)
-        .await
-        .expect("lock the counter");
+    let blocker = hold_the_counter(&app, tt).await;
     let mut asked = Vec::new();
     for (n, quantity) in [(0, 1), (1, 3), (2, 3), (3, 1), (4, 2)] {
         let app = app.clone();
