@@ -164,6 +164,30 @@ async fn hold_the_counter(app: &TestApp, tt: Uuid) -> sqlx::Transaction<'static,
     blocker
 }
 
+/// Waits (30 s at most) until a batch of this test's database is held up on a counter lock.
+async fn a_batch_waits_on_the_counter(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // (The pattern is split so that this query's own text does not match it.)
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%FOR UPDATE ' || 'OF tt%'",
+        )
+        .fetch_one(&app.state.db)
+        .await
+        .expect("activity");
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no batch reached the counter"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Buyers `from..to`, each holding one ticket at `url`: the ids of the holds granted.
 async fn rush(url: &str, tt: Uuid, buyers: std::ops::Range<usize>) -> Vec<Uuid> {
     let http = reqwest::Client::new();
@@ -258,24 +282,7 @@ async fn a_runtime_killed_inside_a_batch_commits_nothing_of_it() {
     let blocker = hold_the_counter(&app, tt).await;
     let url = replica.url.clone();
     let rushing = tokio::spawn(async move { rush(&url, tt, 0..50).await });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE ' || 'OF tt%'",
-        )
-        .fetch_one(&app.state.db)
-        .await
-        .expect("activity");
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no batch reached the counter"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    a_batch_waits_on_the_counter(&app).await;
     replica.process.kill().expect("SIGKILL");
     replica.process.wait().expect("reaped");
     blocker.rollback().await.expect("release the counter");
@@ -290,7 +297,8 @@ async fn a_runtime_killed_inside_a_batch_commits_nothing_of_it() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while sqlx::query_scalar::<_, i64>(
         // (The pattern is split so that this query's own text does not match it.)
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FOR UPDATE ' || 'OF tt%'",
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE '%FOR UPDATE ' || 'OF tt%'",
     )
     .fetch_one(&app.state.db)
     .await
@@ -320,13 +328,13 @@ async fn within_a_batch_buyers_are_served_in_the_order_they_came() {
     let app = Arc::new(TestApp::spawn().await);
     let (_, tt) = app.seed_event(5, 2_500, 4).await;
     // The counter row is held elsewhere: the first buyer's batch waits on it, and the next
-    // buyers queue up behind it, in the order they come (a fifth of a second apart), for
-    // the next batch.
+    // buyers queue up behind it, in the order they come (0.3 s apart), for the next batch.
     let blocker = hold_the_counter(&app, tt).await;
     let mut asked = Vec::new();
     for (n, quantity) in [(0, 1), (1, 3), (2, 3), (3, 1), (4, 2)] {
-        let app = app.clone();
+        let buying = app.clone();
         asked.push(tokio::spawn(async move {
+            let app = buying;
             let held = app.hold_via(&buyer(n), tt, quantity).await;
             let status = held.status().as_u16();
             let kind = if status == 201 {
@@ -343,7 +351,11 @@ async fn within_a_batch_buyers_are_served_in_the_order_they_came() {
             };
             (n, kind)
         }));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if n == 0 {
+            a_batch_waits_on_the_counter(&app).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
     blocker.rollback().await.expect("release the counter");
     let mut answers = Vec::new();
