@@ -39,7 +39,6 @@ pub enum CodeError {
 }
 
 /// One signing secret and the Ed25519 key pair derived from it.
-#[derive(Clone)]
 struct Key {
     id: String,
     signing: SigningKey,
@@ -84,11 +83,12 @@ pub struct PublicKey {
     pub x: String,
 }
 
-/// Signs and verifies codes with the tenant's keys.
+/// Signs and verifies codes with the tenant's keys. Cloned with the server's state for every
+/// request, so a clone shares the keys rather than copying them.
 #[derive(Clone)]
 pub struct TicketSigner {
     /// Newest first; never empty.
-    keys: Vec<Key>,
+    keys: std::sync::Arc<[Key]>,
 }
 
 impl std::fmt::Debug for TicketSigner {
@@ -103,7 +103,7 @@ impl TicketSigner {
     pub fn new(secrets: Vec<SecretSlice<u8>>) -> Self {
         assert!(!secrets.is_empty(), "a ticket signer needs a key");
         Self {
-            keys: secrets.into_iter().map(Key::new).collect(),
+            keys: secrets.into_iter().map(Key::new).collect::<Vec<_>>().into(),
         }
     }
 
