@@ -34,13 +34,11 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // The hold batches take one or two of the pod's connections, on a thread of their own.
-        let batch_connections = allocator::connections_of(config.db_max_connections);
+        let (request_connections, batch_connections) =
+            allocator::split_connections(config.db_max_connections);
         let db = db::connect(
             config.database_url.expose_secret(),
-            config
-                .db_max_connections
-                .saturating_sub(batch_connections)
-                .max(1),
+            request_connections,
             config.db_acquire_timeout,
         )
         .await?;

@@ -437,19 +437,18 @@ async fn server_stages(http: &reqwest::Client, metrics_port: u16) -> Result<Stri
         .text()
         .await?;
     let value = |series| tiqzy_e2e::sample(&metrics, series).unwrap_or(0.0);
-    // Summed over the series of `name` whose labels contain `labels` (every status).
-    let sum = |name: &str, labels: &str| -> f64 {
+    // Summed over the series of `name` for `route` (every method and status).
+    let sum = |name: &str, route: &str| -> f64 {
         metrics
             .lines()
-            .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
-            .filter(|rest| rest.contains(labels))
-            .filter_map(|rest| rest.rsplit_once("} ")?.1.parse::<f64>().ok())
+            .filter_map(crate::bench_writes::sample)
+            .filter(|(n, labels, _)| *n == name && labels.get("route") == Some(&route))
+            .map(|(_, _, value)| value)
             .sum()
     };
     let route = |path: &str| {
-        let labels = format!("route=\"{path}\"");
-        let seconds = sum("tiqzy_http_request_duration_seconds_sum", &labels);
-        let count = sum("tiqzy_http_request_duration_seconds_count", &labels);
+        let seconds = sum("tiqzy_http_request_duration_seconds_sum", path);
+        let count = sum("tiqzy_http_request_duration_seconds_count", path);
         format!(
             "{count:.0} answered, mean {:.1} ms ({seconds:.2} s in all)",
             seconds * 1000.0 / count.max(1.0)

@@ -95,7 +95,7 @@ fn parse(text: &str) -> Counters {
 }
 
 /// `name{a="x",b="y"} value` as its parts.
-fn sample(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
+pub(crate) fn sample(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
     let (head, value) = line.rsplit_once(' ')?;
     let value = value.parse().ok()?;
     let (name, labels) = match head.split_once('{') {

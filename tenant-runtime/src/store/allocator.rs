@@ -72,10 +72,11 @@ struct Request {
     queued_at: Instant,
 }
 
-/// The connections of a pod allowed `max_connections` that the batches take: one, or two
-/// when there are four or more.
-pub fn connections_of(max_connections: u32) -> u32 {
-    if max_connections >= 4 { 2 } else { 1 }
+/// A pod's `max_connections` split between its requests and its batches: the batches take
+/// one, or two when there are four or more; the requests keep at least one.
+pub fn split_connections(max_connections: u32) -> (u32, u32) {
+    let batches = if max_connections >= 4 { 2 } else { 1 };
+    (max_connections.saturating_sub(batches).max(1), batches)
 }
 
 /// The thread the workers run on, with its own runtime and pool: a database answer wakes
