@@ -312,3 +312,59 @@ async fn a_busy_database_gets_a_503_with_retry_after_and_loses_nothing() {
         ((5, 0, 3), (5, 0, 1))
     );
 }
+
+#[tokio::test]
+async fn a_refused_order_writes_neither_an_order_nor_a_mail() {
+    let app = &TestApp::spawn().await;
+    let (_, tt) = app.seed_event(10, 1_000, 4).await;
+    let written = || async {
+        let counts: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM mail_outbox)",
+        )
+        .fetch_one(&app.state.db)
+        .await
+        .expect("counts");
+        counts
+    };
+    let hold: Value = app.hold(tt, 2).await.json().await.expect("hold");
+    let order = |hold_id: Value| async move {
+        app.post(
+            "/api/orders",
+            &json!({ "hold_id": hold_id, "email": "fan@example.org" }),
+        )
+        .await
+    };
+    assert_eq!(order(hold["id"].clone()).await.status(), 201);
+    assert_eq!(written().await, (1, 1), "the order and its link, together");
+
+    // The same hold again: refused, and nothing more is written or mailed.
+    let (status, body) = problem(order(hold["id"].clone()).await).await;
+    assert_eq!(
+        (status, body["type"].clone()),
+        (409, json!("https://tiqzy.io/problems/already-ordered"))
+    );
+    // A hold that does not exist, and one that has lapsed: the same.
+    let (status, body) = problem(order(json!(Uuid::new_v4())).await).await;
+    assert_eq!(
+        (status, body["type"].clone()),
+        (409, json!("https://tiqzy.io/problems/hold-expired"))
+    );
+    let lapsing: Value = app.hold(tt, 1).await.json().await.expect("hold");
+    sqlx::query("UPDATE holds SET expires_at = now() - interval '1 second' WHERE basket_id = $1")
+        .bind(
+            lapsing["id"]
+                .as_str()
+                .expect("id")
+                .parse::<Uuid>()
+                .expect("uuid"),
+        )
+        .execute(&app.state.db)
+        .await
+        .expect("lapse");
+    let (status, body) = problem(order(lapsing["id"].clone()).await).await;
+    assert_eq!(
+        (status, body["type"].clone()),
+        (409, json!("https://tiqzy.io/problems/hold-expired"))
+    );
+    assert_eq!(written().await, (1, 1));
+}
